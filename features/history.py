@@ -1,0 +1,167 @@
+"""Entity histories: what was known about an importer, HS code, route... before a declaration.
+
+Training asks "what did history say the day before this row" (`point_in_time_counts`); serving
+asks "what does all of history say now" (`FeatureState.counts_for`). Both return the same
+columns, and `features.matrix` turns either into the model's features with one code path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    columns: tuple[str, ...]
+    label: str  # how an officer would name it; formatted with the record's fields
+
+
+ENTITIES = [
+    Entity("all", (), "all declarations"),
+    Entity("importer", ("importer_id",), "importer {importer_id}"),
+    Entity("declarant", ("declarant_id",), "declarant {declarant_id}"),
+    Entity("seller", ("seller_id",), "seller {seller_id}"),
+    Entity("courier", ("courier_id",), "courier {courier_id}"),
+    Entity("hs6", ("hs6_code",), "HS code {hs6_code}"),
+    Entity("hs_chapter", ("hs_chapter",), "HS chapter {hs_chapter}"),
+    Entity("origin", ("origin_country",), "origin country {origin_country}"),
+    Entity("office", ("office_id",), "office {office_id}"),
+    Entity("importer_hs6", ("importer_id", "hs6_code"), "importer {importer_id} with HS {hs6_code}"),
+    Entity("origin_hs6", ("origin_country", "hs6_code"), "HS {hs6_code} from {origin_country}"),
+    Entity(
+        "declarant_importer",
+        ("declarant_id", "importer_id"),
+        "declarant {declarant_id} for importer {importer_id}",
+    ),
+    Entity("route", ("departure_country", "origin_country"), "route {departure_country}->{origin_country}"),
+]
+COUNT_COLUMNS = ["declarations", "fraud_count", "critical_count", "last_seen_day"]
+_KEY_SEPARATOR = "\x1f"
+
+
+def with_derived_fields(records: pd.DataFrame) -> pd.DataFrame:
+    """Fields every entity and feature may use, computed the same way offline and online."""
+    out = records.copy()
+    out["hs_chapter"] = out["hs6_code"].str[:2]
+    out["day"] = out["declaration_date"].to_numpy(dtype="datetime64[D]").astype("int64")
+    return out
+
+
+def entity_keys(records: pd.DataFrame, entity: Entity) -> pd.Series:
+    """One string key per row; null when any part is null (no history, not a shared "unknown")."""
+    if not entity.columns:
+        return pd.Series("all", index=records.index, dtype="str")
+    parts = [records[column] for column in entity.columns]
+    key = parts[0].astype("str")
+    for part in parts[1:]:
+        key = key + _KEY_SEPARATOR + part.astype("str")
+    missing = np.logical_or.reduce([part.isna().to_numpy() for part in parts])
+    return key.where(~missing, None)
+
+
+def _daily_totals(keys: pd.Series, records: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "key": keys.to_numpy(),
+            "day": records["day"].to_numpy(),
+            "declarations": 1,
+            "fraud_count": records["fraud"].to_numpy(dtype="int64"),
+            "critical_count": records["critical_fraud"].to_numpy(dtype="int64"),
+        }
+    ).dropna(subset=["key"])
+    return frame.groupby(["key", "day"], sort=True).sum()
+
+
+def point_in_time_counts(history: pd.DataFrame) -> pd.DataFrame:
+    """For each row and entity: what history held strictly before the row's day.
+
+    Labels of the same day are excluded: an inspection result is known at the earliest the day
+    after. Vectorised as cumulative sums over (entity, day) totals, so cost grows with the
+    number of rows, never rows times history.
+    """
+    columns = {}
+    for entity in ENTITIES:
+        keys = entity_keys(history, entity)
+        daily = _daily_totals(keys, history)
+        by_key = daily.groupby(level="key", sort=False)
+        before = by_key.cumsum() - daily
+        days = pd.Series(daily.index.get_level_values("day"), index=daily.index)
+        before["last_seen_day"] = days.groupby(level="key", sort=False).shift(1)
+        position = daily.index.get_indexer(pd.MultiIndex.from_arrays([keys, history["day"]]))
+        known = position >= 0
+        for column in COUNT_COLUMNS:
+            values = np.full(len(history), np.nan if column == "last_seen_day" else 0.0)
+            values[known] = before[column].to_numpy(dtype="float64")[position[known]]
+            columns[f"{entity.name}__{column}"] = values
+    return pd.DataFrame(columns, index=history.index)
+
+
+@dataclass
+class FeatureState:
+    """History as of its last day: per entity and key, the totals serving looks up."""
+
+    totals: dict[str, pd.DataFrame]  # entity name -> frame indexed by key, COUNT_COLUMNS
+    categories: dict[str, list[str]]
+    smoothing: float
+    history_end: str
+
+    @classmethod
+    def fit(cls, history: pd.DataFrame, categorical: list[str], smoothing: float) -> FeatureState:
+        totals = {}
+        for entity in ENTITIES:
+            daily = _daily_totals(entity_keys(history, entity), history)
+            by_key = daily.groupby(level="key", sort=True)
+            entity_totals = by_key.sum()
+            entity_totals["last_seen_day"] = (
+                pd.Series(daily.index.get_level_values("day"), index=daily.index)
+                .groupby(level="key", sort=True)
+                .max()
+                .astype("float64")
+            )
+            totals[entity.name] = entity_totals[COUNT_COLUMNS].astype("float64")
+        categories = {
+            column: sorted(history[column].dropna().unique().tolist()) for column in categorical
+        }
+        history_end = str(history["declaration_date"].max().date())
+        return cls(totals, categories, float(smoothing), history_end)
+
+    def counts_for(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The same columns as `point_in_time_counts`, from the whole fitted history."""
+        columns = {}
+        for entity in ENTITIES:
+            found = self.totals[entity.name].reindex(entity_keys(records, entity).to_numpy())
+            for column in COUNT_COLUMNS:
+                values = found[column].to_numpy(dtype="float64")
+                if column != "last_seen_day":
+                    values = np.nan_to_num(values, nan=0.0)
+                columns[f"{entity.name}__{column}"] = values
+        return pd.DataFrame(columns, index=records.index)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        table = pd.concat(
+            [frame.assign(entity=name) for name, frame in self.totals.items()]
+        ).rename_axis("key").reset_index()
+        table.to_parquet(directory / "entity_totals.parquet", index=False)
+        meta = {
+            "categories": self.categories,
+            "smoothing": self.smoothing,
+            "history_end": self.history_end,
+        }
+        (directory / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path) -> FeatureState:
+        meta = json.loads((directory / "state.json").read_text())
+        table = pd.read_parquet(directory / "entity_totals.parquet")
+        totals = {
+            entity.name: table[table["entity"] == entity.name].set_index("key")[COUNT_COLUMNS]
+            for entity in ENTITIES
+        }
+        return cls(totals, meta["categories"], meta["smoothing"], meta["history_end"])

@@ -1,0 +1,186 @@
+"""The model's features, built by one function for training and serving, each with the sentence
+an officer reads when it drives a score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.history import ENTITIES, FeatureState, point_in_time_counts, with_derived_fields
+
+CATEGORICAL = [
+    "office_id",
+    "process_type",
+    "import_type",
+    "import_use",
+    "payment_type",
+    "transport_mode",
+    "tax_type",
+    "origin_indicator",
+    "departure_country",
+    "origin_country",
+    "hs_chapter",
+]
+RECENCY_ENTITIES = ["importer", "declarant"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    description: str
+    reason: Callable[[dict], str]  # context (record fields, features, counts) -> sentence
+
+
+def _share(count: float, total: float) -> str:
+    return f"{count / total:.0%}" if total else "0%"
+
+
+def _entity_features(entity) -> list[Feature]:
+    name, label = entity.name, entity.label
+
+    def who(ctx: dict) -> str:
+        return label.format(**ctx)
+
+    def history(ctx: dict) -> tuple[float, float, float]:
+        return (
+            ctx[f"{name}__declarations"],
+            ctx[f"{name}__fraud_count"],
+            ctx[f"{name}__critical_count"],
+        )
+
+    def rate_text(ctx: dict) -> str:
+        n, fraud, _ = history(ctx)
+        if not n:
+            return f"{who(ctx)}: no earlier declarations, rated at the overall fraud rate"
+        return f"{who(ctx)}: {_share(fraud, n)} of {n:.0f} earlier declarations were fraud"
+
+    def critical_text(ctx: dict) -> str:
+        n, _, critical = history(ctx)
+        if not n:
+            return f"{who(ctx)}: no earlier declarations, rated at the overall critical rate"
+        return f"{who(ctx)}: {critical:.0f} of {n:.0f} earlier declarations were critical fraud"
+
+    def count_text(ctx: dict) -> str:
+        n = history(ctx)[0]
+        return f"{who(ctx)}: first declaration" if not n else f"{who(ctx)}: {n:.0f} earlier declarations"
+
+    plain = name.replace("_", " ")
+    features = [
+        Feature(f"{name}_declarations", f"earlier declarations of the same {plain}", count_text),
+        Feature(
+            f"{name}_fraud_rate",
+            f"fraud rate of the same {plain} in earlier declarations, shrunk towards the overall rate",
+            rate_text,
+        ),
+        Feature(
+            f"{name}_critical_rate",
+            f"critical-fraud rate of the same {plain}, shrunk towards the overall rate",
+            critical_text,
+        ),
+    ]
+    if name in RECENCY_ENTITIES:
+
+        def recency_text(ctx: dict) -> str:
+            days = ctx[f"{name}_days_since_last"]
+            if np.isnan(days):
+                return f"{who(ctx)}: never seen before"
+            return f"{who(ctx)}: last declaration {days:.0f} days earlier"
+
+        features.append(
+            Feature(f"{name}_days_since_last", f"days since the {plain}'s previous declaration", recency_text)
+        )
+    return features
+
+
+def _categorical_feature(column: str) -> Feature:
+    plain = column.removesuffix("_id").replace("_", " ")
+    return Feature(column, f"declared {plain}", lambda ctx: f"{plain} {ctx[column]}")
+
+
+FEATURES: list[Feature] = [
+    *[f for entity in ENTITIES if entity.name != "all" for f in _entity_features(entity)],
+    Feature("tax_rate", "declared tax rate (%)", lambda c: f"tax rate {c['tax_rate']:g}%"),
+    Feature("net_mass_kg", "declared net mass", lambda c: f"net mass {c['net_mass_kg']:,.1f} kg"),
+    Feature("item_price", "declared item price", lambda c: f"declared value {c['item_price']:,.0f}"),
+    Feature(
+        "log_value_per_kg",
+        "log of declared value per kg",
+        lambda c: f"declared value {c['item_price']:,.0f} for {c['net_mass_kg']:,.1f} kg",
+    ),
+    Feature(
+        "duty_exposure",
+        "duty at stake: item price x tax rate",
+        lambda c: f"duty at stake {c['duty_exposure']:,.0f}",
+    ),
+    Feature(
+        "origin_differs_from_departure",
+        "country of origin differs from country of departure",
+        lambda c: (
+            f"origin {c['origin_country']} differs from departure {c['departure_country']}"
+            if c["origin_differs_from_departure"]
+            else f"shipped from its origin country {c['origin_country']}"
+        ),
+    ),
+    *[_categorical_feature(column) for column in CATEGORICAL],
+]
+FEATURE_NAMES = [feature.name for feature in FEATURES]
+FEATURES_BY_NAME = {feature.name: feature for feature in FEATURES}
+
+
+def feature_matrix(records: pd.DataFrame, counts: pd.DataFrame, state: FeatureState) -> pd.DataFrame:
+    """Model input from records (with derived fields) and their entity history counts.
+
+    The global fraud rate known at the row's time is the shrinkage prior, so a new importer is
+    rated at the overall rate and a long-known one at its own.
+    """
+    m = state.smoothing
+    known = counts["all__declarations"].to_numpy()
+    prior_fraud = (counts["all__fraud_count"].to_numpy() + 1) / (known + 2)
+    prior_critical = (counts["all__critical_count"].to_numpy() + 1) / (known + 2)
+    columns = {}
+    for entity in ENTITIES:
+        if entity.name == "all":
+            continue
+        n = counts[f"{entity.name}__declarations"].to_numpy()
+        columns[f"{entity.name}_declarations"] = n
+        fraud = counts[f"{entity.name}__fraud_count"].to_numpy()
+        critical = counts[f"{entity.name}__critical_count"].to_numpy()
+        columns[f"{entity.name}_fraud_rate"] = (fraud + m * prior_fraud) / (n + m)
+        columns[f"{entity.name}_critical_rate"] = (critical + m * prior_critical) / (n + m)
+        if entity.name in RECENCY_ENTITIES:
+            last = counts[f"{entity.name}__last_seen_day"].to_numpy()
+            columns[f"{entity.name}_days_since_last"] = records["day"].to_numpy() - last
+    price = records["item_price"].to_numpy(dtype="float64")
+    mass = records["net_mass_kg"].to_numpy(dtype="float64")
+    tax = records["tax_rate"].to_numpy(dtype="float64")
+    columns["tax_rate"] = tax
+    columns["net_mass_kg"] = mass
+    columns["item_price"] = price
+    columns["log_value_per_kg"] = np.log1p(price) - np.log1p(mass)
+    columns["duty_exposure"] = price * tax / 100
+    columns["origin_differs_from_departure"] = (
+        records["origin_country"].to_numpy() != records["departure_country"].to_numpy()
+    ).astype("float64")
+    matrix = pd.DataFrame(columns, index=records.index)
+    for column in CATEGORICAL:
+        categories = state.categories[column]
+        values = records[column].astype("object")
+        matrix[column] = pd.Categorical(values.where(values.isin(categories)), categories=categories)
+    return matrix[FEATURE_NAMES]
+
+
+def training_features(history: pd.DataFrame, smoothing: float) -> tuple[pd.DataFrame, FeatureState]:
+    """Point-in-time features for every history row, and the state serving will use."""
+    history = with_derived_fields(history)
+    state = FeatureState.fit(history, CATEGORICAL, smoothing)
+    return feature_matrix(history, point_in_time_counts(history), state), state
+
+
+def serving_features(records: pd.DataFrame, state: FeatureState) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features of new declarations from the fitted state; also the counts, for reason texts."""
+    records = with_derived_fields(records)
+    counts = state.counts_for(records)
+    return feature_matrix(records, counts, state), counts

@@ -1,0 +1,43 @@
+"""Targeting metrics: what a center inspecting the top n% by score would have found."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+
+def top_share(scores: np.ndarray, rate_percent: float) -> np.ndarray:
+    """Indices of the top `rate_percent`% by score; ties broken by position, so results repeat."""
+    count = int(np.ceil(len(scores) * rate_percent / 100))
+    return np.argsort(-np.asarray(scores), kind="stable")[:count]
+
+
+def targeting_metrics(
+    fraud: np.ndarray,
+    critical: np.ndarray,
+    duty: np.ndarray,
+    risk_score: np.ndarray,
+    critical_score: np.ndarray,
+    rates: list[float],
+) -> dict[str, float]:
+    fraud = np.asarray(fraud, dtype=float)
+    critical = np.asarray(critical, dtype=float)
+    duty_on_fraud = np.asarray(duty, dtype=float) * fraud
+    metrics: dict[str, float] = {}
+    for rate in rates:
+        top = top_share(risk_score, rate)
+        tag = f"{rate:g}"
+        metrics[f"precision_at_{tag}"] = float(fraud[top].mean()) if len(top) else 0.0
+        metrics[f"recall_at_{tag}"] = float(fraud[top].sum() / max(fraud.sum(), 1))
+        metrics[f"duty_recovered_at_{tag}"] = float(duty_on_fraud[top].sum() / max(duty_on_fraud.sum(), 1e-12))
+        metrics[f"critical_recall_at_{tag}"] = float(critical[top].sum() / max(critical.sum(), 1))
+    if 0 < fraud.sum() < len(fraud):
+        metrics["roc_auc"] = float(roc_auc_score(fraud, risk_score))
+        metrics["pr_auc"] = float(average_precision_score(fraud, risk_score))
+    metrics["brier"] = float(brier_score_loss(fraud, risk_score))
+    if 0 < critical.sum() < len(critical):
+        metrics["critical_roc_auc"] = float(roc_auc_score(critical, critical_score))
+        metrics["critical_pr_auc"] = float(average_precision_score(critical, critical_score))
+    metrics["critical_brier"] = float(brier_score_loss(critical, critical_score))
+    metrics["validation_rows"] = float(len(fraud))
+    return metrics

@@ -1,0 +1,50 @@
+"""What every stage needs: params, run identity, and small file helpers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+PARAMS = Path("params.yaml")
+
+
+def load_params() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (subprocess.SubprocessError, FileNotFoundError):
+        return "unknown"
+
+
+def data_version() -> str:
+    """The md5 DVC recorded for the validated history in dvc.lock: the data a run trained on."""
+    lock = Path("dvc.lock")
+    if not lock.exists():
+        return "unknown"
+    stages = yaml.safe_load(lock.read_text()).get("stages", {})
+    for out in stages.get("validate", {}).get("outs", []):
+        if out.get("path") == "data/validated/declarations.parquet":
+            return out.get("md5", "unknown")
+    return "unknown"

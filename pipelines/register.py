@@ -1,0 +1,28 @@
+"""Stage register: a new registry version; `champion` moves only when it is at least as good."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.registry import configure_tracking, register_version
+from pipelines.common import load_params, read_json, write_json
+
+RUN = Path("data/model/run.json")
+METRICS = Path("metrics/targeting.json")
+REGISTRATION = Path("data/model/registration.json")
+
+
+def main() -> None:
+    params = load_params()["register"]
+    run = read_json(RUN)
+    metric = params["champion_metric"]
+    configure_tracking()
+    decision = register_version(
+        run["model_uri"], params["model_name"], run["run_id"], metric, read_json(METRICS)[metric]
+    )
+    write_json(REGISTRATION, decision)
+    print(f"register: {decision['name']} version {decision['version']} -> {decision['alias']} ({decision['reason']})")
+
+
+if __name__ == "__main__":
+    main()
