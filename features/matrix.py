@@ -96,7 +96,7 @@ def _entity_features(entity) -> list[Feature]:
 
 
 def _categorical_feature(column: str) -> Feature:
-    plain = column.removesuffix("_id").replace("_", " ")
+    plain = column.removesuffix("_id").replace("_", " ").replace("hs ", "HS ")
     return Feature(column, f"declared {plain}", lambda ctx: f"{plain} {ctx[column]}")
 
 

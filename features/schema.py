@@ -124,6 +124,8 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
     """Parse strings, numbers and dates field by field, so that one unparseable value fails
     its own row and field instead of leaving the whole column untyped."""
     typed = records.copy()
+    for field in sorted(OPTIONAL_FIELDS - set(typed.columns)):
+        typed[field] = None
     failures = []
     for field in typed.columns:
         values = typed[field]

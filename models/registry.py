@@ -15,6 +15,7 @@ EXPERIMENT = "customs-risk"
 
 def configure_tracking() -> str:
     """The embedded sqlite store unless MLFLOW_TRACKING_URI points at a team server."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -1,0 +1,38 @@
+# Entry points of CONTRACT.md section 2. Each creates .venv and installs into it when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+export BENTOML_HOME := $(CURDIR)/.bentoml
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test serve ui install
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+run: $(INSTALLED)
+	@start=$$(date +%s); PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro && \
+	  echo "dvc repro: $$(( $$(date +%s) - start ))s" && $(BIN)/customs-risk metrics
+
+test: $(INSTALLED)
+	$(BIN)/pytest
+
+serve: $(INSTALLED)
+	@host="$(HOST)"; \
+	if [ -z "$$RISK_API_KEYS" ] && [ "$$host" != "127.0.0.1" ] && [ "$$host" != "localhost" ] && [ "$$host" != "::1" ]; then \
+	  echo "RISK_API_KEYS is not set: serving on 127.0.0.1 only, not $$host"; host=127.0.0.1; fi; \
+	$(BIN)/bentoml serve customs-risk-service:latest --host $$host --port $(PORT)
+
+ui: $(INSTALLED)
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000

@@ -1,0 +1,106 @@
+"""The audit and outcomes store: every decision and every inspection result, on disk before the
+HTTP answer leaves (SQLite in WAL mode, synchronous=FULL)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    declaration_id TEXT NOT NULL,
+    scored_at TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    record TEXT NOT NULL,
+    risk_score REAL NOT NULL,
+    critical_score REAL NOT NULL,
+    lane TEXT NOT NULL,
+    selected_by TEXT NOT NULL,
+    reasons TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_declaration ON decisions (declaration_id);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (scored_at);
+CREATE TABLE IF NOT EXISTS outcomes (
+    declaration_id TEXT PRIMARY KEY,
+    inspected_on TEXT NOT NULL,
+    result TEXT NOT NULL,
+    notes TEXT,
+    received_at TEXT NOT NULL
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class AuditStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(SCHEMA)
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def record_decisions(self, records: list[dict], results: pd.DataFrame, model_version: str) -> None:
+        scored_at = _now()
+        rows = [
+            (
+                result.declaration_id,
+                scored_at,
+                model_version,
+                json.dumps(record, default=str),
+                float(result.risk_score),
+                float(result.critical_score),
+                result.lane,
+                result.selected_by,
+                json.dumps(result.reasons),
+            )
+            for record, result in zip(records, results.itertuples(index=False))
+        ]
+        self._write(
+            "INSERT INTO decisions (declaration_id, scored_at, model_version, record, risk_score,"
+            " critical_score, lane, selected_by, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def record_outcomes(self, outcomes: list[dict]) -> int:
+        """Store outcomes; a later outcome for the same declaration replaces the earlier one."""
+        received_at = _now()
+        rows = [
+            (o["declaration_id"], o["inspected_on"], o["result"], o.get("notes"), received_at)
+            for o in outcomes
+        ]
+        self._write(
+            "INSERT INTO outcomes (declaration_id, inspected_on, result, notes, received_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(declaration_id) DO UPDATE SET"
+            " inspected_on=excluded.inspected_on, result=excluded.result, notes=excluded.notes,"
+            " received_at=excluded.received_at",
+            rows,
+        )
+        return len(rows)
+
+    def read(self, table: str) -> pd.DataFrame:
+        if table not in ("decisions", "outcomes"):
+            raise ValueError(f"unknown table {table}")
+        with self._lock:
+            return pd.read_sql_query(f"SELECT * FROM {table}", self._db)  # noqa: S608 - fixed names

@@ -1,0 +1,123 @@
+"""ASGI guard in front of every API: bearer keys, loopback-only without keys, body size limit,
+and errors in the contract's shape."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import os
+
+OPEN_PATHS = {"/healthz", "/readyz", "/livez", "/metrics"}
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def api_keys() -> list[str]:
+    return [key.strip() for key in os.environ.get("RISK_API_KEYS", "").split(",") if key.strip()]
+
+
+def max_body_bytes() -> int:
+    return int(os.environ.get("RISK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _send_error(send, status: int, field: str, message: str) -> None:
+    body = json.dumps({"errors": [{"index": None, "field": field, "message": message}]}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def framework_errors(body: bytes) -> list[dict]:
+    """BentoML's request parsing errors (pydantic's `detail` list) as contract field errors."""
+    try:
+        detail = json.loads(body).get("detail") or []
+    except (ValueError, AttributeError):
+        detail = []
+    errors = []
+    for item in detail if isinstance(detail, list) else []:
+        location = [part for part in item.get("loc", []) if part not in ("body",)]
+        index = next((part for part in location[1:] if isinstance(part, int)), None)
+        field = ".".join(str(part) for part in location if not isinstance(part, int)) or "body"
+        errors.append({"index": index, "field": field, "message": item.get("msg", "invalid")})
+    return errors or [{"index": None, "field": "body", "message": "request body is not valid JSON"}]
+
+
+async def _send_contract_errors(send, status: int, body: bytes) -> None:
+    payload = json.dumps({"errors": framework_errors(body)}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class RequestGuard:
+    def __init__(self, app, **_options):
+        self.app = app
+        self.keys = [key.encode() for key in api_keys()]
+        self.limit = max_body_bytes()
+
+    def _authorised(self, scope) -> bool:
+        if not self.keys:
+            return _is_loopback((scope.get("client") or (None,))[0])
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        # compare against every key, always, so timing does not tell which key came close
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(token.strip(), key)
+        return matched
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        if not self._authorised(scope):
+            message = "missing or wrong bearer key" if self.keys else "only loopback clients without RISK_API_KEYS"
+            return await _send_error(send, 401, "authorization", message)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _send_error(send, 413, "body", f"request body over {self.limit} bytes")
+        received = 0
+        too_large = False
+
+        async def limited_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        started = False
+        rejected: list[bytes] | None = None  # body of a framework 400, rewritten when complete
+
+        async def guarded_send(message):
+            nonlocal started, rejected
+            if too_large:
+                if not started:
+                    started = True
+                    await _send_error(send, 413, "body", f"request body over {self.limit} bytes")
+                return
+            started = True
+            if message["type"] == "http.response.start" and message["status"] == 400:
+                rejected = []
+                return
+            if rejected is not None and message["type"] == "http.response.body":
+                rejected.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    await _send_contract_errors(send, 400, b"".join(rejected))
+                return
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
