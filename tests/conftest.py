@@ -1,0 +1,64 @@
+"""Shared fixtures: a small real sample of the KCS history, and a migrated MLflow store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.adapters import KCS, read_source
+from features.schema import DECLARATION_FIELDS, coerce_declarations
+
+REPO = Path(__file__).resolve().parents[1]
+RAW = REPO / "data" / "raw"
+
+
+@pytest.fixture(scope="session")
+def kcs_records() -> pd.DataFrame:
+    """The embedded history in canonical layout, values as read (strings)."""
+    return pd.concat(
+        [read_source(RAW / "df_syn_train_eng.csv", KCS), read_source(RAW / "df_syn_valid_eng.csv", KCS)],
+        ignore_index=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def history(kcs_records) -> pd.DataFrame:
+    """A typed, valid sample of 4,000 rows of history with its entities kept dense: the 1,500
+    busiest importers' rows, so point-in-time features have real histories to test."""
+    valid = kcs_records[kcs_records["origin_country"].ne("ZZ") & kcs_records["departure_country"].ne("ZZ")]
+    busiest = valid["importer_id"].value_counts().index[:1500]
+    sample = valid[valid["importer_id"].isin(busiest)].sample(n=4000, random_state=7)
+    typed = coerce_declarations(sample, labelled=True)
+    return typed.sort_values(["declaration_date", "declaration_id"]).reset_index(drop=True)
+
+
+@pytest.fixture
+def declarations(history) -> pd.DataFrame:
+    """A few declarations as a client sends them: canonical fields, strings and numbers."""
+    sample = history[DECLARATION_FIELDS].tail(5).copy()
+    sample["declaration_date"] = sample["declaration_date"].dt.strftime("%Y-%m-%d")
+    return sample.reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory) -> Path:
+    """Migrating a new sqlite store takes seconds: do it once, copy it per test."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_store(_migrated_mlflow_db, tmp_path, monkeypatch) -> str:
+    """A fresh, already migrated MLflow tracking store for one test; returns its URI."""
+    path = tmp_path / "mlflow.db"
+    shutil.copy(_migrated_mlflow_db, path)
+    uri = f"sqlite:///{path}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
