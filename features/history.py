@@ -41,7 +41,10 @@ ENTITIES = [
     ),
     Entity("route", ("departure_country", "origin_country"), "route {departure_country}->{origin_country}"),
 ]
-COUNT_COLUMNS = ["declarations", "fraud_count", "critical_count", "last_seen_day"]
+COUNT_COLUMNS = ["declarations", "fraud_count", "critical_count", "first_seen_day", "last_seen_day"]
+DAY_COLUMNS = {"first_seen_day", "last_seen_day"}  # NaN when the entity has no earlier rows
+# entities whose earlier declarations give a reference value per kg (median of the log)
+VALUE_REFERENCE_ENTITIES = ["hs6", "origin_hs6"]
 _KEY_SEPARATOR = "\x1f"
 
 
@@ -50,6 +53,9 @@ def with_derived_fields(records: pd.DataFrame) -> pd.DataFrame:
     out = records.copy()
     out["hs_chapter"] = out["hs6_code"].str[:2]
     out["day"] = out["declaration_date"].to_numpy(dtype="datetime64[D]").astype("int64")
+    out["log_value_per_kg"] = np.log1p(out["item_price"].to_numpy(dtype="float64")) - np.log1p(
+        out["net_mass_kg"].to_numpy(dtype="float64")
+    )
     return out
 
 
@@ -91,15 +97,56 @@ def point_in_time_counts(history: pd.DataFrame) -> pd.DataFrame:
         daily = _daily_totals(keys, history)
         by_key = daily.groupby(level="key", sort=False)
         before = by_key.cumsum() - daily
-        days = pd.Series(daily.index.get_level_values("day"), index=daily.index)
-        before["last_seen_day"] = days.groupby(level="key", sort=False).shift(1)
+        days = pd.Series(daily.index.get_level_values("day"), index=daily.index, dtype="float64")
+        by_day = days.groupby(level="key", sort=False)
+        before["last_seen_day"] = by_day.shift(1)
+        before["first_seen_day"] = by_day.transform("first").where(before["declarations"] > 0)
         position = daily.index.get_indexer(pd.MultiIndex.from_arrays([keys, history["day"]]))
         known = position >= 0
         for column in COUNT_COLUMNS:
-            values = np.full(len(history), np.nan if column == "last_seen_day" else 0.0)
+            values = np.full(len(history), np.nan if column in DAY_COLUMNS else 0.0)
             values[known] = before[column].to_numpy(dtype="float64")[position[known]]
             columns[f"{entity.name}__{column}"] = values
+        if entity.name in VALUE_REFERENCE_ENTITIES:
+            columns[f"{entity.name}__median_log_value_per_kg"] = _point_in_time_median(
+                keys, history["day"], history["log_value_per_kg"]
+            )
     return pd.DataFrame(columns, index=history.index)
+
+
+def _point_in_time_median(keys: pd.Series, days: pd.Series, values: pd.Series) -> np.ndarray:
+    """Median of the key's values on days strictly before each row's day (NaN if none).
+
+    An expanding median over rows sorted by (key, day) read at the row just before the row's
+    (key, day) block: one sorted pass with pandas' windowed median, no per-row Python.
+    """
+    frame = pd.DataFrame({"key": keys.to_numpy(), "day": days.to_numpy(), "value": values.to_numpy()})
+    frame = frame.dropna(subset=["key"]).sort_values(["key", "day"], kind="stable")
+    codes = pd.factorize(frame["key"])[0]
+    expanding = (
+        pd.Series(frame["value"].to_numpy(), index=pd.RangeIndex(len(frame)))
+        .groupby(codes, sort=False)
+        .expanding()
+        .median()
+        .droplevel(0)
+        .sort_index()
+        .to_numpy()
+    )
+    # position of the first row of each (key, day) block; the row before it closes earlier days
+    block_start = np.ones(len(frame), dtype=bool)
+    block_start[1:] = (codes[1:] != codes[:-1]) | (frame["day"].to_numpy()[1:] != frame["day"].to_numpy()[:-1])
+    first_of_block = np.maximum.accumulate(np.where(block_start, np.arange(len(frame)), 0))
+    previous = first_of_block - 1
+    same_key = (previous >= 0) & (codes[np.maximum(previous, 0)] == codes)
+    medians = np.where(same_key, expanding[np.maximum(previous, 0)], np.nan)
+    out = np.full(len(keys), np.nan)
+    out[frame.index.to_numpy()] = medians
+    return out
+
+
+def _state_columns(entity: Entity) -> list[str]:
+    extra = ["median_log_value_per_kg"] if entity.name in VALUE_REFERENCE_ENTITIES else []
+    return COUNT_COLUMNS + extra
 
 
 @dataclass
@@ -118,13 +165,15 @@ class FeatureState:
             daily = _daily_totals(entity_keys(history, entity), history)
             by_key = daily.groupby(level="key", sort=True)
             entity_totals = by_key.sum()
-            entity_totals["last_seen_day"] = (
-                pd.Series(daily.index.get_level_values("day"), index=daily.index)
-                .groupby(level="key", sort=True)
-                .max()
-                .astype("float64")
-            )
-            totals[entity.name] = entity_totals[COUNT_COLUMNS].astype("float64")
+            days = pd.Series(daily.index.get_level_values("day"), index=daily.index, dtype="float64")
+            entity_totals["first_seen_day"] = days.groupby(level="key", sort=True).min()
+            entity_totals["last_seen_day"] = days.groupby(level="key", sort=True).max()
+            if entity.name in VALUE_REFERENCE_ENTITIES:
+                keys = entity_keys(history, entity)
+                entity_totals["median_log_value_per_kg"] = (
+                    history["log_value_per_kg"].groupby(keys.to_numpy()).median()
+                )
+            totals[entity.name] = entity_totals[_state_columns(entity)].astype("float64")
         categories = {
             column: sorted(history[column].dropna().unique().tolist()) for column in categorical
         }
@@ -136,9 +185,9 @@ class FeatureState:
         columns = {}
         for entity in ENTITIES:
             found = self.totals[entity.name].reindex(entity_keys(records, entity).to_numpy())
-            for column in COUNT_COLUMNS:
+            for column in found.columns:
                 values = found[column].to_numpy(dtype="float64")
-                if column != "last_seen_day":
+                if column in ("declarations", "fraud_count", "critical_count"):
                     values = np.nan_to_num(values, nan=0.0)
                 columns[f"{entity.name}__{column}"] = values
         return pd.DataFrame(columns, index=records.index)
@@ -161,7 +210,7 @@ class FeatureState:
         meta = json.loads((directory / "state.json").read_text())
         table = pd.read_parquet(directory / "entity_totals.parquet")
         totals = {
-            entity.name: table[table["entity"] == entity.name].set_index("key")[COUNT_COLUMNS]
+            entity.name: table[table["entity"] == entity.name].set_index("key")[_state_columns(entity)]
             for entity in ENTITIES
         }
         return cls(totals, meta["categories"], meta["smoothing"], meta["history_end"])
