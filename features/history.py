@@ -7,6 +7,7 @@ columns, and `features.matrix` turns either into the model's features with one c
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,8 @@ def _point_in_time_median(keys: pd.Series, days: pd.Series, values: pd.Series) -
     return out
 
 
-def _state_columns(entity: Entity) -> list[str]:
+def state_columns(entity: Entity) -> list[str]:
+    """What history keeps per entity key: counts, first/last day, and value references."""
     extra = ["median_log_value_per_kg"] if entity.name in VALUE_REFERENCE_ENTITIES else []
     return COUNT_COLUMNS + extra
 
@@ -157,6 +159,7 @@ class FeatureState:
     categories: dict[str, list[str]]
     smoothing: float
     history_end: str
+    version: str = ""  # sha256 of the saved entity totals: which history a model was served with
 
     @classmethod
     def fit(cls, history: pd.DataFrame, categorical: list[str], smoothing: float) -> FeatureState:
@@ -173,7 +176,7 @@ class FeatureState:
                 entity_totals["median_log_value_per_kg"] = (
                     history["log_value_per_kg"].groupby(keys.to_numpy()).median()
                 )
-            totals[entity.name] = entity_totals[_state_columns(entity)].astype("float64")
+            totals[entity.name] = entity_totals[state_columns(entity)].astype("float64")
         categories = {
             column: sorted(history[column].dropna().unique().tolist()) for column in categorical
         }
@@ -198,10 +201,12 @@ class FeatureState:
             [frame.assign(entity=name) for name, frame in self.totals.items()]
         ).rename_axis("key").reset_index()
         table.to_parquet(directory / "entity_totals.parquet", index=False)
+        self.version = hashlib.sha256((directory / "entity_totals.parquet").read_bytes()).hexdigest()
         meta = {
             "categories": self.categories,
             "smoothing": self.smoothing,
             "history_end": self.history_end,
+            "version": self.version,
         }
         (directory / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
 
@@ -210,7 +215,7 @@ class FeatureState:
         meta = json.loads((directory / "state.json").read_text())
         table = pd.read_parquet(directory / "entity_totals.parquet")
         totals = {
-            entity.name: table[table["entity"] == entity.name].set_index("key")[_state_columns(entity)]
+            entity.name: table[table["entity"] == entity.name].set_index("key")[state_columns(entity)]
             for entity in ENTITIES
         }
-        return cls(totals, meta["categories"], meta["smoothing"], meta["history_end"])
+        return cls(totals, meta["categories"], meta["smoothing"], meta["history_end"], meta["version"])

@@ -48,7 +48,8 @@ def _entity_features(entity) -> list[Feature]:
     name, label = entity.name, entity.label
 
     def who(ctx: dict) -> str:
-        return label.format(**ctx)
+        missing = [c.removesuffix("_id") for c in entity.columns if pd.isna(ctx.get(c))]
+        return f"no {' or '.join(missing)} declared" if missing else label.format(**ctx)
 
     def history(ctx: dict) -> tuple[float, float, float]:
         return (
