@@ -13,6 +13,7 @@ from features.history import (
     ENTITIES,
     VALUE_REFERENCE_ENTITIES,
     FeatureState,
+    entity_days,
     point_in_time_counts,
     with_derived_fields,
 )
@@ -224,8 +225,9 @@ def feature_matrix(records: pd.DataFrame, counts: pd.DataFrame, state: FeatureSt
 def training_features(history: pd.DataFrame, smoothing: float) -> tuple[pd.DataFrame, FeatureState]:
     """Point-in-time features for every history row, and the state serving will use."""
     history = with_derived_fields(history)
-    state = FeatureState.fit(history, CATEGORICAL, smoothing)
-    return feature_matrix(history, point_in_time_counts(history), state), state
+    days = entity_days(history)
+    state = FeatureState.fit(history, CATEGORICAL, smoothing, days)
+    return feature_matrix(history, point_in_time_counts(history, days), state), state
 
 
 def serving_features(records: pd.DataFrame, state: FeatureState) -> tuple[pd.DataFrame, pd.DataFrame]:
