@@ -10,6 +10,7 @@ export BENTOML_HOME := $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: run test serve ui install
 

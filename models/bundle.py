@@ -46,7 +46,7 @@ class RiskModel:
         risk = self.fraud_calibration(contributions.sum(axis=1))  # the contributions sum to the margin
         critical = self.critical_calibration(self.critical_booster.predict(x, raw_score=True))
         ids = records["declaration_id"].astype(str).tolist()
-        lane, selected_by = self.lanes.assign(risk, ids)
+        lane, selected_by = self.lanes.assign(risk, ids, critical)
         reasons = self._reasons(records, x, counts, contributions[:, :-1], max_reasons)
         return pd.DataFrame(
             {

@@ -18,6 +18,9 @@ class LanePolicy:
     yellow_share: float
     exploration_share: float
     exploration_key: str
+    # public safety first: a critical score this high goes red whatever the fraud score says
+    critical_threshold: float = float("inf")
+    critical_red_share: float = 0.0
 
     @classmethod
     def from_shares(
@@ -27,11 +30,18 @@ class LanePolicy:
         yellow_share: float,
         exploration_share: float,
         exploration_key: str,
+        critical_scores: np.ndarray | None = None,
+        critical_red_share: float = 0.0,
     ) -> LanePolicy:
         scores = np.asarray(scores, dtype=float)
         red = float(np.quantile(scores, 1 - red_share, method="higher"))
         yellow = float(np.quantile(scores, 1 - red_share - yellow_share, method="higher"))
-        return cls(red, min(yellow, red), red_share, yellow_share, exploration_share, exploration_key)
+        critical = float("inf")
+        if critical_scores is not None and critical_red_share > 0:
+            critical = float(np.quantile(np.asarray(critical_scores, dtype=float), 1 - critical_red_share, method="higher"))
+        return cls(
+            red, min(yellow, red), red_share, yellow_share, exploration_share, exploration_key, critical, critical_red_share
+        )
 
     def explored(self, declaration_ids: list[str]) -> np.ndarray:
         """Whether each ID falls in the exploration share: the same ID always answers the same."""
@@ -44,11 +54,14 @@ class LanePolicy:
         ]
         return np.asarray(draws, dtype=np.float64) / 2.0**64 < self.exploration_share
 
-    def assign(self, risk_score: np.ndarray, declaration_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def assign(
+        self, risk_score: np.ndarray, declaration_ids: list[str], critical_score: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Lane and what selected it, for each declaration."""
         risk_score = np.asarray(risk_score, dtype=float)
+        critical = np.zeros(len(risk_score)) if critical_score is None else np.asarray(critical_score, dtype=float)
         lane = np.where(
-            risk_score >= self.red_threshold,
+            (risk_score >= self.red_threshold) | (critical >= self.critical_threshold),
             "red",
             np.where(risk_score >= self.yellow_threshold, "yellow", "green"),
         ).astype(object)

@@ -46,7 +46,9 @@ def champion(name: str):
         return None
 
 
-def register_version(model_uri: str, name: str, run_id: str, metric: str, value: float) -> dict:
+def register_version(
+    model_uri: str, name: str, run_id: str, metric: str, value: float, model_card: str = ""
+) -> dict:
     """A new version; `champion` moves to it when it is at least as good as the current champion
     on `metric` over the same validation window, else it becomes `challenger`."""
     client = MlflowClient()
@@ -73,4 +75,10 @@ def register_version(model_uri: str, name: str, run_id: str, metric: str, value:
     client.set_registered_model_alias(name, decision["alias"], version.version)
     for key in ("alias", "reason"):
         client.set_model_version_tag(name, version.version, f"registration_{key}", decision[key])
+    if model_card:
+        client.update_model_version(name, version.version, description=model_card)
+    # the run says what became of it, so the compare view shows the decision beside the metrics
+    client.set_tag(run_id, "registration", f"{name} v{version.version}: {decision['alias']} ({decision['reason']})")
+    if decision.get("champion_value") is not None:
+        client.log_metric(run_id, f"champion_{metric}", decision["champion_value"])
     return decision

@@ -1,83 +1,82 @@
-"""Stage evaluate: targeting metrics and plots on the validation window, for DVC and MLflow."""
+"""Stage evaluate: targeting metrics, plots and the model card, for DVC and the MLflow run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import mlflow
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from models.metrics import targeting_metrics, top_share  # noqa: E402
-from models.registry import configure_tracking  # noqa: E402
-from pipelines.common import load_params, read_json, write_json  # noqa: E402
+from features.matrix import FEATURE_NAMES
+from models.bundle import RiskModel
+from models.metrics import targeting_metrics
+from models.registry import configure_tracking
+from models.reports import (
+    model_card,
+    plot_bars,
+    plot_reliability,
+    plot_roc_pr,
+    plot_targeting_curve,
+    targeting_curve,
+)
+from pipelines.common import load_params, read_json, write_json
 
 SCORES = Path("data/model/validation_scores.parquet")
+MATRIX = Path("data/features/matrix.parquet")
+BUNDLE = Path("data/model/bundle")
 RUN = Path("data/model/run.json")
+TUNED = Path("data/model/tuned_params.json")
 METRICS = Path("metrics/targeting.json")
-CURVE = Path("plots/targeting_curve.csv")
-CURVE_PNG = Path("plots/targeting_curve.png")
-
-
-def targeting_curve(scores: pd.DataFrame) -> pd.DataFrame:
-    """Precision, recall and duty recovered when inspecting the top 0.5%..30% by risk score."""
-    fraud = scores["fraud"].to_numpy(dtype=float)
-    duty = scores["duty_exposure"].to_numpy(dtype=float) * fraud
-    rows = []
-    for rate in np.arange(0.5, 30.5, 0.5):
-        top = top_share(scores["risk_score"].to_numpy(), rate)
-        rows.append(
-            {
-                "inspection_rate": float(rate),
-                "precision": float(fraud[top].mean()),
-                "recall": float(fraud[top].sum() / max(fraud.sum(), 1)),
-                "duty_recovered": float(duty[top].sum() / max(duty.sum(), 1e-12)),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def plot_curve(curve: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for column in ("precision", "recall", "duty_recovered"):
-        ax.plot(curve["inspection_rate"], curve[column], label=column.replace("_", " "))
-    ax.set_xlabel("share of declarations inspected (%)")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("Validation window: what inspecting the top n% finds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+PLOTS = Path("plots")
+CURVE = PLOTS / "targeting_curve.csv"
+MODEL_CARD = Path("data/model/model_card.md")
 
 
 def main() -> None:
     params = load_params()
+    rates = params["evaluate"]["inspection_rates"]
     scores = pd.read_parquet(SCORES)
-    metrics = targeting_metrics(
-        scores["fraud"].to_numpy(),
-        scores["critical_fraud"].to_numpy(),
-        scores["duty_exposure"].to_numpy(),
-        scores["risk_score"].to_numpy(),
-        scores["critical_score"].to_numpy(),
-        params["evaluate"]["inspection_rates"],
-    )
+    fraud, critical = scores["fraud"].to_numpy(), scores["critical_fraud"].to_numpy()
+    risk, critical_risk = scores["risk_score"].to_numpy(), scores["critical_score"].to_numpy()
+    metrics = targeting_metrics(fraud, critical, scores["duty_exposure"].to_numpy(), risk, critical_risk, rates)
     write_json(METRICS, metrics)
-    curve = targeting_curve(scores)
-    CURVE.parent.mkdir(parents=True, exist_ok=True)
+
+    curve = targeting_curve(fraud, scores["duty_exposure"].to_numpy(), risk)
+    PLOTS.mkdir(exist_ok=True)
     curve.to_csv(CURVE, index=False)
-    plot_curve(curve, CURVE_PNG)
+    model = RiskModel.load(BUNDLE)
+    valid_rows = pd.read_parquet(MATRIX).set_index("declaration_id").loc[scores["declaration_id"], FEATURE_NAMES]
+    # a fixed sample is enough for a mean per feature, and contributions cost trees x rows
+    sample = valid_rows.sample(n=min(2000, len(valid_rows)), random_state=0)
+    contributions = model.fraud_booster.predict(sample, pred_contrib=True)[:, :-1]
+    images = [
+        plot_targeting_curve(curve, PLOTS / "targeting_curve.png"),
+        *plot_roc_pr(fraud, risk, PLOTS / "roc.png", PLOTS / "precision_recall.png"),
+        plot_reliability(
+            {"fraud": (fraud, risk), "critical fraud": (critical, critical_risk)}, PLOTS / "reliability.png"
+        ),
+        plot_bars(
+            pd.Series(model.fraud_booster.feature_importance("gain"), index=FEATURE_NAMES),
+            "Fraud model: feature importance (total gain)", "gain", PLOTS / "importance_gain.png",
+        ),
+        plot_bars(
+            pd.Series(abs(contributions).mean(axis=0), index=FEATURE_NAMES),
+            "Fraud model: mean |contribution| on the validation window", "log-odds", PLOTS / "contributions.png",
+        ),
+    ]
+
     configure_tracking()
-    with mlflow.start_run(run_id=read_json(RUN)["run_id"]):
+    run_id = read_json(RUN)["run_id"]
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    identity = {"run_id": run_id, "data_version": tags.get("data_version"), "git_commit": tags.get("git_commit")}
+    card = model_card(identity, params["windows"], metrics, model.lanes.to_dict(), read_json(TUNED)["params"], rates)
+    MODEL_CARD.write_text(card)
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(CURVE_PNG), "plots")
-        mlflow.log_artifact(str(CURVE), "plots")
+        for path in [*images, CURVE, MODEL_CARD]:
+            mlflow.log_artifact(str(path), "reports")
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("precision_at_5", "precision_at_10", "roc_auc"))
-    print(f"evaluate: {shown} -> {METRICS}")
+    print(f"evaluate: {shown} -> {METRICS}, plots in {PLOTS}/, model card {MODEL_CARD}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pipelines.common import load_params, read_json, write_json
 
 RUN = Path("data/model/run.json")
 METRICS = Path("metrics/targeting.json")
+MODEL_CARD = Path("data/model/model_card.md")
 REGISTRATION = Path("data/model/registration.json")
 
 
@@ -18,7 +19,12 @@ def main() -> None:
     metric = params["champion_metric"]
     configure_tracking()
     decision = register_version(
-        run["model_uri"], params["model_name"], run["run_id"], metric, read_json(METRICS)[metric]
+        run["model_uri"],
+        params["model_name"],
+        run["run_id"],
+        metric,
+        read_json(METRICS)[metric],
+        model_card=MODEL_CARD.read_text(),
     )
     write_json(REGISTRATION, decision)
     print(f"register: {decision['name']} version {decision['version']} -> {decision['alias']} ({decision['reason']})")

@@ -18,7 +18,7 @@ from models.bundle import RiskModel, RiskPyfunc
 from models.lanes import LanePolicy
 from models.registry import configure_tracking, use_experiment
 from models.training import fit_target
-from pipelines.common import data_version, git_commit, load_params, write_json
+from pipelines.common import data_version, git_commit, load_params, read_json, write_json
 
 MATRIX = Path("data/features/matrix.parquet")
 STATE = Path("data/features/state")
@@ -26,6 +26,8 @@ HISTORY = Path("data/validated/declarations.parquet")
 BUNDLE = Path("data/model/bundle")
 VALIDATION_SCORES = Path("data/model/validation_scores.parquet")
 RUN = Path("data/model/run.json")
+TUNED = Path("data/model/tuned_params.json")
+TRIALS = Path("data/model/tuning_trials.csv")
 
 
 def input_example(windows: dict) -> pd.DataFrame:
@@ -38,7 +40,8 @@ def input_example(windows: dict) -> pd.DataFrame:
 
 def main() -> None:
     params = load_params()
-    windows, train_params, serving = params["windows"], params["train"], params["serving"]
+    windows, serving = params["windows"], params["serving"]
+    train_params = read_json(TUNED)["params"]
     matrix = pd.read_parquet(MATRIX)
     dates = matrix["declaration_date"]
     is_train = (dates < windows["valid_start"]).to_numpy()
@@ -57,6 +60,8 @@ def main() -> None:
         serving["yellow_share"],
         serving["exploration_share"],
         serving["exploration_key"],
+        critical_scores=critical.validation_scores,
+        critical_red_share=serving["critical_red_share"],
     )
     training_window = f"{windows['train_start']}..{windows['valid_end']}"
     validation_window = f"{windows['valid_start']}..{windows['valid_end']}"
@@ -89,7 +94,11 @@ def main() -> None:
     configure_tracking()
     use_experiment()
     example = input_example(windows)
-    with mlflow.start_run(run_name=f"lgbm-{train_params['num_leaves']}leaves-{validation_window}") as run:
+    run_name = (
+        f"lgbm-{train_params['num_leaves']}leaves-lr{train_params['learning_rate']:.3g}"
+        f"-data-{data_version()[:8]}-{validation_window}"
+    )
+    with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags(
             {
                 "git_commit": git_commit(),
@@ -100,6 +109,9 @@ def main() -> None:
             }
         )
         mlflow.log_params({f"train.{k}": v for k, v in train_params.items()})
+        mlflow.log_params({f"tune.{k}": v for k, v in params["tune"].items()})
+        if TRIALS.stat().st_size:
+            mlflow.log_artifact(str(TRIALS), "tuning")
         mlflow.log_params({f"features.{k}": v for k, v in params["features"].items()})
         mlflow.log_params({f"serving.{k}": v for k, v in serving.items() if k != "exploration_key"})
         mlflow.log_params(

@@ -55,7 +55,24 @@ def _migrated_mlflow_db(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def mlflow_store(_migrated_mlflow_db, tmp_path, monkeypatch) -> str:
-    """A fresh, already migrated MLflow tracking store for one test; returns its URI."""
+    """A fresh, already migrated MLflow tracking store for one test; returns its URI.
+
+    MLflow's process-wide state (tracking/registry URI, active experiment, and the env vars it
+    sets for them) is put back after the test, so nothing points later tests or their
+    subprocesses at this test's deleted store."""
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    import mlflow.tracking.fluent as fluent
+
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(name, "")  # remembers the original (maybe unset) value
+        monkeypatch.delenv(name)
+    for module, attribute in (
+        (tracking_utils, "_tracking_uri"),
+        (registry_utils, "_registry_uri"),
+        (fluent, "_active_experiment_id"),
+    ):
+        monkeypatch.setattr(module, attribute, getattr(module, attribute, None), raising=False)
     path = tmp_path / "mlflow.db"
     shutil.copy(_migrated_mlflow_db, path)
     uri = f"sqlite:///{path}"

@@ -127,7 +127,7 @@ def test_pipeline_writes_metrics_and_a_lock(workspace):
             assert 0 <= metrics[f"{name}_at_{rate}"] <= 1
     assert 0.5 < metrics["roc_auc"] <= 1
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"ingest", "validate", "featurize", "train", "evaluate", "register", "package"}
+    assert set(lock["stages"]) == {"ingest", "validate", "featurize", "tune", "train", "evaluate", "register", "package"}
     validation = json.loads((root / "metrics/validation.json").read_text())
     assert validation["rows_in"] == TRAIN_ROWS + VALID_ROWS
     assert validation["rows_valid"] + validation["rows_rejected"] + validation["duplicates_dropped"] == validation["rows_in"]
@@ -148,6 +148,18 @@ def test_champion_is_registered_with_its_run(workspace):
     assert "precision_at_5" in run.data.metrics
     registration = json.loads((workspace["root"] / "data/model/registration.json").read_text())
     assert registration["version"] == str(version.version) and registration["alias"] == "champion"
+
+
+def test_reviewers_find_plots_and_the_model_card_in_mlflow(workspace):
+    client = MlflowClient(tracking_uri=workspace["env"]["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version_by_alias("customs-risk", "champion")
+    artifacts = {artifact.path for artifact in client.list_artifacts(version.run_id, "reports")}
+    expected = {"targeting_curve.png", "roc.png", "precision_recall.png", "reliability.png",
+                "importance_gain.png", "contributions.png", "model_card.md"}
+    assert {f"reports/{name}" for name in expected} <= artifacts
+    assert version.description.startswith("# Model card")
+    assert "registration" in client.get_run(version.run_id).data.tags
+    assert client.get_run(version.run_id).info.run_name.startswith("lgbm-")
 
 
 def test_score_answers_the_contract_example(service, workspace):
@@ -240,3 +252,19 @@ def test_cli_scores_like_the_service(service, workspace, tmp_path):
     assert scored["risk_score"].tolist() == pytest.approx([r["risk_score"] for r in served], abs=1e-12)
     assert scored["lane"].tolist() == [r["lane"] for r in served]
     assert [json.loads(r) for r in scored["reasons"]] == [r["reasons"] for r in served]
+
+
+def test_forced_rerun_gives_identical_metrics_and_models(workspace):
+    """Same data, params and code: `dvc repro --force` retrains to the same metrics and boosters."""
+    root = workspace["root"]
+    before = (root / "metrics/targeting.json").read_text()
+    boosters = {name: (root / "data/model/bundle" / name).read_bytes() for name in ("fraud.txt", "critical.txt")}
+    tuned = (root / "data/model/tuned_params.json").read_text()
+    _run([str(BIN / "dvc"), "repro", "--force"], root, workspace["env"])
+    assert (root / "metrics/targeting.json").read_text() == before
+    assert (root / "data/model/tuned_params.json").read_text() == tuned
+    for name, content in boosters.items():
+        assert (root / "data/model/bundle" / name).read_bytes() == content, name
+    registration = json.loads((root / "data/model/registration.json").read_text())
+    assert registration["alias"] == "champion"  # as good as the champion: it moves
+    assert registration["champion_value"] == registration["new_value"]

@@ -21,30 +21,9 @@ class Constant(mlflow.pyfunc.PythonModel):
 
 
 @pytest.fixture
-def isolated_mlflow(mlflow_store, monkeypatch):
-    """The per-test store, and MLflow's process-wide state (tracking/registry URI, active
-    experiment, and the env vars MLflow sets for them) put back after the test, so nothing
-    points later tests or their subprocesses at this test's deleted store."""
-    import mlflow.tracking._model_registry.utils as registry_utils
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-    import mlflow.tracking.fluent as fluent
-
-    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.setenv(name, "")  # remembers the original (maybe unset) value
-        monkeypatch.delenv(name)
-    for module, attribute in (
-        (tracking_utils, "_tracking_uri"),
-        (registry_utils, "_registry_uri"),
-        (fluent, "_active_experiment_id"),
-    ):
-        monkeypatch.setattr(module, attribute, getattr(module, attribute, None), raising=False)
-    return mlflow_store
-
-
-@pytest.fixture
-def tracking(isolated_mlflow):
+def tracking(mlflow_store):
     uri = configure_tracking()
-    assert uri == isolated_mlflow
+    assert uri == mlflow_store
     use_experiment()
     return MlflowClient()
 

@@ -318,31 +318,10 @@ def test_unseen_importer_and_hs_code_are_scored(model, history, declarations):
 # --- MLflow pyfunc -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def isolated_mlflow(mlflow_store, monkeypatch):
-    """The per-test store, and MLflow's process-wide state (tracking/registry URI, active
-    experiment, and the env vars MLflow sets for them) put back after the test, so nothing
-    points later tests or their subprocesses at this test's deleted store."""
-    import mlflow.tracking._model_registry.utils as registry_utils
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-    import mlflow.tracking.fluent as fluent
-
-    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.setenv(name, "")  # remembers the original (maybe unset) value
-        monkeypatch.delenv(name)
-    for module, attribute in (
-        (tracking_utils, "_tracking_uri"),
-        (registry_utils, "_registry_uri"),
-        (fluent, "_active_experiment_id"),
-    ):
-        monkeypatch.setattr(module, attribute, getattr(module, attribute, None), raising=False)
-    return mlflow_store
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_pyfunc_predict_equals_risk_model_score(isolated_mlflow, model, bundle_dir, declarations):
+def test_pyfunc_predict_equals_risk_model_score(mlflow_store, model, bundle_dir, declarations):
     configure_tracking()
-    assert mlflow.get_tracking_uri() == isolated_mlflow
+    assert mlflow.get_tracking_uri() == mlflow_store
     use_experiment()
     expected = model.score(coerce_declarations(declarations, labelled=False), MAX_REASONS)
     expected["reasons"] = expected["reasons"].map(json.dumps)

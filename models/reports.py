@@ -1,0 +1,144 @@
+"""What reviewers look at before approving a champion: plots and a model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from models.metrics import top_share  # noqa: E402
+
+
+def targeting_curve(fraud: np.ndarray, duty: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """Precision, recall and duty recovered when inspecting the top 0.5%..30% by risk score."""
+    fraud = np.asarray(fraud, dtype=float)
+    duty_on_fraud = np.asarray(duty, dtype=float) * fraud
+    rows = []
+    for rate in np.arange(0.5, 30.5, 0.5):
+        top = top_share(scores, rate)
+        rows.append(
+            {
+                "inspection_rate": float(rate),
+                "precision": float(fraud[top].mean()),
+                "recall": float(fraud[top].sum() / max(fraud.sum(), 1)),
+                "duty_recovered": float(duty_on_fraud[top].sum() / max(duty_on_fraud.sum(), 1e-12)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_targeting_curve(curve: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for column in ("precision", "recall", "duty_recovered"):
+        ax.plot(curve["inspection_rate"], curve[column], label=column.replace("_", " "))
+    ax.set(xlabel="share of declarations inspected (%)", ylim=(0, 1.02))
+    ax.set_title("Validation window: what inspecting the top n% finds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_roc_pr(fraud: np.ndarray, scores: np.ndarray, roc_path: Path, pr_path: Path) -> list[Path]:
+    fpr, tpr, _ = roc_curve(fraud, scores)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, validation window")
+    ax.grid(alpha=0.3)
+    paths = [_save(fig, roc_path)]
+    precision, recall, _ = precision_recall_curve(fraud, scores)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(recall, precision)
+    ax.axhline(np.mean(fraud), linestyle="--", color="grey", label="fraud rate")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, validation window")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return paths + [_save(fig, pr_path)]
+
+
+def plot_reliability(labels: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Predicted probability against the observed rate, per score, in quantile bins."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (y, p) in labels.items():
+        if 0 < np.sum(y) < len(y):
+            observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
+            ax.plot(predicted, observed, marker="o", label=name)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    ax.set(xlabel="predicted probability", ylabel="observed rate", title="Reliability, validation window")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_bars(values: pd.Series, title: str, xlabel: str, path: Path, top: int = 20) -> Path:
+    shown = values.sort_values(ascending=False).head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(shown) + 1.2))
+    ax.barh(shown.index, shown.to_numpy())
+    ax.set(title=title, xlabel=xlabel)
+    return _save(fig, path)
+
+
+def model_card(
+    identity: dict, windows: dict, metrics: dict, lanes: dict, params: dict, rates: list[float]
+) -> str:
+    """Markdown for the registry version: what it was trained on, how it did, where it is weak."""
+    rows = "\n".join(
+        f"| top {rate:g}% | {metrics[f'precision_at_{rate:g}']:.3f} | {metrics[f'recall_at_{rate:g}']:.3f} "
+        f"| {metrics[f'duty_recovered_at_{rate:g}']:.3f} | {metrics[f'critical_recall_at_{rate:g}']:.3f} |"
+        for rate in rates
+    )
+    shown_params = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return f"""# Model card: customs-risk (run {identity['run_id']})
+
+Classifies import declarations by the probability that inspection finds fraud (`risk_score`) or
+critical fraud (`critical_score`), and routes them to inspection lanes.
+
+## Data
+- History: {windows['train_start']} .. {windows['valid_end']} (KCS format; data version `{identity['data_version']}`).
+- Validation window: {windows['valid_start']} .. {windows['valid_end']} ({int(metrics['validation_rows']):,} declarations).
+- Code version: `{identity['git_commit']}`.
+
+## Validation-window targeting metrics
+| inspected | precision | recall | duty recovered | critical recall |
+| --- | --- | --- | --- | --- |
+{rows}
+
+ROC AUC {metrics.get('roc_auc', float('nan')):.3f}, PR AUC {metrics.get('pr_auc', float('nan')):.3f},
+Brier {metrics['brier']:.4f}; critical ROC AUC {metrics.get('critical_roc_auc', float('nan')):.3f},
+critical Brier {metrics['critical_brier']:.4f}.
+
+## Lanes (fixed at training, from validation-window scores)
+red share {lanes['red_share']:.1%} (risk >= {lanes['red_threshold']:.4f}), yellow share
+{lanes['yellow_share']:.1%} (risk >= {lanes['yellow_threshold']:.4f}); critical score >=
+{lanes['critical_threshold']:.4f} (top {lanes['critical_red_share']:.1%}) also goes red;
+{lanes['exploration_share']:.1%} of would-be-green declarations are inspected at random.
+
+## Parameters
+{shown_params}
+
+## Known limits
+- The validation window chose the number of trees, the hyperparameters and the calibration, and
+  is also where these metrics are measured: they are optimistic. A later window judges the model.
+- The served model is refit on all history including the validation window; its own metrics on
+  data it has not seen exist only once inspections of new declarations come back (`/outcomes`).
+- Features are point-in-time in training; in serving they come from history as of its last day,
+  so entity histories go stale until the next retrain.
+- Only inspected declarations are labelled: rates learned from them describe what was selected
+  for inspection, not all traffic. The random exploration share is what corrects for this over time.
+- The KCS data are synthetic (CTGAN); figures on real traffic will differ.
+"""
