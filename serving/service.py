@@ -64,6 +64,15 @@ class CustomsRisk:
             *self.identity.values(), self.audit.path, len(self.profiles.rules), self.profiles.path,
         )
 
+    @bentoml.on_deployment
+    def refuse_to_start_when_unfit() -> None:
+        """Runs once in `bentoml serve` before any worker starts, so a champion that does not
+        match the registry or cannot be loaded, an unusable audit store or a bad rules file
+        stops the server with the reason; a failing worker would be restarted forever."""
+        AuditStore(audit_path())
+        RiskProfiles.from_environment()
+        load_packaged(CHAMPION)
+
     def _reject(self, ctx: bentoml.Context, errors: list[dict]) -> dict:
         ctx.response.status_code = 422
         return {"errors": errors}
