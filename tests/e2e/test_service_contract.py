@@ -16,8 +16,6 @@ import socket
 import sqlite3
 import subprocess
 import threading
-import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from mlflow import MlflowClient
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, find_failures
 from tests.conftest import REPO
-from tests.e2e.test_pipeline_and_service import BIN, _free_port, _run, contract_example
+from tests.e2e.test_pipeline_and_service import BIN, _free_port, _run, contract_example, serve_bento
 
 pytestmark = pytest.mark.e2e
 
@@ -105,39 +103,12 @@ def workspace(tmp_path_factory, _migrated_mlflow_db) -> dict:
     return {"root": root, "env": env, "held_back": held_back, "params": params}
 
 
-@contextmanager
-def _serving(root: Path, env: dict, log: Path):
-    """`bentoml serve` of the workspace's bento; yields the base URL once /readyz answers."""
-    port = _free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, log.read_text()[-4000:]
-                assert time.monotonic() < deadline, "service not ready in 120 s:\n" + log.read_text()[-4000:]
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            yield base
-        finally:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def service(workspace):
     """Two workers (two processes writing one audit store), two keys, the analysts' rules."""
     env = {**workspace["env"], "RISK_API_KEYS": ",".join(KEYS), "RISK_WORKERS": "2"}
     log = workspace["root"] / "serve.log"
-    with _serving(workspace["root"], env, log) as base:
+    with serve_bento(workspace["root"], env, log) as base:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=60) as client:
             yield {"client": client, "base": base, "log": log}
 
