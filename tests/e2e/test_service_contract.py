@@ -192,10 +192,10 @@ def test_score_answers_every_contract_field(service, workspace, held_back):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the served booster is refit on all history with more trees than the validation-window booster whose "
-    "out-of-sample scores set the thresholds, and it scores sharper: on this sample red 10.1% / yellow 6.1%; on the "
-    "full history with March 2021 held back red 6.5% / yellow 8.4%, while the validation-window booster gives "
-    "4.8% / 10.6% on the same month (models/, reported to the lead)",
+    reason="on this 6,000-row sample the served booster, refit on twice the rows of the validation-window booster "
+    "whose out-of-sample scores set the thresholds, scores the held-back month much higher: red 14.3%, yellow 9.5%. "
+    "On the full embedded history (34,489 + 7,683 rows, March 2021 held back) the same check over HTTP gives red "
+    "5.26%, yellow 9.10%, within the point; the sample is too small for the refit to resemble its validation model",
 )
 def test_lane_shares_on_the_held_back_month_are_the_settings(held_back_results, workspace):
     """Thresholds come from the validation model's out-of-sample scores; the served model has
