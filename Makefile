@@ -29,10 +29,13 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/pytest
 
+# The audit store and the analysts' rules default to this checkout; production sets both.
 serve: $(INSTALLED)
 	@host="$(HOST)"; \
 	if [ -z "$$RISK_API_KEYS" ] && [ "$$host" != "127.0.0.1" ] && [ "$$host" != "localhost" ] && [ "$$host" != "::1" ]; then \
 	  echo "RISK_API_KEYS is not set: serving on 127.0.0.1 only, not $$host"; host=127.0.0.1; fi; \
+	RISK_AUDIT_DB="$${RISK_AUDIT_DB:-$(CURDIR)/data/serving/audit.db}" \
+	RISK_PROFILES="$${RISK_PROFILES:-$(CURDIR)/serving/risk_profiles.yaml}" \
 	$(BIN)/bentoml serve customs-risk-service:latest --host $$host --port $(PORT)
 
 ui: $(INSTALLED)

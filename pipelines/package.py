@@ -1,19 +1,42 @@
-"""Stage package: the registry's champion into the BentoML store, and the scoring bento built."""
+"""Stage package: the registry's champion into the BentoML store, and the scoring bento built.
+
+The champion's files are fingerprinted (sha256 per file) as the registry holds them. The first
+packaging of a registry version tags it with the fingerprint (`files_sha256`); every later one
+must find the same files, and the service refuses to start on files that differ from it.
+"""
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 import bentoml
+import mlflow
 from mlflow import MlflowClient
 
 from models.registry import champion, configure_tracking
 from pipelines.common import load_params, read_json, write_json
+from serving.loading import file_digests, tree_digest, verify_files
 
 REGISTRATION = Path("data/model/registration.json")
 PACKAGE = Path("data/model/package.json")
 SERVICE = "serving.service:CustomsRisk"
+SERVING_LIMITS = ("max_batch", "max_reasons", "max_body_bytes", "timeout_seconds", "body_timeout_seconds")
+FILES_TAG = "files_sha256"
+
+
+def registry_fingerprint(client: MlflowClient, name: str, version, digests: dict[str, str]) -> str:
+    """The version's fingerprint; set on first packaging, compared on every later one."""
+    fingerprint = tree_digest(digests)
+    tagged = version.tags.get(FILES_TAG)
+    if tagged is None:
+        client.set_model_version_tag(name, version.version, FILES_TAG, fingerprint)
+    elif tagged != fingerprint:
+        raise SystemExit(
+            f"package: {name} version {version.version}: its files in the registry are not the ones first "
+            f"packaged ({FILES_TAG} {tagged}, now {fingerprint}); not packaging them"
+        )
+    return fingerprint
 
 
 def import_champion(name: str, serving: dict) -> bentoml.Model:
@@ -23,23 +46,31 @@ def import_champion(name: str, serving: dict) -> bentoml.Model:
         raise SystemExit(f"package: no '{name}@champion' in the registry; run the register stage")
     tag = f"{name}:v{version.version}"
     try:
-        existing = bentoml.models.get(tag)
-        bentoml.models.delete(existing.tag)
+        bentoml.models.delete(bentoml.models.get(tag).tag)
     except bentoml.exceptions.NotFound:
         pass
-    metrics = MlflowClient().get_run(version.run_id).data.metrics
-    return bentoml.mlflow.import_model(
-        tag,
-        f"models:/{name}/{version.version}",
-        labels={"registry_version": str(version.version), "stage": "champion"},
-        metadata={
-            "name": name,
-            "version": str(version.version),
-            "run_id": version.run_id,
-            "validation_metrics": metrics,
-            "serving": {key: serving[key] for key in ("max_batch", "max_reasons")},
-        },
-    )
+    client = MlflowClient()
+    metrics = client.get_run(version.run_id).data.metrics
+    with tempfile.TemporaryDirectory() as scratch:
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=scratch)
+        digests = file_digests(Path(local))
+        fingerprint = registry_fingerprint(client, name, version, digests)
+        model = bentoml.mlflow.import_model(
+            tag,
+            local,
+            labels={"registry_version": str(version.version), "stage": "champion"},
+            metadata={
+                "name": name,
+                "version": str(version.version),
+                "run_id": version.run_id,
+                "validation_metrics": metrics,
+                "serving": {key: serving[key] for key in SERVING_LIMITS},
+                FILES_TAG: fingerprint,
+                "files": digests,
+            },
+        )
+    verify_files(model)
+    return model
 
 
 def main() -> None:
@@ -48,16 +79,16 @@ def main() -> None:
     configure_tracking()
     name = params["register"]["model_name"]
     model = import_champion(name, params["serving"])
-    os.environ["RISK_MODEL_TAG"] = str(model.tag)
     bento = bentoml.build(
         SERVICE,
         name="customs-risk-service",
-        include=["features/*.py", "models/*.py", "serving/*.py"],
+        include=["features/*.py", "models/*.py", "serving/*.py", "serving/risk_profiles.yaml"],
         python={"packages": ["customs-risk"], "lock_packages": False},
         labels={"model": str(model.tag)},
+        args={"model_tag": str(model.tag)},
     )
-    write_json(PACKAGE, {"model": str(model.tag), "bento": str(bento.tag)})
-    print(f"package: model {model.tag} -> bento {bento.tag}")
+    write_json(PACKAGE, {"model": str(model.tag), "bento": str(bento.tag), FILES_TAG: model.info.metadata[FILES_TAG]})
+    print(f"package: model {model.tag} ({FILES_TAG} {model.info.metadata[FILES_TAG][:12]}) -> bento {bento.tag}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@ HTTP answer leaves (SQLite in WAL mode, synchronous=FULL)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 class AuditStore:
@@ -104,3 +104,32 @@ class AuditStore:
             raise ValueError(f"unknown table {table}")
         with self._lock:
             return pd.read_sql_query(f"SELECT * FROM {table}", self._db)  # noqa: S608 - fixed names
+
+
+EXPORTS = {
+    # what an auditor reads: each decision with the outcome later reported for its declaration
+    "decisions": (
+        "SELECT d.*, o.inspected_on AS outcome_inspected_on, o.result AS outcome_result,"
+        " o.notes AS outcome_notes, o.received_at AS outcome_received_at"
+        " FROM decisions d LEFT JOIN outcomes o ON o.declaration_id = d.declaration_id"
+        " WHERE d.scored_at >= ? AND d.scored_at < ? ORDER BY d.id"
+    ),
+    "outcomes": "SELECT * FROM outcomes WHERE received_at >= ? AND received_at < ? ORDER BY received_at, declaration_id",
+}
+
+
+def export(path: Path, table: str, since: dt.date, until: dt.date) -> pd.DataFrame:
+    """Rows of one export from `since` to `until`, both whole UTC days included. The store is
+    opened read-only, so exporting beside a running service neither blocks nor changes it."""
+    if table not in EXPORTS:
+        raise ValueError(f"unknown export {table}; one of {', '.join(EXPORTS)}")
+    if until < since:
+        raise ValueError(f"--until {until} is before --since {since}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no audit store at {path}")
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        bounds = (since.isoformat(), (until + dt.timedelta(days=1)).isoformat())
+        return pd.read_sql_query(EXPORTS[table], db, params=bounds)
+    finally:
+        db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -29,11 +30,13 @@ def score(
     output: Path = typer.Option(..., "--output", help="where to write results, same format as the input"),
     max_reasons: int = typer.Option(3, help="reasons per declaration"),
 ) -> None:
-    """Score a file of canonical declarations with the packaged champion, as the service would."""
+    """Score a file of canonical declarations with the packaged champion and the analysts' risk
+    profiles (RISK_PROFILES), as the service would."""
     import bentoml
 
-    from models.bundle import InvalidDeclarations, score_declarations
+    from models.bundle import InvalidDeclarations
     from serving.loading import load_packaged, model_tag
+    from serving.rules import RiskProfiles, score_routed
 
     if input.suffix.lower() != output.suffix.lower():
         raise typer.BadParameter("the output must have the input's format (.csv or .parquet)", param_hint="--output")
@@ -41,9 +44,10 @@ def score(
     records = _read(input)
     bento_model = bentoml.models.get(model_tag())
     model = load_packaged(bento_model)
-    console.print(f"scoring {len(records):,} declarations with {bento_model.tag}")
+    profiles = RiskProfiles.from_environment()
+    console.print(f"scoring {len(records):,} declarations with {bento_model.tag} and {len(profiles.rules)} risk profile rule(s)")
     try:
-        results = score_declarations(model, records, max_reasons)
+        results = score_routed(model, records, profiles.rules, max_reasons)
     except InvalidDeclarations as invalid:
         console.print(f"[red]nothing scored:[/red] {invalid}")
         raise typer.Exit(2) from None
@@ -54,6 +58,42 @@ def score(
         results.to_csv(output, index=False)
     lanes = results["lane"].value_counts().to_dict()
     console.print(f"wrote {output}: " + ", ".join(f"{lane} {n:,}" for lane, n in sorted(lanes.items())))
+
+
+def _day(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a date YYYY-MM-DD, got {value!r}", param_hint=option) from None
+
+
+@app.command()
+def audit(
+    since: str = typer.Option(..., "--since", help="first day, YYYY-MM-DD (UTC), included"),
+    until: str = typer.Option(..., "--until", help="last day, YYYY-MM-DD (UTC), included"),
+    output: Path = typer.Option(..., "--output", help="a .csv or .parquet file"),
+    table: str = typer.Option("decisions", help="decisions (each with its outcome, if reported) or outcomes"),
+    db: Path = typer.Option(
+        Path(os.environ.get("RISK_AUDIT_DB", "data/serving/audit.db")), help="the audit store (RISK_AUDIT_DB)"
+    ),
+) -> None:
+    """Export the audit store by date range: every decision the service made, or every outcome
+    reported to it."""
+    from serving.audit import export
+
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise typer.BadParameter("expected a .csv or .parquet file", param_hint="--output")
+    try:
+        rows = export(db, table, _day(since, "--since"), _day(until, "--until"))
+    except (ValueError, FileNotFoundError) as problem:
+        console.print(f"[red]nothing exported:[/red] {problem}")
+        raise typer.Exit(2) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() == ".parquet":
+        rows.to_parquet(output, index=False)
+    else:
+        rows.to_csv(output, index=False)
+    console.print(f"wrote {output}: {len(rows):,} {table} from {since} to {until}")
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """ASGI guard in front of every API: bearer keys, loopback-only without keys, body size limit,
-and errors in the contract's shape."""
+a deadline for receiving the body, and errors in the contract's shape."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -10,6 +11,7 @@ import os
 
 OPEN_PATHS = {"/healthz", "/readyz", "/livez", "/metrics"}
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
 
 
 def api_keys() -> list[str]:
@@ -59,10 +61,14 @@ async def _send_contract_errors(send, status: int, body: bytes) -> None:
 
 
 class RequestGuard:
-    def __init__(self, app, **_options):
+    """Options come from the packaged serving params; without them, RISK_MAX_BODY_BYTES or the
+    defaults apply."""
+
+    def __init__(self, app, body_limit_bytes: int | None = None, body_timeout_seconds: float | None = None):
         self.app = app
         self.keys = [key.encode() for key in api_keys()]
-        self.limit = max_body_bytes()
+        self.limit = int(body_limit_bytes) if body_limit_bytes is not None else max_body_bytes()
+        self.body_timeout = float(body_timeout_seconds or DEFAULT_BODY_TIMEOUT_SECONDS)
 
     def _authorised(self, scope) -> bool:
         if not self.keys:
@@ -87,15 +93,21 @@ class RequestGuard:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _send_error(send, 413, "body", f"request body over {self.limit} bytes")
         received = 0
-        too_large = False
+        refusal: tuple[int, str] | None = None  # answered instead of the app's response
 
         async def limited_receive():
-            nonlocal received, too_large
-            message = await receive()
+            """The body as the client sends it, cut short when it is too large or too slow: a
+            client that trickles bytes must not hold a worker."""
+            nonlocal received, refusal
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                refusal = (408, f"request body not received within {self.body_timeout:g} seconds")
+                return {"type": "http.request", "body": b"", "more_body": False}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    too_large = True
+                    refusal = (413, f"request body over {self.limit} bytes")
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
@@ -104,10 +116,11 @@ class RequestGuard:
 
         async def guarded_send(message):
             nonlocal started, rejected
-            if too_large:
+            if refusal:
                 if not started:
                     started = True
-                    await _send_error(send, 413, "body", f"request body over {self.limit} bytes")
+                    status, text = refusal
+                    await _send_error(send, status, "body", text)
                 return
             started = True
             if message["type"] == "http.response.start" and message["status"] == 400:

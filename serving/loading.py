@@ -1,19 +1,85 @@
-"""Finding the packaged champion in the BentoML store: one loader for the service and the CLI."""
+"""Finding the packaged champion in the BentoML store and proving its files are the ones the
+MLflow registry holds: one loader for the service and the CLI."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from pathlib import Path
 
 import bentoml
 
 from models.bundle import RiskModel
 
 DEFAULT_MODEL_TAG = "customs-risk:latest"
+MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the registry's files
+
+
+class ChampionUnavailable(RuntimeError):
+    """The service must not start: no champion, or not the files the registry holds."""
 
 
 def model_tag() -> str:
-    return os.environ.get("RISK_MODEL_TAG", DEFAULT_MODEL_TAG)
+    """The model this bento was packaged with (a bento argument), unless RISK_MODEL_TAG names
+    another; `customs-risk:latest` when serving from source."""
+    packaged = getattr(bentoml.use_arguments(), "model_tag", None)
+    return os.environ.get("RISK_MODEL_TAG") or packaged or DEFAULT_MODEL_TAG
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file under a directory, by relative path. Python's bytecode caches are
+    left out: importing the model's code may write them."""
+    digests = {}
+    files = (p for p in Path(directory).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in sorted(files):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digests[path.relative_to(directory).as_posix()] = digest.hexdigest()
+    return digests
+
+
+def tree_digest(digests: dict[str, str]) -> str:
+    """One sha256 for a whole file tree: what the registry version is tagged with."""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
+def packaged_champion(tag: str) -> bentoml.Model:
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise ChampionUnavailable(
+            f"champion {tag} is not in the BentoML store (BENTOML_HOME={os.environ.get('BENTOML_HOME', '~/bentoml')}): "
+            "run the pipeline's package stage (`make run` or `dvc repro`) first"
+        ) from None
+
+
+def verify_files(bento_model: bentoml.Model) -> None:
+    """Refuse a champion whose files differ from the sha256 digests recorded at packaging,
+    which the package stage checked against the registry version's `files_sha256` tag."""
+    recorded = dict(bento_model.info.metadata).get("files")
+    if not recorded:
+        raise ChampionUnavailable(f"champion {bento_model.tag} has no recorded file digests: package it again")
+    found = file_digests(Path(bento_model.path_of(MODEL_FOLDER)))
+    changed = sorted(name for name in recorded.keys() & found.keys() if recorded[name] != found[name])
+    missing = sorted(recorded.keys() - found.keys())
+    added = sorted(found.keys() - recorded.keys())
+    if changed or missing or added:
+        details = "; ".join(
+            f"{label}: {', '.join(names[:5])}" for label, names in (("changed", changed), ("missing", missing), ("unexpected", added)) if names
+        )
+        raise ChampionUnavailable(
+            f"champion {bento_model.tag} does not match registry version {bento_model.info.metadata.get('version')} "
+            f"(files_sha256 {bento_model.info.metadata.get('files_sha256')}): {details}. Refusing to serve it; "
+            "package the champion again from the registry"
+        )
 
 
 def load_packaged(bento_model: bentoml.Model) -> RiskModel:
-    return bentoml.mlflow.load_model(bento_model).unwrap_python_model().model
+    verify_files(bento_model)
+    try:
+        return bentoml.mlflow.load_model(bento_model).unwrap_python_model().model
+    except Exception as err:  # any failure to load means: do not serve
+        raise ChampionUnavailable(f"champion {bento_model.tag} cannot be loaded: {err}") from err

@@ -10,18 +10,39 @@ from pathlib import Path
 import bentoml
 import pandas as pd
 
-from models.bundle import InvalidDeclarations, score_declarations
+from models.bundle import InvalidDeclarations
 from serving.audit import AuditStore
 from serving.http import RequestGuard, api_keys
-from serving.loading import load_packaged, model_tag
+from serving.loading import load_packaged, model_tag, packaged_champion
 from serving.requests import batch_errors, error, outcome_errors
+from serving.rules import RiskProfiles, score_routed
 
 logger = logging.getLogger("customs_risk.service")
 
+CHAMPION = packaged_champion(model_tag())
+LIMITS = dict(CHAMPION.info.metadata)["serving"]  # params.yaml `serving`, fixed at packaging
+WORKERS = os.environ.get("RISK_WORKERS", "1")  # a deployment choice: processes, each with the model
 
-@bentoml.service(name="customs-risk", traffic={"timeout": 30})
+
+def audit_path() -> Path:
+    """Where decisions and outcomes are kept. Required and absolute: a worker runs inside the
+    bento's folder, and a store there would vanish with the bento."""
+    configured = os.environ.get("RISK_AUDIT_DB", "")
+    if not configured or not Path(configured).is_absolute():
+        raise RuntimeError(
+            "RISK_AUDIT_DB must be the absolute path of the audit store, e.g. "
+            "/var/lib/customs-risk/audit.db (`make serve` uses data/serving/audit.db in the repository)"
+        )
+    return Path(configured)
+
+
+@bentoml.service(
+    name="customs-risk",
+    traffic={"timeout": LIMITS["timeout_seconds"]},
+    workers=WORKERS if WORKERS == "cpu_count" else int(WORKERS),
+)
 class CustomsRisk:
-    champion = bentoml.models.BentoModel(model_tag())
+    champion = bentoml.models.BentoModel(CHAMPION.tag)
 
     def __init__(self) -> None:
         info = self.champion.info
@@ -32,12 +53,25 @@ class CustomsRisk:
             "version": str(self.packaged["version"]),
             "run_id": self.packaged["run_id"],
         }
-        self.max_batch = int(self.packaged["serving"]["max_batch"])
-        self.max_reasons = int(self.packaged["serving"]["max_reasons"])
-        self.audit = AuditStore(Path(os.environ.get("RISK_AUDIT_DB", "data/serving/audit.db")))
+        self.max_batch = int(LIMITS["max_batch"])
+        self.max_reasons = int(LIMITS["max_reasons"])
+        self.audit = AuditStore(audit_path())
+        self.profiles = RiskProfiles.from_environment()
         if not api_keys():
             logger.warning("RISK_API_KEYS is not set: only loopback clients are served")
-        logger.info("serving %s version %s (run %s)", *self.identity.values())
+        logger.info(
+            "serving %s version %s (run %s); audit store %s; %d risk profile rule(s) from %s",
+            *self.identity.values(), self.audit.path, len(self.profiles.rules), self.profiles.path,
+        )
+
+    @bentoml.on_deployment
+    def refuse_to_start_when_unfit() -> None:
+        """Runs once in `bentoml serve` before any worker starts, so a champion that does not
+        match the registry or cannot be loaded, an unusable audit store or a bad rules file
+        stops the server with the reason; a failing worker would be restarted forever."""
+        AuditStore(audit_path())
+        RiskProfiles.from_environment()
+        load_packaged(CHAMPION)
 
     def _reject(self, ctx: bentoml.Context, errors: list[dict]) -> dict:
         ctx.response.status_code = 422
@@ -48,8 +82,9 @@ class CustomsRisk:
         errors = batch_errors(declarations, "declarations", self.max_batch)
         if errors:
             return self._reject(ctx, errors)
+        records = pd.DataFrame(declarations)
         try:
-            results = score_declarations(self.model, pd.DataFrame(declarations), self.max_reasons)
+            results = score_routed(self.model, records, self.profiles.current(), self.max_reasons)
         except InvalidDeclarations as invalid:
             return self._reject(
                 ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()]
@@ -69,6 +104,7 @@ class CustomsRisk:
         lanes = self.model.lanes
         return {
             **self.identity,
+            "files_sha256": self.packaged["files_sha256"],
             "training_window": self.model.info["training_window"],
             "validation_window": self.model.info["validation_window"],
             "validation_metrics": self.packaged["validation_metrics"],
@@ -80,7 +116,10 @@ class CustomsRisk:
                 "yellow_threshold": lanes.yellow_threshold,
             },
             "features": self.model.info["features"],
+            "risk_profiles": self.profiles.describe(),
         }
 
 
-CustomsRisk.add_asgi_middleware(RequestGuard)
+CustomsRisk.add_asgi_middleware(
+    RequestGuard, body_limit_bytes=LIMITS["max_body_bytes"], body_timeout_seconds=LIMITS["body_timeout_seconds"]
+)

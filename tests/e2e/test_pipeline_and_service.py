@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -77,34 +78,41 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextmanager
+def serve_bento(root: Path, env: dict, log: Path):
+    """`bentoml serve` of the workspace's bento on a free loopback port; yields the base URL once
+    /readyz answers, and stops the server after."""
+    port = _free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, "service not ready in 120 s:\n" + log.read_text()[-4000:]
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            yield base
+        finally:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def service(workspace):
-    """`bentoml serve` of the built bento on a free loopback port, with an API key."""
-    port = _free_port()
+    """The built bento served with an API key."""
     env = {**workspace["env"], "RISK_API_KEYS": API_KEY}
-    log = (workspace["root"] / "serve.log").open("w")
-    process = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workspace["root"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (workspace["root"] / "serve.log").read_text()[-4000:]
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        pytest.fail("service not ready in 90s:\n" + (workspace["root"] / "serve.log").read_text()[-4000:])
-    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
-    yield {"client": client, "base": base}
-    client.close()
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
-    log.close()
+    with serve_bento(workspace["root"], env, workspace["root"] / "serve.log") as base:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as client:
+            yield {"client": client, "base": base}
 
 
 def contract_example() -> dict:

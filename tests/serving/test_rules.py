@@ -1,0 +1,215 @@
+"""Analyst risk profiles: refused with a clear message when wrong, applied as documented when right,
+and picked up from the file while the service runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.matrix import serving_features, training_features
+from features.schema import coerce_declarations
+from serving.rules import DEFAULT_PATH, RiskProfileError, RiskProfiles, parse_rules, route
+
+TIMBER = """
+rules:
+  - name: timber-from-watch-list-origins
+    lane: red
+    reason: "timber from an origin on the watch list"
+    when:
+      hs6_code: {prefix: ["4407", "4408"]}
+      origin_country: {in: ["MM", "KH"]}
+"""
+
+
+def _rules(text: str):
+    return parse_rules(text, Path("profiles.yaml"))
+
+
+def _rule(name: str, lane: str, when: str) -> str:
+    return f"  - name: {name}\n    lane: {lane}\n    reason: \"{name} fired\"\n    when: {when}\n"
+
+
+@pytest.fixture(scope="module")
+def state(history):
+    return training_features(history, smoothing=10)[1]
+
+
+def _client_records(declarations: pd.DataFrame, **columns) -> pd.DataFrame:
+    records = declarations.copy()
+    for column, values in columns.items():
+        records[column] = values
+    return records
+
+
+def _model_results(records: pd.DataFrame, lanes: list[str], selected_by: list[str] | None = None) -> pd.DataFrame:
+    """What the model answered before the rules: lanes as given, one model reason each."""
+    n = len(records)
+    return pd.DataFrame(
+        {
+            "declaration_id": records["declaration_id"].tolist(),
+            "risk_score": np.linspace(0.1, 0.9, n),
+            "critical_score": np.zeros(n),
+            "lane": lanes,
+            "selected_by": selected_by or ["model"] * n,
+            "reasons": [[{"feature": "tax_rate", "value": 8.0, "contribution": 0.5, "text": "tax rate 8%"}] for _ in range(n)],
+        }
+    )
+
+
+def test_shipped_file_has_no_rules_and_its_documented_example_parses():
+    text = DEFAULT_PATH.read_text()
+    assert _rules(text) == ()
+    example = "\n".join(line[2:] for line in text.splitlines() if line.startswith(("# rules:", "#   ")))
+    rules = _rules(example)
+    assert [rule.name for rule in rules] == ["timber-from-watch-list-origins", "textiles-below-cost", "watch-listed-importer"]
+    assert {rule.lane for rule in rules} == {"red", "yellow"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rules: [", "not valid YAML"),
+        ("- name: x", "one key, 'rules'"),
+        ("rules: []\nextra: 1", "one key, 'rules'"),
+        ("rules:\n" + _rule("a", "blue", '{importer_id: {in: ["X"]}}'), "rules[0] (a).lane: expected one of yellow, red, got 'blue'"),
+        ("rules:\n" + _rule("a", "green", '{importer_id: {in: ["X"]}}'), "lane: expected one of yellow, red"),
+        ("rules:\n" + _rule("a", "red", '{importer: {in: ["X"]}}'), "rules[0] (a).when: unknown field 'importer'"),
+        ("rules:\n" + _rule("a", "red", "{hs6_code: {prefix: [4408]}}"), "hs6_code.prefix: 4408 must be a quoted"),
+        ("rules:\n" + _rule("a", "red", '{hs6_code: {prefix: ["44-08"]}}'), "'44-08' is not an HS code or prefix"),
+        ("rules:\n" + _rule("a", "red", '{origin_country: {in: ["XX"]}}'), "'XX' is not an ISO 3166-1 alpha-2 country code"),
+        ("rules:\n" + _rule("a", "red", "{origin_country: {below: 3}}"), "'below' does not apply to origin_country"),
+        ("rules:\n" + _rule("a", "red", '{value_per_kg: {in: ["1"]}}'), "'in' does not apply to value_per_kg"),
+        ("rules:\n" + _rule("a", "red", '{value_per_kg: {below: "cheap"}}'), "value_per_kg.below: expected a number, got 'cheap'"),
+        ("rules:\n" + _rule("a", "red", "{value_per_kg: {below: .nan}}"), "expected a number"),
+        ("rules:\n" + _rule("a", "red", "{importer_id: {in: []}}"), "expected a non-empty list"),
+        ("rules:\n" + _rule("a", "red", "{}"), "(a).when: expected at least one condition"),
+        ("rules:\n" + _rule("a", "red", '{importer_id: {in: ["X"]}}') + "    priority: 1\n", "unknown key 'priority'"),
+        ("rules:\n  - name: a\n    lane: red\n    when: {importer_id: {in: [\"X\"]}}\n", "'reason' is required"),
+        ("rules:\n" + _rule("a", "red", '{importer_id: {in: ["X"]}}') * 2, "rule name 'a' is used more than once"),
+        ("rules:\n  - just a string\n", "rules[0]: expected a mapping"),
+    ],
+)
+def test_a_bad_rule_is_refused_with_where_and_why(text, message):
+    with pytest.raises(RiskProfileError) as refused:
+        _rules(text)
+    assert message in str(refused.value)
+    assert "profiles.yaml" in str(refused.value)
+
+
+def test_every_problem_is_reported_at_once():
+    text = "rules:\n" + _rule("a", "blue", '{origin_country: {in: ["XX"]}, importer: {in: ["Y"]}}')
+    with pytest.raises(RiskProfileError) as refused:
+        _rules(text)
+    assert len(refused.value.problems) == 3
+
+
+def test_hs_prefix_and_origin_list_hit_sets_lane_reason_and_selected_by(declarations, state):
+    records = _client_records(
+        declarations.head(4), hs6_code=["440890", "440710", "440890", "850440"], origin_country=["MM", "KH", "BE", "MM"]
+    )
+    routed = route(_model_results(records, ["green"] * 4), records, _rules(TIMBER), state, max_reasons=3)
+    assert routed["lane"].tolist() == ["red", "red", "green", "green"]
+    assert routed["selected_by"].tolist() == ["rule", "rule", "model", "model"]
+    first = routed.at[0, "reasons"]
+    assert first[0] == {
+        "feature": "risk_profile",
+        "value": "timber-from-watch-list-origins",
+        "contribution": None,
+        "text": "timber from an origin on the watch list",
+    }
+    assert first[1]["feature"] == "tax_rate"
+    assert routed.at[2, "reasons"] == _model_results(records, ["green"] * 4).at[2, "reasons"]
+
+
+def test_a_rule_raises_a_lane_but_never_lowers_it(declarations, state):
+    records = _client_records(declarations.head(4), importer_id="WATCHED")
+    rules = _rules("rules:\n" + _rule("watched", "yellow", '{importer_id: {in: ["WATCHED"]}}'))
+    model = _model_results(records, ["green", "yellow", "red", "red"], ["model", "model", "model", "random"])
+    routed = route(model, records, rules, state, max_reasons=3)
+    # a random pick was green for the model: the rule applies before exploration
+    assert routed["lane"].tolist() == ["yellow", "yellow", "red", "yellow"]
+    assert routed["selected_by"].tolist() == ["rule"] * 4
+
+
+def test_value_per_kg_bounds_and_missing_values(declarations, state):
+    records = _client_records(
+        declarations.head(4), item_price=[100.0, 100.0, 0.0, 5.0], net_mass_kg=[1000.0, 0.0, 0.0, 1.0], seller_id=[None, "S1", "S2", "S3"]
+    )
+    cheap = _rules("rules:\n" + _rule("cheap", "yellow", "{value_per_kg: {below: 0.5}}"))
+    dear = _rules("rules:\n" + _rule("dear", "red", "{value_per_kg: {above: 4}}"))
+    not_s1 = _rules("rules:\n" + _rule("not-s1", "yellow", '{seller_id: {not_in: ["S1"]}}'))
+    green = _model_results(records, ["green"] * 4)
+    # 100 for 1000 kg is 0.1/kg; 100 for 0 kg is infinite; 0 for 0 kg has no value per kg
+    assert route(green, records, cheap, state, 3)["selected_by"].tolist() == ["rule", "model", "model", "model"]
+    assert route(green, records, dear, state, 3)["selected_by"].tolist() == ["model", "rule", "model", "rule"]
+    # no seller meets no condition, not even not_in
+    assert route(green, records, not_s1, state, 3)["selected_by"].tolist() == ["model", "model", "rule", "rule"]
+
+
+def test_a_feature_condition_uses_the_serving_features(declarations, state):
+    records = declarations.head(5).reset_index(drop=True)
+    rates = serving_features(coerce_declarations(records, labelled=False), state)[0]["importer_fraud_rate"].to_numpy()
+    bound = float(np.median(rates))
+    rules = _rules("rules:\n" + _rule("risky-importer", "red", f"{{importer_fraud_rate: {{above: {bound!r}}}}}"))
+    routed = route(_model_results(records, ["green"] * 5), records, rules, state, 3)
+    assert (routed["selected_by"] == "rule").tolist() == (rates > bound).tolist()
+    assert 0 < (rates > bound).sum() < 5
+
+
+def test_rule_reasons_come_first_and_the_total_keeps_max_reasons(declarations, state):
+    records = _client_records(declarations.head(1), importer_id="WATCHED", origin_country="MM", hs6_code="440800")
+    rules = _rules(TIMBER + _rule("watched", "yellow", '{importer_id: {in: ["WATCHED"]}}'))
+    routed = route(_model_results(records, ["green"]), records, rules, state, max_reasons=2)
+    assert [r["value"] for r in routed.at[0, "reasons"]] == ["timber-from-watch-list-origins", "watched"]
+    assert routed.at[0, "lane"] == "red"
+    assert route(_model_results(records, ["green"]), records, rules, state, 3).at[0, "reasons"][2]["feature"] == "tax_rate"
+
+
+def test_no_rules_leave_the_model_answer_untouched(declarations, state):
+    records = declarations.head(3)
+    model = _model_results(records, ["red", "green", "yellow"])
+    assert route(model, records, (), state, 3) is model
+
+
+def _write(path: Path, text: str, stamp: int) -> None:
+    path.write_text(text)
+    os.utime(path, ns=(stamp, stamp))  # a distinct mtime even within the file system's resolution
+
+
+def test_profiles_reload_when_the_file_changes_and_keep_the_rules_in_force_on_a_bad_edit(tmp_path, monkeypatch):
+    path = tmp_path / "profiles.yaml"
+    _write(path, "rules: []\n", 1_000_000_000)
+    monkeypatch.setenv("RISK_PROFILES", str(path))
+    profiles = RiskProfiles.from_environment()
+    assert profiles.current() == ()
+    _write(path, TIMBER, 2_000_000_000)
+    assert [rule.name for rule in profiles.current()] == ["timber-from-watch-list-origins"]
+    _write(path, TIMBER.replace("lane: red", "lane: purple"), 3_000_000_000)
+    assert [rule.name for rule in profiles.current()] == ["timber-from-watch-list-origins"]
+    assert "lane: expected one of yellow, red, got 'purple'" in profiles.describe()["reload_error"]
+    _write(path, "rules: []\n", 4_000_000_000)
+    assert profiles.current() == ()
+    assert profiles.describe() == {"path": str(path), "rules": [], "reload_error": None}
+
+
+def test_a_bad_file_stops_the_start(tmp_path, monkeypatch):
+    path = tmp_path / "profiles.yaml"
+    path.write_text(TIMBER.replace('"MM"', '"XX"'))
+    monkeypatch.setenv("RISK_PROFILES", str(path))
+    with pytest.raises(RiskProfileError, match="'XX' is not an ISO 3166-1 alpha-2 country code"):
+        RiskProfiles.from_environment()
+    monkeypatch.setenv("RISK_PROFILES", str(tmp_path / "missing.yaml"))
+    with pytest.raises(RiskProfileError, match="file not found"):
+        RiskProfiles.from_environment()
+    monkeypatch.setenv("RISK_PROFILES", "profiles.yaml")
+    with pytest.raises(RiskProfileError, match="must be an absolute path"):
+        RiskProfiles.from_environment()
+
+
+def test_without_risk_profiles_the_shipped_file_is_used(monkeypatch):
+    monkeypatch.delenv("RISK_PROFILES", raising=False)
+    assert RiskProfiles.from_environment().path == DEFAULT_PATH
