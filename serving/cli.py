@@ -112,7 +112,8 @@ def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metr
         )
     Console().print(table)
     Console().print(
-        f"ROC AUC {values['roc_auc']:.3f}   PR AUC {values['pr_auc']:.3f}   Brier {values['brier']:.4f}   "
+        f"ROC AUC {values.get('roc_auc', float('nan')):.3f}   PR AUC {values.get('pr_auc', float('nan')):.3f}   "
+        f"Brier {values['brier']:.4f}   "
         f"critical ROC AUC {values.get('critical_roc_auc', float('nan')):.3f}"
     )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fromisoformat alone also takes week dates
 OUTCOME_RESULTS = ("clean", "fraud", "critical")
 OUTCOME_FIELDS = {"declaration_id", "inspected_on", "result", "notes"}
 
@@ -31,7 +33,7 @@ def outcome_errors(outcomes: list[dict]) -> list[dict]:
             errors.append(error(i, "declaration_id", "must be a non-empty string of at most 64 characters"))
         inspected_on = outcome.get("inspected_on")
         try:
-            if not isinstance(inspected_on, str) or len(inspected_on) != 10:
+            if not isinstance(inspected_on, str) or not ISO_DATE.fullmatch(inspected_on):
                 raise ValueError
             dt.date.fromisoformat(inspected_on)
         except ValueError:

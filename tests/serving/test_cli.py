@@ -85,11 +85,6 @@ def test_metrics_without_critical_auc_still_prints(runner, tmp_path):
     assert "critical ROC AUC nan" in _plain(result.stdout)
 
 
-@pytest.mark.xfail(
-    reason="bug: targeting_metrics leaves out roc_auc and pr_auc when the window has no fraud "
-    "(or only fraud), but `customs-risk metrics` indexes them directly and dies with a KeyError",
-    strict=True,
-)
 def test_metrics_of_a_window_without_fraud_still_print(runner, tmp_path):
     import numpy as np
 

@@ -92,11 +92,6 @@ def test_bad_inspection_date(inspected_on):
     assert "YYYY-MM-DD" in errors[0]["message"]
 
 
-@pytest.mark.xfail(
-    reason="bug: the date check is len == 10 plus date.fromisoformat, which on Python 3.11+ also "
-    "accepts other ISO 8601 forms of length 10 (week dates, basic format with a time)",
-    strict=True,
-)
 @pytest.mark.parametrize("inspected_on", ["2021-W01-1", "20210101T0"])
 def test_only_the_extended_calendar_date_format_is_accepted(inspected_on):
     errors = outcome_errors([_outcome(inspected_on=inspected_on)])
