@@ -55,10 +55,9 @@ NUMERIC_FIELDS = ["tax_rate", "net_mass_kg", "item_price"]
 STRING_FIELDS = [
     f for f in DECLARATION_FIELDS if f not in NUMERIC_FIELDS and f != "declaration_date"
 ]
-REQUIRED_STRING_FIELDS = [f for f in STRING_FIELDS if f not in OPTIONAL_FIELDS]
 
 # Checks pandera itself runs, and the parsing in `_typed`: (check name, message).
-_BUILT_IN = {
+BUILT_IN_CHECKS = {
     "not_nullable": ("required", "is required"),
     "column_in_dataframe": ("required", "is required"),
     "column_in_schema": ("known_field", "is not a declaration field"),
@@ -96,7 +95,7 @@ class DeclarationSchema(pa.DataFrameModel):
     net_mass_kg: Series[float] = pa.Field()
     item_price: Series[float] = pa.Field()
 
-    @pa.check(*REQUIRED_STRING_FIELDS, error="must be a non-empty string")
+    @pa.check(*STRING_FIELDS, error="must be a non-empty string")
     def not_blank(cls, values: Series[str]) -> Series[bool]:
         return values.str.strip().str.len() > 0
 
@@ -167,7 +166,7 @@ def history_schema(rules: HistoryRules) -> pa.DataFrameSchema:
     added = {
         "declaration_date": [
             pa.Check(lambda dates: dates <= run_date, name="not_after_run_date",
-                     error=f"must not be after the run date {run_date:%Y-%m-%d}"),
+                     error=f"must not be after the run date {run_date:%Y-%m-%d} (validate.run_date)"),
             pa.Check(lambda dates: dates >= start, name="not_before_history_start",
                      error=f"must not be before the history start {start:%Y-%m-%d} (validate.history_start)"),
         ],
@@ -177,10 +176,10 @@ def history_schema(rules: HistoryRules) -> pa.DataFrameSchema:
         ],
     }
     for field in STRING_FIELDS:
-        # "QLRUBN9 " would silently be a new importer with no history
+        # "QLRUBN9 " would silently be a new importer with no history; blank is not_blank's finding
         added[field] = [
-            pa.Check(lambda values: values == values.str.strip(), name="no_surrounding_spaces",
-                     error="must not start or end with spaces")
+            pa.Check(lambda values: (values == values.str.strip()) | (values.str.strip() == ""),
+                     name="no_surrounding_spaces", error="must not start or end with spaces")
         ]
     return schema.update_columns(
         {field: {"checks": schema.columns[field].checks + checks} for field, checks in added.items()}
@@ -234,7 +233,7 @@ def _parse_dates(values: pd.Series) -> pd.Series:
 def _describe(schema: pa.DataFrameSchema, case) -> tuple[str, str, str | None]:
     """(field, check name, message) of one pandera failure case."""
     if case.check_number is None or pd.isna(case.check_number):
-        name, message = _BUILT_IN.get(str(case.check), (str(case.check), f"failed check {case.check}"))
+        name, message = BUILT_IN_CHECKS.get(str(case.check), (str(case.check), f"failed check {case.check}"))
         field = str(case.failure_case) if case.schema_context == "DataFrameSchema" else str(case.column)
         return field, name, message
     if case.schema_context == "Column":
