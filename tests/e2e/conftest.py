@@ -1,0 +1,75 @@
+"""One pipeline run and one service for all e2e modules: each costs minutes or ~10 s, so they are
+built once a session. Modules that change the workspace work on a copy of it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.e2e.stack import API_KEY, BIN, TRAIN_ROWS, VALID_ROWS, _free_port, _run, _sample_kcs
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory, _migrated_mlflow_db) -> dict:
+    """A copy of the project with a small history, and the pipeline run in it by `dvc repro`."""
+    root = tmp_path_factory.mktemp("workspace")
+    for name in ("features", "models", "serving", "pipelines"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    raw = root / "data" / "raw"
+    raw.mkdir(parents=True)
+    (root / "data" / "feedback").mkdir()
+    _sample_kcs(REPO / "data/raw/df_syn_train_eng.csv", raw / "df_syn_train_eng.csv", TRAIN_ROWS)
+    _sample_kcs(REPO / "data/raw/df_syn_valid_eng.csv", raw / "df_syn_valid_eng.csv", VALID_ROWS)
+    shutil.copy(_migrated_mlflow_db, root / "mlflow.db")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "BENTOML_HOME": str(root / ".bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "RISK_AUDIT_DB": str(root / "data/serving/audit.db"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    env.pop("RISK_API_KEYS", None)
+    _run([str(BIN / "dvc"), "init", "--no-scm", "-q"], root, env)
+    started = time.perf_counter()
+    repro = _run([str(BIN / "dvc"), "repro"], root, env)
+    return {"root": root, "env": env, "repro": repro, "seconds": time.perf_counter() - started}
+
+
+@pytest.fixture(scope="session")
+def service(workspace):
+    """`bentoml serve` of the built bento on a free loopback port, with an API key."""
+    port = _free_port()
+    env = {**workspace["env"], "RISK_API_KEYS": API_KEY}
+    log = (workspace["root"] / "serve.log").open("w")
+    process = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workspace["root"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (workspace["root"] / "serve.log").read_text()[-4000:]
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail("service not ready in 90s:\n" + (workspace["root"] / "serve.log").read_text()[-4000:])
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+    yield {"client": client, "base": base}
+    client.close()
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+    log.close()
