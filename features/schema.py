@@ -5,7 +5,9 @@ Three layers of rules, each check named for the rule it enforces and carrying it
   it, so a record the service rejects is one the pipeline would never train on.
 - `LabelledDeclarationSchema`: adds the labels of history and their consistency.
 - `history_schema(rules)`: adds what only a history can be held to, with limits from
-  params.yaml (the run date, the history window, physically possible masses, padded codes).
+  params.yaml (the run date, the history window, physically possible masses) and stricter
+  formats (an HS chapter that exists, IDs without padding). The service still scores such
+  declarations: the contract makes any six digits and any ID valid input, unseen ones included.
 
 Unusual is not wrong: a zero price with a positive mass (free samples, warranty replacements),
 a zero mass (documents), a tax rate of 0 or a price far from an HS code's median are real
@@ -24,7 +26,8 @@ from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
 ISO_COUNTRIES = frozenset(country.alpha_2 for country in pycountry.countries)
-# HS chapters run 01..97; chapter 77 is reserved by the WCO and holds no goods.
+# HS chapters run 01..97; chapter 77 is reserved by the WCO and holds no goods (98 and 99 are
+# left to national nomenclatures, so not HS6).
 HS_CHAPTERS = frozenset(f"{chapter:02d}" for chapter in range(1, 98)) - {"77"}
 
 DECLARATION_FIELDS = [
@@ -108,11 +111,6 @@ class DeclarationSchema(pa.DataFrameModel):
     def hs6_six_digits(cls, codes: Series[str]) -> Series[bool]:
         return codes.str.fullmatch(r"[0-9]{6}")
 
-    @pa.check("hs6_code", error="must be in an HS chapter, 01 to 97 (77 is reserved)")
-    def hs_chapter_exists(cls, codes: Series[str]) -> Series[bool]:
-        # a malformed code is hs6_six_digits' finding, not a second one here
-        return codes.str[:2].isin(HS_CHAPTERS) | ~codes.str.fullmatch(r"[0-9]{6}")
-
     @pa.check("departure_country", "origin_country", error="must be an ISO 3166-1 alpha-2 country code")
     def iso_country(cls, codes: Series[str]) -> Series[bool]:
         return codes.isin(ISO_COUNTRIES)
@@ -170,6 +168,11 @@ def history_schema(rules: HistoryRules) -> pa.DataFrameSchema:
                      error=f"must not be after the run date {run_date:%Y-%m-%d} (validate.run_date)"),
             pa.Check(lambda dates: dates >= start, name="not_before_history_start",
                      error=f"must not be before the history start {start:%Y-%m-%d} (validate.history_start)"),
+        ],
+        "hs6_code": [
+            # a malformed code is hs6_six_digits' finding, not a second one here
+            pa.Check(lambda codes: codes.str[:2].isin(HS_CHAPTERS) | ~codes.str.fullmatch(r"[0-9]{6}"),
+                     name="hs_chapter_exists", error="must be in an HS chapter, 01 to 97 (77 is reserved)"),
         ],
         "net_mass_kg": [
             pa.Check(lambda mass: mass <= rules.max_net_mass_kg, name="mass_physically_possible",

@@ -66,7 +66,8 @@ def test_the_history_checks_extend_the_contract_checks():
     assert contract < labelled < history
     assert labelled - contract == {"label_0_or_1", "critical_implies_fraud"}
     assert history - labelled == {
-        "not_after_run_date", "not_before_history_start", "mass_physically_possible", "no_surrounding_spaces",
+        "hs_chapter_exists", "not_after_run_date", "not_before_history_start", "mass_physically_possible",
+        "no_surrounding_spaces",
     }
 
 
@@ -139,12 +140,12 @@ def test_a_label_contradiction_is_not_reported_twice_with_a_bad_label(rows):
 
 
 def test_scoring_does_not_apply_the_history_limits(rows):
-    """A declaration dated tomorrow or with a padded ID is scored (it is a real request); only a
-    history row is held to the run date and the stricter formats."""
-    scoring = _with(rows, declaration_date="2031-01-01", importer_id="QLRUBN9 ", net_mass_kg="1e12")
+    """A declaration dated tomorrow, in a national chapter or with a padded ID is scored (the
+    contract makes it valid input); only a history row is held to the history's rules."""
+    scoring = _with(rows, declaration_date="2031-01-01", importer_id="QLRUBN9 ", net_mass_kg="1e12", hs6_code="990100")
     assert find_failures(scoring.drop(columns=["fraud", "critical_fraud"]), labelled=False).empty
     assert {check for _, _, check in _checks(scoring)} == {
-        "not_after_run_date", "no_surrounding_spaces", "mass_physically_possible",
+        "not_after_run_date", "no_surrounding_spaces", "mass_physically_possible", "hs_chapter_exists",
     }
 
 
