@@ -26,6 +26,7 @@ from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
 ISO_COUNTRIES = frozenset(country.alpha_2 for country in pycountry.countries)
+HS6_CODE = r"[0-9]{6}"  # ASCII digits only: "\d" would take "１２３４５６"
 # HS chapters run 01..97; chapter 77 is reserved by the WCO and holds no goods (98 and 99 are
 # left to national nomenclatures, so not HS6).
 HS_CHAPTERS = frozenset(f"{chapter:02d}" for chapter in range(1, 98)) - {"77"}
@@ -109,7 +110,7 @@ class DeclarationSchema(pa.DataFrameModel):
 
     @pa.check("hs6_code", error="must be exactly 6 digits (5 digits: a leading zero was lost)")
     def hs6_six_digits(cls, codes: Series[str]) -> Series[bool]:
-        return codes.str.fullmatch(r"[0-9]{6}")
+        return codes.str.fullmatch(HS6_CODE)
 
     @pa.check("departure_country", "origin_country", error="must be an ISO 3166-1 alpha-2 country code")
     def iso_country(cls, codes: Series[str]) -> Series[bool]:
@@ -171,7 +172,7 @@ def history_schema(rules: HistoryRules) -> pa.DataFrameSchema:
         ],
         "hs6_code": [
             # a malformed code is hs6_six_digits' finding, not a second one here
-            pa.Check(lambda codes: codes.str[:2].isin(HS_CHAPTERS) | ~codes.str.fullmatch(r"[0-9]{6}"),
+            pa.Check(lambda codes: codes.str[:2].isin(HS_CHAPTERS) | ~codes.str.fullmatch(HS6_CODE),
                      name="hs_chapter_exists", error="must be in an HS chapter, 01 to 97 (77 is reserved)"),
         ],
         "net_mass_kg": [

@@ -49,22 +49,23 @@ def split_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, int, pd.Serie
     return kept, int(exact.sum()), conflicting
 
 
+def _examples(values: pd.Series) -> list[str]:
+    return [str(value) for value in values.drop_duplicates().head(EXAMPLES)]
+
+
 def _failed_checks(failures: pd.DataFrame, rows: pd.DataFrame) -> list[dict]:
     """One entry per (check, field), most rows first: the rule, the count, example values."""
-    cases = failures.assign(
-        value=[rows[f].iloc[i] if f in rows else None for i, f in failures[["index", "field"]].itertuples(index=False)],
-        declaration_id=rows["declaration_id"].iloc[failures["index"]].to_numpy() if "declaration_id" in rows else None,
-    )
     entries = []
-    for (check, field, message), group in cases.groupby(["check", "field", "message"], sort=False):
+    for (check, field, message), group in failures.groupby(["check", "field", "message"], sort=False):
+        failed = rows.iloc[group["index"].unique()]
         entries.append(
             {
                 "check": check,
                 "field": field,
                 "rule": message,
-                "rows": int(group["index"].nunique()),
-                "example_values": [str(v) for v in group["value"].drop_duplicates().head(EXAMPLES)],
-                "example_declaration_ids": [str(v) for v in group["declaration_id"].drop_duplicates().head(EXAMPLES)],
+                "rows": len(failed),
+                "example_values": _examples(failed[field]) if field in failed else [],
+                "example_declaration_ids": _examples(failed["declaration_id"]) if "declaration_id" in failed else [],
             }
         )
     return sorted(entries, key=lambda entry: (-entry["rows"], entry["check"], entry["field"]))
@@ -98,9 +99,8 @@ def validate(records: pd.DataFrame, rules: HistoryRules | None = None) -> tuple[
     )
     rejected = kept.loc[reasons.index].assign(rejection_reasons=reasons.to_numpy())
     passed = content.drop(index=reasons.index)
-    columns = DECLARATION_FIELDS + LABEL_FIELDS
     if passed.empty:  # every row failed, perhaps on a missing or extra column
-        passed = pd.DataFrame(columns=columns, dtype="str")
+        passed = pd.DataFrame(columns=DECLARATION_FIELDS + LABEL_FIELDS, dtype="str")
     valid = coerce_declarations(passed, labelled=True)
     per_row = failures.drop_duplicates(["index", "check"])
     report = {
