@@ -49,8 +49,8 @@ def split_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, int, pd.Serie
     return kept, int(exact.sum()), conflicting
 
 
-def _examples(values: pd.Series) -> list[str]:
-    return [str(value) for value in values.drop_duplicates().head(EXAMPLES)]
+def _examples(values: pd.Series) -> list[str | None]:
+    return [None if pd.isna(value) else str(value) for value in values.drop_duplicates().head(EXAMPLES)]
 
 
 def _failed_checks(failures: pd.DataFrame, rows: pd.DataFrame) -> list[dict]:

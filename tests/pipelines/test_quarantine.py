@@ -116,6 +116,8 @@ def test_a_row_breaking_a_check_is_quarantined_with_it(good, breaker):
     entry = next(e for e in report["failed_checks"] if e["check"] == breaker.check)
     assert entry["field"] == breaker.field and entry["rows"] == len(expected_rejected)
     assert entry["rule"] and not entry["rule"].startswith("failed check")
+    shown = broken[breaker.field].iloc[0]
+    assert entry["example_values"][-1] == (None if shown is None else str(shown))
     # the good rows go on, typed, without where they came from
     held_back = set(rejected["declaration_id"])
     assert sorted(valid["declaration_id"]) == sorted(set(good["declaration_id"]) - held_back)
