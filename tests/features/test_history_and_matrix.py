@@ -18,6 +18,7 @@ from features.history import (
     FeatureState,
     entity_keys,
     point_in_time_counts,
+    state_columns,
     with_derived_fields,
 )
 from features.matrix import (
@@ -25,7 +26,6 @@ from features.matrix import (
     FEATURE_NAMES,
     FEATURES,
     FEATURES_BY_NAME,
-    RECENCY_ENTITIES,
     serving_features,
     training_features,
 )
@@ -33,7 +33,10 @@ from features.schema import DECLARATION_FIELDS, coerce_declarations
 
 SMOOTHING = 10.0  # params.yaml features.smoothing
 NAN_WORD = re.compile(r"\bnan\b", re.IGNORECASE)  # a missing value leaking into a sentence
-RECENCY_FEATURES = {f"{name}_days_since_last" for name in RECENCY_ENTITIES}
+# "days since first/last seen" is NaN, documented as "never seen", for an entity without history
+RECENCY_FEATURES = {
+    f"{entity.name}_days_since_{which}" for entity in ENTITIES if entity.name != "all" for which in ("first", "last")
+}
 NUMERIC_FEATURES = [name for name in FEATURE_NAMES if name not in CATEGORICAL]
 # No shrinking: each example recomputes features (~0.2 s), and shrinking a failure would take
 # minutes; the failing draw (row, seed, fields) is printed as is.
@@ -164,7 +167,7 @@ def test_point_in_time_counts_match_state_counts(history):
     state = FeatureState.fit(before, CATEGORICAL, SMOOTHING)
     serving = state.counts_for(with_derived_fields(history[on_day]))
     assert list(serving.columns) == list(training.columns)
-    assert list(training.columns) == [f"{e.name}__{c}" for e in ENTITIES for c in COUNT_COLUMNS]
+    assert list(training.columns) == [f"{e.name}__{c}" for e in ENTITIES for c in state_columns(e)]
     pd.testing.assert_frame_equal(serving, training, check_exact=False, atol=1e-9, rtol=0)
 
 
@@ -506,12 +509,6 @@ def test_reasons_say_what_the_history_holds(real_contexts):
     assert "days earlier" in FEATURES_BY_NAME["declarant_days_since_last"].reason(known)
 
 
-@pytest.mark.xfail(
-    reason="BUG: entity reasons format a missing seller/courier as 'nan' "
-    "(e.g. 'seller nan: no earlier declarations, rated at the overall fraud rate')",
-    strict=True,
-    raises=AssertionError,
-)
 def test_reasons_for_a_declaration_without_seller_or_courier_are_readable(history, trained):
     _, state = trained
     records = history[DECLARATION_FIELDS].tail(1).reset_index(drop=True)
@@ -521,13 +518,6 @@ def test_reasons_for_a_declaration_without_seller_or_courier_are_readable(histor
     assert not [t for t in texts if NAN_WORD.search(t)], texts
 
 
-@pytest.mark.xfail(
-    reason="BUG: models/bundle.py builds the reason context with feature values after the record "
-    "fields, so an unseen category (a NaN feature) overrides the declared value: 'office nan', "
-    "'origin country nan', 'route nan->nan'",
-    strict=True,
-    raises=AssertionError,
-)
 def test_reasons_for_unseen_categories_name_the_declared_value(trained, new_records):
     from models.bundle import RiskModel  # the service's own reason builder
 

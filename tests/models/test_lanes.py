@@ -109,12 +109,6 @@ def test_only_would_be_green_declarations_are_explored(scores):
     assert set(selected_by) == {"model", "random"}
 
 
-@pytest.mark.xfail(
-    reason="bug: explored() keys blake2b with the raw exploration_key, which may be at most 64 "
-    "bytes; a longer key is accepted when the policy is built and packaged, then every scoring "
-    "call raises ValueError (a 500 on /score)",
-    strict=True,
-)
 def test_a_long_exploration_key_fails_when_the_policy_is_built_not_when_scoring(scores):
     long_key = "customs-risk-exploration-" + "k" * 60
     try:

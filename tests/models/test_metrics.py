@@ -210,11 +210,6 @@ def test_every_metric_is_within_zero_and_one(window):
         assert f"precision_at_{rate:g}" in metrics
 
 
-@pytest.mark.xfail(
-    reason="bug: duty_recovered sums the caught rows in score order but the total in row order, "
-    "so float rounding can report a share above 1 (1.0000000000000002 when all rows are inspected)",
-    strict=True,
-)
 def test_duty_recovered_never_exceeds_one():
     duty = np.array([0.3, 0.2, 0.1])
     risk = np.array([0.1, 0.2, 0.3])  # ranks the rows in reverse order
