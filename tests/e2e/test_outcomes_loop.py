@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from features.adapters import KCS, read_source
@@ -71,11 +70,6 @@ def loop(workspace, service, tmp_path_factory) -> dict:
     shutil.copytree(root, copy, ignore=lambda folder, names: ["serving"] if Path(folder) == root / "data" else [])
     env = {**workspace["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}",
            "BENTOML_HOME": str(copy / ".bentoml")}
-    # fewer boosting rounds: this test is about what the data carries, not the model's quality
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    params["train"].update(max_rounds=120, early_stopping_rounds=20)
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
     exported = _run([str(BIN / "customs-risk"), "export-feedback", "--output", FEEDBACK], copy, env)
     repro = _run([str(BIN / "dvc"), "repro"], copy, env, timeout=900)
     return {"copy": copy, "env": env, "new": new, "relabelled": relabelled, "query": query,
