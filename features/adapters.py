@@ -1,29 +1,42 @@
-"""Source layouts mapped onto the canonical record.
+"""Sources of history mapped onto the canonical record: administrations' exports and outcomes.
 
 A customs administration's export is one `SourceLayout`: which column holds which canonical
 field and how its labels read. Adding an administration is adding a layout, not changing a stage.
+
+Outcomes exported from the scoring service (`customs-risk export-feedback`) are a source too:
+canonical declarations as they were scored, labelled by what the inspection found. The newest
+outcome for a declaration wins, over older outcomes and over the administration's files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
 from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
 
+# Where each ingested row came from, so a steward can find a quarantined row in its file.
+SOURCE_FIELDS = ["source_file", "source_row"]  # source_row counts data rows from 1
+# A feedback file: canonical declaration, labels, and when the outcome was known.
+OUTCOME_TIME_FIELDS = ["inspected_on", "outcome_received_at"]
+FEEDBACK_FIELDS = DECLARATION_FIELDS + LABEL_FIELDS + OUTCOME_TIME_FIELDS
+
 
 @dataclass(frozen=True)
 class SourceLayout:
     name: str
     columns: dict[str, str]  # source column -> canonical field
+    label_columns: tuple[str, ...]  # source columns the labels are read from
     labels: Callable[[pd.DataFrame], pd.DataFrame]  # source frame -> fraud, critical_fraud
 
     def to_canonical(self, source: pd.DataFrame) -> pd.DataFrame:
         """Rename and keep values as read (strings): typing them is validation's job, so a bad
         value is quarantined with its reason rather than lost in a parse error here."""
-        missing = [column for column in self.columns if column not in source.columns]
+        needed = [*self.columns, *self.label_columns]
+        missing = [column for column in needed if column not in source.columns]
         if missing:
             raise ValueError(f"{self.name} layout: missing columns {missing}")
         records = source[list(self.columns)].rename(columns=self.columns)
@@ -31,8 +44,26 @@ class SourceLayout:
         return pd.concat([records, labels], axis=1)[DECLARATION_FIELDS + LABEL_FIELDS]
 
 
+def labels_from_outcome(column: str, outcomes: dict[str, tuple[str, str]]) -> Callable:
+    """Labels read from one outcome column: each value names (fraud, critical_fraud). A value
+    not in `outcomes` is kept in both labels, so validation quarantines it, showing it."""
+
+    def labels(source: pd.DataFrame) -> pd.DataFrame:
+        found = source[column].str.strip()
+        return pd.DataFrame(
+            {
+                "fraud": found.map({k: v[0] for k, v in outcomes.items()}).fillna(source[column]),
+                "critical_fraud": found.map({k: v[1] for k, v in outcomes.items()}).fillna(source[column]),
+            },
+            index=source.index,
+        )
+
+    return labels
+
+
 def _kcs_labels(source: pd.DataFrame) -> pd.DataFrame:
-    # KCS "Critical Fraud" is 0 clean, 1 fraud, 2 critical fraud: only 2 is critical.
+    # KCS "Critical Fraud" is 0 clean, 1 fraud, 2 critical fraud: only 2 is critical. "Fraud" is
+    # read on its own, so a row that contradicts itself is caught by validation.
     critical = source["Critical Fraud"].str.strip()
     return pd.DataFrame(
         {
@@ -67,13 +98,40 @@ KCS = SourceLayout(
         "Net Mass": "net_mass_kg",
         "Item Price": "item_price",
     },
+    label_columns=("Fraud", "Critical Fraud"),
     labels=_kcs_labels,
 )
 
 LAYOUTS = {layout.name: layout for layout in [KCS]}
 
 
-def read_source(path: str, layout: SourceLayout) -> pd.DataFrame:
+def read_source(path: str | Path, layout: SourceLayout) -> pd.DataFrame:
     """Read a source CSV with every value as a string, so leading zeros survive."""
     source = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     return layout.to_canonical(source)
+
+
+def with_source(records: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    return records.assign(source_file=str(path), source_row=range(1, len(records) + 1))
+
+
+def newest_outcomes(feedback: pd.DataFrame) -> pd.DataFrame:
+    """One row per declaration: its latest inspection, and of equal dates the latest received."""
+    ordered = feedback.sort_values(OUTCOME_TIME_FIELDS, kind="stable")
+    return ordered.drop_duplicates("declaration_id", keep="last").sort_index()
+
+
+def read_feedback(folder: str | Path) -> pd.DataFrame:
+    """Every feedback file in `folder`, newest outcome per declaration, values as exported."""
+    files = sorted(Path(folder).glob("*.parquet"))
+    frames = [with_source(pd.read_parquet(path)[FEEDBACK_FIELDS], path) for path in files]
+    if not frames:
+        return pd.DataFrame(columns=FEEDBACK_FIELDS + SOURCE_FIELDS, dtype="str")
+    return newest_outcomes(pd.concat(frames, ignore_index=True)).reset_index(drop=True)
+
+
+def merge_feedback(history: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """History with each fed-back declaration replacing its rows there: the outcome is newer
+    than any file."""
+    replaced = history["declaration_id"].isin(feedback["declaration_id"])
+    return pd.concat([history[~replaced], feedback.drop(columns=OUTCOME_TIME_FIELDS)], ignore_index=True)

@@ -1,13 +1,23 @@
 """The canonical declaration record (CONTRACT.md section 1) and its validation.
 
-One schema serves the validate stage (bad rows go to quarantine) and the scoring service
-(a bad record rejects the whole request), so a record the service accepts is exactly a record
-the pipeline would have trained on.
+Three layers of rules, each check named for the rule it enforces and carrying its message:
+- `DeclarationSchema`: the contract's record. The scoring service and the validate stage share
+  it, so a record the service rejects is one the pipeline would never train on.
+- `LabelledDeclarationSchema`: adds the labels of history and their consistency.
+- `history_schema(rules)`: adds what only a history can be held to, with limits from
+  params.yaml (the run date, the history window, physically possible masses) and stricter
+  formats (an HS chapter that exists, IDs without padding). The service still scores such
+  declarations: the contract makes any six digits and any ID valid input, unseen ones included.
+
+Unusual is not wrong: a zero price with a positive mass (free samples, warranty replacements),
+a zero mass (documents), a tax rate of 0 or a price far from an HS code's median are real
+declarations, and the risk features are there to judge them. Only values that cannot be true
+are rejected.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 
 import pandas as pd
 import pandera.pandas as pa
@@ -15,7 +25,11 @@ import pycountry
 from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
-ISO_COUNTRIES = sorted(country.alpha_2 for country in pycountry.countries)
+ISO_COUNTRIES = frozenset(country.alpha_2 for country in pycountry.countries)
+HS6_CODE = r"[0-9]{6}"  # ASCII digits only: "\d" would take "１２３４５６"
+# HS chapters run 01..97; chapter 77 is reserved by the WCO and holds no goods (98 and 99 are
+# left to national nomenclatures, so not HS6).
+HS_CHAPTERS = frozenset(f"{chapter:02d}" for chapter in range(1, 98)) - {"77"}
 
 DECLARATION_FIELDS = [
     "declaration_id",
@@ -45,39 +59,74 @@ NUMERIC_FIELDS = ["tax_rate", "net_mass_kg", "item_price"]
 STRING_FIELDS = [
     f for f in DECLARATION_FIELDS if f not in NUMERIC_FIELDS and f != "declaration_date"
 ]
+CODE_FIELDS = ["hs6_code", "departure_country", "origin_country"]  # with a format of their own
+
+# Checks pandera itself runs, and the parsing in `_typed`: (check name, message).
+BUILT_IN_CHECKS = {
+    "not_nullable": ("required", "is required"),
+    "column_in_dataframe": ("required", "is required"),
+    "column_in_schema": ("known_field", "is not a declaration field"),
+}
+IS_A_NUMBER = ("is_a_number", "must be a number")
+IS_A_DATE = ("iso_date", "must be a date YYYY-MM-DD")
+# A dataframe-level check is reported against the field an analyst would correct.
+_DATAFRAME_CHECK_FIELDS = {"critical_implies_fraud": "critical_fraud"}
+
+# Check names are the method names: pandera (0.35) drops an explicit `name=` the second time a
+# model is turned into a schema, so a name given any other way would not survive.
 
 
 class DeclarationSchema(pa.DataFrameModel):
     """A declaration as sent for scoring: no labels."""
 
-    declaration_id: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 64})
+    declaration_id: Series[str] = pa.Field()
     declaration_date: Series[pa.DateTime] = pa.Field()
-    office_id: Series[str] = pa.Field(str_length={"min_value": 1})
-    process_type: Series[str] = pa.Field(str_length={"min_value": 1})
-    import_type: Series[str] = pa.Field(str_length={"min_value": 1})
-    import_use: Series[str] = pa.Field(str_length={"min_value": 1})
-    payment_type: Series[str] = pa.Field(str_length={"min_value": 1})
-    transport_mode: Series[str] = pa.Field(str_length={"min_value": 1})
-    declarant_id: Series[str] = pa.Field(str_length={"min_value": 1})
-    importer_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    office_id: Series[str] = pa.Field()
+    process_type: Series[str] = pa.Field()
+    import_type: Series[str] = pa.Field()
+    import_use: Series[str] = pa.Field()
+    payment_type: Series[str] = pa.Field()
+    transport_mode: Series[str] = pa.Field()
+    declarant_id: Series[str] = pa.Field()
+    importer_id: Series[str] = pa.Field()
     seller_id: Series[str] = pa.Field(nullable=True)
     courier_id: Series[str] = pa.Field(nullable=True)
-    hs6_code: Series[str] = pa.Field(str_matches=r"^\d{6}$")
+    hs6_code: Series[str] = pa.Field()
     departure_country: Series[str] = pa.Field()
     origin_country: Series[str] = pa.Field()
-    tax_rate: Series[float] = pa.Field(ge=0, le=1000)
-    tax_type: Series[str] = pa.Field(str_length={"min_value": 1})
-    origin_indicator: Series[str] = pa.Field(str_length={"min_value": 1})
-    net_mass_kg: Series[float] = pa.Field(ge=0)
-    item_price: Series[float] = pa.Field(ge=0)
+    tax_rate: Series[float] = pa.Field()
+    tax_type: Series[str] = pa.Field()
+    origin_indicator: Series[str] = pa.Field()
+    net_mass_kg: Series[float] = pa.Field()
+    item_price: Series[float] = pa.Field()
 
-    @pa.check("departure_country", "origin_country", name="iso_country")
-    def _iso_country(cls, series: Series[str]) -> Series[bool]:
-        return series.isin(ISO_COUNTRIES)
+    @pa.check(*STRING_FIELDS, error="must be a non-empty string")
+    def not_blank(cls, values: Series[str]) -> Series[bool]:
+        return values.str.strip().str.len() > 0
 
-    @pa.check("tax_rate", "net_mass_kg", "item_price", name="finite")
-    def _finite(cls, series: Series[float]) -> Series[bool]:
-        return series.abs() != float("inf")
+    @pa.check("declaration_id", error="must be at most 64 characters")
+    def id_at_most_64_characters(cls, values: Series[str]) -> Series[bool]:
+        return values.str.len() <= 64
+
+    @pa.check("hs6_code", error="must be exactly 6 digits (5 digits: a leading zero was lost)")
+    def hs6_six_digits(cls, codes: Series[str]) -> Series[bool]:
+        return codes.str.fullmatch(HS6_CODE)
+
+    @pa.check("departure_country", "origin_country", error="must be an ISO 3166-1 alpha-2 country code")
+    def iso_country(cls, codes: Series[str]) -> Series[bool]:
+        return codes.isin(ISO_COUNTRIES)
+
+    @pa.check(*NUMERIC_FIELDS, error="must be >= 0")
+    def not_negative(cls, values: Series[float]) -> Series[bool]:
+        return values >= 0
+
+    @pa.check("tax_rate", error="must be <= 1000 (a percentage)")
+    def tax_rate_at_most_1000(cls, rates: Series[float]) -> Series[bool]:
+        return rates <= 1000
+
+    @pa.check(*NUMERIC_FIELDS, error="must be a finite number")
+    def finite(cls, values: Series[float]) -> Series[bool]:
+        return values.abs() != float("inf")
 
     class Config:
         coerce = True
@@ -88,36 +137,66 @@ class DeclarationSchema(pa.DataFrameModel):
 class LabelledDeclarationSchema(DeclarationSchema):
     """A declaration from history, with the inspection result."""
 
-    fraud: Series[float] = pa.Field(isin=[0, 1])
-    critical_fraud: Series[float] = pa.Field(isin=[0, 1])
+    fraud: Series[float] = pa.Field()
+    critical_fraud: Series[float] = pa.Field()
 
-    @pa.dataframe_check(name="critical_implies_fraud")
-    def _critical_implies_fraud(cls, df: pd.DataFrame) -> Series[bool]:
-        return (df["critical_fraud"] == 0) | (df["fraud"] == 1)
+    @pa.check(*LABEL_FIELDS, error="must be 0 or 1")
+    def label_0_or_1(cls, labels: Series[float]) -> Series[bool]:
+        return labels.isin([0, 1])
 
-
-_MESSAGES = [
-    (r"^not_nullable$", "is required"),
-    (r"^str_matches", "must be exactly 6 digits"),
-    (r"^isin\(\[0, 1\]\)", "must be 0 or 1"),
-    (r"^iso_country$", "must be an ISO 3166-1 alpha-2 country code"),
-    (r"^greater_than_or_equal_to\((.*)\)", "must be >= {0}"),
-    (r"^less_than_or_equal_to\((.*)\)", "must be <= {0}"),
-    (r"^str_length", "must be a non-empty string (at most 64 characters for an ID)"),
-    (r"^not_a_number$", "must be a number"),
-    (r"^not_a_date$", "must be a date YYYY-MM-DD"),
-    (r"^finite$", "must be a finite number"),
-    (r"^critical_implies_fraud$", "critical_fraud = 1 requires fraud = 1"),
-    (r"^column_in_dataframe$", "is required"),
-]
+    @pa.dataframe_check(error="critical_fraud = 1 requires fraud = 1")
+    def critical_implies_fraud(cls, df: pd.DataFrame) -> Series[bool]:
+        if not set(LABEL_FIELDS) <= set(df.columns):
+            return pd.Series(True, index=df.index)  # the missing column is reported as required
+        return ~((df["critical_fraud"] == 1) & (df["fraud"] == 0))
 
 
-def _message(check: str) -> str:
-    for pattern, text in _MESSAGES:
-        match = re.match(pattern, check)
-        if match:
-            return text.format(*match.groups())
-    return f"failed check {check}"
+@dataclass(frozen=True)
+class HistoryRules:
+    """Limits a history row must also respect (validate.* in params.yaml)."""
+
+    run_date: pd.Timestamp  # nothing is declared after the data was exported
+    history_start: pd.Timestamp  # earlier dates are typos or placeholders (1900-01-01)
+    max_net_mass_kg: float  # more than any ship carries: a unit or typing error
+
+
+def history_schema(rules: HistoryRules) -> pa.DataFrameSchema:
+    schema = LabelledDeclarationSchema.to_schema()
+    run_date, start = rules.run_date.normalize(), rules.history_start.normalize()
+    added = {
+        "declaration_date": [
+            pa.Check(lambda dates: dates <= run_date, name="not_after_run_date",
+                     error=f"must not be after the run date {run_date:%Y-%m-%d} (validate.run_date)"),
+            pa.Check(lambda dates: dates >= start, name="not_before_history_start",
+                     error=f"must not be before the history start {start:%Y-%m-%d} (validate.history_start)"),
+        ],
+        "hs6_code": [
+            # a malformed code is hs6_six_digits' finding, not a second one here
+            pa.Check(lambda codes: codes.str[:2].isin(HS_CHAPTERS) | ~codes.str.fullmatch(HS6_CODE),
+                     name="hs_chapter_exists", error="must be in an HS chapter, 01 to 97 (77 is reserved)"),
+        ],
+        "net_mass_kg": [
+            pa.Check(lambda mass: mass <= rules.max_net_mass_kg, name="mass_physically_possible",
+                     error=f"must be at most {rules.max_net_mass_kg:,.0f} kg (validate.max_net_mass_kg)"),
+        ],
+    }
+    for field in [f for f in STRING_FIELDS if f not in CODE_FIELDS]:
+        # "QLRUBN9 " would silently be a new importer with no history; blank is not_blank's finding
+        added[field] = [
+            pa.Check(lambda values: (values == values.str.strip()) | (values.str.strip() == ""),
+                     name="no_surrounding_spaces", error="must not start or end with spaces")
+        ]
+    return schema.update_columns(
+        {field: {"checks": schema.columns[field].checks + checks} for field, checks in added.items()}
+    )
+
+
+def _schema(labelled: bool, history: HistoryRules | None) -> pa.DataFrameSchema:
+    if history is not None:
+        if not labelled:
+            raise ValueError("history rules apply to labelled records only")
+        return history_schema(history)
+    return (LabelledDeclarationSchema if labelled else DeclarationSchema).to_schema()
 
 
 def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, str, str]]]:
@@ -132,28 +211,52 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
         present = values.notna()
         if field in NUMERIC_FIELDS or field in LABEL_FIELDS:
             parsed = pd.to_numeric(values, errors="coerce").astype("float64")
-            check = "not_a_number"
+            check = IS_A_NUMBER
         elif field == "declaration_date":
-            parsed = pd.to_datetime(values, format="%Y-%m-%d", errors="coerce")
-            check = "not_a_date"
+            parsed = _parse_dates(values)
+            check = IS_A_DATE
         else:
             parsed = values.map(str, na_action="ignore").astype("str")
             parsed = parsed.where(present, None)
             check = None
         if check:
             broken = present & parsed.isna()
-            failures.extend((int(i), field, check, _message(check)) for i in broken[broken].index)
+            failures.extend((int(i), field, *check) for i in broken[broken].index)
         typed[field] = parsed
     return typed, failures
 
 
-def find_failures(records: pd.DataFrame, labelled: bool) -> pd.DataFrame:
+def _parse_dates(values: pd.Series) -> pd.Series:
+    """Dates already typed pass; text must be exactly YYYY-MM-DD (pandas alone takes 2020-1-5)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    text = values.map(str, na_action="ignore").astype("str")
+    well_formed = text.str.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fillna(False).astype(bool)
+    return pd.to_datetime(text.where(well_formed), format="%Y-%m-%d", errors="coerce")
+
+
+def _describe(schema: pa.DataFrameSchema, case) -> tuple[str, str, str | None]:
+    """(field, check name, message) of one pandera failure case."""
+    if case.check_number is None or pd.isna(case.check_number):
+        name, message = BUILT_IN_CHECKS.get(str(case.check), (str(case.check), f"failed check {case.check}"))
+        field = str(case.failure_case) if case.schema_context == "DataFrameSchema" else str(case.column)
+        return field, name, message
+    if case.schema_context == "Column":
+        check = schema.columns[case.column].checks[int(case.check_number)]
+        return str(case.column), check.name, check.error
+    check = schema.checks[int(case.check_number)]
+    return _DATAFRAME_CHECK_FIELDS.get(check.name, str(case.column)), check.name, check.error
+
+
+def find_failures(
+    records: pd.DataFrame, labelled: bool, history: HistoryRules | None = None
+) -> pd.DataFrame:
     """Every failed check as one row: the record's position, the field, the check and a message.
 
     Column-level problems (a missing or extra field) are reported against every row, because
     each row then lacks or carries that field.
     """
-    schema = (LabelledDeclarationSchema if labelled else DeclarationSchema).to_schema()
+    schema = _schema(labelled, history)
     typed, rows = _typed(records.reset_index(drop=True))
     unparsed = {(i, field) for i, field, _, _ in rows}
     try:
@@ -161,29 +264,20 @@ def find_failures(records: pd.DataFrame, labelled: bool) -> pd.DataFrame:
     except SchemaErrors as err:
         cases = err.failure_cases
     else:
-        cases = pd.DataFrame(columns=["check", "index", "failure_case", "column"])
+        cases = pd.DataFrame(columns=["schema_context", "column", "check", "check_number", "failure_case", "index"])
     for case in cases.itertuples(index=False):
-        check = str(case.check)
+        field, check, message = _describe(schema, case)
         if case.index is None or pd.isna(case.index):
-            if check == "column_in_schema":
-                field, message = str(case.failure_case), "is not a declaration field"
-            elif check == "column_in_dataframe":
-                field, message = str(case.failure_case), "is required"
-            else:
-                field, message = str(case.column), _message(check)
             rows.extend((i, field, check, message) for i in range(len(typed)))
-        else:
-            index = int(case.index)
-            field = "critical_fraud" if check == "critical_implies_fraud" else str(case.column)
-            if (index, field) not in unparsed:
-                rows.append((index, field, check, _message(check)))
+        elif (int(case.index), field) not in unparsed:
+            rows.append((int(case.index), field, check, message))
     failures = pd.DataFrame(rows, columns=["index", "field", "check", "message"])
-    return failures.drop_duplicates().sort_values(["index", "field"], kind="stable")
+    return failures.drop_duplicates().sort_values(["index", "field"], kind="stable").reset_index(drop=True)
 
 
 def coerce_declarations(records: pd.DataFrame, labelled: bool) -> pd.DataFrame:
     """Valid records in their canonical dtypes (strings, datetime64 dates, float numbers)."""
-    schema = (LabelledDeclarationSchema if labelled else DeclarationSchema).to_schema()
+    schema = _schema(labelled, None)
     typed = schema.validate(_typed(records)[0])
     columns = DECLARATION_FIELDS + (LABEL_FIELDS if labelled else [])
     typed = typed[columns].copy()

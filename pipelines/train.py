@@ -119,6 +119,7 @@ def main() -> None:
              "critical_best_iteration": critical.best_iteration, "critical_refit_rounds": critical.refit_rounds}
         )
         mlflow.log_metric("train_seconds", elapsed)
+        mlflow.log_artifact("metrics/validation.json")  # what validate let through and held back
         output = model.score(example.assign(declaration_date=pd.to_datetime(example["declaration_date"])))
         output["reasons"] = output["reasons"].map(str)
         info = mlflow.pyfunc.log_model(

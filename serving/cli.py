@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from serving.feedback import export_feedback_command
+
 app = typer.Typer(help="Customs risk targeting.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 
@@ -117,6 +119,8 @@ def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metr
         f"critical ROC AUC {values.get('critical_roc_auc', float('nan')):.3f}"
     )
 
+
+app.command("export-feedback")(export_feedback_command)
 
 if __name__ == "__main__":
     app()

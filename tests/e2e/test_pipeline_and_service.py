@@ -4,14 +4,6 @@ home, then the real service started with `bentoml serve` and called over HTTP.""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -19,112 +11,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import REPO
+from tests.e2e.stack import BIN, TRAIN_ROWS, VALID_ROWS, _run, contract_example
 
 pytestmark = pytest.mark.e2e
-
-BIN = Path(sys.executable).parent
-TRAIN_ROWS, VALID_ROWS = 3000, 1000
-API_KEY = "e2e-test-key"
-
-
-def _run(command: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
-def _sample_kcs(source: Path, target: Path, rows: int) -> None:
-    """A time-ordered random sample of a KCS file, in the KCS layout, plus the CONTRACT example."""
-    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-    sample = frame.sample(n=rows, random_state=11)
-    if "97061800" in set(frame["Declaration ID"]) and "97061800" not in set(sample["Declaration ID"]):
-        sample = pd.concat([frame[frame["Declaration ID"] == "97061800"], sample.iloc[1:]])
-    sample.sort_values("Date", kind="stable").to_csv(target, index=False)
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, _migrated_mlflow_db) -> dict:
-    """A copy of the project with a small history, and the pipeline run in it by `dvc repro`."""
-    root = tmp_path_factory.mktemp("workspace")
-    for name in ("features", "models", "serving", "pipelines"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    raw = root / "data" / "raw"
-    raw.mkdir(parents=True)
-    _sample_kcs(REPO / "data/raw/df_syn_train_eng.csv", raw / "df_syn_train_eng.csv", TRAIN_ROWS)
-    _sample_kcs(REPO / "data/raw/df_syn_valid_eng.csv", raw / "df_syn_valid_eng.csv", VALID_ROWS)
-    shutil.copy(_migrated_mlflow_db, root / "mlflow.db")
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "BENTOML_HOME": str(root / ".bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "RISK_AUDIT_DB": str(root / "data/serving/audit.db"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    env.pop("RISK_API_KEYS", None)
-    _run([str(BIN / "dvc"), "init", "--no-scm", "-q"], root, env)
-    started = time.perf_counter()
-    repro = _run([str(BIN / "dvc"), "repro"], root, env)
-    return {"root": root, "env": env, "repro": repro, "seconds": time.perf_counter() - started}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def serve_bento(root: Path, env: dict, log: Path):
-    """`bentoml serve` of the workspace's bento on a free loopback port; yields the base URL once
-    /readyz answers, and stops the server after."""
-    port = _free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, log.read_text()[-4000:]
-                assert time.monotonic() < deadline, "service not ready in 120 s:\n" + log.read_text()[-4000:]
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            yield base
-        finally:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def service(workspace):
-    """The built bento served with an API key."""
-    env = {**workspace["env"], "RISK_API_KEYS": API_KEY}
-    with serve_bento(workspace["root"], env, workspace["root"] / "serve.log") as base:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as client:
-            yield {"client": client, "base": base}
-
-
-def contract_example() -> dict:
-    """Declaration 97061800, the example of CONTRACT.md section 3, as a client sends it."""
-    return {
-        "declaration_id": "97061800", "declaration_date": "2020-01-01", "office_id": "30",
-        "process_type": "B", "import_type": "11", "import_use": "21", "payment_type": "11",
-        "transport_mode": "10", "declarant_id": "ZZR1LT6", "importer_id": "QLRUBN9",
-        "seller_id": "0VKY2BR", "courier_id": None, "hs6_code": "440890",
-        "departure_country": "BE", "origin_country": "BE", "tax_rate": 0.0, "tax_type": "FEU1",
-        "origin_indicator": "G", "net_mass_kg": 108.0, "item_price": 372254.4,
-    }
 
 
 def test_pipeline_writes_metrics_and_a_lock(workspace):

@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, find_failures
 from tests.conftest import REPO
-from tests.e2e.test_pipeline_and_service import BIN, _free_port, _run, contract_example, serve_bento
+from tests.e2e.stack import BIN, _free_port, _run, contract_example, serve_bento
 
 pytestmark = pytest.mark.e2e
 

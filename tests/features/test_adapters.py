@@ -109,12 +109,6 @@ def test_all_missing_columns_are_named():
     assert "Net Mass" in str(error.value) and "Importer ID" in str(error.value)
 
 
-@pytest.mark.xfail(
-    reason="BUG: SourceLayout.to_canonical only checks the declaration columns; a missing label "
-    "column (Fraud / Critical Fraud) escapes as a bare KeyError from _kcs_labels",
-    strict=True,
-    raises=AssertionError,
-)
 @pytest.mark.parametrize("column", ["Fraud", "Critical Fraud"])
 def test_missing_label_column_raises_clear_error(column):
     try:

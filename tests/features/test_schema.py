@@ -70,8 +70,7 @@ def test_good_records_have_no_failures(good_records, labelled):
 
 
 # (field, bad value, expected words of the message). The messages of the two custom checks
-# (iso_country, finite) are asserted in test_custom_check_messages_are_readable_in_both_schemas:
-# which schema loses them depends on test order (see that test), so here only row and field.
+# (iso_country, finite) are asserted in test_custom_check_messages_are_readable_in_both_schemas.
 ISO_MESSAGE = "must be an ISO 3166-1 alpha-2 country code"
 FINITE_MESSAGE = "must be a finite number"
 BAD_VALUES = [
@@ -176,13 +175,6 @@ def test_missing_label_column_is_reported_in_history(good_records, field):
     assert set(missing["message"]) == {"is required"}
 
 
-@pytest.mark.xfail(
-    reason="BUG: with a label column missing, the critical_implies_fraud dataframe check raises "
-    "a KeyError inside pandera, which is reported for every row under the field "
-    "'LabelledDeclarationSchema' with the misleading message 'critical_fraud = 1 requires fraud = 1'",
-    strict=True,
-    raises=AssertionError,
-)
 @pytest.mark.parametrize("field", LABEL_FIELDS)
 def test_missing_label_column_is_its_only_failure(good_records, field):
     failures = find_failures(good_records.drop(columns=[field]), labelled=True)
@@ -288,24 +280,12 @@ def test_coerce_declarations_refuses_invalid_records(good_records):
         coerce_declarations(records, labelled=True)
 
 
-@pytest.mark.xfail(
-    reason="BUG: hs6 regex ^\\d{6}$ is matched with re.match: `$` also matches before a trailing "
-    "newline and `\\d` accepts non-ASCII digits, so these are accepted as HS6 codes",
-    strict=True,
-    raises=AssertionError,
-)
 @pytest.mark.parametrize("value", ["123456\n", "１２３４５６", "١٢٣٤٥٦"], ids=["newline", "fullwidth", "arabic"])
 def test_hs6_code_is_exactly_six_ascii_digits(good_records, value):
     records = _with_value(good_records, "hs6_code", value)
     _assert_only_row(find_failures(records, labelled=True), BAD_ROW, "hs6_code", "6 digits")
 
 
-@pytest.mark.xfail(
-    reason="BUG (minor): pd.to_datetime(format='%Y-%m-%d') accepts non-zero-padded dates, "
-    "so '2020-1-5' passes although the contract and the message say YYYY-MM-DD",
-    strict=True,
-    raises=AssertionError,
-)
 def test_date_must_be_zero_padded_iso(good_records):
     records = _with_value(good_records, "declaration_date", "2020-1-5")
     _assert_only_row(find_failures(records, labelled=True), BAD_ROW, "declaration_date", "YYYY-MM-DD")
@@ -319,14 +299,6 @@ CUSTOM_CHECK_CASES = [
 ]
 
 
-@pytest.mark.xfail(
-    reason="BUG: pandera's BaseCheckInfo.to_check pops `name` out of the check kwargs it shares "
-    "between DataFrameModel subclasses, so whichever of DeclarationSchema / "
-    "LabelledDeclarationSchema is converted second names its custom checks '_iso_country' and "
-    "'_finite' and find_failures reports 'failed check _iso_country' instead of a readable message",
-    strict=True,
-    raises=AssertionError,
-)
 def test_custom_check_messages_are_readable_in_both_schemas(good_records):
     # both schemas built in one process, as in a test session or any process doing both
     DeclarationSchema.to_schema()

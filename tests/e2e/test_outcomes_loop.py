@@ -1,0 +1,119 @@
+"""The outcomes loop end to end: declarations scored by the real service, what their inspections
+found posted to /outcomes, `customs-risk export-feedback`, then `dvc repro` on a copy of the
+workspace (the shared one stays as the other e2e modules expect) counts the fed-back rows and
+learns from them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from features.adapters import KCS, read_source
+from models.bundle import RiskModel, score_declarations
+from tests.e2e.stack import BIN, _run, contract_example
+
+pytestmark = pytest.mark.e2e
+
+IMPORTER = "LOOP-IMPORTER"  # an importer the history has never seen
+NEW = 30  # its declarations, all found to be fraud
+FEEDBACK = "data/feedback/outcomes.parquet"
+
+
+def _training_rows(repro_stdout: str) -> int:
+    return int(re.search(r"train: ([\d,]+) training rows", repro_stdout).group(1).replace(",", ""))
+
+
+def _validation(root: Path) -> dict:
+    return json.loads((root / "metrics/validation.json").read_text())
+
+
+def _history_declaration(root: Path) -> dict:
+    """A clean declaration of the workspace's history, as a client would send it."""
+    history = read_source(root / "data/raw/df_syn_train_eng.csv", KCS)
+    clean = history[history["fraud"].eq("0") & history["declaration_id"].ne("97061800")
+                    & history["origin_country"].ne("ZZ") & history["departure_country"].ne("ZZ")]
+    record = clean.iloc[0].drop(["fraud", "critical_fraud"])
+    return record.astype(object).where(record.notna(), None).to_dict()
+
+
+@pytest.fixture(scope="module")
+def loop(workspace, service, tmp_path_factory) -> dict:
+    root, client = workspace["root"], service["client"]
+    new = [
+        dict(contract_example(), declaration_id=f"LOOP-{i:03d}", importer_id=IMPORTER,
+             declaration_date=f"2020-11-{i % 28 + 1:02d}", item_price=1000.0 + i)
+        for i in range(NEW)
+    ]
+    relabelled = _history_declaration(root)
+    query = dict(contract_example(), declaration_id="LOOP-QUERY", importer_id=IMPORTER, declaration_date="2021-03-31")
+    scored = client.post("/score", json={"declarations": [*new, relabelled, query]})
+    assert scored.status_code == 200, scored.text
+    outcomes = [
+        {"declaration_id": r["declaration_id"], "inspected_on": "2020-12-15",
+         "result": "critical" if i % 10 == 0 else "fraud", "notes": "undervalued"}
+        for i, r in enumerate(new)
+    ]
+    outcomes += [
+        {"declaration_id": relabelled["declaration_id"], "inspected_on": "2021-01-10", "result": "critical"},
+        {"declaration_id": "NEVER-SCORED", "inspected_on": "2021-01-10", "result": "fraud"},
+    ]
+    stored = client.post("/outcomes", json={"outcomes": outcomes})
+    assert stored.status_code == 200 and stored.json() == {"stored": NEW + 2}
+
+    copy = tmp_path_factory.mktemp("loop") / "workspace"
+    shutil.copytree(root, copy, ignore=lambda folder, names: ["serving"] if Path(folder) == root / "data" else [])
+    env = {**workspace["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}",
+           "BENTOML_HOME": str(copy / ".bentoml")}
+    exported = _run([str(BIN / "customs-risk"), "export-feedback", "--output", FEEDBACK], copy, env)
+    repro = _run([str(BIN / "dvc"), "repro"], copy, env, timeout=900)
+    return {"copy": copy, "env": env, "new": new, "relabelled": relabelled, "query": query,
+            "served": scored.json()["results"][-1], "exported": exported, "repro": repro}
+
+
+def test_export_writes_the_outcomes_with_the_declarations_as_scored(loop):
+    assert f"{NEW + 1} labelled declarations (critical 4, fraud 27)" in loop["exported"].stdout
+    assert "1 outcomes left out" in loop["exported"].stderr
+    feedback = pd.read_parquet(loop["copy"] / FEEDBACK).set_index("declaration_id")
+    assert len(feedback) == NEW + 1
+    assert feedback.loc["LOOP-007", ["importer_id", "item_price", "fraud", "critical_fraud"]].tolist() == [
+        IMPORTER, "1007.0", "1", "0"]
+    assert feedback.loc["LOOP-010", "critical_fraud"] == "1"
+    assert feedback.loc[loop["relabelled"]["declaration_id"], ["fraud", "critical_fraud"]].tolist() == ["1", "1"]
+
+
+def test_the_next_run_counts_the_fed_back_rows(loop, workspace):
+    before, after = _validation(workspace["root"]), _validation(loop["copy"])
+    assert "Running stage 'ingest'" in loop["repro"].stdout
+    assert after["rows_in"] == before["rows_in"] + NEW  # the relabelled row replaced its old one
+    assert after["rows_in_by_source"][FEEDBACK] == NEW + 1
+    assert after["rows_rejected"] == before["rows_rejected"]
+    assert _training_rows(loop["repro"].stdout) == _training_rows(workspace["repro"].stdout) + NEW
+
+    history = pd.read_parquet(loop["copy"] / "data/validated/declarations.parquet").set_index("declaration_id")
+    fed_back = history.loc[[r["declaration_id"] for r in loop["new"]]]
+    assert fed_back["fraud"].eq(1).all() and fed_back["critical_fraud"].sum() == 3
+    assert history.loc[loop["relabelled"]["declaration_id"], ["fraud", "critical_fraud"]].tolist() == [1, 1]
+
+
+def test_the_mlflow_run_logs_the_validation_report(loop):
+    client = MlflowClient(tracking_uri=loop["env"]["MLFLOW_TRACKING_URI"])
+    run_id = json.loads((loop["copy"] / "data/model/run.json").read_text())["run_id"]
+    logged = json.loads(Path(client.download_artifacts(run_id, "validation.json")).read_text())
+    assert logged == _validation(loop["copy"])
+
+
+def test_the_retrained_model_learned_the_importer(loop):
+    """The same declaration from the fed-back importer and from one never seen: the served model
+    could not tell them apart, the retrained one knows the importer's record."""
+    unseen = dict(loop["query"], declaration_id="LOOP-UNSEEN", importer_id="NEVER-SEEN")
+    model = RiskModel.load(loop["copy"] / "data/model/bundle")
+    known, other = score_declarations(model, pd.DataFrame([loop["query"], unseen]), 3).to_dict("records")
+    assert known["risk_score"] > other["risk_score"]
+    assert known["risk_score"] > loop["served"]["risk_score"]
+    assert not any(IMPORTER in reason["text"] for reason in loop["served"]["reasons"])

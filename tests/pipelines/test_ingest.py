@@ -1,0 +1,121 @@
+"""Stage ingest: another administration's export is one new layout, not a pipeline change; fed
+back outcomes replace the files' rows for their declarations, the newest outcome winning."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from features.adapters import FEEDBACK_FIELDS, KCS, LAYOUTS, SourceLayout, labels_from_outcome
+from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, coerce_declarations
+from pipelines.ingest import ingest
+from pipelines.validate import validate
+from tests.conftest import RAW
+
+# An administration that names its columns its own way and reports one finding per declaration.
+EXAMPLE = SourceLayout(
+    name="example",
+    columns={
+        "DeclNo": "declaration_id", "AcceptedOn": "declaration_date", "Office": "office_id",
+        "Procedure": "process_type", "ImportKind": "import_type", "Use": "import_use",
+        "Payment": "payment_type", "Transport": "transport_mode", "Declarant": "declarant_id",
+        "Importer": "importer_id", "Seller": "seller_id", "Courier": "courier_id",
+        "Commodity": "hs6_code", "DispatchCountry": "departure_country", "OriginCountry": "origin_country",
+        "DutyRate": "tax_rate", "DutyType": "tax_type", "OriginProof": "origin_indicator",
+        "NetKg": "net_mass_kg", "Value": "item_price",
+    },
+    label_columns=("Finding",),
+    labels=labels_from_outcome(
+        "Finding", {"none": ("0", "0"), "irregularity": ("1", "0"), "serious irregularity": ("1", "1")}
+    ),
+)
+KCS_FIELDS = {field: column for column, field in KCS.columns.items()}
+FINDINGS = {("0", "0"): "none", ("1", "0"): "irregularity", ("1", "1"): "serious irregularity"}
+
+
+@pytest.fixture(scope="module")
+def kcs_rows(kcs_records) -> pd.DataFrame:
+    valid = kcs_records[kcs_records["origin_country"].ne("ZZ") & kcs_records["departure_country"].ne("ZZ")]
+    frauds = valid[valid["critical_fraud"].eq("1")].head(3)
+    return pd.concat([frauds, valid.sample(17, random_state=2)]).reset_index(drop=True)
+
+
+def _params(sources, feedback) -> dict:
+    return {"layout": "kcs", "sources": [str(s) for s in sources], "feedback": str(feedback)}
+
+
+def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatch):
+    export = kcs_rows[DECLARATION_FIELDS].rename(columns={v: k for k, v in EXAMPLE.columns.items()})
+    export["Finding"] = [FINDINGS[labels] for labels in zip(kcs_rows["fraud"], kcs_rows["critical_fraud"])]
+    export.loc[len(export)] = export.iloc[0].to_dict() | {"DeclNo": "PENDING-1", "Finding": "pending"}
+    export.to_csv(tmp_path / "example.csv", index=False)
+    (tmp_path / "feedback").mkdir()
+    monkeypatch.setitem(LAYOUTS, "example", EXAMPLE)
+
+    records = ingest(_params([tmp_path / "example.csv"], tmp_path / "feedback") | {"layout": "example"})
+    valid, rejected, _ = validate(records)
+
+    expected = coerce_declarations(kcs_rows, labelled=True)
+    pd.testing.assert_frame_equal(valid.reset_index(drop=True), expected)
+    assert expected["critical_fraud"].sum() == 3
+    assert rejected["declaration_id"].tolist() == ["PENDING-1"]
+    assert "fraud: must be a number [is_a_number]" in rejected["rejection_reasons"].iloc[0]
+    assert rejected[["fraud", "critical_fraud"]].values.tolist() == [["pending", "pending"]]  # shown
+
+
+@pytest.fixture
+def kcs_file(tmp_path) -> tuple:
+    source = pd.read_csv(RAW / "df_syn_valid_eng.csv", dtype=str, keep_default_na=False, na_values=[""]).head(40)
+    path = tmp_path / "kcs.csv"
+    source.to_csv(path, index=False)
+    (tmp_path / "feedback").mkdir()
+    return path, tmp_path / "feedback", source
+
+
+def _outcome(row: pd.Series, inspected_on: str, received_at: str, fraud: str, critical: str, **changes) -> dict:
+    record = {field: row[KCS_FIELDS[field]] for field in DECLARATION_FIELDS} | changes
+    return record | {"fraud": fraud, "critical_fraud": critical, "inspected_on": inspected_on,
+                     "outcome_received_at": received_at}
+
+
+def test_without_feedback_the_files_are_the_history(kcs_file):
+    path, feedback, source = kcs_file
+    records = ingest(_params([path], feedback))
+    assert records["declaration_id"].tolist() == source["Declaration ID"].tolist()
+    assert records["source_file"].eq(str(path)).all()
+    assert records["source_row"].tolist() == list(range(1, 41))
+
+
+def test_the_newest_outcome_wins_over_older_ones_and_the_files(kcs_file):
+    path, feedback, source = kcs_file
+    first, second = source.iloc[0], source.iloc[1]
+    pd.DataFrame(
+        [
+            _outcome(first, "2021-04-01", "2021-04-01T10:00:00", "1", "0"),
+            _outcome(second, "2021-04-03", "2021-04-09T10:00:00", "1", "1"),  # inspected later...
+        ],
+        columns=FEEDBACK_FIELDS,
+    ).to_parquet(feedback / "replica-a.parquet")
+    pd.DataFrame(
+        [
+            _outcome(first, "2021-04-05", "2021-04-05T10:00:00", "0", "0", item_price="999.0"),
+            _outcome(second, "2021-04-02", "2021-04-10T10:00:00", "0", "0"),  # ...than received
+            _outcome(first, "2021-04-05", "2021-04-06T08:00:00", "1", "0", item_price="998.0"),
+            _outcome(first, "2021-04-06", "2021-04-06T09:00:00", "1", "0", declaration_id="NEW-1"),
+        ],
+        columns=FEEDBACK_FIELDS,
+    ).to_parquet(feedback / "replica-b.parquet")
+
+    records = ingest(_params([path], feedback))
+
+    assert len(records) == 40 + 1  # two declarations relabelled in place, one new
+    assert records["declaration_id"].is_unique
+    by_id = records.set_index("declaration_id")
+    assert by_id.loc[first["Declaration ID"], ["fraud", "item_price"]].tolist() == ["1", "998.0"]
+    assert by_id.loc[first["Declaration ID"], "source_file"] == str(feedback / "replica-b.parquet")
+    assert by_id.loc[second["Declaration ID"], ["fraud", "critical_fraud"]].tolist() == ["1", "1"]
+    assert by_id.loc[second["Declaration ID"], "source_row"] == 2
+    assert by_id.loc["NEW-1", "fraud"] == "1"
+    assert list(records.columns) == DECLARATION_FIELDS + LABEL_FIELDS + ["source_file", "source_row"]
+    valid, rejected, report = validate(records)
+    assert rejected.empty and report["rows_in_by_source"][str(feedback / "replica-b.parquet")] == 2

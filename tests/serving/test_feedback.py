@@ -1,0 +1,110 @@
+"""`customs-risk export-feedback`: outcomes joined to the declarations as last scored, labelled
+by the result, merged into the feedback file (newest outcome wins), and readable by ingest."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.adapters import FEEDBACK_FIELDS, read_feedback
+from features.schema import DECLARATION_FIELDS, coerce_declarations
+from pipelines.validate import validate
+from serving.audit import AuditStore
+from serving.cli import app
+from serving.feedback import export_feedback
+
+
+def _score(store: AuditStore, records: list[dict]) -> None:
+    results = pd.DataFrame(
+        {"declaration_id": [r["declaration_id"] for r in records], "risk_score": 0.5, "critical_score": 0.1,
+         "lane": "green", "selected_by": "model", "reasons": [[] for _ in records]}
+    )
+    store.record_decisions(records, results, model_version="1")
+
+
+@pytest.fixture
+def client_records(declarations) -> list[dict]:
+    """Five declarations as a client sends them (numbers as JSON numbers, nulls as None)."""
+    records = declarations.astype(object).where(declarations.notna(), None).to_dict("records")
+    for i, record in enumerate(records):
+        record["declaration_id"] = f"D{i}"
+        record["tax_rate"], record["net_mass_kg"] = float(record["tax_rate"]), float(record["net_mass_kg"])
+    return records
+
+
+@pytest.fixture
+def store(tmp_path, client_records) -> AuditStore:
+    store = AuditStore(tmp_path / "audit.db")
+    _score(store, client_records[:3])
+    _score(store, [dict(client_records[0], item_price=123.25)])  # D0 scored again, corrected
+    store.record_outcomes(
+        [
+            {"declaration_id": "D0", "inspected_on": "2021-04-01", "result": "fraud", "notes": "undervalued"},
+            {"declaration_id": "D1", "inspected_on": "2021-04-01", "result": "critical"},
+            {"declaration_id": "D2", "inspected_on": "2021-04-02", "result": "clean"},
+            {"declaration_id": "NEVER-SCORED", "inspected_on": "2021-04-02", "result": "fraud"},
+        ]
+    )
+    return store
+
+
+def test_outcomes_become_labelled_declarations_as_last_scored(store, client_records, tmp_path):
+    output = tmp_path / "feedback" / "outcomes.parquet"
+    summary = export_feedback(store.path, output)
+    assert summary == {"outcomes": 4, "exported": 3, "unscored": 1, "in_file": 3,
+                       "by_result": {"fraud": 1, "critical": 1, "clean": 1}}
+    feedback = pd.read_parquet(output).set_index("declaration_id")
+    assert list(feedback.reset_index().columns) == FEEDBACK_FIELDS
+    assert feedback.loc[["D0", "D1", "D2"], ["fraud", "critical_fraud"]].values.tolist() == [
+        ["1", "0"], ["1", "1"], ["0", "0"]]
+    assert feedback.loc["D0", "item_price"] == "123.25"  # the corrected record, as received
+    assert feedback.loc["D1", "tax_rate"] == str(client_records[1]["tax_rate"])
+    assert feedback.loc["D2", "hs6_code"] == client_records[2]["hs6_code"]
+    assert feedback.loc["D0", "inspected_on"] == "2021-04-01"
+    assert not list(tmp_path.glob("feedback/*.partial"))
+
+
+def test_exporting_again_merges_and_the_newest_outcome_wins(store, client_records, tmp_path):
+    output = tmp_path / "outcomes.parquet"
+    export_feedback(store.path, output)
+    store.record_outcomes([{"declaration_id": "D0", "inspected_on": "2021-04-03", "result": "clean"}])
+    other = AuditStore(tmp_path / "replica.db")  # another replica knew D1 from an older inspection
+    _score(other, [{"declaration_id": "D1", **{f: "x" for f in DECLARATION_FIELDS if f != "declaration_id"}}])
+    other.record_outcomes([{"declaration_id": "D1", "inspected_on": "2021-03-01", "result": "clean"}])
+
+    export_feedback(store.path, output)
+    summary = export_feedback(other.path, output)
+
+    assert summary["in_file"] == 3
+    feedback = pd.read_parquet(output).set_index("declaration_id")
+    assert feedback.loc["D0", ["fraud", "inspected_on"]].tolist() == ["0", "2021-04-03"]
+    # D1 as the first service scored it and its newer inspection, not the replica's older one
+    assert feedback.loc["D1", ["fraud", "critical_fraud", "tax_type"]].tolist() == [
+        "1", "1", client_records[1]["tax_type"]]
+
+
+def test_the_exported_file_validates_into_typed_history(store, client_records, tmp_path):
+    export_feedback(store.path, tmp_path / "outcomes.parquet")
+    records = read_feedback(tmp_path).drop(columns=["inspected_on", "outcome_received_at"])
+    valid, rejected, report = validate(records)
+    assert rejected.empty and report["rows_valid"] == 3
+    sent = pd.DataFrame([dict(client_records[0], item_price=123.25), *client_records[1:3]])
+    expected = coerce_declarations(sent.assign(fraud=[1, 1, 0], critical_fraud=[0, 1, 0]), labelled=True)
+    pd.testing.assert_frame_equal(valid.reset_index(drop=True), expected)
+    assert records["source_file"].eq(str(tmp_path / "outcomes.parquet")).all()
+
+
+def test_cli_exports_and_names_what_it_left_out(store, tmp_path):
+    output = tmp_path / "feedback" / "outcomes.parquet"
+    result = CliRunner().invoke(app, ["export-feedback", "--audit-db", str(store.path), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "3 labelled declarations (clean 1, critical 1, fraud 1)" in result.stdout
+    assert "1 outcomes left out" in result.stderr
+    assert len(pd.read_parquet(output)) == 3
+
+
+def test_cli_without_an_audit_store_says_so(tmp_path):
+    result = CliRunner().invoke(app, ["export-feedback", "--audit-db", str(tmp_path / "none.db")])
+    assert result.exit_code == 2
+    assert "no audit store at" in result.stderr
