@@ -44,19 +44,26 @@ async def _latency(target: Target, pool: list[dict], rate: float, seconds: float
     requests = max(1, int(rate * seconds))
     batches = _batches(pool, 1)
     latencies: list[float] = []
+    errors: list[str] = []
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=200)) as client:
 
         async def one(due: float, declarations: list[dict]) -> None:
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            await _post(client, target, declarations)
+            try:
+                await _post(client, target, declarations)
+            except (RuntimeError, httpx.HTTPError) as failed:
+                errors.append(str(failed)[:200])
+                return
             latencies.append(time.perf_counter() - due)  # from when it was due: no coordinated omission
 
         started = time.perf_counter()
         await asyncio.gather(*(one(started + i / rate, next(batches)) for i in range(requests)))
-    ms = np.array(latencies) * 1000
+    ms = np.array(latencies or [np.nan]) * 1000
     return {
         "requests": requests,
         "rate": rate,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
         "p99_ms": float(np.percentile(ms, 99)),
@@ -64,16 +71,20 @@ async def _latency(target: Target, pool: list[dict], rate: float, seconds: float
 
 
 async def _throughput(target: Target, pool: list[dict], batch: int, concurrency: int, seconds: float) -> dict:
+    """Declarations answered per second; a failed request (a server timeout) scores nothing."""
     batches = _batches(pool, batch)
-    done = {"requests": 0, "declarations": 0}
+    done = {"requests": 0, "declarations": 0, "errors": 0, "first_error": None}
     async with httpx.AsyncClient(timeout=300) as client:
-        await _post(client, target, next(batches))  # warm: first batch of this size
         started = time.perf_counter()
 
         async def worker() -> None:
             while time.perf_counter() - started < seconds or done["requests"] < concurrency:
-                done["declarations"] += await _post(client, target, next(batches))
                 done["requests"] += 1
+                try:
+                    done["declarations"] += await _post(client, target, next(batches))
+                except (RuntimeError, httpx.HTTPError) as failed:
+                    done["errors"] += 1
+                    done["first_error"] = done["first_error"] or str(failed)[:200]
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started

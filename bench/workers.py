@@ -49,6 +49,7 @@ def scale(history_path: Path, rounds: int) -> dict:
     loaded = time.perf_counter()
     matrix, _state = training_features(history, params["features"]["smoothing"])
     featurized = time.perf_counter()
+    featurize_peak = _peak_rss_bytes()
     labels = history["fraud"].to_numpy()
     del history
     gc.collect()
@@ -59,6 +60,7 @@ def scale(history_path: Path, rounds: int) -> dict:
         "load_seconds": loaded - started,
         "featurize_seconds": featurized - loaded,
         "train_seconds": trained - featurized,
+        "featurize_peak_rss_bytes": featurize_peak,
         "peak_rss_bytes": _peak_rss_bytes(),
     }
 
