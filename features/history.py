@@ -7,6 +7,7 @@ columns, and `features.matrix` turns either into the model's features with one c
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,10 @@ ENTITIES = [
     ),
     Entity("route", ("departure_country", "origin_country"), "route {departure_country}->{origin_country}"),
 ]
-COUNT_COLUMNS = ["declarations", "fraud_count", "critical_count", "last_seen_day"]
+COUNT_COLUMNS = ["declarations", "fraud_count", "critical_count", "first_seen_day", "last_seen_day"]
+DAY_COLUMNS = {"first_seen_day", "last_seen_day"}  # NaN when the entity has no earlier rows
+# entities whose earlier declarations give a reference value per kg (median of the log)
+VALUE_REFERENCE_ENTITIES = ["hs6", "origin_hs6"]
 _KEY_SEPARATOR = "\x1f"
 
 
@@ -50,6 +54,9 @@ def with_derived_fields(records: pd.DataFrame) -> pd.DataFrame:
     out = records.copy()
     out["hs_chapter"] = out["hs6_code"].str[:2]
     out["day"] = out["declaration_date"].to_numpy(dtype="datetime64[D]").astype("int64")
+    out["log_value_per_kg"] = np.log1p(out["item_price"].to_numpy(dtype="float64")) - np.log1p(
+        out["net_mass_kg"].to_numpy(dtype="float64")
+    )
     return out
 
 
@@ -65,41 +72,135 @@ def entity_keys(records: pd.DataFrame, entity: Entity) -> pd.Series:
     return key.where(~missing, None)
 
 
-def _daily_totals(keys: pd.Series, records: pd.DataFrame) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "key": keys.to_numpy(),
-            "day": records["day"].to_numpy(),
-            "declarations": 1,
-            "fraud_count": records["fraud"].to_numpy(dtype="int64"),
-            "critical_count": records["critical_fraud"].to_numpy(dtype="int64"),
+@dataclass(frozen=True)
+class EntityDays:
+    """One entity's history as (key, day) blocks sorted by key then day, with each block's
+    totals; computed once and read both as point-in-time counts and as the serving state."""
+
+    keys: pd.Series  # per row, the entity key (null: no history)
+    uniques: np.ndarray  # key strings by code
+    row_block: np.ndarray  # per row, its block (-1 when the key is null)
+    block_code: np.ndarray
+    block_day: np.ndarray
+    block_totals: dict[str, np.ndarray]  # declarations, fraud_count, critical_count
+
+    @classmethod
+    def of(cls, history: pd.DataFrame, entity: Entity) -> EntityDays:
+        keys = entity_keys(history, entity)
+        codes, uniques = pd.factorize(keys)
+        days = history["day"].to_numpy(dtype="int64")
+        day0 = int(days.min()) if len(days) else 0
+        span = int(days.max()) - day0 + 1 if len(days) else 1
+        known = codes >= 0
+        combined = codes[known].astype("int64") * span + (days[known] - day0)
+        blocks, inverse = np.unique(combined, return_inverse=True)
+        row_block = np.full(len(history), -1, dtype="int64")
+        row_block[known] = inverse
+        totals = {
+            "declarations": np.bincount(inverse, minlength=len(blocks)).astype("float64"),
+            "fraud_count": np.bincount(inverse, history["fraud"].to_numpy("float64")[known], len(blocks)),
+            "critical_count": np.bincount(
+                inverse, history["critical_fraud"].to_numpy("float64")[known], len(blocks)
+            ),
         }
-    ).dropna(subset=["key"])
-    return frame.groupby(["key", "day"], sort=True).sum()
+        return cls(keys, np.asarray(uniques, dtype=object), row_block, blocks // span, blocks % span + day0, totals)
+
+    def _first_block_of_code(self) -> np.ndarray:
+        starts = np.ones(len(self.block_code), dtype=bool)
+        starts[1:] = self.block_code[1:] != self.block_code[:-1]
+        return np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
+
+    def before_each_block(self) -> dict[str, np.ndarray]:
+        """Totals of the same key on earlier days, and its first and previous day seen."""
+        first = self._first_block_of_code()
+        out = {}
+        for column, totals in self.block_totals.items():
+            running = np.cumsum(totals) - totals  # everything in earlier blocks, any key
+            out[column] = running - running[first]
+        day = self.block_day.astype("float64")
+        seen = out["declarations"] > 0
+        out["first_seen_day"] = np.where(seen, day[first], np.nan)
+        out["last_seen_day"] = np.where(seen, np.concatenate([[np.nan], day[:-1]]), np.nan)
+        return out
+
+    def per_key(self) -> pd.DataFrame:
+        """Totals over the whole history, one row per key: what serving looks up."""
+        n_keys = len(self.uniques)
+        frame = {
+            column: np.bincount(self.block_code, totals, n_keys)
+            for column, totals in self.block_totals.items()
+        }
+        day = self.block_day.astype("float64")
+        first = np.full(n_keys, np.inf)
+        np.minimum.at(first, self.block_code, day)
+        last = np.full(n_keys, -np.inf)
+        np.maximum.at(last, self.block_code, day)
+        frame["first_seen_day"], frame["last_seen_day"] = first, last
+        return pd.DataFrame(frame, index=pd.Index(self.uniques, name="key"))
 
 
-def point_in_time_counts(history: pd.DataFrame) -> pd.DataFrame:
+def entity_days(history: pd.DataFrame) -> dict[str, EntityDays]:
+    return {entity.name: EntityDays.of(history, entity) for entity in ENTITIES}
+
+
+def point_in_time_counts(history: pd.DataFrame, days: dict[str, EntityDays] | None = None) -> pd.DataFrame:
     """For each row and entity: what history held strictly before the row's day.
 
     Labels of the same day are excluded: an inspection result is known at the earliest the day
-    after. Vectorised as cumulative sums over (entity, day) totals, so cost grows with the
+    after. Vectorised as cumulative sums over (entity, day) blocks, so cost grows with the
     number of rows, never rows times history.
     """
+    days = days or entity_days(history)
     columns = {}
     for entity in ENTITIES:
-        keys = entity_keys(history, entity)
-        daily = _daily_totals(keys, history)
-        by_key = daily.groupby(level="key", sort=False)
-        before = by_key.cumsum() - daily
-        days = pd.Series(daily.index.get_level_values("day"), index=daily.index)
-        before["last_seen_day"] = days.groupby(level="key", sort=False).shift(1)
-        position = daily.index.get_indexer(pd.MultiIndex.from_arrays([keys, history["day"]]))
-        known = position >= 0
+        blocks = days[entity.name]
+        before = blocks.before_each_block()
+        known = blocks.row_block >= 0
         for column in COUNT_COLUMNS:
-            values = np.full(len(history), np.nan if column == "last_seen_day" else 0.0)
-            values[known] = before[column].to_numpy(dtype="float64")[position[known]]
+            values = np.full(len(history), np.nan if column in DAY_COLUMNS else 0.0)
+            values[known] = before[column][blocks.row_block[known]]
             columns[f"{entity.name}__{column}"] = values
+        if entity.name in VALUE_REFERENCE_ENTITIES:
+            columns[f"{entity.name}__median_log_value_per_kg"] = _point_in_time_median(
+                blocks.keys, history["day"], history["log_value_per_kg"]
+            )
     return pd.DataFrame(columns, index=history.index)
+
+
+def _point_in_time_median(keys: pd.Series, days: pd.Series, values: pd.Series) -> np.ndarray:
+    """Median of the key's values on days strictly before each row's day (NaN if none).
+
+    An expanding median over rows sorted by (key, day) read at the row just before the row's
+    (key, day) block: one sorted pass with pandas' windowed median, no per-row Python.
+    """
+    frame = pd.DataFrame({"key": keys.to_numpy(), "day": days.to_numpy(), "value": values.to_numpy()})
+    frame = frame.dropna(subset=["key"]).sort_values(["key", "day"], kind="stable")
+    codes = pd.factorize(frame["key"])[0]
+    expanding = (
+        pd.Series(frame["value"].to_numpy(), index=pd.RangeIndex(len(frame)))
+        .groupby(codes, sort=False)
+        .expanding()
+        .median()
+        .droplevel(0)
+        .sort_index()
+        .to_numpy()
+    )
+    # position of the first row of each (key, day) block; the row before it closes earlier days
+    block_start = np.ones(len(frame), dtype=bool)
+    block_start[1:] = (codes[1:] != codes[:-1]) | (frame["day"].to_numpy()[1:] != frame["day"].to_numpy()[:-1])
+    first_of_block = np.maximum.accumulate(np.where(block_start, np.arange(len(frame)), 0))
+    previous = first_of_block - 1
+    same_key = (previous >= 0) & (codes[np.maximum(previous, 0)] == codes)
+    medians = np.where(same_key, expanding[np.maximum(previous, 0)], np.nan)
+    out = np.full(len(keys), np.nan)
+    out[frame.index.to_numpy()] = medians
+    return out
+
+
+def state_columns(entity: Entity) -> list[str]:
+    """What history keeps per entity key: counts, first/last day, and value references."""
+    extra = ["median_log_value_per_kg"] if entity.name in VALUE_REFERENCE_ENTITIES else []
+    return COUNT_COLUMNS + extra
 
 
 @dataclass
@@ -110,21 +211,26 @@ class FeatureState:
     categories: dict[str, list[str]]
     smoothing: float
     history_end: str
+    version: str = ""  # sha256 of the saved entity totals: which history a model was served with
 
     @classmethod
-    def fit(cls, history: pd.DataFrame, categorical: list[str], smoothing: float) -> FeatureState:
+    def fit(
+        cls,
+        history: pd.DataFrame,
+        categorical: list[str],
+        smoothing: float,
+        days: dict[str, EntityDays] | None = None,
+    ) -> FeatureState:
+        days = days or entity_days(history)
         totals = {}
         for entity in ENTITIES:
-            daily = _daily_totals(entity_keys(history, entity), history)
-            by_key = daily.groupby(level="key", sort=True)
-            entity_totals = by_key.sum()
-            entity_totals["last_seen_day"] = (
-                pd.Series(daily.index.get_level_values("day"), index=daily.index)
-                .groupby(level="key", sort=True)
-                .max()
-                .astype("float64")
-            )
-            totals[entity.name] = entity_totals[COUNT_COLUMNS].astype("float64")
+            blocks = days[entity.name]
+            entity_totals = blocks.per_key()
+            if entity.name in VALUE_REFERENCE_ENTITIES:
+                entity_totals["median_log_value_per_kg"] = (
+                    history["log_value_per_kg"].groupby(blocks.keys.to_numpy()).median()
+                )
+            totals[entity.name] = entity_totals.sort_index()[state_columns(entity)].astype("float64")
         categories = {
             column: sorted(history[column].dropna().unique().tolist()) for column in categorical
         }
@@ -136,9 +242,9 @@ class FeatureState:
         columns = {}
         for entity in ENTITIES:
             found = self.totals[entity.name].reindex(entity_keys(records, entity).to_numpy())
-            for column in COUNT_COLUMNS:
+            for column in found.columns:
                 values = found[column].to_numpy(dtype="float64")
-                if column != "last_seen_day":
+                if column in ("declarations", "fraud_count", "critical_count"):
                     values = np.nan_to_num(values, nan=0.0)
                 columns[f"{entity.name}__{column}"] = values
         return pd.DataFrame(columns, index=records.index)
@@ -149,10 +255,12 @@ class FeatureState:
             [frame.assign(entity=name) for name, frame in self.totals.items()]
         ).rename_axis("key").reset_index()
         table.to_parquet(directory / "entity_totals.parquet", index=False)
+        self.version = hashlib.sha256((directory / "entity_totals.parquet").read_bytes()).hexdigest()
         meta = {
             "categories": self.categories,
             "smoothing": self.smoothing,
             "history_end": self.history_end,
+            "version": self.version,
         }
         (directory / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
 
@@ -161,7 +269,7 @@ class FeatureState:
         meta = json.loads((directory / "state.json").read_text())
         table = pd.read_parquet(directory / "entity_totals.parquet")
         totals = {
-            entity.name: table[table["entity"] == entity.name].set_index("key")[COUNT_COLUMNS]
+            entity.name: table[table["entity"] == entity.name].set_index("key")[state_columns(entity)]
             for entity in ENTITIES
         }
-        return cls(totals, meta["categories"], meta["smoothing"], meta["history_end"])
+        return cls(totals, meta["categories"], meta["smoothing"], meta["history_end"], meta["version"])

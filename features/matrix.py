@@ -9,7 +9,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.history import ENTITIES, FeatureState, point_in_time_counts, with_derived_fields
+from features.history import (
+    ENTITIES,
+    VALUE_REFERENCE_ENTITIES,
+    FeatureState,
+    entity_days,
+    point_in_time_counts,
+    with_derived_fields,
+)
 
 CATEGORICAL = [
     "office_id",
@@ -24,7 +31,7 @@ CATEGORICAL = [
     "origin_country",
     "hs_chapter",
 ]
-RECENCY_ENTITIES = ["importer", "declarant"]
+FIRST_TIME_ENTITIES = ["importer", "declarant", "seller"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,8 @@ def _entity_features(entity) -> list[Feature]:
     name, label = entity.name, entity.label
 
     def who(ctx: dict) -> str:
-        return label.format(**ctx)
+        missing = [c.removesuffix("_id") for c in entity.columns if pd.isna(ctx.get(c))]
+        return f"no {' or '.join(missing)} declared" if missing else label.format(**ctx)
 
     def history(ctx: dict) -> tuple[float, float, float]:
         return (
@@ -81,16 +89,38 @@ def _entity_features(entity) -> list[Feature]:
             critical_text,
         ),
     ]
-    if name in RECENCY_ENTITIES:
 
-        def recency_text(ctx: dict) -> str:
-            days = ctx[f"{name}_days_since_last"]
-            if np.isnan(days):
-                return f"{who(ctx)}: never seen before"
-            return f"{who(ctx)}: last declaration {days:.0f} days earlier"
+    def first_seen_text(ctx: dict) -> str:
+        days = ctx[f"{name}_days_since_first"]
+        if np.isnan(days):
+            return f"{who(ctx)}: never seen before"
+        return f"{who(ctx)}: first seen {days:.0f} days earlier"
 
+    def last_seen_text(ctx: dict) -> str:
+        days = ctx[f"{name}_days_since_last"]
+        if np.isnan(days):
+            return f"{who(ctx)}: never seen before"
+        return f"{who(ctx)}: previous declaration {days:.0f} days earlier"
+
+    features += [
+        Feature(
+            f"{name}_days_since_first",
+            f"days since the {plain}'s first declaration (missing when never seen)",
+            first_seen_text,
+        ),
+        Feature(
+            f"{name}_days_since_last",
+            f"days since the {plain}'s previous declaration (missing when never seen)",
+            last_seen_text,
+        ),
+    ]
+    if name in FIRST_TIME_ENTITIES:
         features.append(
-            Feature(f"{name}_days_since_last", f"days since the {plain}'s previous declaration", recency_text)
+            Feature(
+                f"{name}_first_time",
+                f"1 when this is the {plain}'s first declaration",
+                lambda ctx: f"{who(ctx)}: first declaration ever" if ctx[f"{name}_first_time"] else f"{who(ctx)}: known",
+            )
         )
     return features
 
@@ -110,6 +140,21 @@ FEATURES: list[Feature] = [
         "log of declared value per kg",
         lambda c: f"declared value {c['item_price']:,.0f} for {c['net_mass_kg']:,.1f} kg",
     ),
+    *[
+        Feature(
+            f"value_vs_{entity}",
+            f"log of value per kg minus the median of earlier declarations of the same "
+            f"{entity.replace('_', ' x ').replace('hs6', 'HS6')} (0 when there are none)",
+            (
+                lambda entity: lambda c: (
+                    f"value per kg {np.exp(c[f'value_vs_{entity}']):.2g}x the median of "
+                    f"{c[f'{entity}__declarations']:.0f} earlier declarations of "
+                    + (f"HS {c['hs6_code']}" if entity == "hs6" else f"HS {c['hs6_code']} from {c['origin_country']}")
+                )
+            )(entity),
+        )
+        for entity in VALUE_REFERENCE_ENTITIES
+    ],
     Feature(
         "duty_exposure",
         "duty at stake: item price x tax rate",
@@ -150,16 +195,21 @@ def feature_matrix(records: pd.DataFrame, counts: pd.DataFrame, state: FeatureSt
         critical = counts[f"{entity.name}__critical_count"].to_numpy()
         columns[f"{entity.name}_fraud_rate"] = (fraud + m * prior_fraud) / (n + m)
         columns[f"{entity.name}_critical_rate"] = (critical + m * prior_critical) / (n + m)
-        if entity.name in RECENCY_ENTITIES:
-            last = counts[f"{entity.name}__last_seen_day"].to_numpy()
-            columns[f"{entity.name}_days_since_last"] = records["day"].to_numpy() - last
+        day = records["day"].to_numpy()
+        columns[f"{entity.name}_days_since_first"] = day - counts[f"{entity.name}__first_seen_day"].to_numpy()
+        columns[f"{entity.name}_days_since_last"] = day - counts[f"{entity.name}__last_seen_day"].to_numpy()
+        if entity.name in FIRST_TIME_ENTITIES:
+            columns[f"{entity.name}_first_time"] = (n == 0).astype("float64")
     price = records["item_price"].to_numpy(dtype="float64")
     mass = records["net_mass_kg"].to_numpy(dtype="float64")
     tax = records["tax_rate"].to_numpy(dtype="float64")
     columns["tax_rate"] = tax
     columns["net_mass_kg"] = mass
     columns["item_price"] = price
-    columns["log_value_per_kg"] = np.log1p(price) - np.log1p(mass)
+    columns["log_value_per_kg"] = records["log_value_per_kg"].to_numpy()
+    for entity in VALUE_REFERENCE_ENTITIES:
+        median = counts[f"{entity}__median_log_value_per_kg"].to_numpy()
+        columns[f"value_vs_{entity}"] = np.nan_to_num(columns["log_value_per_kg"] - median, nan=0.0)
     columns["duty_exposure"] = price * tax / 100
     columns["origin_differs_from_departure"] = (
         records["origin_country"].to_numpy() != records["departure_country"].to_numpy()
@@ -175,8 +225,9 @@ def feature_matrix(records: pd.DataFrame, counts: pd.DataFrame, state: FeatureSt
 def training_features(history: pd.DataFrame, smoothing: float) -> tuple[pd.DataFrame, FeatureState]:
     """Point-in-time features for every history row, and the state serving will use."""
     history = with_derived_fields(history)
-    state = FeatureState.fit(history, CATEGORICAL, smoothing)
-    return feature_matrix(history, point_in_time_counts(history), state), state
+    days = entity_days(history)
+    state = FeatureState.fit(history, CATEGORICAL, smoothing, days)
+    return feature_matrix(history, point_in_time_counts(history, days), state), state
 
 
 def serving_features(records: pd.DataFrame, state: FeatureState) -> tuple[pd.DataFrame, pd.DataFrame]:

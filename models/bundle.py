@@ -43,9 +43,8 @@ class RiskModel:
         """Scores, lanes and reasons for typed canonical declarations, in their order."""
         x, counts = serving_features(records, self.state)
         contributions = self.fraud_booster.predict(x, pred_contrib=True)
-        raw_fraud = 1 / (1 + np.exp(-contributions.sum(axis=1)))
-        risk = self.fraud_calibration(raw_fraud)
-        critical = self.critical_calibration(self.critical_booster.predict(x))
+        risk = self.fraud_calibration(contributions.sum(axis=1))  # the contributions sum to the margin
+        critical = self.critical_calibration(self.critical_booster.predict(x, raw_score=True))
         ids = records["declaration_id"].astype(str).tolist()
         lane, selected_by = self.lanes.assign(risk, ids)
         reasons = self._reasons(records, x, counts, contributions[:, :-1], max_reasons)
@@ -70,10 +69,11 @@ class RiskModel:
             if not picked:
                 reasons.append([])
                 continue
+            # declared values last: an unseen category is NaN as a feature but named as declared
             context = {
-                **derived.iloc[row].to_dict(),
+                **{name: x.iat[row, j] for j, name in enumerate(FEATURE_NAMES)},
                 **counts.iloc[row].to_dict(),
-                **{name: x.iat[row, x.columns.get_loc(name)] for name in FEATURE_NAMES},
+                **derived.iloc[row].to_dict(),
             }
             reasons.append(
                 [

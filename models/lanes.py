@@ -36,6 +36,8 @@ class LanePolicy:
     def explored(self, declaration_ids: list[str]) -> np.ndarray:
         """Whether each ID falls in the exploration share: the same ID always answers the same."""
         key = self.exploration_key.encode()
+        if len(key) > hashlib.blake2b.MAX_KEY_SIZE:  # blake2b takes at most 64 key bytes
+            key = hashlib.blake2b(key).digest()
         draws = [
             int.from_bytes(hashlib.blake2b(str(i).encode(), key=key, digest_size=8).digest(), "big")
             for i in declaration_ids

@@ -12,6 +12,12 @@ def top_share(scores: np.ndarray, rate_percent: float) -> np.ndarray:
     return np.argsort(-np.asarray(scores), kind="stable")[:count]
 
 
+def _share(amounts: np.ndarray, caught: np.ndarray) -> float:
+    """Share of the total caught; summed in the same order both times so it never exceeds 1."""
+    total = amounts.sum()
+    return float(min(1.0, np.where(caught, amounts, 0.0).sum() / total)) if total > 0 else 0.0
+
+
 def targeting_metrics(
     fraud: np.ndarray,
     critical: np.ndarray,
@@ -26,11 +32,13 @@ def targeting_metrics(
     metrics: dict[str, float] = {}
     for rate in rates:
         top = top_share(risk_score, rate)
+        caught = np.zeros(len(fraud), dtype=bool)
+        caught[top] = True
         tag = f"{rate:g}"
         metrics[f"precision_at_{tag}"] = float(fraud[top].mean()) if len(top) else 0.0
-        metrics[f"recall_at_{tag}"] = float(fraud[top].sum() / max(fraud.sum(), 1))
-        metrics[f"duty_recovered_at_{tag}"] = float(duty_on_fraud[top].sum() / max(duty_on_fraud.sum(), 1e-12))
-        metrics[f"critical_recall_at_{tag}"] = float(critical[top].sum() / max(critical.sum(), 1))
+        metrics[f"recall_at_{tag}"] = _share(fraud, caught)
+        metrics[f"duty_recovered_at_{tag}"] = _share(duty_on_fraud, caught)
+        metrics[f"critical_recall_at_{tag}"] = _share(critical, caught)
     if 0 < fraud.sum() < len(fraud):
         metrics["roc_auc"] = float(roc_auc_score(fraud, risk_score))
         metrics["pr_auc"] = float(average_precision_score(fraud, risk_score))

@@ -15,10 +15,9 @@ from features.history import FeatureState
 from features.matrix import FEATURE_NAMES
 from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel, RiskPyfunc
-from models.calibration import Calibration
 from models.lanes import LanePolicy
 from models.registry import configure_tracking, use_experiment
-from models.training import fit_early_stopped, fit_rounds, refit_rounds
+from models.training import fit_target
 from pipelines.common import data_version, git_commit, load_params, write_json
 
 MATRIX = Path("data/features/matrix.parquet")
@@ -27,19 +26,6 @@ HISTORY = Path("data/validated/declarations.parquet")
 BUNDLE = Path("data/model/bundle")
 VALIDATION_SCORES = Path("data/model/validation_scores.parquet")
 RUN = Path("data/model/run.json")
-TARGETS = {"fraud": "fraud", "critical": "critical_fraud"}
-
-
-def train_target(matrix, is_train, is_valid, label, train_params):
-    """One target: the validation-window booster (for metrics and calibration) and the refit one."""
-    x = matrix[FEATURE_NAMES]
-    y = matrix[label].to_numpy()
-    early = fit_early_stopped(x[is_train], y[is_train], x[is_valid], y[is_valid], train_params)
-    raw_valid = early.predict(x[is_valid], num_iteration=early.best_iteration)
-    calibration = Calibration.fit(raw_valid, y[is_valid])
-    rounds = refit_rounds(early.best_iteration, int(is_train.sum()), len(x))
-    final = fit_rounds(x, y, train_params, rounds)
-    return final, calibration, calibration(raw_valid), early.best_iteration, rounds
 
 
 def input_example(windows: dict) -> pd.DataFrame:
@@ -60,11 +46,13 @@ def main() -> None:
     print(f"train: {is_train.sum():,} training rows, {is_valid.sum():,} validation rows")
 
     started = time.perf_counter()
-    fitted = {name: train_target(matrix, is_train, is_valid, label, train_params) for name, label in TARGETS.items()}
-    fraud_booster, fraud_calibration, risk_valid, fraud_best, fraud_rounds = fitted["fraud"]
-    critical_booster, critical_calibration, critical_valid, critical_best, critical_rounds = fitted["critical"]
+    x = matrix[FEATURE_NAMES]
+    fraud, critical = (
+        fit_target(x, matrix[label].to_numpy(), is_train, is_valid, train_params)
+        for label in ("fraud", "critical_fraud")
+    )
     lanes = LanePolicy.from_shares(
-        risk_valid,
+        fraud.validation_scores,
         serving["red_share"],
         serving["yellow_share"],
         serving["exploration_share"],
@@ -73,29 +61,29 @@ def main() -> None:
     training_window = f"{windows['train_start']}..{windows['valid_end']}"
     validation_window = f"{windows['valid_start']}..{windows['valid_end']}"
     model = RiskModel(
-        fraud_booster,
-        critical_booster,
-        fraud_calibration,
-        critical_calibration,
+        fraud.booster,
+        critical.booster,
+        fraud.calibration,
+        critical.calibration,
         lanes,
         FeatureState.load(STATE),
         info={
             "training_window": training_window,
             "validation_window": validation_window,
             "features": FEATURE_NAMES,
-            "fraud_rounds": fraud_rounds,
-            "critical_rounds": critical_rounds,
+            "fraud_rounds": fraud.refit_rounds,
+            "critical_rounds": critical.refit_rounds,
         },
     )
     shutil.rmtree(BUNDLE, ignore_errors=True)
     model.save(BUNDLE)
     scores = matrix.loc[is_valid, ["declaration_id", "declaration_date", "fraud", "critical_fraud", "duty_exposure"]]
-    scores = scores.assign(risk_score=risk_valid, critical_score=critical_valid)
+    scores = scores.assign(risk_score=fraud.validation_scores, critical_score=critical.validation_scores)
     scores.to_parquet(VALIDATION_SCORES, index=False)
     elapsed = time.perf_counter() - started
     print(
-        f"train: fraud best iteration {fraud_best} -> refit {fraud_rounds} rounds; "
-        f"critical {critical_best} -> {critical_rounds}; {elapsed:.1f}s"
+        f"train: fraud best iteration {fraud.best_iteration} -> refit {fraud.refit_rounds} rounds; "
+        f"critical {critical.best_iteration} -> {critical.refit_rounds}; {elapsed:.1f}s"
     )
 
     configure_tracking()
@@ -108,14 +96,15 @@ def main() -> None:
                 "data_version": data_version(),
                 "training_window": training_window,
                 "validation_window": validation_window,
+                "feature_state_version": model.state.version,
             }
         )
         mlflow.log_params({f"train.{k}": v for k, v in train_params.items()})
         mlflow.log_params({f"features.{k}": v for k, v in params["features"].items()})
         mlflow.log_params({f"serving.{k}": v for k, v in serving.items() if k != "exploration_key"})
         mlflow.log_params(
-            {"fraud_best_iteration": fraud_best, "fraud_refit_rounds": fraud_rounds,
-             "critical_best_iteration": critical_best, "critical_refit_rounds": critical_rounds}
+            {"fraud_best_iteration": fraud.best_iteration, "fraud_refit_rounds": fraud.refit_rounds,
+             "critical_best_iteration": critical.best_iteration, "critical_refit_rounds": critical.refit_rounds}
         )
         mlflow.log_metric("train_seconds", elapsed)
         output = model.score(example.assign(declaration_date=pd.to_datetime(example["declaration_date"])))

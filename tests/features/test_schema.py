@@ -1,0 +1,343 @@
+"""The canonical declaration record (CONTRACT.md section 1): one bad value fails its own row and
+field with a message an analyst can read; good rows around it pass untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pandera.errors import SchemaError, SchemaErrors
+
+from features.schema import (
+    DECLARATION_FIELDS,
+    DeclarationSchema,
+    LabelledDeclarationSchema,
+    LABEL_FIELDS,
+    NUMERIC_FIELDS,
+    OPTIONAL_FIELDS,
+    coerce_declarations,
+    find_failures,
+)
+
+REQUIRED_FIELDS = [f for f in DECLARATION_FIELDS if f not in OPTIONAL_FIELDS]
+BAD_ROW = 3
+N_ROWS = 7
+
+
+@pytest.fixture(scope="module")
+def good_records(kcs_records) -> pd.DataFrame:
+    """A handful of real, valid KCS records as read (strings), on a non-default index."""
+    valid = kcs_records[
+        kcs_records["origin_country"].ne("ZZ") & kcs_records["departure_country"].ne("ZZ")
+    ]
+    # one row without seller and courier among rows that have them: optional fields may be null
+    with_seller = valid[valid["seller_id"].notna() & valid["courier_id"].notna()].head(N_ROWS - 1)
+    without = valid[valid["seller_id"].isna() & valid["courier_id"].isna()].head(1)
+    records = pd.concat([with_seller, without])
+    assert len(records) == N_ROWS
+    records.index = range(100, 100 + N_ROWS)  # find_failures reports positions, not labels
+    return records.astype(object)
+
+
+def _records(good_records: pd.DataFrame, labelled: bool) -> pd.DataFrame:
+    return good_records.copy() if labelled else good_records[DECLARATION_FIELDS].copy()
+
+
+def _with_value(records: pd.DataFrame, field: str, value) -> pd.DataFrame:
+    out = records.copy()
+    out[field] = out[field].astype(object)
+    out.iloc[BAD_ROW, out.columns.get_loc(field)] = value
+    return out
+
+
+def _assert_only_row(failures: pd.DataFrame, row: int, field: str, message: str | None) -> None:
+    """Exactly `row` fails, only on `field`, and one of its messages says `message`."""
+    records = failures.to_dict("records")
+    assert list(failures.columns) == ["index", "field", "check", "message"]
+    assert set(failures["index"]) == {row}, records
+    assert set(failures["field"]) == {field}, records
+    assert all(isinstance(text, str) and text for text in failures["message"]), records
+    if message is not None:
+        assert any(message in text for text in failures["message"]), records
+        assert not any(text.startswith("failed check") for text in failures["message"]), records
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["history", "scoring"])
+def test_good_records_have_no_failures(good_records, labelled):
+    records = _records(good_records, labelled)
+    failures = find_failures(records, labelled=labelled)
+    assert failures.empty, failures.to_dict("records")
+
+
+# (field, bad value, expected words of the message). The messages of the two custom checks
+# (iso_country, finite) are asserted in test_custom_check_messages_are_readable_in_both_schemas:
+# which schema loses them depends on test order (see that test), so here only row and field.
+ISO_MESSAGE = "must be an ISO 3166-1 alpha-2 country code"
+FINITE_MESSAGE = "must be a finite number"
+BAD_VALUES = [
+    ("hs6_code", "12345", "must be exactly 6 digits"),
+    ("hs6_code", "1234567", "must be exactly 6 digits"),
+    ("hs6_code", "12345A", "must be exactly 6 digits"),
+    ("hs6_code", "8471.30", "must be exactly 6 digits"),
+    ("departure_country", "ZZ", None),
+    ("origin_country", "XX", None),
+    ("origin_country", "cn", None),
+    ("origin_country", "CHN", None),
+    ("tax_rate", "-0.5", "must be >= 0"),
+    ("tax_rate", "1000.01", "must be <= 1000"),
+    ("tax_rate", "5000", "must be <= 1000"),
+    ("net_mass_kg", "-1", "must be >= 0"),
+    ("item_price", "-0.01", "must be >= 0"),
+    ("item_price", "abc", "must be a number"),
+    ("tax_rate", "12%", "must be a number"),
+    ("net_mass_kg", "1,000", "must be a number"),
+    ("item_price", "inf", None),
+    ("item_price", float("inf"), None),
+    ("tax_rate", "1e400", None),
+    ("net_mass_kg", "-inf", None),
+    ("declaration_date", "2020/01/05", "must be a date YYYY-MM-DD"),
+    ("declaration_date", "05-01-2020", "must be a date YYYY-MM-DD"),
+    ("declaration_date", "2020-13-01", "must be a date YYYY-MM-DD"),
+    ("declaration_date", "2021-02-30", "must be a date YYYY-MM-DD"),
+    ("declaration_date", "2020-01-05T10:00", "must be a date YYYY-MM-DD"),
+    ("declaration_date", "yesterday", "must be a date YYYY-MM-DD"),
+    ("importer_id", "", "non-empty string"),
+    ("declaration_id", "x" * 65, "at most 64 characters"),
+]
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["history", "scoring"])
+@pytest.mark.parametrize(("field", "value", "message"), BAD_VALUES)
+def test_one_bad_value_fails_only_its_row_and_field(good_records, labelled, field, value, message):
+    records = _with_value(_records(good_records, labelled), field, value)
+    _assert_only_row(find_failures(records, labelled=labelled), BAD_ROW, field, message)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(field, None) for field in REQUIRED_FIELDS]
+    + [("importer_id", np.nan), ("tax_rate", np.nan), ("declaration_date", pd.NaT)],
+)
+def test_null_required_field_is_reported(good_records, field, value):
+    records = _with_value(_records(good_records, labelled=False), field, value)
+    _assert_only_row(find_failures(records, labelled=False), BAD_ROW, field, "is required")
+
+
+@pytest.mark.parametrize("field", LABEL_FIELDS)
+def test_null_label_is_reported_in_history(good_records, field):
+    records = _with_value(good_records, field, None)
+    _assert_only_row(find_failures(records, labelled=True), BAD_ROW, field, "is required")
+
+
+@pytest.mark.parametrize("value", ["2", "-1", "0.5", "yes", 2])
+@pytest.mark.parametrize("field", LABEL_FIELDS)
+def test_labels_must_be_0_or_1(good_records, field, value):
+    records = _with_value(good_records, field, value)
+    expected = "must be a number" if value == "yes" else "must be 0 or 1"
+    _assert_only_row(find_failures(records, labelled=True), BAD_ROW, field, expected)
+
+
+def test_critical_fraud_requires_fraud(good_records):
+    records = _with_value(good_records, "critical_fraud", "1")
+    records = _with_value(records, "fraud", "0")
+    failures = find_failures(records, labelled=True)
+    _assert_only_row(failures, BAD_ROW, "critical_fraud", "critical_fraud = 1 requires fraud = 1")
+    # and the legal combinations pass
+    for fraud, critical in [("1", "1"), ("1", "0"), ("0", "0")]:
+        ok = _with_value(_with_value(good_records, "critical_fraud", critical), "fraud", fraud)
+        assert find_failures(ok, labelled=True).empty
+
+
+def test_several_bad_rows_are_each_reported_once(good_records):
+    records = _with_value(good_records, "hs6_code", "1")
+    records.iloc[5, records.columns.get_loc("origin_country")] = "ZZ"
+    failures = find_failures(records, labelled=True)
+    assert failures[["index", "field"]].values.tolist() == [[BAD_ROW, "hs6_code"], [5, "origin_country"]]
+
+
+@pytest.mark.parametrize(
+    ("labelled", "field"),
+    [(True, field) for field in REQUIRED_FIELDS]
+    + [(False, field) for field in ("declaration_id", "hs6_code", "item_price", "declaration_date")],
+)
+def test_missing_required_column_is_reported_for_every_row(good_records, labelled, field):
+    records = _records(good_records, labelled).drop(columns=[field])
+    failures = find_failures(records, labelled=labelled)
+    assert set(failures["field"]) == {field}
+    assert sorted(failures["index"]) == list(range(N_ROWS))
+    assert set(failures["message"]) == {"is required"}
+
+
+@pytest.mark.parametrize("field", LABEL_FIELDS)
+def test_missing_label_column_is_reported_in_history(good_records, field):
+    failures = find_failures(good_records.drop(columns=[field]), labelled=True)
+    missing = failures[failures["field"] == field]
+    assert sorted(missing["index"]) == list(range(N_ROWS))
+    assert set(missing["message"]) == {"is required"}
+
+
+@pytest.mark.xfail(
+    reason="BUG: with a label column missing, the critical_implies_fraud dataframe check raises "
+    "a KeyError inside pandera, which is reported for every row under the field "
+    "'LabelledDeclarationSchema' with the misleading message 'critical_fraud = 1 requires fraud = 1'",
+    strict=True,
+    raises=AssertionError,
+)
+@pytest.mark.parametrize("field", LABEL_FIELDS)
+def test_missing_label_column_is_its_only_failure(good_records, field):
+    failures = find_failures(good_records.drop(columns=[field]), labelled=True)
+    assert set(failures["field"]) == {field}, failures.to_dict("records")
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["history", "scoring"])
+def test_extra_field_is_rejected_not_dropped(good_records, labelled):
+    """A column-level problem: every record carries the unknown field (documented behaviour)."""
+    records = _records(good_records, labelled)
+    records["discount"] = None
+    records.iloc[BAD_ROW, records.columns.get_loc("discount")] = "5%"
+    failures = find_failures(records, labelled=labelled)
+    assert set(failures["field"]) == {"discount"}
+    assert set(failures["message"]) == {"is not a declaration field"}
+    assert sorted(failures["index"]) == list(range(N_ROWS))
+    with pytest.raises((SchemaError, SchemaErrors)):
+        coerce_declarations(records, labelled=labelled)
+
+
+def test_labels_are_never_sent_for_scoring(good_records):
+    failures = find_failures(good_records, labelled=False)
+    assert set(failures["field"]) == set(LABEL_FIELDS)
+    assert set(failures["message"]) == {"is not a declaration field"}
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["history", "scoring"])
+@pytest.mark.parametrize("how", ["null", "absent"])
+def test_optional_seller_and_courier_may_be_missing(good_records, labelled, how):
+    records = _records(good_records, labelled)
+    if how == "null":
+        records["seller_id"] = None
+        records["courier_id"] = np.nan
+    else:
+        records = records.drop(columns=["seller_id", "courier_id"])
+    assert find_failures(records, labelled=labelled).empty
+    typed = coerce_declarations(records, labelled=labelled)
+    assert typed["seller_id"].isna().all() and typed["courier_id"].isna().all()
+    assert list(typed.columns) == DECLARATION_FIELDS + (LABEL_FIELDS if labelled else [])
+
+
+def test_boundary_values_are_valid(good_records):
+    records = _with_value(good_records, "tax_rate", "1000")
+    records = _with_value(records, "net_mass_kg", "0")
+    records.iloc[0, records.columns.get_loc("tax_rate")] = "0"
+    records.iloc[0, records.columns.get_loc("item_price")] = "0"
+    assert find_failures(records, labelled=True).empty
+
+
+def test_numbers_may_arrive_as_numbers_or_strings(good_records):
+    records = _with_value(good_records, "item_price", 12.5)
+    records = _with_value(records, "tax_rate", 8)
+    records.iloc[1, records.columns.get_loc("net_mass_kg")] = "1e3"
+    assert find_failures(records, labelled=True).empty
+    typed = coerce_declarations(records, labelled=True)
+    assert typed["item_price"].iloc[BAD_ROW] == 12.5
+    assert typed["tax_rate"].iloc[BAD_ROW] == 8.0
+    assert typed["net_mass_kg"].iloc[1] == 1000.0
+
+
+def test_coerce_declarations_canonical_types(good_records):
+    records = _with_value(good_records, "hs6_code", "010121")
+    records = _with_value(records, "office_id", "030")
+    records = _with_value(records, "declaration_id", "00012345")
+    records = _with_value(records, "fraud", "1")
+    records = _with_value(records, "critical_fraud", "1")
+    typed = coerce_declarations(records, labelled=True)
+
+    assert list(typed.columns) == DECLARATION_FIELDS + LABEL_FIELDS
+    row = typed.iloc[BAD_ROW]
+    assert row["hs6_code"] == "010121"
+    assert row["office_id"] == "030"
+    assert row["declaration_id"] == "00012345"
+    for field in DECLARATION_FIELDS:
+        if field in NUMERIC_FIELDS or field == "declaration_date":
+            continue
+        present = typed[field].dropna()
+        assert all(isinstance(v, str) for v in present), field
+    assert typed["declaration_date"].dtype == np.dtype("datetime64[ns]")
+    assert typed["declaration_date"].iloc[0] == pd.Timestamp(good_records["declaration_date"].iloc[0])
+    for field in NUMERIC_FIELDS:
+        assert typed[field].dtype == np.float64, field
+    expected_price = float(good_records["item_price"].iloc[0])
+    assert typed["item_price"].iloc[0] == expected_price
+    for field in LABEL_FIELDS:
+        assert pd.api.types.is_integer_dtype(typed[field]), field
+        assert set(typed[field].unique()) <= {0, 1}
+    assert typed["fraud"].iloc[BAD_ROW] == 1 and typed["critical_fraud"].iloc[BAD_ROW] == 1
+
+
+def test_coerce_declarations_without_labels(good_records):
+    typed = coerce_declarations(good_records[DECLARATION_FIELDS], labelled=False)
+    assert list(typed.columns) == DECLARATION_FIELDS
+    assert len(typed) == N_ROWS
+    # a valid sample coerces to the same values it was read from
+    assert typed["importer_id"].tolist() == good_records["importer_id"].tolist()
+    assert typed["tax_rate"].tolist() == [float(v) for v in good_records["tax_rate"]]
+
+
+def test_coerce_declarations_refuses_invalid_records(good_records):
+    records = _with_value(good_records, "origin_country", "ZZ")
+    with pytest.raises((SchemaError, SchemaErrors)):
+        coerce_declarations(records, labelled=True)
+
+
+@pytest.mark.xfail(
+    reason="BUG: hs6 regex ^\\d{6}$ is matched with re.match: `$` also matches before a trailing "
+    "newline and `\\d` accepts non-ASCII digits, so these are accepted as HS6 codes",
+    strict=True,
+    raises=AssertionError,
+)
+@pytest.mark.parametrize("value", ["123456\n", "１２３４５６", "١٢٣٤٥٦"], ids=["newline", "fullwidth", "arabic"])
+def test_hs6_code_is_exactly_six_ascii_digits(good_records, value):
+    records = _with_value(good_records, "hs6_code", value)
+    _assert_only_row(find_failures(records, labelled=True), BAD_ROW, "hs6_code", "6 digits")
+
+
+@pytest.mark.xfail(
+    reason="BUG (minor): pd.to_datetime(format='%Y-%m-%d') accepts non-zero-padded dates, "
+    "so '2020-1-5' passes although the contract and the message say YYYY-MM-DD",
+    strict=True,
+    raises=AssertionError,
+)
+def test_date_must_be_zero_padded_iso(good_records):
+    records = _with_value(good_records, "declaration_date", "2020-1-5")
+    _assert_only_row(find_failures(records, labelled=True), BAD_ROW, "declaration_date", "YYYY-MM-DD")
+
+
+CUSTOM_CHECK_CASES = [
+    ("departure_country", "ZZ", ISO_MESSAGE),
+    ("origin_country", "XX", ISO_MESSAGE),
+    ("item_price", "inf", FINITE_MESSAGE),
+    ("net_mass_kg", float("inf"), FINITE_MESSAGE),
+]
+
+
+@pytest.mark.xfail(
+    reason="BUG: pandera's BaseCheckInfo.to_check pops `name` out of the check kwargs it shares "
+    "between DataFrameModel subclasses, so whichever of DeclarationSchema / "
+    "LabelledDeclarationSchema is converted second names its custom checks '_iso_country' and "
+    "'_finite' and find_failures reports 'failed check _iso_country' instead of a readable message",
+    strict=True,
+    raises=AssertionError,
+)
+def test_custom_check_messages_are_readable_in_both_schemas(good_records):
+    # both schemas built in one process, as in a test session or any process doing both
+    DeclarationSchema.to_schema()
+    LabelledDeclarationSchema.to_schema()
+    seen = []
+    for labelled in (True, False):
+        for field, value, message in CUSTOM_CHECK_CASES:
+            records = _with_value(_records(good_records, labelled), field, value)
+            failures = find_failures(records, labelled=labelled)
+            assert set(failures["index"]) == {BAD_ROW}
+            assert set(failures["field"]) == {field}
+            if message not in failures["message"].tolist():
+                seen.append((labelled, field, failures["message"].tolist()))
+    assert not seen, seen  # (labelled, field, messages) that do not say what is wrong

@@ -1,0 +1,366 @@
+"""A small model built end to end in-process (features -> boosters -> calibration -> lanes ->
+RiskModel), then checked against independent computations: the booster itself, the contract's
+result shape, save/load, validation and the MLflow pyfunc wrapper."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import mlflow
+from mlflow.models import infer_signature
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.matrix import FEATURE_NAMES, serving_features, training_features
+from features.schema import DECLARATION_FIELDS, coerce_declarations
+from models.bundle import RESULT_COLUMNS, InvalidDeclarations, RiskModel, RiskPyfunc, score_declarations
+from models.lanes import LanePolicy
+from models.registry import configure_tracking, use_experiment
+from models.training import booster_params, fit_early_stopped, fit_target, refit_rounds
+
+TRAIN_PARAMS = {
+    "seed": 42,
+    "learning_rate": 0.1,
+    "num_leaves": 15,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "cat_smoothing": 10,
+    "max_cat_to_onehot": 8,
+    "max_rounds": 50,
+    "early_stopping_rounds": 10,
+}
+KEY = "customs-risk-exploration"
+MAX_REASONS = 3
+
+
+def build_model(history: pd.DataFrame) -> tuple[RiskModel, dict]:
+    """What the train stage does, at toy size: the last ~20% of days are the validation window."""
+    matrix, state = training_features(history, 10)
+    dates = history["declaration_date"]
+    days = np.sort(dates.unique())
+    valid_start = days[int(len(days) * 0.8)]
+    is_valid = (dates >= valid_start).to_numpy()
+    is_train = ~is_valid
+    fitted = {
+        label: fit_target(matrix, history[label].to_numpy(), is_train, is_valid, TRAIN_PARAMS)
+        for label in ("fraud", "critical_fraud")
+    }
+    lanes = LanePolicy.from_shares(fitted["fraud"].validation_scores, 0.05, 0.10, 0.01, KEY)
+    model = RiskModel(
+        fitted["fraud"].booster,
+        fitted["critical_fraud"].booster,
+        fitted["fraud"].calibration,
+        fitted["critical_fraud"].calibration,
+        lanes,
+        state,
+        info={"training_window": "test", "validation_window": str(valid_start)[:10], "features": FEATURE_NAMES},
+    )
+    extra = {"is_train": is_train, "is_valid": is_valid, "matrix": matrix, "fitted": fitted}
+    return model, extra
+
+
+@pytest.fixture(scope="module")
+def built(history):
+    return build_model(history)
+
+
+@pytest.fixture(scope="module")
+def model(built) -> RiskModel:
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def records(history) -> pd.DataFrame:
+    """Typed canonical declarations, in a shuffled order and with a non-default index."""
+    sample = history[DECLARATION_FIELDS].iloc[-300:].sample(frac=1, random_state=3)
+    return sample.set_index(pd.Index(range(1000, 1300)))
+
+
+@pytest.fixture(scope="module")
+def scored(model, records) -> pd.DataFrame:
+    return model.score(records, max_reasons=MAX_REASONS)
+
+
+@pytest.fixture(scope="module")
+def features(model, records) -> pd.DataFrame:
+    return serving_features(records, model.state)[0]
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def test_booster_params_are_seeded_and_deterministic():
+    params = booster_params(TRAIN_PARAMS)
+    assert params["seed"] == 42 and params["deterministic"] is True and params["objective"] == "binary"
+    assert not {"max_rounds", "early_stopping_rounds"} & set(params)
+    assert params["num_leaves"] == 15
+
+
+def test_early_stopping_keeps_the_best_round(built, history):
+    extra = built[1]
+    train, valid, y = extra["is_train"], extra["is_valid"], history["fraud"].to_numpy()
+    x = extra["matrix"]
+    early = fit_early_stopped(x[train], y[train], x[valid], y[valid], TRAIN_PARAMS)
+    assert early.best_iteration == extra["fitted"]["fraud"].best_iteration
+    assert 1 <= early.best_iteration <= TRAIN_PARAMS["max_rounds"]
+    # stopped at most early_stopping_rounds after the best one
+    assert early.current_iteration() <= early.best_iteration + TRAIN_PARAMS["early_stopping_rounds"]
+
+
+def test_refit_rounds_scale_with_rows():
+    assert refit_rounds(40, 800, 1000) == 50
+    assert refit_rounds(0, 800, 1000) == 1
+    assert refit_rounds(10, 0, 1000) >= 1
+
+
+def test_validation_window_is_the_most_recent(history, built):
+    is_train, is_valid = built[1]["is_train"], built[1]["is_valid"]
+    dates = history["declaration_date"]
+    assert dates[is_train].max() < dates[is_valid].min()
+    assert 0.1 < is_valid.mean() < 0.35
+
+
+def test_training_twice_gives_identical_predictions(history, model, records, scored, features):
+    again, _ = build_model(history)
+    assert again.fraud_booster.model_to_string() == model.fraud_booster.model_to_string()
+    assert np.array_equal(again.fraud_booster.predict(features), model.fraud_booster.predict(features))
+    assert np.array_equal(again.critical_booster.predict(features), model.critical_booster.predict(features))
+    assert again.fraud_calibration == model.fraud_calibration
+    assert again.lanes == model.lanes
+    pd.testing.assert_frame_equal(again.score(records, max_reasons=MAX_REASONS), scored)
+
+
+# --- RiskModel.score ---------------------------------------------------------------------------
+
+
+def test_results_have_the_contract_columns_in_input_order(records, scored):
+    assert list(scored.columns) == RESULT_COLUMNS
+    assert len(scored) == len(records)
+    assert scored["declaration_id"].tolist() == records["declaration_id"].astype(str).tolist()
+
+
+def test_scores_lanes_and_selection_are_in_range(scored):
+    for column in ("risk_score", "critical_score"):
+        values = scored[column].to_numpy(dtype=float)
+        assert np.all((values >= 0) & (values <= 1)), column
+    assert set(scored["lane"]) <= {"red", "yellow", "green"}
+    assert set(scored["selected_by"]) <= {"model", "random"}
+    assert scored["risk_score"].nunique() > 10  # a real model, not a constant
+
+
+def test_scores_are_the_calibrated_booster_predictions(model, scored, features):
+    """Independent of the contribution sum the model uses: the booster's own prediction."""
+    risk = model.fraud_calibration(model.fraud_booster.predict(features, raw_score=True))
+    critical = model.critical_calibration(model.critical_booster.predict(features, raw_score=True))
+    np.testing.assert_allclose(scored["risk_score"], risk, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(scored["critical_score"], critical, rtol=1e-9, atol=1e-12)
+
+
+def test_lanes_follow_the_thresholds(model, scored):
+    lanes = model.lanes
+    by_model = scored["selected_by"] == "model"
+    risk = scored["risk_score"]
+    expected = np.where(risk >= lanes.red_threshold, "red", np.where(risk >= lanes.yellow_threshold, "yellow", "green"))
+    assert (scored.loc[by_model, "lane"] == expected[by_model.to_numpy()]).all()
+    random = scored[~by_model]
+    assert (random["lane"] == "red").all()
+    assert (random["risk_score"] < lanes.yellow_threshold).all()
+
+
+def test_reasons_are_the_largest_contributions(model, scored, features):
+    contributions = model.fraud_booster.predict(features, pred_contrib=True)
+    assert contributions.shape[1] == len(FEATURE_NAMES) + 1
+    with_reasons = 0
+    for row, reasons in enumerate(scored["reasons"]):
+        assert len(reasons) <= MAX_REASONS
+        own = contributions[row, :-1]
+        positive = np.sort(own[own > 0])[::-1]
+        assert len(reasons) == min(MAX_REASONS, len(positive))
+        shown = [reason["contribution"] for reason in reasons]
+        assert shown == sorted(shown, reverse=True)
+        np.testing.assert_allclose(shown, positive[: len(shown)], rtol=1e-12)
+        for reason in reasons:
+            assert set(reason) == {"feature", "value", "contribution", "text"}
+            assert reason["feature"] in FEATURE_NAMES
+            j = FEATURE_NAMES.index(reason["feature"])
+            assert reason["contribution"] == pytest.approx(own[j], rel=1e-12)
+            expected_value = features.iat[row, j]
+            if isinstance(expected_value, str):
+                assert reason["value"] == expected_value
+            elif expected_value is None or (isinstance(expected_value, float) and math.isnan(expected_value)):
+                assert reason["value"] is None
+            else:
+                assert reason["value"] == pytest.approx(float(expected_value))
+            assert isinstance(reason["text"], str) and reason["text"].strip()
+        with_reasons += bool(reasons)
+    assert with_reasons > len(scored) // 2
+
+
+def test_reasons_serialise_to_strict_json(scored):
+    text = json.dumps(scored["reasons"].tolist(), allow_nan=False)
+    assert json.loads(text) == scored["reasons"].tolist()
+
+
+def test_reason_texts_never_show_missing_values(model, declarations):
+    """A declaration without seller and courier, with those features forced to the top."""
+    records = coerce_declarations(declarations.assign(seller_id=None, courier_id=None), labelled=False)
+    x, counts = serving_features(records, model.state)
+    contributions = np.zeros((len(records), len(FEATURE_NAMES)))
+    for rank, name in enumerate(["seller_fraud_rate", "courier_critical_rate", "seller_declarations"]):
+        contributions[:, FEATURE_NAMES.index(name)] = 3.0 - rank
+    reasons = model._reasons(records, x, counts, contributions, MAX_REASONS)
+    texts = [reason["text"] for row in reasons for reason in row]
+    assert len(texts) == 3 * len(records)
+    for text in texts:
+        assert not re.search(r"\b(nan|None|NaN|NaT)\b", text), text
+
+
+def test_max_reasons_is_respected(model, records):
+    one = model.score(records.head(50), max_reasons=1)
+    assert max(len(r) for r in one["reasons"]) == 1
+    full = model.score(records.head(50), max_reasons=MAX_REASONS)
+    for short, long in zip(one["reasons"], full["reasons"]):
+        assert short == long[:1]
+
+
+def test_a_batch_scores_each_row_as_if_alone(model, records, scored):
+    single = pd.concat([model.score(records.iloc[[i]]) for i in (0, 17, 299)], ignore_index=True)
+    pd.testing.assert_frame_equal(single, scored.iloc[[0, 17, 299]].reset_index(drop=True))
+
+
+# --- save / load -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(model, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("bundle") / "bundle"
+    model.save(directory)
+    return directory
+
+
+def test_save_load_round_trip_gives_identical_scores(model, bundle_dir, records, scored):
+    loaded = RiskModel.load(bundle_dir)
+    assert loaded.lanes == model.lanes
+    assert loaded.fraud_calibration == model.fraud_calibration
+    assert loaded.critical_calibration == model.critical_calibration
+    assert loaded.info == json.loads(json.dumps(model.info))
+    assert loaded.state.history_end == model.state.history_end
+    pd.testing.assert_frame_equal(loaded.score(records, max_reasons=MAX_REASONS), scored)
+
+
+# --- validation and unseen categories ------------------------------------------------------------
+
+
+def test_score_declarations_matches_score_on_client_records(model, declarations):
+    results = score_declarations(model, declarations, MAX_REASONS)
+    expected = model.score(coerce_declarations(declarations, labelled=False), MAX_REASONS)
+    pd.testing.assert_frame_equal(results, expected)
+    assert results["declaration_id"].tolist() == declarations["declaration_id"].tolist()
+
+
+def test_an_invalid_record_rejects_the_batch_with_index_and_field(model, declarations):
+    bad = declarations.copy()
+    bad.loc[2, "hs6_code"] = "12AB"
+    bad.loc[4, "tax_rate"] = -5
+    with pytest.raises(InvalidDeclarations) as raised:
+        score_declarations(model, bad, MAX_REASONS)
+    failures = raised.value.failures
+    assert set(zip(failures["index"], failures["field"])) == {(2, "hs6_code"), (4, "tax_rate")}
+    assert "row 2: hs6_code" in str(raised.value)
+    assert "row 4: tax_rate" in str(raised.value)
+
+
+def test_an_extra_field_is_rejected_not_dropped(model, declarations):
+    extra = declarations.assign(colour="red")
+    with pytest.raises(InvalidDeclarations) as raised:
+        score_declarations(model, extra, MAX_REASONS)
+    failures = raised.value.failures
+    assert set(failures["field"]) == {"colour"}
+    assert sorted(failures["index"]) == list(range(len(declarations)))
+
+
+def test_a_missing_required_field_is_reported(model, declarations):
+    with pytest.raises(InvalidDeclarations) as raised:
+        score_declarations(model, declarations.drop(columns=["importer_id"]), MAX_REASONS)
+    assert set(raised.value.failures["field"]) == {"importer_id"}
+
+
+def test_unseen_importer_and_hs_code_are_scored(model, history, declarations):
+    new = declarations.copy()
+    new.loc[0, "importer_id"] = "NEWIMPORTER01"
+    new.loc[0, "declarant_id"] = "NEWDECLARANT01"
+    new.loc[0, "hs6_code"] = "999999"
+    new.loc[1, "seller_id"] = None
+    new.loc[1, "courier_id"] = None
+    assert "NEWIMPORTER01" not in set(history["importer_id"])
+    assert "999999" not in set(history["hs6_code"])
+    results = score_declarations(model, new, MAX_REASONS)
+    assert len(results) == len(new)
+    assert results[["risk_score", "critical_score"]].notna().all().all()
+    assert results["risk_score"].between(0, 1).all()
+    # the new importer is rated at the overall fraud rate of the fitted history
+    x = serving_features(coerce_declarations(new, labelled=False), model.state)[0]
+    assert x.loc[0, "importer_declarations"] == 0
+    overall = (history["fraud"].sum() + 1) / (len(history) + 2)
+    assert x.loc[0, "importer_fraud_rate"] == pytest.approx(overall)
+    assert pd.isna(x.loc[0, "hs_chapter"])  # chapter 99 never seen: an unknown category
+    for reason in results.loc[0, "reasons"]:
+        if reason["feature"] == "importer_fraud_rate":
+            assert "no earlier declarations" in reason["text"]
+
+
+# --- MLflow pyfunc -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def isolated_mlflow(mlflow_store, monkeypatch):
+    """The per-test store, and MLflow's process-wide state (tracking/registry URI, active
+    experiment, and the env vars MLflow sets for them) put back after the test, so nothing
+    points later tests or their subprocesses at this test's deleted store."""
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    import mlflow.tracking.fluent as fluent
+
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(name, "")  # remembers the original (maybe unset) value
+        monkeypatch.delenv(name)
+    for module, attribute in (
+        (tracking_utils, "_tracking_uri"),
+        (registry_utils, "_registry_uri"),
+        (fluent, "_active_experiment_id"),
+    ):
+        monkeypatch.setattr(module, attribute, getattr(module, attribute, None), raising=False)
+    return mlflow_store
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_pyfunc_predict_equals_risk_model_score(isolated_mlflow, model, bundle_dir, declarations):
+    configure_tracking()
+    assert mlflow.get_tracking_uri() == isolated_mlflow
+    use_experiment()
+    expected = model.score(coerce_declarations(declarations, labelled=False), MAX_REASONS)
+    expected["reasons"] = expected["reasons"].map(json.dumps)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=RiskPyfunc(),
+            artifacts={"bundle": str(bundle_dir)},
+            pip_requirements=["lightgbm", "pandas"],
+            # a params schema, or MLflow drops `max_reasons` at inference
+            signature=infer_signature(declarations, expected, params={"max_reasons": MAX_REASONS}),
+        )
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    predicted = loaded.predict(declarations)
+    pd.testing.assert_frame_equal(predicted.reset_index(drop=True), expected)
+    assert [json.loads(r) for r in predicted["reasons"]] == model.score(
+        coerce_declarations(declarations, labelled=False), MAX_REASONS
+    )["reasons"].tolist()
+    # max_reasons travels as a param
+    one = loaded.predict(declarations, params={"max_reasons": 1})
+    assert max(len(json.loads(r)) for r in one["reasons"]) <= 1
