@@ -57,7 +57,7 @@ class Plan:
     scale_rounds: int
 
 
-QUICK = Plan("quick", (3000, 1000), 1, 1, 5, 0.5, 1, 5_000, 1, 500, (20_000, 100_000), (1, 1), 20)
+QUICK = Plan("quick", (3000, 1000), 1, 1, 5, 0.5, 1, 2_000, 1, 200, (20_000, 100_000), (1, 1), 20)
 FULL = Plan("full", None, 3, 3, 10, 0.5, 1, 10_000, 1, 2_000, (100_000, 1_000_000, 10_000_000), (3, 3, 1), 50)
 # A child above this is stopped: the machine has 24 GiB and is shared.
 RSS_LIMIT_BYTES = 18 * 2**30
