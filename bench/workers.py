@@ -1,0 +1,149 @@
+"""Measurements that run in a child process of `bench.run`, one process per measurement, so each
+starts cold and its peak memory is its own. Each prints one JSON object on its last line."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import time
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import yaml
+
+from features.matrix import FEATURE_NAMES, serving_features, training_features
+from features.schema import coerce_declarations, find_failures
+from models.bundle import RiskModel, score_declarations
+from models.training import booster_params, fit_rounds
+
+
+SINGLE_CALLS = 100  # single-declaration calls, as the service sees them one request at a time
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bare_fit(workspace: Path) -> dict:
+    """The lower bound of the train stage: one LightGBM fit on the featurize stage's matrix, with
+    the stage's parameters and the final fraud model's number of rounds, nothing else."""
+    train_params = yaml.safe_load((workspace / "params.yaml").read_text())["train"]
+    rounds = json.loads((workspace / "data/model/bundle/model.json").read_text())["info"]["fraud_rounds"]
+    matrix = pd.read_parquet(workspace / "data/features/matrix.parquet")
+    started = time.perf_counter()
+    dataset = lgb.Dataset(matrix[FEATURE_NAMES], matrix["fraud"].to_numpy())
+    lgb.train(booster_params(train_params), dataset, num_boost_round=rounds)
+    return {"seconds": time.perf_counter() - started, "rounds": rounds, "rows": len(matrix)}
+
+
+def scale(history_path: Path, rounds: int) -> dict:
+    """Featurize + train as the pipeline's two stages do, in one process: features for every
+    history row, then (history dropped, as the train stage never holds it) a fixed-round fit."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    started = time.perf_counter()
+    history = pd.read_parquet(history_path)
+    loaded = time.perf_counter()
+    matrix, _state = training_features(history, params["features"]["smoothing"])
+    featurized = time.perf_counter()
+    featurize_peak = _peak_rss_bytes()
+    labels = history["fraud"].to_numpy()
+    del history
+    gc.collect()
+    fit_rounds(matrix[FEATURE_NAMES], labels, params["train"], rounds)
+    trained = time.perf_counter()
+    return {
+        "rows": len(matrix),
+        "load_seconds": loaded - started,
+        "featurize_seconds": featurized - loaded,
+        "train_seconds": trained - featurized,
+        "featurize_peak_rss_bytes": featurize_peak,
+        "peak_rss_bytes": _peak_rss_bytes(),
+    }
+
+
+def batch_baseline(bundle: Path, input_path: Path, breakdown_rows: int, max_reasons: int) -> dict:
+    """What `customs-risk score` cannot do with less: the features and the two boosters'
+    predictions for every row. Then the cost of each step the scorer adds, on a slice."""
+    model = RiskModel.load(bundle)
+    records = pd.read_parquet(input_path)
+    typed = coerce_declarations(records, labelled=False)
+    started = time.perf_counter()
+    x, _counts = serving_features(typed, model.state)
+    featured = time.perf_counter()
+    model.fraud_booster.predict(x)
+    model.critical_booster.predict(x)
+    predicted = time.perf_counter()
+    result = {
+        "rows": len(records),
+        "features_seconds": featured - started,
+        "predict_seconds": predicted - featured,
+        "seconds": predicted - started,
+    }
+    as_sent = records.head(max(breakdown_rows, SINGLE_CALLS)).reset_index(drop=True)
+    as_sent["declaration_date"] = as_sent["declaration_date"].dt.strftime("%Y-%m-%d")
+    result["breakdown"] = score_breakdown(model, as_sent.head(breakdown_rows), max_reasons)
+    single: dict[str, float] = {}
+    for i in range(SINGLE_CALLS):
+        one = as_sent.iloc[[i]].reset_index(drop=True)
+        for step, seconds in score_breakdown(model, one, max_reasons)["seconds"].items():
+            single[step] = single.get(step, 0.0) + seconds
+    result["single"] = {"calls": SINGLE_CALLS, "seconds": single}
+    return result
+
+
+def score_breakdown(model: RiskModel, records: pd.DataFrame, max_reasons: int) -> dict:
+    """Seconds per step of `score_declarations` + `RiskModel.score`, called step by step."""
+    steps = {}
+
+    def timed(name, call):
+        started = time.perf_counter()
+        value = call()
+        steps[name] = steps.get(name, 0.0) + time.perf_counter() - started
+        return value
+
+    timed("validate (pandera find_failures)", lambda: find_failures(records, labelled=False))
+    typed = timed("coerce_declarations", lambda: coerce_declarations(records, labelled=False))
+    x, counts = timed("serving_features (lookups + matrix)", lambda: serving_features(typed, model.state))
+    contributions = timed("fraud pred_contrib (SHAP)", lambda: model.fraud_booster.predict(x, pred_contrib=True))
+    timed("fraud predict (no SHAP, for comparison)", lambda: model.fraud_booster.predict(x))
+    timed("critical predict", lambda: model.critical_booster.predict(x))
+    ids = typed["declaration_id"].astype(str).tolist()
+    risk = model.fraud_calibration(1 / (1 + np.exp(-contributions.sum(axis=1))))
+    timed("lanes (keyed hash per ID)", lambda: model.lanes.assign(risk, ids))
+    reasons = timed(
+        "reasons (per-row Python loop)",
+        lambda: model._reasons(typed, x, counts, contributions[:, :-1], max_reasons),
+    )
+    timed("JSON encode of reasons", lambda: [json.dumps(r) for r in reasons])
+    timed("= score_declarations, end to end", lambda: score_declarations(model, records, max_reasons))
+    return {"rows": len(records), "seconds": steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="task", required=True)
+    sub.add_parser("bare-fit").add_argument("--workspace", type=Path, required=True)
+    scale_args = sub.add_parser("scale")
+    scale_args.add_argument("--history", type=Path, required=True)
+    scale_args.add_argument("--rounds", type=int, required=True)
+    batch_args = sub.add_parser("batch-baseline")
+    batch_args.add_argument("--bundle", type=Path, required=True)
+    batch_args.add_argument("--input", type=Path, required=True)
+    batch_args.add_argument("--breakdown-rows", type=int, required=True)
+    batch_args.add_argument("--max-reasons", type=int, default=3)
+    args = parser.parse_args()
+    if args.task == "bare-fit":
+        result = bare_fit(args.workspace)
+    elif args.task == "scale":
+        result = scale(args.history, args.rounds)
+    else:
+        result = batch_baseline(args.bundle, args.input, args.breakdown_rows, args.max_reasons)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
