@@ -105,7 +105,7 @@ def run_child(command: list[str], cwd: Path, env: dict) -> Child:
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if tripped:
-        raise MemoryLimitExceeded(f"{' '.join(command)}: stopped above {RSS_LIMIT_BYTES / 2**30:.0f} GiB RSS after {seconds:.0f}s")
+        raise MemoryLimitExceeded(f"stopped above {RSS_LIMIT_BYTES / 2**30:.0f} GiB RSS after {seconds:.0f} s")
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{stdout[-3000:]}\n{stderr[-3000:]}")
     return Child(seconds, usage.ru_maxrss * 1024, stdout)
