@@ -248,10 +248,12 @@ def _describe(schema: pa.DataFrameSchema, case) -> tuple[str, str, str | None]:
     return _DATAFRAME_CHECK_FIELDS.get(check.name, str(case.column)), check.name, check.error
 
 
-def find_failures(
+def check_declarations(
     records: pd.DataFrame, labelled: bool, history: HistoryRules | None = None
-) -> pd.DataFrame:
-    """Every failed check as one row: the record's position, the field, the check and a message.
+) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """The records in canonical dtypes when every one passes (else None), and every failed check
+    as one row: the record's position, the field, the check and a message. One pandera pass
+    serves both, so scoring validates once.
 
     Column-level problems (a missing or extra field) are reported against every row, because
     each row then lacks or carries that field.
@@ -260,9 +262,9 @@ def find_failures(
     typed, rows = _typed(records.reset_index(drop=True))
     unparsed = {(i, field) for i, field, _, _ in rows}
     try:
-        schema.validate(typed, lazy=True)
+        validated = schema.validate(typed, lazy=True)
     except SchemaErrors as err:
-        cases = err.failure_cases
+        validated, cases = None, err.failure_cases
     else:
         cases = pd.DataFrame(columns=["schema_context", "column", "check", "check_number", "failure_case", "index"])
     for case in cases.itertuples(index=False):
@@ -272,16 +274,27 @@ def find_failures(
         elif (int(case.index), field) not in unparsed:
             rows.append((int(case.index), field, check, message))
     failures = pd.DataFrame(rows, columns=["index", "field", "check", "message"])
-    return failures.drop_duplicates().sort_values(["index", "field"], kind="stable").reset_index(drop=True)
+    failures = failures.drop_duplicates().sort_values(["index", "field"], kind="stable").reset_index(drop=True)
+    if len(failures) or validated is None:
+        return None, failures
+    return _canonical(validated, labelled), failures
 
 
-def coerce_declarations(records: pd.DataFrame, labelled: bool) -> pd.DataFrame:
-    """Valid records in their canonical dtypes (strings, datetime64 dates, float numbers)."""
-    schema = _schema(labelled, None)
-    typed = schema.validate(_typed(records)[0])
+def find_failures(
+    records: pd.DataFrame, labelled: bool, history: HistoryRules | None = None
+) -> pd.DataFrame:
+    return check_declarations(records, labelled, history)[1]
+
+
+def _canonical(typed: pd.DataFrame, labelled: bool) -> pd.DataFrame:
     columns = DECLARATION_FIELDS + (LABEL_FIELDS if labelled else [])
     typed = typed[columns].copy()
     typed["declaration_date"] = typed["declaration_date"].astype("datetime64[ns]")
     if labelled:
         typed[LABEL_FIELDS] = typed[LABEL_FIELDS].astype("int8")
     return typed
+
+
+def coerce_declarations(records: pd.DataFrame, labelled: bool) -> pd.DataFrame:
+    """Valid records in their canonical dtypes (strings, datetime64 dates, float numbers)."""
+    return _canonical(_schema(labelled, None).validate(_typed(records)[0]), labelled)

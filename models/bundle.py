@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.history import FeatureState, with_derived_fields
 from features.matrix import FEATURE_NAMES, FEATURES_BY_NAME, serving_features
-from features.schema import coerce_declarations, find_failures
+from features.schema import check_declarations
 from models.calibration import Calibration
 from models.lanes import LanePolicy
 
@@ -130,10 +130,10 @@ class InvalidDeclarations(ValueError):
 def score_declarations(model: RiskModel, records: pd.DataFrame, max_reasons: int) -> pd.DataFrame:
     """Validate canonical declarations as given (strings, JSON values) and score them; any
     invalid record rejects the whole batch, so nothing is half-scored."""
-    failures = find_failures(records, labelled=False)
-    if len(failures):
+    typed, failures = check_declarations(records, labelled=False)
+    if typed is None:
         raise InvalidDeclarations(failures)
-    return model.score(coerce_declarations(records, labelled=False), max_reasons)
+    return model.score(typed, max_reasons)
 
 
 class RiskPyfunc(mlflow.pyfunc.PythonModel):
