@@ -127,13 +127,17 @@ class InvalidDeclarations(ValueError):
         super().__init__(f"{len(failures)} invalid field(s): {shown}{more}")
 
 
-def score_declarations(model: RiskModel, records: pd.DataFrame, max_reasons: int) -> pd.DataFrame:
-    """Validate canonical declarations as given (strings, JSON values) and score them; any
-    invalid record rejects the whole batch, so nothing is half-scored."""
+def validated_declarations(records: pd.DataFrame) -> pd.DataFrame:
+    """Canonical declarations as given (strings, JSON values) in their typed form; any invalid
+    record rejects the whole batch, so nothing is half-scored."""
     typed, failures = check_declarations(records, labelled=False)
     if typed is None:
         raise InvalidDeclarations(failures)
-    return model.score(typed, max_reasons)
+    return typed
+
+
+def score_declarations(model: RiskModel, records: pd.DataFrame, max_reasons: int) -> pd.DataFrame:
+    return model.score(validated_declarations(records), max_reasons)
 
 
 class RiskPyfunc(mlflow.pyfunc.PythonModel):

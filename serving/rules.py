@@ -20,8 +20,8 @@ import yaml
 
 from features.history import with_derived_fields
 from features.matrix import CATEGORICAL, FEATURE_NAMES, serving_features
-from features.schema import ISO_COUNTRIES, NUMERIC_FIELDS, STRING_FIELDS, coerce_declarations
-from models.bundle import RiskModel, score_declarations
+from features.schema import ISO_COUNTRIES, NUMERIC_FIELDS, STRING_FIELDS
+from models.bundle import RiskModel, validated_declarations
 
 logger = logging.getLogger("customs_risk.rules")
 
@@ -170,13 +170,14 @@ def rule_fields(records: pd.DataFrame, needed: set[str], state) -> pd.DataFrame:
     return fields
 
 
-def route(results: pd.DataFrame, records: pd.DataFrame, rules: tuple[Rule, ...], state, max_reasons: int) -> pd.DataFrame:
-    """Lanes after the analysts' rules: a hit raises the lane to the rule's when the rule is
-    stricter, is `selected_by: rule`, and its reason comes before the model's. A rule is applied
-    before exploration, so a declaration a rule holds is never counted as a random pick."""
+def route(results: pd.DataFrame, typed: pd.DataFrame, rules: tuple[Rule, ...], state, max_reasons: int) -> pd.DataFrame:
+    """Lanes after the analysts' rules, for typed declarations in the order of `results`: a hit
+    raises the lane to the rule's when the rule is stricter, is `selected_by: rule`, and its
+    reason comes before the model's. A rule is applied before exploration, so a declaration a
+    rule holds is never counted as a random pick."""
     if not rules:
         return results
-    typed = coerce_declarations(records, labelled=False).reset_index(drop=True)
+    typed = typed.reset_index(drop=True)
     fields = rule_fields(typed, {c.field for rule in rules for c in rule.conditions}, state)
     hits = np.column_stack([rule.matches(fields) for rule in rules])
     lanes, selected_by, reasons = (results[c].tolist() for c in ("lane", "selected_by", "reasons"))
@@ -196,8 +197,8 @@ def route(results: pd.DataFrame, records: pd.DataFrame, rules: tuple[Rule, ...],
 def score_routed(model: RiskModel, records: pd.DataFrame, rules: tuple[Rule, ...], max_reasons: int) -> pd.DataFrame:
     """What the service answers and the batch scorer writes: the model's scores and lanes, then
     the analysts' rules. Raises InvalidDeclarations, scoring nothing, on any invalid record."""
-    results = score_declarations(model, records, max_reasons)
-    return route(results, records, rules, model.state, max_reasons)
+    typed = validated_declarations(records)  # validated once, for the model and the rules
+    return route(model.score(typed, max_reasons), typed, rules, model.state, max_reasons)
 
 
 class RiskProfiles:

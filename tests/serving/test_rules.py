@@ -45,6 +45,10 @@ def _client_records(declarations: pd.DataFrame, **columns) -> pd.DataFrame:
     return records
 
 
+def _typed(records: pd.DataFrame) -> pd.DataFrame:
+    return coerce_declarations(records, labelled=False)
+
+
 def _model_results(records: pd.DataFrame, lanes: list[str], selected_by: list[str] | None = None) -> pd.DataFrame:
     """What the model answered before the rules: lanes as given, one model reason each."""
     n = len(records)
@@ -111,7 +115,7 @@ def test_hs_prefix_and_origin_list_hit_sets_lane_reason_and_selected_by(declarat
     records = _client_records(
         declarations.head(4), hs6_code=["440890", "440710", "440890", "850440"], origin_country=["MM", "KH", "BE", "MM"]
     )
-    routed = route(_model_results(records, ["green"] * 4), records, _rules(TIMBER), state, max_reasons=3)
+    routed = route(_model_results(records, ["green"] * 4), _typed(records), _rules(TIMBER), state, max_reasons=3)
     assert routed["lane"].tolist() == ["red", "red", "green", "green"]
     assert routed["selected_by"].tolist() == ["rule", "rule", "model", "model"]
     first = routed.at[0, "reasons"]
@@ -129,7 +133,7 @@ def test_a_rule_raises_a_lane_but_never_lowers_it(declarations, state):
     records = _client_records(declarations.head(4), importer_id="WATCHED")
     rules = _rules("rules:\n" + _rule("watched", "yellow", '{importer_id: {in: ["WATCHED"]}}'))
     model = _model_results(records, ["green", "yellow", "red", "red"], ["model", "model", "model", "random"])
-    routed = route(model, records, rules, state, max_reasons=3)
+    routed = route(model, _typed(records), rules, state, max_reasons=3)
     # a random pick was green for the model: the rule applies before exploration
     assert routed["lane"].tolist() == ["yellow", "yellow", "red", "yellow"]
     assert routed["selected_by"].tolist() == ["rule"] * 4
@@ -144,10 +148,10 @@ def test_value_per_kg_bounds_and_missing_values(declarations, state):
     not_s1 = _rules("rules:\n" + _rule("not-s1", "yellow", '{seller_id: {not_in: ["S1"]}}'))
     green = _model_results(records, ["green"] * 4)
     # 100 for 1000 kg is 0.1/kg; 100 for 0 kg is infinite; 0 for 0 kg has no value per kg
-    assert route(green, records, cheap, state, 3)["selected_by"].tolist() == ["rule", "model", "model", "model"]
-    assert route(green, records, dear, state, 3)["selected_by"].tolist() == ["model", "rule", "model", "rule"]
+    assert route(green, _typed(records), cheap, state, 3)["selected_by"].tolist() == ["rule", "model", "model", "model"]
+    assert route(green, _typed(records), dear, state, 3)["selected_by"].tolist() == ["model", "rule", "model", "rule"]
     # no seller meets no condition, not even not_in
-    assert route(green, records, not_s1, state, 3)["selected_by"].tolist() == ["model", "model", "rule", "rule"]
+    assert route(green, _typed(records), not_s1, state, 3)["selected_by"].tolist() == ["model", "model", "rule", "rule"]
 
 
 def test_a_feature_condition_uses_the_serving_features(declarations, state):
@@ -155,7 +159,7 @@ def test_a_feature_condition_uses_the_serving_features(declarations, state):
     rates = serving_features(coerce_declarations(records, labelled=False), state)[0]["importer_fraud_rate"].to_numpy()
     bound = float(np.median(rates))
     rules = _rules("rules:\n" + _rule("risky-importer", "red", f"{{importer_fraud_rate: {{above: {bound!r}}}}}"))
-    routed = route(_model_results(records, ["green"] * 5), records, rules, state, 3)
+    routed = route(_model_results(records, ["green"] * 5), _typed(records), rules, state, 3)
     assert (routed["selected_by"] == "rule").tolist() == (rates > bound).tolist()
     assert 0 < (rates > bound).sum() < 5
 
@@ -163,16 +167,16 @@ def test_a_feature_condition_uses_the_serving_features(declarations, state):
 def test_rule_reasons_come_first_and_the_total_keeps_max_reasons(declarations, state):
     records = _client_records(declarations.head(1), importer_id="WATCHED", origin_country="MM", hs6_code="440800")
     rules = _rules(TIMBER + _rule("watched", "yellow", '{importer_id: {in: ["WATCHED"]}}'))
-    routed = route(_model_results(records, ["green"]), records, rules, state, max_reasons=2)
+    routed = route(_model_results(records, ["green"]), _typed(records), rules, state, max_reasons=2)
     assert [r["value"] for r in routed.at[0, "reasons"]] == ["timber-from-watch-list-origins", "watched"]
     assert routed.at[0, "lane"] == "red"
-    assert route(_model_results(records, ["green"]), records, rules, state, 3).at[0, "reasons"][2]["feature"] == "tax_rate"
+    assert route(_model_results(records, ["green"]), _typed(records), rules, state, 3).at[0, "reasons"][2]["feature"] == "tax_rate"
 
 
 def test_no_rules_leave_the_model_answer_untouched(declarations, state):
     records = declarations.head(3)
     model = _model_results(records, ["red", "green", "yellow"])
-    assert route(model, records, (), state, 3) is model
+    assert route(model, _typed(records), (), state, 3) is model
 
 
 def _write(path: Path, text: str, stamp: int) -> None:
