@@ -12,7 +12,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run test serve ui install bench bench-quick
+.PHONY: run test serve ui install bench bench-quick soak
 
 install: $(INSTALLED)
 
@@ -55,3 +55,10 @@ bench: $(BENCH_INSTALLED)
 
 bench-quick: $(BENCH_INSTALLED)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m bench.run --quick
+
+# Soak (bench/soak.py): the packaged service (`make run` builds it) on loopback at a steady rate
+# for SOAK_SECONDS; fails on any failed request or memory growth beyond noise.
+SOAK_SECONDS ?= 300
+
+soak: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 import httpx
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,16 @@ class Target:
 
 async def _post(client: httpx.AsyncClient, target: Target, declarations: list[dict]) -> int:
     response = await client.post(target.url, json=target.body(declarations))
+    return answered(target, response, len(declarations))
+
+
+def answered(target: Target, response: httpx.Response, sent: int) -> int:
+    """The number of items answered; RuntimeError unless a 200 answers every item sent."""
     if response.status_code != 200:
         raise RuntimeError(f"{target.name}: HTTP {response.status_code}: {response.text[:300]}")
     scored = target.count(response.json())
-    if scored != len(declarations):
-        raise RuntimeError(f"{target.name}: {scored} results for {len(declarations)} declarations")
+    if scored != sent:
+        raise RuntimeError(f"{target.name}: {scored} results for {sent} declarations")
     return scored
 
 
@@ -40,6 +46,28 @@ def _batches(pool: list[dict], size: int):
         start += size
 
 
+def as_sent(records: pd.DataFrame) -> list[dict]:
+    """Typed canonical declarations as a client sends them: JSON values, ISO dates, null for
+    a missing optional field."""
+    records = records.copy()
+    records["declaration_date"] = records["declaration_date"].dt.strftime("%Y-%m-%d")
+    return records.astype(object).where(records.notna(), None).to_dict(orient="records")
+
+
+async def open_loop(rate: float, requests: int, send: Callable[[int, float], Awaitable[None]]) -> None:
+    """Call `send(i, due)` for request i at its due time, started + i / rate, whether or not the
+    earlier ones were answered (open loop), and return once every one has returned. Measured
+    from `due`, a slow answer delays the figures, not the next request: no coordinated omission."""
+    started = time.perf_counter()
+
+    async def at(i: int) -> None:
+        due = started + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await send(i, due)
+
+    await asyncio.gather(*(at(i) for i in range(requests)))
+
+
 async def _latency(target: Target, pool: list[dict], rate: float, seconds: float) -> dict:
     requests = max(1, int(rate * seconds))
     batches = _batches(pool, 1)
@@ -47,17 +75,15 @@ async def _latency(target: Target, pool: list[dict], rate: float, seconds: float
     errors: list[str] = []
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=200)) as client:
 
-        async def one(due: float, declarations: list[dict]) -> None:
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        async def one(_: int, due: float) -> None:
             try:
-                await _post(client, target, declarations)
+                await _post(client, target, next(batches))
             except (RuntimeError, httpx.HTTPError) as failed:
                 errors.append(str(failed)[:200])
                 return
-            latencies.append(time.perf_counter() - due)  # from when it was due: no coordinated omission
+            latencies.append(time.perf_counter() - due)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one(started + i / rate, next(batches)) for i in range(requests)))
+        await open_loop(rate, requests, one)
     ms = np.array(latencies or [np.nan]) * 1000
     return {
         "requests": requests,

@@ -29,7 +29,7 @@ import httpx
 import pandas as pd
 import psutil
 
-from bench.load import Target, latency, throughput
+from bench.load import Target, as_sent, latency, throughput
 from features.schema import DECLARATION_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,10 +271,7 @@ def stop_servers(servers: list[Server]) -> None:
 def declaration_pool(ws: Workspace, rows: int) -> list[dict]:
     """Validation-window declarations as a client sends them (JSON values, ISO dates)."""
     history = pd.read_parquet(ws.root / "data/validated/declarations.parquet", columns=DECLARATION_FIELDS)
-    recent = history.sort_values("declaration_date").tail(rows).copy()
-    recent["declaration_date"] = recent["declaration_date"].dt.strftime("%Y-%m-%d")
-    recent = recent.astype(object).where(recent.notna(), None)
-    return recent.to_dict(orient="records")
+    return as_sent(history.sort_values("declaration_date").tail(rows))
 
 
 def bench_serving(ws: Workspace, plan: Plan) -> dict:
