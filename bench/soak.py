@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import cycle
 from pathlib import Path
 
@@ -155,23 +155,45 @@ def memory_growth(samples: list[tuple[float, int]], warmup_seconds: float) -> di
     }
 
 
-def tree_rss(pid: int) -> dict[int, int]:
-    """RSS of a process and of each of its descendants, by process ID (pages shared after fork
-    count once per process)."""
-    parent = psutil.Process(pid)
-    rss = {}
-    for process in [parent, *parent.children(recursive=True)]:
-        try:
-            rss[process.pid] = process.memory_info().rss
-        except psutil.NoSuchProcess:  # a worker that just exited
-            pass
-    return rss
+@dataclass
+class Watch:
+    """The server as sampled: its process tree's RSS, process IDs and CPU seconds each time."""
+
+    pid: int  # `bentoml serve`
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds into the run, RSS bytes)
+    processes: list[set[int]] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+
+    def sample(self, at: float) -> None:
+        """Pages shared after fork count once per process in the RSS sum."""
+        parent = psutil.Process(self.pid)
+        rss, cpu = {}, 0.0
+        for process in [parent, *parent.children(recursive=True)]:
+            try:
+                with process.oneshot():
+                    rss[process.pid] = process.memory_info().rss
+                    times = process.cpu_times()
+            except psutil.NoSuchProcess:  # a worker that just exited
+                continue
+            cpu += times.user + times.system
+        self.samples.append((at, sum(rss.values())))
+        self.processes.append(set(rss))
+        self.cpu_seconds.append(cpu)
+
+    def replaced(self) -> list[int]:
+        """Processes that appeared after the first sample: a worker that died and was restarted."""
+        return sorted(set().union(*self.processes) - self.processes[0])
+
+    def busy_cores(self, warmup_seconds: float) -> float:
+        """The server's CPU seconds per second after the warm-up: 1.0 is one core always busy."""
+        steady = [i for i, (t, _) in enumerate(self.samples) if t >= warmup_seconds]
+        first, last = steady[0], steady[-1]
+        return (self.cpu_seconds[last] - self.cpu_seconds[first]) / (self.samples[last][0] - self.samples[first][0])
 
 
 async def drive(server: Server, pool: list[Case], rate: float, seconds: float, sample_seconds: float,
-                seed: int) -> tuple[list[Answer], list[tuple[float, int]], list[set[int]]]:
-    """The answers in request order, the server's (seconds, RSS) samples and its process IDs at
-    each sample."""
+                seed: int) -> tuple[list[Answer], Watch]:
+    """The answers in request order, and the server as sampled meanwhile."""
     base = server.ready_url.removesuffix("/readyz")
     targets = {
         "score": server.target,
@@ -184,8 +206,7 @@ async def drive(server: Server, pool: list[Case], rate: float, seconds: float, s
     scored: deque[Case] = deque()  # scored, outcome not yet reported
     sent = 0
     answers: list[Answer] = []
-    samples: list[tuple[float, int]] = []
-    processes: list[set[int]] = []
+    watch = Watch(server.process.pid)
     today = dt.date.today().isoformat()
 
     def items(kind: str) -> tuple[str, list[dict], list[Case]]:
@@ -221,15 +242,10 @@ async def drive(server: Server, pool: list[Case], rate: float, seconds: float, s
                 error = f"{type(failed).__name__}: {failed}"[:300]
             answers.append(Answer(kind, i / rate, time.perf_counter() - due, status, error))
 
-        def sample_now(started: float) -> None:
-            rss = tree_rss(server.process.pid)
-            samples.append((time.perf_counter() - started, sum(rss.values())))
-            processes.append(set(rss))
-
         async def sample(started: float, stop: asyncio.Event) -> None:
             while not stop.is_set():
                 try:
-                    sample_now(started)
+                    watch.sample(time.perf_counter() - started)
                 except psutil.NoSuchProcess:  # the server exited: the failed requests tell
                     return
                 try:
@@ -243,8 +259,8 @@ async def drive(server: Server, pool: list[Case], rate: float, seconds: float, s
         stop.set()
         await sampler
         if server.process.poll() is None:
-            sample_now(started)
-    return sorted(answers, key=lambda a: a.at), samples, processes
+            watch.sample(time.perf_counter() - started)
+    return sorted(answers, key=lambda a: a.at), watch
 
 
 def _ms(value: float | None) -> str:
@@ -256,7 +272,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"Soak of `{s['bento']}` on {m['cores']} cores ({m['cpu']}), {report['started_at']}: {s['seconds']:.0f} s at "
         f"{s['rate']:g} requests/s (open loop), {s['warmup_seconds']:.0f} s warm-up; load average "
-        f"{m['load_average_at_start'][0]:.1f} at start, {report['load_average_at_end'][0]:.1f} at end (shared machine).",
+        f"{m['load_average_at_start'][0]:.1f} at start, {report['load_average_at_end'][0]:.1f} at end (shared machine); "
+        f"the server kept {report['server_busy_cores']:.2f} cores busy after the warm-up.",
         "", "| request | sent | errors | p50 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for kind, k in report["requests"].items():
@@ -324,7 +341,7 @@ def main() -> int:
         _wait_ready(server)
         print(f"{bento} ready on {server.ready_url.removesuffix('/readyz')}; "
               f"{args.seconds:.0f} s at {args.rate:g} requests/s", flush=True)
-        answers, samples, processes = asyncio.run(drive(server, pool, args.rate, args.seconds, args.sample_seconds, args.seed))
+        answers, watch = asyncio.run(drive(server, pool, args.rate, args.seconds, args.sample_seconds, args.seed))
         exited = server.process.poll()
     finally:
         stop_servers([server])
@@ -333,16 +350,17 @@ def main() -> int:
         print(f"the server exited with code {exited} during the soak: see its log", file=sys.stderr)
         return 1
     errors = [a for a in answers if a.error is not None]
-    memory = memory_growth(samples, args.warmup)
-    restarted = sorted(set().union(*processes) - processes[0])  # a worker that died and was replaced
+    memory = memory_growth(watch.samples, args.warmup)
+    replaced = watch.replaced()
     report.update(
         load_average_at_end=os.getloadavg(),
         requests=by_kind(answers), statuses=statuses(answers), errors=len(errors),
         first_errors=[f"{a.kind} at {a.at:.1f} s: {a.error}" for a in errors[:5]],
-        minutes=per_minute(answers, samples),
-        memory={**memory, "samples": [(round(t, 2), rss) for t, rss in samples]},
-        server_processes=len(processes[0]), processes_started_during_soak=restarted,
-        passed=not errors and memory["ok"] and not restarted, server_log=str(server.log),
+        minutes=per_minute(answers, watch.samples),
+        memory={**memory, "samples": [(round(t, 2), rss) for t, rss in watch.samples]},
+        server_busy_cores=watch.busy_cores(args.warmup),
+        server_processes=len(watch.processes[0]), processes_started_during_soak=replaced,
+        passed=not errors and memory["ok"] and not replaced, server_log=str(server.log),
         answers=[asdict(a) for a in answers],
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from bench.soak import (
     MIB,
     MIX,
     Answer,
+    Watch,
     by_kind,
     cases,
     markdown,
@@ -79,6 +80,14 @@ def test_slope_of_a_steady_leak():
 def test_too_few_samples_after_the_warm_up_is_an_error():
     with pytest.raises(ValueError, match="at least 2"):
         memory_growth(_samples({0: 700.0, 5: 700.0, 65: 700.0}), warmup_seconds=60)
+
+
+def test_watch_names_a_replaced_worker_and_the_busy_cores():
+    watch = Watch(pid=10, samples=_samples({0: 700.0, 60: 700.0, 120: 700.0, 180: 700.0}),
+                  processes=[{10, 11}, {10, 11}, {10, 12}, {10, 12}], cpu_seconds=[5.0, 20.0, 50.0, 80.0])
+    assert watch.replaced() == [12]
+    assert watch.busy_cores(warmup_seconds=60) == pytest.approx(0.5)  # 60 CPU s in 120 s
+    assert Watch(pid=10, samples=watch.samples, processes=[{10, 11}] * 4, cpu_seconds=watch.cpu_seconds).replaced() == []
 
 
 def _answer(kind: str, at: float, ms: float, status: int | None = 200, error: str | None = None) -> Answer:
@@ -149,7 +158,7 @@ def test_report_names_a_failure():
         "settings": {"bento": "customs-risk-service:test", "seconds": 10, "rate": 1, "warmup_seconds": 0},
         "requests": by_kind(answers), "statuses": statuses(answers), "errors": 1, "first_errors": ["HTTP 503"],
         "minutes": per_minute(answers, samples), "memory": memory_growth(samples, 0), "passed": False,
-        "server_processes": 2, "processes_started_during_soak": [],
+        "server_processes": 2, "processes_started_during_soak": [], "server_busy_cores": 0.5,
         "answers": answers,
     }
     text = markdown(report)
