@@ -1,5 +1,6 @@
 """ASGI guard in front of every API: bearer keys, loopback-only without keys, body size limit,
-a deadline for receiving the body, and errors in the contract's shape."""
+a deadline for receiving the body, errors in the contract's shape, and the contract's OpenAPI
+document in place of BentoML's."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import ipaddress
 import json
 import os
 
+from serving.openapi import contract_document
+
 OPEN_PATHS = {"/healthz", "/readyz", "/livez", "/metrics"}
+DOCUMENT_PATH = "/docs.json"  # where BentoML's Swagger UI and API fuzzers look for it
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_BATCH = 1000
 
 
 def api_keys() -> list[str]:
@@ -29,13 +34,17 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-async def _send_error(send, status: int, field: str, message: str) -> None:
-    body = json.dumps({"errors": [{"index": None, "field": field, "message": message}]}).encode()
+async def _send_json(send, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send, status: int, field: str, message: str) -> None:
+    await _send_json(send, status, {"errors": [{"index": None, "field": field, "message": message}]})
 
 
 def framework_errors(body: bytes) -> list[dict]:
@@ -53,22 +62,22 @@ def framework_errors(body: bytes) -> list[dict]:
     return errors or [{"index": None, "field": "body", "message": "request body is not valid JSON"}]
 
 
-async def _send_contract_errors(send, status: int, body: bytes) -> None:
-    payload = json.dumps({"errors": framework_errors(body)}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
 class RequestGuard:
     """Options come from the packaged serving params; without them, RISK_MAX_BODY_BYTES or the
     defaults apply."""
 
-    def __init__(self, app, body_limit_bytes: int | None = None, body_timeout_seconds: float | None = None):
+    def __init__(
+        self,
+        app,
+        body_limit_bytes: int | None = None,
+        body_timeout_seconds: float | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ):
         self.app = app
         self.keys = [key.encode() for key in api_keys()]
         self.limit = int(body_limit_bytes) if body_limit_bytes is not None else max_body_bytes()
         self.body_timeout = float(body_timeout_seconds or DEFAULT_BODY_TIMEOUT_SECONDS)
+        self.document = contract_document(max_batch, secured=bool(self.keys))
 
     def _authorised(self, scope) -> bool:
         if not self.keys:
@@ -86,6 +95,8 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
+        if scope["path"] == DOCUMENT_PATH and scope["method"] == "GET":
+            return await _send_json(send, 200, self.document)  # the contract is no secret
         if not self._authorised(scope):
             message = "missing or wrong bearer key" if self.keys else "only loopback clients without RISK_API_KEYS"
             return await _send_error(send, 401, "authorization", message)
@@ -129,7 +140,7 @@ class RequestGuard:
             if rejected is not None and message["type"] == "http.response.body":
                 rejected.append(message.get("body", b""))
                 if not message.get("more_body"):
-                    await _send_contract_errors(send, 400, b"".join(rejected))
+                    await _send_json(send, 400, {"errors": framework_errors(b"".join(rejected))})
                 return
             await send(message)
 

@@ -11,10 +11,10 @@ import bentoml
 import pandas as pd
 
 from models.bundle import InvalidDeclarations
-from serving.audit import AuditStore
+from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.http import RequestGuard, api_keys
 from serving.loading import load_packaged, model_tag, packaged_champion
-from serving.requests import batch_errors, error, outcome_errors
+from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors, text_errors
 from serving.rules import RiskProfiles, score_routed
 
 logger = logging.getLogger("customs_risk.service")
@@ -77,9 +77,19 @@ class CustomsRisk:
         ctx.response.status_code = 422
         return {"errors": errors}
 
+    def _unavailable(self, ctx: bentoml.Context, failed: AuditStoreUnavailable) -> dict:
+        logger.error("refused a request: %s", failed)
+        ctx.response.status_code = 503
+        ctx.response.headers["retry-after"] = "30"
+        return {"errors": [error(None, "audit_store", f"{failed}; nothing was stored, retry later")]}
+
     @bentoml.api
     def score(self, declarations: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:
-        errors = batch_errors(declarations, "declarations", self.max_batch)
+        errors = (
+            batch_errors(declarations, "declarations", self.max_batch)
+            or text_errors(declarations)
+            or declaration_type_errors(declarations)
+        )
         if errors:
             return self._reject(ctx, errors)
         records = pd.DataFrame(declarations)
@@ -89,15 +99,21 @@ class CustomsRisk:
             return self._reject(
                 ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()]
             )
-        self.audit.record_decisions(declarations, results, self.identity["version"])
+        try:
+            self.audit.record_decisions(declarations, results, self.identity["version"])
+        except AuditStoreUnavailable as failed:
+            return self._unavailable(ctx, failed)
         return {"model": self.identity, "results": results.to_dict(orient="records")}
 
     @bentoml.api
     def outcomes(self, outcomes: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:
-        errors = batch_errors(outcomes, "outcomes", self.max_batch) or outcome_errors(outcomes)
+        errors = batch_errors(outcomes, "outcomes", self.max_batch) or text_errors(outcomes) or outcome_errors(outcomes)
         if errors:
             return self._reject(ctx, errors)
-        return {"stored": self.audit.record_outcomes(outcomes)}
+        try:
+            return {"stored": self.audit.record_outcomes(outcomes)}
+        except AuditStoreUnavailable as failed:
+            return self._unavailable(ctx, failed)
 
     @bentoml.api
     def metadata(self) -> dict:
@@ -121,5 +137,8 @@ class CustomsRisk:
 
 
 CustomsRisk.add_asgi_middleware(
-    RequestGuard, body_limit_bytes=LIMITS["max_body_bytes"], body_timeout_seconds=LIMITS["body_timeout_seconds"]
+    RequestGuard,
+    body_limit_bytes=LIMITS["max_body_bytes"],
+    body_timeout_seconds=LIMITS["body_timeout_seconds"],
+    max_batch=int(LIMITS["max_batch"]),
 )
