@@ -33,6 +33,9 @@ ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"  # exactly YYYY-MM-DD: pandas alone tak
 # these bounds is a typo, and would not survive the features' date arithmetic.
 EARLIEST_DATE, LATEST_DATE = "1900-01-01", "2099-12-31"
 MAX_ID_CHARACTERS = 64
+# Blank means ASCII white space only: regex engines disagree on which other characters are
+# space (Python counts \x1c, ECMAScript \ufeff), and the OpenAPI document states this one.
+NOT_BLANK = r"[^ \t\n\r\f\v]"
 # HS chapters run 01..97; chapter 77 is reserved by the WCO and holds no goods (98 and 99 are
 # left to national nomenclatures, so not HS6).
 HS_CHAPTERS = frozenset(f"{chapter:02d}" for chapter in range(1, 98)) - {"77"}
@@ -109,7 +112,7 @@ class DeclarationSchema(pa.DataFrameModel):
 
     @pa.check(*STRING_FIELDS, error="must be a non-empty string")
     def not_blank(cls, values: Series[str]) -> Series[bool]:
-        return values.str.strip().str.len() > 0
+        return values.str.contains(NOT_BLANK)
 
     @pa.check("declaration_id", error=f"must be at most {MAX_ID_CHARACTERS} characters")
     def id_at_most_64_characters(cls, values: Series[str]) -> Series[bool]:

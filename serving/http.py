@@ -8,7 +8,10 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import logging
 import os
+
+import pydantic
 
 from serving.openapi import contract_document
 
@@ -100,7 +103,13 @@ class RequestGuard:
         if not self._authorised(scope):
             message = "missing or wrong bearer key" if self.keys else "only loopback clients without RISK_API_KEYS"
             return await _send_error(send, 401, "authorization", message)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        media_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if media_type != b"application/json":
+            # BentoML would parse a multipart or form body its own way, and fail on a bad one
+            shown = media_type.decode("latin-1")[:100]
+            return await _send_error(send, 415, "content-type", f"must be application/json, got {shown}")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _send_error(send, 413, "body", f"request body over {self.limit} bytes")
         received = 0
@@ -145,3 +154,17 @@ class RequestGuard:
             await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+class QuietClientErrors(logging.Filter):
+    """BentoML logs a full traceback at ERROR for every body that fails its request model: a
+    client's mistake, already answered with a 400 in the contract's shape and shown in the
+    access log. A hostile client could otherwise fill the log; real failures still log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, pydantic.ValidationError)
+
+
+def quiet_client_errors() -> None:
+    logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())

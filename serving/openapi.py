@@ -10,7 +10,7 @@ disagreeing has found a bug in one of them.
 
 from __future__ import annotations
 
-from features.schema import DECLARATION_FIELDS, ISO_COUNTRIES, NUMERIC_FIELDS, OPTIONAL_FIELDS
+from features.schema import DECLARATION_FIELDS, ISO_COUNTRIES, NOT_BLANK, NUMERIC_FIELDS, OPTIONAL_FIELDS
 from serving.requests import (
     DATE_PATTERN,
     LARGEST_NUMBER,
@@ -18,8 +18,6 @@ from serving.requests import (
     MAX_NOTES_CHARACTERS,
     OUTCOME_RESULTS,
 )
-
-NOT_BLANK = r"\S"  # at least one character that is not white space
 
 _TEXT = {"type": "string", "pattern": NOT_BLANK}
 _DATE = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
@@ -50,6 +48,7 @@ def _operation(name: str, body: dict | None, answer: dict, description: str, sec
         "400": _errors_response("the body is not JSON of the expected shape"),
         "408": _errors_response("the body did not arrive in time"),
         "413": _errors_response("the body is over the size limit"),
+        "415": _errors_response("the body is not application/json"),
         "422": _errors_response("a record is invalid: nothing was scored or stored"),
     }
     if secured:
@@ -59,7 +58,10 @@ def _operation(name: str, body: dict | None, answer: dict, description: str, sec
     operation = {
         "operationId": name,
         "description": description,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": body or {"type": "object", "additionalProperties": False}}}},
+        "requestBody": {
+            "required": body is not None,  # /metadata takes an empty body or none
+            "content": {"application/json": {"schema": body or {"type": "object", "additionalProperties": False}}},
+        },
         "responses": responses,
     }
     if secured:

@@ -12,6 +12,7 @@ from features.schema import (
     ISO_DATE,
     LATEST_DATE,
     MAX_ID_CHARACTERS,
+    NOT_BLANK,
     NUMERIC_FIELDS,
     OPTIONAL_FIELDS,
     STRING_FIELDS,
@@ -98,7 +99,11 @@ def outcome_errors(outcomes: list[dict]) -> list[dict]:
         for field in sorted(set(outcome) - OUTCOME_FIELDS):
             errors.append(error(i, field, "is not an outcome field"))
         declaration_id = outcome.get("declaration_id")
-        if not isinstance(declaration_id, str) or not declaration_id.strip() or len(declaration_id) > MAX_ID_CHARACTERS:
+        if (
+            not isinstance(declaration_id, str)
+            or not re.search(NOT_BLANK, declaration_id)
+            or len(declaration_id) > MAX_ID_CHARACTERS
+        ):
             errors.append(error(i, "declaration_id", f"must be a non-empty string of at most {MAX_ID_CHARACTERS} characters"))
         if not _is_date(outcome.get("inspected_on")):
             errors.append(error(i, "inspected_on", f"must be a date YYYY-MM-DD from {EARLIEST_DATE} to {LATEST_DATE}"))
