@@ -40,28 +40,6 @@ def batch_errors(items, name: str, max_batch: int) -> list[dict]:
     return [error(i, name, "must be an object") for i, item in enumerate(items) if not isinstance(item, dict)]
 
 
-def _is_text(value: str) -> bool:
-    """JSON may escape a lone UTF-16 surrogate ("\\ud800"), which no text encoding can store."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def text_errors(items: list[dict]) -> list[dict]:
-    """Field names and string values that are not Unicode text. Checked before anything else
-    looks at them: they would fail the audit store's write after the work was done."""
-    errors = []
-    for i, item in enumerate(items):
-        for field, value in item.items():
-            if not _is_text(field):
-                errors.append(error(i, field.encode("utf-8", "backslashreplace").decode(), "is not Unicode text"))
-            elif isinstance(value, str) and not _is_text(value):
-                errors.append(error(i, field, "must be Unicode text: it holds a lone surrogate"))
-    return errors
-
-
 def declaration_type_errors(declarations: list[dict]) -> list[dict]:
     """JSON types the schema's parsing would otherwise paper over: it turns 440890 into
     "440890" and true into 1.0, which is right for a CSV file but hides a client's bug (a code

@@ -15,7 +15,7 @@ from models.bundle import InvalidDeclarations
 from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.http import RequestGuard, api_keys, quiet_client_errors
 from serving.loading import load_packaged, model_tag, packaged_champion
-from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors, text_errors
+from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors
 from serving.rules import RiskProfiles, score_routed
 
 logger = logging.getLogger("customs_risk.service")
@@ -106,11 +106,7 @@ class CustomsRisk:
 
     @bentoml.api(input_spec=ScoreRequest)
     def score(self, declarations: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:
-        errors = (
-            batch_errors(declarations, "declarations", self.max_batch)
-            or text_errors(declarations)
-            or declaration_type_errors(declarations)
-        )
+        errors = batch_errors(declarations, "declarations", self.max_batch) or declaration_type_errors(declarations)
         if errors:
             return self._reject(ctx, errors)
         records = pd.DataFrame(declarations)
@@ -128,7 +124,7 @@ class CustomsRisk:
 
     @bentoml.api(input_spec=OutcomesRequest)
     def outcomes(self, outcomes: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:
-        errors = batch_errors(outcomes, "outcomes", self.max_batch) or text_errors(outcomes) or outcome_errors(outcomes)
+        errors = batch_errors(outcomes, "outcomes", self.max_batch) or outcome_errors(outcomes)
         if errors:
             return self._reject(ctx, errors)
         try:

@@ -12,7 +12,6 @@ from serving.requests import (
     declaration_type_errors,
     error,
     outcome_errors,
-    text_errors,
 )
 from tests.e2e.stack import contract_example
 
@@ -189,14 +188,3 @@ def test_numbers_of_any_size_pass_the_type_check():
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_nan_and_infinity_are_not_json_numbers(value):
     assert _where(declaration_type_errors([{**contract_example(), "tax_rate": value}])) == [(0, "tax_rate")]
-
-
-# --- text_errors ---------------------------------------------------------------------------------
-
-
-def test_a_lone_surrogate_in_a_value_or_a_field_name_is_named():
-    items = [{"importer_id": "ok\x00 still text"}, {"importer_id": "Q\ud800"}, {"not\udfffname": 1}]
-    assert text_errors(items) == [
-        error(1, "importer_id", "must be Unicode text: it holds a lone surrogate"),
-        error(2, "not\\udfffname", "is not Unicode text"),
-    ]
