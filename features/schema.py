@@ -17,6 +17,7 @@ are rejected.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -27,6 +28,14 @@ from pandera.typing import Series
 
 ISO_COUNTRIES = frozenset(country.alpha_2 for country in pycountry.countries)
 HS6_CODE = r"[0-9]{6}"  # ASCII digits only: "\d" would take "１２３４５６"
+ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"  # exactly YYYY-MM-DD: pandas alone takes 2020-1-5
+# No declaration is older than 1900, and pandas' nanosecond dates end in 2262: a date outside
+# these bounds is a typo, and would not survive the features' date arithmetic.
+EARLIEST_DATE, LATEST_DATE = "1900-01-01", "2099-12-31"
+MAX_ID_CHARACTERS = 64
+# Blank means ASCII white space only: regex engines disagree on which other characters are
+# space (Python counts \x1c, ECMAScript \ufeff), and the OpenAPI document states this one.
+NOT_BLANK = r"[^ \t\n\r\f\v]"
 # HS chapters run 01..97; chapter 77 is reserved by the WCO and holds no goods (98 and 99 are
 # left to national nomenclatures, so not HS6).
 HS_CHAPTERS = frozenset(f"{chapter:02d}" for chapter in range(1, 98)) - {"77"}
@@ -69,6 +78,7 @@ BUILT_IN_CHECKS = {
 }
 IS_A_NUMBER = ("is_a_number", "must be a number")
 IS_A_DATE = ("iso_date", "must be a date YYYY-MM-DD")
+DATE_IN_RANGE = ("date_in_range", f"must be between {EARLIEST_DATE} and {LATEST_DATE}")
 # A dataframe-level check is reported against the field an analyst would correct.
 _DATAFRAME_CHECK_FIELDS = {"critical_implies_fraud": "critical_fraud"}
 
@@ -102,11 +112,11 @@ class DeclarationSchema(pa.DataFrameModel):
 
     @pa.check(*STRING_FIELDS, error="must be a non-empty string")
     def not_blank(cls, values: Series[str]) -> Series[bool]:
-        return values.str.strip().str.len() > 0
+        return values.str.contains(NOT_BLANK)
 
-    @pa.check("declaration_id", error="must be at most 64 characters")
+    @pa.check("declaration_id", error=f"must be at most {MAX_ID_CHARACTERS} characters")
     def id_at_most_64_characters(cls, values: Series[str]) -> Series[bool]:
-        return values.str.len() <= 64
+        return values.str.len() <= MAX_ID_CHARACTERS
 
     @pa.check("hs6_code", error="must be exactly 6 digits (5 digits: a leading zero was lost)")
     def hs6_six_digits(cls, codes: Series[str]) -> Series[bool]:
@@ -210,7 +220,7 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
         values = typed[field]
         present = values.notna()
         if field in NUMERIC_FIELDS or field in LABEL_FIELDS:
-            parsed = pd.to_numeric(values, errors="coerce").astype("float64")
+            parsed = _parse_numbers(values)
             check = IS_A_NUMBER
         elif field == "declaration_date":
             parsed = _parse_dates(values)
@@ -222,16 +232,38 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
         if check:
             broken = present & parsed.isna()
             failures.extend((int(i), field, *check) for i in broken[broken].index)
+        if field == "declaration_date":
+            outside = parsed.notna() & ~parsed.between(pd.Timestamp(EARLIEST_DATE), pd.Timestamp(LATEST_DATE))
+            failures.extend((int(i), field, *DATE_IN_RANGE) for i in outside[outside].index)
+            parsed = parsed.where(~outside)  # as NaT it passes the nanosecond dtype; its failure stays
         typed[field] = parsed
     return typed, failures
 
 
+def _parse_numbers(values: pd.Series) -> pd.Series:
+    """Numbers as float64, NaN where a value is not a number. A JSON integer too large for a
+    float becomes +-inf, which the `finite` check then reports, instead of an OverflowError."""
+    try:
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    except OverflowError:
+        return values.map(_parse_number).astype("float64")
+
+
+def _parse_number(value) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _parse_dates(values: pd.Series) -> pd.Series:
-    """Dates already typed pass; text must be exactly YYYY-MM-DD (pandas alone takes 2020-1-5)."""
+    """Dates already typed pass; text must be exactly YYYY-MM-DD."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
     text = values.map(str, na_action="ignore").astype("str")
-    well_formed = text.str.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fillna(False).astype(bool)
+    well_formed = text.str.fullmatch(ISO_DATE).fillna(False).astype(bool)
     return pd.to_datetime(text.where(well_formed), format="%Y-%m-%d", errors="coerce")
 
 

@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS outcomes (
 """
 
 
+class AuditStoreUnavailable(RuntimeError):
+    """The store cannot write (a full disk, a read-only file system, a failing device): the
+    request is refused whole, so nothing is answered that was not stored."""
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -53,13 +58,24 @@ class AuditStore:
 
     def _write(self, sql: str, rows: list[tuple]) -> None:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as failed:
+                self._roll_back()
+                raise AuditStoreUnavailable(f"the audit store {self.path} cannot write: {failed}") from failed
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._roll_back()
                 raise
-            self._db.execute("COMMIT")
+
+    def _roll_back(self) -> None:
+        """SQLite may already have rolled back (it does on a full disk), or be unable to."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def record_decisions(self, records: list[dict], results: pd.DataFrame, model_version: str) -> None:
         scored_at = _now()

@@ -1,5 +1,6 @@
 """ASGI guard in front of every API: bearer keys, loopback-only without keys, body size limit,
-a deadline for receiving the body, and errors in the contract's shape."""
+a deadline for receiving the body, errors in the contract's shape, and the contract's OpenAPI
+document in place of BentoML's."""
 
 from __future__ import annotations
 
@@ -7,11 +8,18 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import logging
 import os
 
+import pydantic
+
+from serving.openapi import contract_document
+
 OPEN_PATHS = {"/healthz", "/readyz", "/livez", "/metrics"}
+DOCUMENT_PATH = "/docs.json"  # where BentoML's Swagger UI and API fuzzers look for it
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_BATCH = 1000
 
 
 def api_keys() -> list[str]:
@@ -29,13 +37,17 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-async def _send_error(send, status: int, field: str, message: str) -> None:
-    body = json.dumps({"errors": [{"index": None, "field": field, "message": message}]}).encode()
+async def _send_json(send, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send, status: int, field: str, message: str) -> None:
+    await _send_json(send, status, {"errors": [{"index": None, "field": field, "message": message}]})
 
 
 def framework_errors(body: bytes) -> list[dict]:
@@ -53,22 +65,22 @@ def framework_errors(body: bytes) -> list[dict]:
     return errors or [{"index": None, "field": "body", "message": "request body is not valid JSON"}]
 
 
-async def _send_contract_errors(send, status: int, body: bytes) -> None:
-    payload = json.dumps({"errors": framework_errors(body)}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
 class RequestGuard:
     """Options come from the packaged serving params; without them, RISK_MAX_BODY_BYTES or the
     defaults apply."""
 
-    def __init__(self, app, body_limit_bytes: int | None = None, body_timeout_seconds: float | None = None):
+    def __init__(
+        self,
+        app,
+        body_limit_bytes: int | None = None,
+        body_timeout_seconds: float | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ):
         self.app = app
         self.keys = [key.encode() for key in api_keys()]
         self.limit = int(body_limit_bytes) if body_limit_bytes is not None else max_body_bytes()
         self.body_timeout = float(body_timeout_seconds or DEFAULT_BODY_TIMEOUT_SECONDS)
+        self.document = contract_document(max_batch, secured=bool(self.keys))
 
     def _authorised(self, scope) -> bool:
         if not self.keys:
@@ -86,10 +98,18 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
+        if scope["path"] == DOCUMENT_PATH and scope["method"] == "GET":
+            return await _send_json(send, 200, self.document)  # the contract is no secret
         if not self._authorised(scope):
             message = "missing or wrong bearer key" if self.keys else "only loopback clients without RISK_API_KEYS"
             return await _send_error(send, 401, "authorization", message)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        media_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if media_type != b"application/json":
+            # BentoML would parse a multipart or form body its own way, and fail on a bad one
+            shown = media_type.decode("latin-1")[:100]
+            return await _send_error(send, 415, "content-type", f"must be application/json, got {shown}")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _send_error(send, 413, "body", f"request body over {self.limit} bytes")
         received = 0
@@ -129,8 +149,22 @@ class RequestGuard:
             if rejected is not None and message["type"] == "http.response.body":
                 rejected.append(message.get("body", b""))
                 if not message.get("more_body"):
-                    await _send_contract_errors(send, 400, b"".join(rejected))
+                    await _send_json(send, 400, {"errors": framework_errors(b"".join(rejected))})
                 return
             await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+class QuietClientErrors(logging.Filter):
+    """BentoML logs a full traceback at ERROR for every body that fails its request model: a
+    client's mistake, already answered with a 400 in the contract's shape and shown in the
+    access log. A hostile client could otherwise fill the log; real failures still log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, pydantic.ValidationError)
+
+
+def quiet_client_errors() -> None:
+    logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
+import sys
 
-ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fromisoformat alone also takes week dates
+from features.schema import (
+    EARLIEST_DATE,
+    ISO_DATE,
+    LATEST_DATE,
+    MAX_ID_CHARACTERS,
+    NOT_BLANK,
+    NUMERIC_FIELDS,
+    OPTIONAL_FIELDS,
+    STRING_FIELDS,
+)
+
+# The dates the service takes, as the OpenAPI document states them: YYYY-MM-DD from EARLIEST_DATE
+# to LATEST_DATE (a real calendar date as well, which the document says with format: date).
+DATE_PATTERN = r"^(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}$"
+LARGEST_NUMBER = sys.float_info.max  # a JSON number beyond it is parsed as infinity or overflows
+MAX_NOTES_CHARACTERS = 4000
 OUTCOME_RESULTS = ("clean", "fraud", "critical")
 OUTCOME_FIELDS = {"declaration_id", "inspected_on", "result", "notes"}
 
@@ -23,24 +40,54 @@ def batch_errors(items, name: str, max_batch: int) -> list[dict]:
     return [error(i, name, "must be an object") for i, item in enumerate(items) if not isinstance(item, dict)]
 
 
+def declaration_type_errors(declarations: list[dict]) -> list[dict]:
+    """JSON types the schema's parsing would otherwise paper over: it turns 440890 into
+    "440890" and true into 1.0, which is right for a CSV file but hides a client's bug (a code
+    sent as a number has already lost its leading zeros). NaN and Infinity are not JSON, though
+    Python's parser takes them. Nulls and unknown fields are left to the schema, which reports
+    them as missing or unknown."""
+    errors = []
+    for i, declaration in enumerate(declarations):
+        for field, value in declaration.items():
+            if value is None:
+                continue
+            if field in NUMERIC_FIELDS:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    errors.append(error(i, field, "must be a JSON number"))
+                elif isinstance(value, float) and not math.isfinite(value):
+                    errors.append(error(i, field, "must be a finite number (NaN and Infinity are not JSON)"))
+            elif (field in STRING_FIELDS or field == "declaration_date") and not isinstance(value, str):
+                errors.append(error(i, field, "must be a JSON string"))
+    return errors
+
+
+def _is_date(value) -> bool:
+    if not isinstance(value, str) or not re.fullmatch(ISO_DATE, value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return EARLIEST_DATE <= value <= LATEST_DATE
+
+
 def outcome_errors(outcomes: list[dict]) -> list[dict]:
     errors = []
     for i, outcome in enumerate(outcomes):
         for field in sorted(set(outcome) - OUTCOME_FIELDS):
             errors.append(error(i, field, "is not an outcome field"))
         declaration_id = outcome.get("declaration_id")
-        if not isinstance(declaration_id, str) or not declaration_id.strip() or len(declaration_id) > 64:
-            errors.append(error(i, "declaration_id", "must be a non-empty string of at most 64 characters"))
-        inspected_on = outcome.get("inspected_on")
-        try:
-            if not isinstance(inspected_on, str) or not ISO_DATE.fullmatch(inspected_on):
-                raise ValueError
-            dt.date.fromisoformat(inspected_on)
-        except ValueError:
-            errors.append(error(i, "inspected_on", "must be a date YYYY-MM-DD"))
+        if (
+            not isinstance(declaration_id, str)
+            or not re.search(NOT_BLANK, declaration_id)
+            or len(declaration_id) > MAX_ID_CHARACTERS
+        ):
+            errors.append(error(i, "declaration_id", f"must be a non-empty string of at most {MAX_ID_CHARACTERS} characters"))
+        if not _is_date(outcome.get("inspected_on")):
+            errors.append(error(i, "inspected_on", f"must be a date YYYY-MM-DD from {EARLIEST_DATE} to {LATEST_DATE}"))
         if outcome.get("result") not in OUTCOME_RESULTS:
             errors.append(error(i, "result", f"must be one of {', '.join(OUTCOME_RESULTS)}"))
         notes = outcome.get("notes")
-        if notes is not None and (not isinstance(notes, str) or len(notes) > 4000):
-            errors.append(error(i, "notes", "must be a string of at most 4000 characters"))
+        if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_NOTES_CHARACTERS):
+            errors.append(error(i, "notes", f"must be a string of at most {MAX_NOTES_CHARACTERS} characters"))
     return errors

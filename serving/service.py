@@ -9,19 +9,40 @@ from pathlib import Path
 
 import bentoml
 import pandas as pd
+import pydantic
 
 from models.bundle import InvalidDeclarations
-from serving.audit import AuditStore
-from serving.http import RequestGuard, api_keys
+from serving.audit import AuditStore, AuditStoreUnavailable
+from serving.http import RequestGuard, api_keys, quiet_client_errors
 from serving.loading import load_packaged, model_tag, packaged_champion
-from serving.requests import batch_errors, error, outcome_errors
+from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors
 from serving.rules import RiskProfiles, score_routed
 
 logger = logging.getLogger("customs_risk.service")
+quiet_client_errors()
 
 CHAMPION = packaged_champion(model_tag())
 LIMITS = dict(CHAMPION.info.metadata)["serving"]  # params.yaml `serving`, fixed at packaging
 WORKERS = os.environ.get("RISK_WORKERS", "1")  # a deployment choice: processes, each with the model
+
+
+class _Body(pydantic.BaseModel):
+    """A body with a key the API does not take is refused (BentoML would ignore the key), as the
+    contract refuses unknown fields in a record."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class ScoreRequest(_Body):
+    declarations: list[dict[str, t.Any]]
+
+
+class OutcomesRequest(_Body):
+    outcomes: list[dict[str, t.Any]]
+
+
+class MetadataRequest(_Body):
+    pass
 
 
 def audit_path() -> Path:
@@ -77,9 +98,15 @@ class CustomsRisk:
         ctx.response.status_code = 422
         return {"errors": errors}
 
-    @bentoml.api
+    def _unavailable(self, ctx: bentoml.Context, failed: AuditStoreUnavailable) -> dict:
+        logger.error("refused a request: %s", failed)
+        ctx.response.status_code = 503
+        ctx.response.headers["retry-after"] = "30"
+        return {"errors": [error(None, "audit_store", f"{failed}; nothing was stored, retry later")]}
+
+    @bentoml.api(input_spec=ScoreRequest)
     def score(self, declarations: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:
-        errors = batch_errors(declarations, "declarations", self.max_batch)
+        errors = batch_errors(declarations, "declarations", self.max_batch) or declaration_type_errors(declarations)
         if errors:
             return self._reject(ctx, errors)
         records = pd.DataFrame(declarations)
@@ -89,17 +116,23 @@ class CustomsRisk:
             return self._reject(
                 ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()]
             )
-        self.audit.record_decisions(declarations, results, self.identity["version"])
+        try:
+            self.audit.record_decisions(declarations, results, self.identity["version"])
+        except AuditStoreUnavailable as failed:
+            return self._unavailable(ctx, failed)
         return {"model": self.identity, "results": results.to_dict(orient="records")}
 
-    @bentoml.api
+    @bentoml.api(input_spec=OutcomesRequest)
     def outcomes(self, outcomes: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:
         errors = batch_errors(outcomes, "outcomes", self.max_batch) or outcome_errors(outcomes)
         if errors:
             return self._reject(ctx, errors)
-        return {"stored": self.audit.record_outcomes(outcomes)}
+        try:
+            return {"stored": self.audit.record_outcomes(outcomes)}
+        except AuditStoreUnavailable as failed:
+            return self._unavailable(ctx, failed)
 
-    @bentoml.api
+    @bentoml.api(input_spec=MetadataRequest)
     def metadata(self) -> dict:
         lanes = self.model.lanes
         return {
@@ -121,5 +154,8 @@ class CustomsRisk:
 
 
 CustomsRisk.add_asgi_middleware(
-    RequestGuard, body_limit_bytes=LIMITS["max_body_bytes"], body_timeout_seconds=LIMITS["body_timeout_seconds"]
+    RequestGuard,
+    body_limit_bytes=LIMITS["max_body_bytes"],
+    body_timeout_seconds=LIMITS["body_timeout_seconds"],
+    max_batch=int(LIMITS["max_batch"]),
 )

@@ -51,6 +51,6 @@ def workspace(tmp_path_factory, _migrated_mlflow_db) -> dict:
 def service(workspace):
     """The built bento served with an API key."""
     env = {**workspace["env"], "RISK_API_KEYS": API_KEY}
-    with serve_bento(workspace["root"], env, workspace["root"] / "serve.log") as base:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client:
-            yield {"client": client, "base": base}
+    with serve_bento(workspace["root"], env, workspace["root"] / "serve.log") as served:
+        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client:
+            yield {"client": client, "base": served.base}

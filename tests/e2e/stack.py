@@ -5,15 +5,18 @@ fixtures in tests/e2e/conftest.py and shared by every e2e module."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pandas as pd
+import psutil
 
 BIN = Path(sys.executable).parent
 TRAIN_ROWS, VALID_ROWS = 3000, 1000
@@ -53,15 +56,32 @@ def contract_example() -> dict:
     }
 
 
+@dataclass
+class Served:
+    base: str  # the service's URL
+    process: subprocess.Popen  # `bentoml serve`, leader of its own process group
+
+
+def kill_9(process: subprocess.Popen) -> None:
+    """SIGKILL the server and every process under it: BentoML's workers run in process groups
+    of their own, so killing the server's group alone would leave them answering."""
+    leader = psutil.Process(process.pid)
+    for member in [leader, *leader.children(recursive=True)]:
+        with suppress(psutil.NoSuchProcess):
+            member.kill()
+    process.wait(timeout=30)
+
+
 @contextmanager
-def serve_bento(root: Path, env: dict, log: Path):
-    """`bentoml serve` of the workspace's bento on a free loopback port; yields the base URL once
-    /readyz answers, and stops the server after."""
+def serve_bento(root: Path, env: dict, log: Path, wrapper: tuple[str, ...] = ()):
+    """`bentoml serve` of the workspace's bento on a free loopback port (run through `wrapper`,
+    e.g. `unshare`, when given); yields it once /readyz answers, and stops the server after
+    unless a test has killed it already."""
     port = _free_port()
+    command = [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("w") as out:
         process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [*wrapper, *command], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
             base = f"http://127.0.0.1:{port}"
@@ -75,7 +95,8 @@ def serve_bento(root: Path, env: dict, log: Path):
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.5)
-            yield base
+            yield Served(base, process)
         finally:
-            os.killpg(process.pid, 15)
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)

@@ -108,9 +108,9 @@ def service(workspace):
     """Two workers (two processes writing one audit store), two keys, the analysts' rules."""
     env = {**workspace["env"], "RISK_API_KEYS": ",".join(KEYS), "RISK_WORKERS": "2"}
     log = workspace["root"] / "serve.log"
-    with serve_bento(workspace["root"], env, log) as base:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=60) as client:
-            yield {"client": client, "base": base, "log": log}
+    with serve_bento(workspace["root"], env, log) as served:
+        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=60) as client:
+            yield {"client": client, "base": served.base, "log": log}
 
 
 @pytest.fixture(scope="module")

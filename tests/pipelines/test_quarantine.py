@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from features.adapters import KCS, SOURCE_FIELDS, with_source
 from features.schema import (
     BUILT_IN_CHECKS,
+    DATE_IN_RANGE,
     DECLARATION_FIELDS,
     IS_A_DATE,
     IS_A_NUMBER,
@@ -63,6 +64,7 @@ BREAKERS = [
     Breaker("mass_physically_possible", "net_mass_kg", {"net_mass_kg": "500000001"}),
     Breaker("no_surrounding_spaces", "importer_id", {"importer_id": " QLRUBN9"}),
     Breaker("conflicting_duplicate", "declaration_id", {"item_price": "1.5"}, reuse_id=True),
+    Breaker("date_in_range", "declaration_date", {"declaration_date": "1899-12-31"}),
 ]
 COLUMN_LEVEL = {"known_field", "required"}  # also whole columns: tested separately below
 
@@ -71,7 +73,7 @@ def _all_checks() -> set[str]:
     schema = history_schema(RULES)
     checks = {check.name for column in schema.columns.values() for check in column.checks}
     checks |= {check.name for check in schema.checks}
-    checks |= {name for name, _ in BUILT_IN_CHECKS.values()} | {IS_A_NUMBER[0], IS_A_DATE[0]}
+    checks |= {name for name, _ in BUILT_IN_CHECKS.values()} | {IS_A_NUMBER[0], IS_A_DATE[0], DATE_IN_RANGE[0]}
     return checks | {"conflicting_duplicate"}
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from models.bundle import RESULT_COLUMNS
-from serving.audit import AuditStore
+from serving.audit import AuditStore, AuditStoreUnavailable
 
 
 @pytest.fixture
@@ -170,3 +170,17 @@ def test_separate_stores_on_one_file_lose_nothing(tmp_path):
     outcomes = AuditStore(path).read("outcomes")
     assert len(outcomes) == 20 * 20 + 1
     assert outcomes["declaration_id"].is_unique
+
+
+def test_a_store_that_cannot_write_refuses_the_whole_batch_and_recovers(store):
+    """A full disk, as SQLite reports it: the batch is refused with the cause and nothing of it
+    is kept; once there is room again, writes go on."""
+    store.record_outcomes([_outcome(1)])
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(AuditStoreUnavailable, match="cannot write: database or disk is full"):
+        store.record_outcomes([_outcome(i, notes="x" * 3000) for i in range(2, 50)])
+    assert store.read("outcomes")["declaration_id"].tolist() == ["D000001"]
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert store.record_outcomes([_outcome(2)]) == 1
+    assert store.read("outcomes")["declaration_id"].tolist() == ["D000001", "D000002"]

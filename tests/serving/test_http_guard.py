@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
 
 import httpx
+import pydantic
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from serving.http import DEFAULT_MAX_BODY_BYTES, RequestGuard, framework_errors
+from serving.http import DEFAULT_MAX_BODY_BYTES, QuietClientErrors, RequestGuard, framework_errors
 
 LOOPBACK = ("127.0.0.1", 40000)
 REMOTE = ("10.20.30.40", 40000)
@@ -303,3 +306,48 @@ def test_framework_errors_maps_pydantic_locations(body, expected):
 def test_framework_errors_falls_back_to_one_body_error(body):
     errors = framework_errors(body)
     assert errors == [{"index": None, "field": "body", "message": "request body is not valid JSON"}]
+
+
+# --- content type and the OpenAPI document -------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "application/x-www-form-urlencoded", "text/plain"])
+def test_a_body_that_is_not_json_is_415_before_the_app(service, monkeypatch, content_type):
+    guard = _guard(service, monkeypatch)
+    response = _request(guard, "POST", "/score", content=b"{}", headers={"Content-Type": content_type})
+    _assert_contract_error(response, 415, "content-type")
+    assert content_type in response.json()["errors"][0]["message"]
+    assert service.calls == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON", None])
+def test_json_or_no_content_type_passes(service, monkeypatch, content_type):
+    guard = _guard(service, monkeypatch)
+    headers = {"Content-Type": content_type} if content_type else {}
+    assert _request(guard, "POST", "/score", content=b"{}", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("keys", [None, "k1"])
+def test_the_contract_document_replaces_the_framework_one_and_needs_no_key(service, monkeypatch, keys):
+    guard = _guard(service, monkeypatch, keys=keys)
+    document = _request(guard, "GET", "/docs.json", client=REMOTE).json()
+    assert set(document["paths"]) >= {"/score", "/outcomes", "/metadata", "/healthz", "/readyz"}
+    assert ("securitySchemes" in document["components"]) is (keys is not None)
+    assert service.calls == []
+
+
+def _record(error: BaseException) -> logging.LogRecord:
+    try:
+        raise error
+    except BaseException:
+        return logging.LogRecord("bentoml", logging.ERROR, __file__, 1, "Exception on /score [POST]", (), sys.exc_info())
+
+
+def test_a_client_validation_error_is_not_logged_as_a_server_error():
+    class Body(pydantic.BaseModel):
+        declarations: list[dict]
+
+    with pytest.raises(pydantic.ValidationError) as invalid:
+        Body.model_validate({"declarations": 3})
+    assert QuietClientErrors().filter(_record(invalid.value)) is False
+    assert QuietClientErrors().filter(_record(RuntimeError("a real failure"))) is True

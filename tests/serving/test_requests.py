@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from serving.requests import batch_errors, error, outcome_errors
+from serving.requests import (
+    DATE_PATTERN,
+    batch_errors,
+    declaration_type_errors,
+    error,
+    outcome_errors,
+)
+from tests.e2e.stack import contract_example
 
 
 def _where(errors: list[dict]) -> list[tuple]:
@@ -126,3 +135,56 @@ def test_every_problem_of_every_outcome_is_reported():
     assert sorted(_where(outcome_errors(outcomes)), key=str) == sorted(
         [(1, "declaration_id"), (1, "result"), (2, "extra"), (2, "inspected_on"), (2, "notes")], key=str
     )
+
+
+@pytest.mark.parametrize("inspected_on", ["1900-01-01", "2099-12-31"])
+def test_dates_at_the_bounds_are_accepted(inspected_on):
+    assert outcome_errors([_outcome(inspected_on=inspected_on)]) == []
+
+
+@pytest.mark.parametrize("inspected_on", ["1899-12-31", "2100-01-01", "0001-01-01", "9999-12-31"])
+def test_dates_past_the_bounds_are_rejected(inspected_on):
+    assert _where(outcome_errors([_outcome(inspected_on=inspected_on)])) == [(0, "inspected_on")]
+
+
+@pytest.mark.parametrize(
+    ("date", "matches"),
+    [("1900-01-01", True), ("2099-12-31", True), ("1899-12-31", False), ("2100-01-01", False)],
+)
+def test_the_documented_date_pattern_is_the_checked_range(date, matches):
+    assert bool(re.search(DATE_PATTERN, date)) is matches
+
+
+# --- declaration_type_errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("hs6_code", 440890, "must be a JSON string"),  # a code sent as a number lost its leading zeros
+        ("importer_id", {"id": "QLRUBN9"}, "must be a JSON string"),
+        ("seller_id", ["0VKY2BR"], "must be a JSON string"),
+        ("declaration_date", 20200101, "must be a JSON string"),
+        ("tax_rate", True, "must be a JSON number"),  # bool is an int in Python
+        ("item_price", "372254.4", "must be a JSON number"),
+        ("net_mass_kg", [108.0], "must be a JSON number"),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_named(field, value, message):
+    declarations = [contract_example(), {**contract_example(), field: value}]
+    assert declaration_type_errors(declarations) == [error(1, field, message)]
+
+
+def test_nulls_and_unknown_fields_are_left_to_the_schema():
+    declaration = {**contract_example(), "importer_id": None, "seller_id": None, "colour": 3}
+    assert declaration_type_errors([declaration]) == []
+
+
+def test_numbers_of_any_size_pass_the_type_check():
+    declaration = {**contract_example(), "item_price": 10**400, "net_mass_kg": 1e-320, "tax_rate": 0}
+    assert declaration_type_errors([declaration]) == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinity_are_not_json_numbers(value):
+    assert _where(declaration_type_errors([{**contract_example(), "tax_rate": value}])) == [(0, "tax_rate")]

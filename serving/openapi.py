@@ -1,0 +1,202 @@
+"""The service's OpenAPI document, written from CONTRACT.md section 3 and the declaration schema.
+
+BentoML's generated document only knows `list[dict]` bodies and lists a 500 it should never
+give, so clients and API fuzzers could not learn from it what a declaration is or which errors
+to expect. This one is served at /docs.json instead, and states exactly what the service
+accepts: the field types and formats that features.schema enforces, the batch limit, and every
+status code the service answers with. A fuzzer that finds the document and the service
+disagreeing has found a bug in one of them.
+"""
+
+from __future__ import annotations
+
+from features.schema import DECLARATION_FIELDS, ISO_COUNTRIES, NOT_BLANK, NUMERIC_FIELDS, OPTIONAL_FIELDS
+from serving.requests import (
+    DATE_PATTERN,
+    LARGEST_NUMBER,
+    MAX_ID_CHARACTERS,
+    MAX_NOTES_CHARACTERS,
+    OUTCOME_RESULTS,
+)
+
+_TEXT = {"type": "string", "pattern": NOT_BLANK}
+_DATE = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
+_ID = {"type": "string", "pattern": NOT_BLANK, "maxLength": MAX_ID_CHARACTERS}
+_NUMBER = {"type": "number", "minimum": 0, "maximum": LARGEST_NUMBER}
+
+
+def _declaration_field(field: str) -> dict:
+    special = {
+        "declaration_id": _ID,
+        "declaration_date": _DATE,
+        "hs6_code": {"type": "string", "pattern": "^[0-9]{6}$", "description": "six ASCII digits"},
+        "departure_country": {"type": "string", "enum": sorted(ISO_COUNTRIES)},
+        "origin_country": {"type": "string", "enum": sorted(ISO_COUNTRIES)},
+        "tax_rate": {**_NUMBER, "maximum": 1000, "description": "percent"},
+    }
+    schema = special.get(field, _NUMBER if field in NUMERIC_FIELDS else _TEXT)
+    return {**schema, "nullable": True} if field in OPTIONAL_FIELDS else schema
+
+
+def _errors_response(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}}
+
+
+def _operation(name: str, body: dict | None, answer: dict, description: str, secured: bool) -> dict:
+    responses = {
+        "200": {"description": "OK", "content": {"application/json": {"schema": answer}}},
+        "400": _errors_response("the body is not JSON of the expected shape"),
+        "408": _errors_response("the body did not arrive in time"),
+        "413": _errors_response("the body is over the size limit"),
+        "415": _errors_response("the body is not application/json"),
+        "422": _errors_response("a record is invalid: nothing was scored or stored"),
+    }
+    if secured:
+        responses["401"] = _errors_response("missing or wrong bearer key")
+    if name != "metadata":
+        responses["503"] = _errors_response("the audit store cannot write: nothing was stored, retry later")
+    operation = {
+        "operationId": name,
+        "description": description,
+        "requestBody": {
+            "required": body is not None,  # /metadata takes an empty body or none
+            "content": {"application/json": {"schema": body or {"type": "object", "additionalProperties": False}}},
+        },
+        "responses": responses,
+    }
+    if secured:
+        operation["security"] = [{"bearer": []}]
+    return {"post": operation}
+
+
+def _probe(description: str) -> dict:
+    return {"get": {"description": description, "responses": {"200": {"description": "OK"}}}}
+
+
+def contract_document(max_batch: int, secured: bool) -> dict:
+    """`secured`: API keys are configured, so every API but the probes requires one."""
+
+    def batch(name: str, item: str) -> dict:
+        return {
+            "type": "object",
+            "required": [name],
+            "additionalProperties": False,
+            "properties": {
+                name: {"type": "array", "minItems": 1, "maxItems": max_batch, "items": {"$ref": f"#/components/schemas/{item}"}}
+            },
+        }
+
+    schemas = {
+        "Declaration": {
+            "type": "object",
+            "required": [field for field in DECLARATION_FIELDS if field not in OPTIONAL_FIELDS],
+            "additionalProperties": False,
+            "properties": {field: _declaration_field(field) for field in DECLARATION_FIELDS},
+        },
+        "Outcome": {
+            "type": "object",
+            "required": ["declaration_id", "inspected_on", "result"],
+            "additionalProperties": False,
+            "properties": {
+                "declaration_id": _ID,
+                "inspected_on": _DATE,
+                "result": {"type": "string", "enum": list(OUTCOME_RESULTS)},
+                "notes": {"type": "string", "maxLength": MAX_NOTES_CHARACTERS, "nullable": True},
+            },
+        },
+        "Reason": {
+            "type": "object",
+            "required": ["feature", "value", "contribution", "text"],
+            "properties": {
+                "feature": {"type": "string"},
+                "value": {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}]},
+                "contribution": {"type": "number"},
+                "text": {"type": "string"},
+            },
+        },
+        "Result": {
+            "type": "object",
+            "required": ["declaration_id", "risk_score", "critical_score", "lane", "selected_by", "reasons"],
+            "properties": {
+                "declaration_id": {"type": "string"},
+                "risk_score": {"type": "number", "minimum": 0, "maximum": 1},
+                "critical_score": {"type": "number", "minimum": 0, "maximum": 1},
+                "lane": {"type": "string", "enum": ["red", "yellow", "green"]},
+                "selected_by": {"type": "string", "enum": ["model", "rule", "random"]},
+                "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
+            },
+        },
+        "Model": {
+            "type": "object",
+            "required": ["name", "version", "run_id"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"}, "run_id": {"type": "string"}},
+        },
+        "Errors": {
+            "type": "object",
+            "required": ["errors"],
+            "properties": {
+                "errors": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "field", "message"],
+                        "properties": {
+                            "index": {"type": "integer", "nullable": True},
+                            "field": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                }
+            },
+        },
+    }
+    scored = {
+        "type": "object",
+        "required": ["model", "results"],
+        "properties": {
+            "model": {"$ref": "#/components/schemas/Model"},
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
+        },
+    }
+    metadata = {
+        "type": "object",
+        "required": ["name", "version", "run_id", "training_window", "validation_metrics", "lanes", "features"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "run_id": {"type": "string"},
+            "lanes": {"type": "object"},
+            "features": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    document = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "customs-risk",
+            "version": "1",
+            "description": "Scores import declarations for customs risk targeting (CONTRACT.md section 3).",
+        },
+        "paths": {
+            "/score": _operation(
+                "score", batch("declarations", "Declaration"), scored,
+                "Risk scores, lanes and reasons, in request order; every decision is stored before the answer.",
+                secured,
+            ),
+            "/outcomes": _operation(
+                "outcomes", batch("outcomes", "Outcome"),
+                {"type": "object", "required": ["stored"], "properties": {"stored": {"type": "integer", "minimum": 1}}},
+                "Inspection results, stored durably before the answer; a later one replaces an earlier one.",
+                secured,
+            ),
+            "/metadata": _operation("metadata", None, metadata, "The served model, its windows, metrics and lanes.", secured),
+            "/healthz": _probe("alive"),
+            "/livez": _probe("alive"),
+            "/readyz": _probe("the model is loaded"),
+            "/metrics": _probe("Prometheus metrics"),
+        },
+        "components": {"schemas": schemas},
+    }
+    if secured:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return document
