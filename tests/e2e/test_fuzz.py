@@ -31,7 +31,7 @@ def fuzzed(workspace, tmp_path_factory) -> dict:
             "--workers", "1",
             "--no-color",
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=folder)
         alive = httpx.get(f"{served.base}/readyz", timeout=10).status_code
     return {"result": result, "alive": alive, "log": (folder / "serve.log").read_text(), "audit": folder / "audit.db"}
 

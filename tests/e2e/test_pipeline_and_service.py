@@ -4,6 +4,10 @@ home, then the real service started with `bentoml serve` and called over HTTP.""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import httpx
 import pandas as pd
@@ -152,16 +156,53 @@ def test_cli_scores_like_the_service(service, workspace, tmp_path):
 
 
 def test_forced_rerun_gives_identical_metrics_and_models(workspace):
-    """Same data, params and code: `dvc repro --force` retrains to the same metrics and boosters."""
+    """Same data, params and code: `dvc repro --force` retrains to the same metrics and model
+    files, byte for byte."""
     root = workspace["root"]
     before = (root / "metrics/targeting.json").read_text()
-    boosters = {name: (root / "data/model/bundle" / name).read_bytes() for name in ("fraud.txt", "critical.txt")}
+    files = _model_files(root)
     tuned = (root / "data/model/tuned_params.json").read_text()
     _run([str(BIN / "dvc"), "repro", "--force"], root, workspace["env"])
     assert (root / "metrics/targeting.json").read_text() == before
     assert (root / "data/model/tuned_params.json").read_text() == tuned
-    for name, content in boosters.items():
-        assert (root / "data/model/bundle" / name).read_bytes() == content, name
+    assert _model_files(root) == files  # boosters, calibration, lanes and feature state
     registration = json.loads((root / "data/model/registration.json").read_text())
     assert registration["alias"] == "champion"  # as good as the champion: it moves
     assert registration["champion_value"] == registration["new_value"]
+
+
+def _model_files(root) -> dict[str, bytes]:
+    """Every file of the trained model bundle (boosters, calibration, lanes, feature state)."""
+    bundle = root / "data/model/bundle"
+    return {str(path.relative_to(bundle)): path.read_bytes() for path in sorted(bundle.rglob("*")) if path.is_file()}
+
+
+def test_repro_killed_in_the_middle_of_train_completes_when_rerun(workspace):
+    """kill -9 of `dvc repro --force -s train` (and the training under it) mid-training; the same
+    command again trains to the end, `dvc repro` runs the stages after it, the pipeline is up
+    to date, and the model files and metrics are the uninterrupted run's, byte for byte. (A
+    plain `dvc repro` after the kill restores train's outputs from DVC's run cache instead.)"""
+    root, env = workspace["root"], workspace["env"]
+    metrics = (root / "metrics/targeting.json").read_text()
+    files = _model_files(root)
+    interrupted = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", "--force", "--single-item", "train"],
+        cwd=root, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    output = []
+    for line in interrupted.stdout:
+        output.append(line)
+        if line.startswith("train: ") and "training rows" in line:  # the stage is at work
+            break
+    time.sleep(2)  # into fitting
+    assert interrupted.poll() is None, "".join(output)
+    os.killpg(interrupted.pid, signal.SIGKILL)
+    assert interrupted.wait(timeout=30) == -signal.SIGKILL
+    again = _run([str(BIN / "dvc"), "repro", "--force", "--single-item", "train"], root, env)  # the same command
+    assert "Running stage 'train'" in again.stdout, again.stdout
+    _run([str(BIN / "dvc"), "repro"], root, env)  # the stages after train
+    status = _run([str(BIN / "dvc"), "status"], root, env)
+    assert "up to date" in status.stdout, status.stdout
+    assert (root / "metrics/targeting.json").read_text() == metrics
+    assert _model_files(root) == files

@@ -423,6 +423,25 @@ def test_start_is_refused_when_the_champion_files_differ_from_the_registry(works
     assert "changed: artifacts/bundle/fraud.txt" in output
 
 
+def test_start_is_refused_when_a_champion_file_is_missing_or_cut_short(workspace, tmp_path):
+    version = _registered(workspace)["version"]
+    model = f"models/customs-risk/v{version}/mlflow_model/artifacts/bundle"
+
+    def remove_state(home: Path) -> None:
+        [totals] = home.glob(f"{model}/state/entity_totals.parquet")
+        totals.unlink()
+
+    output = _refused(workspace, tmp_path / "missing", {}, remove_state)
+    assert "missing: artifacts/bundle/state/entity_totals.parquet" in output
+
+    def truncate_booster(home: Path) -> None:
+        [booster] = home.glob(f"{model}/critical.txt")
+        booster.write_bytes(booster.read_bytes()[:1000])
+
+    output = _refused(workspace, tmp_path / "cut", {}, truncate_booster)
+    assert "changed: artifacts/bundle/critical.txt" in output
+
+
 def test_start_is_refused_without_an_audit_store_or_with_a_bad_rules_file(workspace, tmp_path):
     output = _refused(workspace, tmp_path / "a", {"RISK_AUDIT_DB": None})
     assert "RISK_AUDIT_DB must be the absolute path of the audit store" in output
