@@ -132,8 +132,8 @@ def per_minute(answers: list[Answer], samples: list[tuple[float, int]]) -> list[
 
 
 def memory_growth(samples: list[tuple[float, int]], warmup_seconds: float) -> dict:
-    """Start and end RSS after the warm-up (which loads code paths and fills caches once) and
-    whether the growth between them is within the rule above. The least-squares slope over the
+    """Start and end RSS after the warm-up (see WARMUP_SECONDS) and whether the growth between
+    them is within the rule above. The least-squares slope over the
     same samples says how fast memory moves, for a reader extrapolating to a day."""
     steady = [(t, rss) for t, rss in samples if t >= warmup_seconds]
     if len(steady) < 2:
@@ -293,8 +293,8 @@ def markdown(report: dict) -> str:
               f"| least-squares slope | {mem['slope_mib_per_minute']:+.2f} MiB/min |",
               "", f"**{'PASSED' if report['passed'] else 'FAILED'}**: {report['errors']} failed requests of "
               f"{len(report['answers'])}; memory growth {'within' if mem['ok'] else 'BEYOND'} the allowed; "
-              f"{report['server_processes']} server processes, {len(report['processes_started_during_soak'])} "
-              f"started during the soak (a restarted worker)."]
+              f"{len(report['processes_started_during_soak'])} of the {report['server_processes']} server processes "
+              f"replaced during the soak."]
     return "\n".join(lines)
 
 
