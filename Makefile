@@ -12,7 +12,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run test serve ui install bench bench-quick
+.PHONY: run test serve ui install bench bench-quick fuzz
 
 install: $(INSTALLED)
 
@@ -55,3 +55,10 @@ bench: $(BENCH_INSTALLED)
 
 bench-quick: $(BENCH_INSTALLED)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m bench.run --quick
+
+# API fuzzing (bench/fuzz.py): schemathesis, every check, against the packaged service on
+# loopback; FUZZ_EXAMPLES per operation, a new seed each run (FUZZ_SEED to replay one).
+FUZZ_EXAMPLES ?= 500
+
+fuzz: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench.fuzz --examples $(FUZZ_EXAMPLES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
