@@ -12,7 +12,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run test serve ui install bench bench-quick soak
+.PHONY: run test serve ui install bench bench-quick fuzz soak
 
 install: $(INSTALLED)
 
@@ -62,3 +62,10 @@ SOAK_SECONDS ?= 300
 
 soak: $(BENCH_INSTALLED)
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
+
+# API fuzzing (bench/fuzz.py): schemathesis, every check, against the packaged service on
+# loopback; FUZZ_EXAMPLES per operation, a new seed each run (FUZZ_SEED to replay one).
+FUZZ_EXAMPLES ?= 500
+
+fuzz: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench.fuzz --examples $(FUZZ_EXAMPLES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))

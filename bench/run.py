@@ -215,6 +215,12 @@ def _start(name: str, command: list[str], ws: Workspace, env: dict, score_path: 
     return Server(Target(name, base + score_path, body, count), base + ready_path, process, log)
 
 
+def packaged_bento(bentoml_home: Path) -> str | None:
+    """The tag of the latest packaged scoring service in a BentoML store, if `make run` built one."""
+    latest = bentoml_home / "bentos" / "customs-risk-service" / "latest"
+    return f"customs-risk-service:{latest.read_text().strip()}" if latest.is_file() else None
+
+
 def _wait_ready(server: Server, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

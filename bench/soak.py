@@ -33,11 +33,10 @@ import numpy as np
 import psutil
 
 from bench.load import Target, answered, as_sent, open_loop
-from bench.run import BIN, REPO, Server, Workspace, _free_port, _start, _wait_ready, machine, stop_servers
+from bench.run import BIN, REPO, Server, Workspace, _free_port, _start, _wait_ready, machine, packaged_bento, stop_servers
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, coerce_declarations, find_failures
 
-BENTO = "customs-risk-service"
 VALIDATION_HISTORY = REPO / "data/raw/df_syn_valid_eng.csv"
 # Share of requests of each kind: what a targeting center's systems send in a working day.
 MIX = {"score 1": 0.80, "score 10": 0.10, "outcomes": 0.08, "metadata": 0.02}
@@ -316,9 +315,9 @@ def main() -> int:
     if args.seconds < args.warmup + 2 * args.sample_seconds:
         parser.error("--seconds must leave at least two memory samples after the warm-up")
     home = args.bentoml_home.resolve()
-    latest = home / "bentos" / BENTO / "latest"
-    if not latest.is_file():
-        print(f"no packaged {BENTO} in {home}: run `make run` first", file=sys.stderr)
+    bento = packaged_bento(home)
+    if bento is None:
+        print(f"no packaged service in {home}: run `make run` first", file=sys.stderr)
         return 2
 
     pool = cases(VALIDATION_HISTORY)
@@ -327,7 +326,6 @@ def main() -> int:
            "RISK_AUDIT_DB": str(tmp / "audit.db"), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("RISK_API_KEYS", None)  # loopback only, no key
     env.pop("PYTHONPATH", None)  # the bento's own code, as packaged
-    bento = f"{BENTO}:{latest.read_text().strip()}"
     server = _start("customs-risk (BentoML)", [str(BIN / "bentoml"), "serve", bento, "--host", "127.0.0.1",
                                                "--port", str(_free_port())],
                     Workspace(tmp, env), env, "/score", "/readyz",

@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from features.adapters import KCS, read_source
+from features.schema import NUMERIC_FIELDS
 from models.bundle import RiskModel, score_declarations
 from tests.e2e.stack import BIN, _run, contract_example
 
@@ -39,7 +40,8 @@ def _history_declaration(root: Path) -> dict:
     clean = history[history["fraud"].eq("0") & history["declaration_id"].ne("97061800")
                     & history["origin_country"].ne("ZZ") & history["departure_country"].ne("ZZ")]
     record = clean.iloc[0].drop(["fraud", "critical_fraud"])
-    return record.astype(object).where(record.notna(), None).to_dict()
+    record = record.astype(object).where(record.notna(), None).to_dict()
+    return {**record, **{field: float(record[field]) for field in NUMERIC_FIELDS}}  # JSON numbers
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from models.lanes import LanePolicy
 
@@ -117,3 +120,38 @@ def test_a_long_exploration_key_fails_when_the_policy_is_built_not_when_scoring(
         return  # rejected up front: fine
     lane, selected_by = policy.assign(scores[:10], _ids(10))
     assert len(lane) == len(selected_by) == 10
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+LANE_ORDER = {"green": 0, "yellow": 1, "red": 2}
+unit_scores = hnp.arrays(np.float64, st.integers(1, 400), elements=st.floats(0, 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores=unit_scores, red_share=st.floats(0.001, 0.5), yellow_share=st.floats(0, 0.5), new=unit_scores)
+def test_a_higher_score_never_gets_a_lower_lane(scores, red_share, yellow_share, new):
+    policy = LanePolicy.from_shares(scores, red_share, yellow_share, 0.0, KEY)
+    assert policy.yellow_threshold <= policy.red_threshold
+    order = np.argsort(new, kind="stable")
+    lane, _ = policy.assign(new[order], [str(i) for i in range(len(new))])
+    ranks = [LANE_ORDER[value] for value in lane]
+    assert ranks == sorted(ranks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores=hnp.arrays(np.float64, st.integers(20, 400), elements=st.floats(0, 1), unique=True),
+       red_share=st.floats(0.01, 0.5))
+def test_without_ties_red_takes_the_share_rounded_to_one_declaration(scores, red_share):
+    policy = LanePolicy.from_shares(scores, red_share, 0.0, 0.0, KEY)
+    red, _ = policy.assign(scores, [str(i) for i in range(len(scores))])
+    assert abs(np.sum(red == "red") - red_share * len(scores)) <= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=50), share=st.floats(0, 1))
+def test_exploration_depends_on_the_id_alone(ids, share):
+    policy = LanePolicy(1.0, 1.0, 0.0, 0.0, share, KEY)
+    alone = [bool(policy.explored([i])[0]) for i in ids]
+    assert policy.explored(ids).tolist() == alone
+    assert policy.explored(list(reversed(ids))).tolist() == list(reversed(alone))

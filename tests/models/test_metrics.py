@@ -215,3 +215,39 @@ def test_duty_recovered_never_exceeds_one():
     risk = np.array([0.1, 0.2, 0.3])  # ranks the rows in reverse order
     metrics = targeting_metrics(np.ones(3), np.zeros(3), duty, risk, risk, [100])
     assert metrics["duty_recovered_at_100"] <= 1.0
+
+
+# --- properties: the best and the worst ranking --------------------------------------------------
+
+
+@st.composite
+def labelled_windows(draw):
+    n = draw(st.integers(1, 500))
+    fraud = draw(hnp.arrays(np.int8, n, elements=st.integers(0, 1)))
+    rate = draw(st.sampled_from([0.5, 1, 2, 5, 10, 25, 50, 100]))
+    noise = draw(hnp.arrays(np.float64, n, elements=st.floats(0, 0.4)))
+    return fraud, rate, noise
+
+
+@settings(max_examples=200, deadline=None)
+@given(labelled_windows())
+def test_a_perfect_ranking_has_the_best_precision_possible(window):
+    """Every fraud above every clean declaration: precision@n% is 1 whenever there are enough
+    frauds to fill the top n%, and otherwise every fraud is found."""
+    fraud, rate, noise = window
+    metrics = _metrics(fraud, fraud * 0.5 + noise, rates=[rate])
+    count, positives = len(top_share(noise, rate)), int(fraud.sum())
+    assert metrics[f"precision_at_{rate:g}"] == pytest.approx(min(count, positives) / count)
+    if positives >= count:
+        assert metrics[f"precision_at_{rate:g}"] == 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(labelled_windows())
+def test_a_reversed_ranking_has_the_worst_precision_possible(window):
+    """Every clean declaration above every fraud: the top n% holds frauds only once the clean
+    ones run out."""
+    fraud, rate, noise = window
+    metrics = _metrics(fraud, (1 - fraud) * 0.5 + noise, rates=[rate])
+    count, clean = len(top_share(noise, rate)), int((fraud == 0).sum())
+    assert metrics[f"precision_at_{rate:g}"] == pytest.approx(max(0, count - clean) / count)

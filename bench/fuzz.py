@@ -1,0 +1,67 @@
+"""`make fuzz`: schemathesis against the packaged champion's own OpenAPI document, with every
+check it has and many more examples than the bounded run in the test suite (tests/e2e/test_fuzz.py).
+
+    python -m bench.fuzz [--examples 500] [--seed N]
+
+The service runs on loopback with a throwaway key (so the authentication checks run too) and a
+temporary audit store. Exit 0 only when schemathesis found nothing, the service answered no 5xx
+and logged no traceback, and it is still ready at the end; 2 when there is no packaged bento.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from bench.run import BIN, REPO, Workspace, _free_port, _start, _wait_ready, packaged_bento, stop_servers
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=500, help="examples per operation and phase")
+    parser.add_argument("--seed", type=int, default=secrets.randbelow(2**32), help="default: a new one, printed")
+    parser.add_argument("--bentoml-home", type=Path, default=Path(os.environ.get("BENTOML_HOME") or REPO / ".bentoml"))
+    args = parser.parse_args()
+    bento = packaged_bento(args.bentoml_home.resolve())
+    if bento is None:
+        print(f"no packaged service in {args.bentoml_home}: run `make run` first", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="customs-risk-fuzz-"))
+    key = secrets.token_urlsafe(24)
+    env = {**os.environ, "BENTOML_HOME": str(args.bentoml_home.resolve()), "BENTOML_DO_NOT_TRACK": "true",
+           "OMP_WAIT_POLICY": "PASSIVE", "RISK_AUDIT_DB": str(tmp / "audit.db"), "RISK_API_KEYS": key}
+    env.pop("PYTHONPATH", None)  # the bento's own code, as packaged
+    server = _start("customs-risk (BentoML)",
+                    [str(BIN / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(_free_port())],
+                    Workspace(tmp, env), env, "/score", "/readyz", lambda d: {"declarations": d}, lambda b: len(b["results"]))
+    try:
+        _wait_ready(server)
+        base = server.ready_url.removesuffix("/readyz")
+        print(f"fuzzing {bento} on {base}: {args.examples} examples per operation, seed {args.seed}", flush=True)
+        fuzz = subprocess.run(
+            [str(BIN / "st"), "run", f"{base}/docs.json", "--checks", "all",
+             "--header", f"Authorization: Bearer {key}", "--max-examples", str(args.examples),
+             "--seed", str(args.seed), "--request-timeout", "180", "--workers", "1"],
+            cwd=tmp, env=env,
+        )
+        ready = httpx.get(server.ready_url, timeout=10).status_code == 200
+    finally:
+        stop_servers([server])
+    log = server.log.read_text()
+    server_errors = len(re.findall(r"status=5[0-9][0-9]", log))
+    tracebacks = log.count("Traceback")
+    print(f"\nschemathesis exit code {fuzz.returncode}; server answers 5xx: {server_errors}; "
+          f"tracebacks logged: {tracebacks}; ready at the end: {ready}; server log: {server.log}")
+    return 0 if fuzz.returncode == 0 and not server_errors and not tracebacks and ready else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
