@@ -1,6 +1,7 @@
 """Hand-written hostile requests against the real service: each is answered with the status the
 contract gives it and errors in the contract's shape, never a 5xx, and a refused request stores
-nothing. The issue-8 closing note lists these cases and the answers."""
+nothing. The issue-8 closing note lists these cases and the answers. The service is this
+module's own, with its own audit store: what it stores must not reach the outcomes loop's export."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.e2e.stack import contract_example
+from tests.e2e.stack import API_KEY, contract_example, serve_bento
 
 BIG = 10 * 1024 * 1024
 
@@ -86,23 +87,32 @@ CASES = [
 ]
 
 
-def _decisions(workspace) -> int:
-    with sqlite3.connect(workspace["env"]["RISK_AUDIT_DB"]) as store:
+@pytest.fixture(scope="module")
+def service(workspace, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    env = {**workspace["env"], "RISK_API_KEYS": API_KEY, "RISK_AUDIT_DB": str(folder / "audit.db")}
+    with serve_bento(workspace["root"], env, folder / "serve.log") as served:
+        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client:
+            yield {"client": client, "base": served.base, "audit": folder / "audit.db", "log": folder / "serve.log"}
+
+
+def _decisions(service) -> int:
+    with sqlite3.connect(service["audit"]) as store:
         return store.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_a_hostile_request_gets_its_status_and_field(service, workspace, case):
-    before = _decisions(workspace)
+def test_a_hostile_request_gets_its_status_and_field(service, case):
+    before = _decisions(service)
     response = service["client"].post(case.path, content=case.body, headers={"Content-Type": case.content_type})
     assert response.status_code == case.status, response.text[:1000]
     if case.field is None:
-        assert _decisions(workspace) == before + 1
+        assert _decisions(service) == before + 1
         return
     errors = response.json()["errors"]
     assert all(set(error) == {"index", "field", "message"} and error["message"] for error in errors)
     assert errors[0]["field"] == case.field, errors
-    assert _decisions(workspace) == before
+    assert _decisions(service) == before
 
 
 def test_a_repeated_declaration_is_scored_twice_and_alike(service):
@@ -114,13 +124,13 @@ def test_a_repeated_declaration_is_scored_twice_and_alike(service):
     assert results[0] == results[1]
 
 
-def test_a_repeated_outcome_in_one_batch_keeps_the_last(service, workspace):
+def test_a_repeated_outcome_in_one_batch_keeps_the_last(service):
     outcomes = [
         {"declaration_id": "TWICE-OUTCOME", "inspected_on": "2021-03-02", "result": "fraud"},
         {"declaration_id": "TWICE-OUTCOME", "inspected_on": "2021-03-03", "result": "clean"},
     ]
     assert service["client"].post("/outcomes", json={"outcomes": outcomes}).json() == {"stored": 2}
-    with sqlite3.connect(workspace["env"]["RISK_AUDIT_DB"]) as store:
+    with sqlite3.connect(service["audit"]) as store:
         rows = store.execute("SELECT inspected_on, result FROM outcomes WHERE declaration_id = 'TWICE-OUTCOME'").fetchall()
     assert rows == [("2021-03-03", "clean")]
 
@@ -130,5 +140,7 @@ def test_methods_the_api_does_not_take_get_405(service):
         assert service["client"].request(method, "/score").status_code == 405
 
 
-def test_the_service_is_still_ready_after_all_of_it(service):
+def test_the_service_is_still_ready_after_all_of_it_and_logged_no_error(service):
     assert httpx.get(f"{service['base']}/readyz", timeout=10).status_code == 200
+    log = service["log"].read_text()
+    assert "Traceback" not in log and "status=5" not in log
