@@ -106,9 +106,10 @@ class RequestGuard:
         headers = dict(scope.get("headers") or [])
         media_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
         if media_type != b"application/json":
-            # BentoML would parse a multipart or form body its own way, and fail on a bad one
+            # BentoML would parse a multipart or form body its own way, and fail on a bad one; 400,
+            # not 415: the contract answers every body it cannot take with 400 or 422
             shown = media_type.decode("latin-1")[:100]
-            return await _send_error(send, 415, "content-type", f"must be application/json, got {shown}")
+            return await _send_error(send, 400, "content-type", f"must be application/json, got {shown}")
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _send_error(send, 413, "body", f"request body over {self.limit} bytes")

@@ -45,10 +45,9 @@ def _errors_response(description: str) -> dict:
 def _operation(name: str, body: dict | None, answer: dict, description: str, secured: bool) -> dict:
     responses = {
         "200": {"description": "OK", "content": {"application/json": {"schema": answer}}},
-        "400": _errors_response("the body is not JSON of the expected shape"),
+        "400": _errors_response("the body is not application/json of the expected shape"),
         "408": _errors_response("the body did not arrive in time"),
         "413": _errors_response("the body is over the size limit"),
-        "415": _errors_response("the body is not application/json"),
         "422": _errors_response("a record is invalid: nothing was scored or stored"),
     }
     if secured:

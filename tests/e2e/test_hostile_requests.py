@@ -77,8 +77,8 @@ CASES = [
     Hostile("an empty body", b"", 400, "declarations"),
     Hostile("a body of null", b"null", 400, "body"),
     Hostile("a truncated body", b'{"declarations": [', 400, "body"),
-    Hostile("form-encoded", b"declarations=1", 415, "content-type", content_type="application/x-www-form-urlencoded"),
-    Hostile("multipart without a boundary", _score(contract_example()), 415, "content-type", content_type="multipart/form-data"),
+    Hostile("form-encoded", b"declarations=1", 400, "content-type", content_type="application/x-www-form-urlencoded"),
+    Hostile("multipart without a boundary", _score(contract_example()), 400, "content-type", content_type="multipart/form-data"),
     Hostile("an outcome with a lone surrogate note", _json({"outcomes": [
         {"declaration_id": "97061800", "inspected_on": "2021-03-02", "result": "fraud", "notes": "@@"}]}).replace(b"@@", b"\\udfff"),
         400, "body", path="/outcomes"),

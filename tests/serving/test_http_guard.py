@@ -312,10 +312,10 @@ def test_framework_errors_falls_back_to_one_body_error(body):
 
 
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "application/x-www-form-urlencoded", "text/plain"])
-def test_a_body_that_is_not_json_is_415_before_the_app(service, monkeypatch, content_type):
+def test_a_body_that_is_not_json_is_400_before_the_app(service, monkeypatch, content_type):
     guard = _guard(service, monkeypatch)
     response = _request(guard, "POST", "/score", content=b"{}", headers={"Content-Type": content_type})
-    _assert_contract_error(response, 415, "content-type")
+    _assert_contract_error(response, 400, "content-type")
     assert content_type in response.json()["errors"][0]["message"]
     assert service.calls == []
 
