@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import BIN, REPO, Workspace, _free_port, _start, _wait_ready, packaged_bento, stop_servers
+from bench.run import BIN, REPO, _wait_ready, packaged_bento, serve_packaged, stop_servers
 
 
 def main() -> int:
@@ -36,12 +36,7 @@ def main() -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="customs-risk-fuzz-"))
     key = secrets.token_urlsafe(24)
-    env = {**os.environ, "BENTOML_HOME": str(args.bentoml_home.resolve()), "BENTOML_DO_NOT_TRACK": "true",
-           "OMP_WAIT_POLICY": "PASSIVE", "RISK_AUDIT_DB": str(tmp / "audit.db"), "RISK_API_KEYS": key}
-    env.pop("PYTHONPATH", None)  # the bento's own code, as packaged
-    server = _start("customs-risk (BentoML)",
-                    [str(BIN / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(_free_port())],
-                    Workspace(tmp, env), env, "/score", "/readyz", lambda d: {"declarations": d}, lambda b: len(b["results"]))
+    server = serve_packaged(args.bentoml_home.resolve(), bento, tmp, api_key=key)
     try:
         _wait_ready(server)
         base = server.ready_url.removesuffix("/readyz")
@@ -50,7 +45,7 @@ def main() -> int:
             [str(BIN / "st"), "run", f"{base}/docs.json", "--checks", "all",
              "--header", f"Authorization: Bearer {key}", "--max-examples", str(args.examples),
              "--seed", str(args.seed), "--request-timeout", "180", "--workers", "1"],
-            cwd=tmp, env=env,
+            cwd=tmp,
         )
         ready = httpx.get(server.ready_url, timeout=10).status_code == 200
     finally:

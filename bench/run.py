@@ -235,17 +235,35 @@ def _wait_ready(server: Server, timeout: float = 240) -> None:
     raise RuntimeError(f"{server.target.name} not ready in {timeout}s:\n{server.log.read_text()[-3000:]}")
 
 
+def _customs_risk(bento: str, ws: Workspace, env: dict) -> Server:
+    """`bentoml serve` of our scoring service on a free loopback port."""
+    return _start(
+        "customs-risk (BentoML)",
+        [str(BIN / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(_free_port())],
+        ws, env, "/score", "/readyz",
+        lambda d: {"declarations": d}, lambda b: len(b["results"]),
+    )
+
+
+def serve_packaged(bentoml_home: Path, bento: str, folder: Path, api_key: str | None = None) -> Server:
+    """A packaged bento as `make run` left it, for `make soak` and `make fuzz`: the bento's own
+    code (no PYTHONPATH), a fresh audit store in `folder` (never the repository's), loopback,
+    and a key only when one is given."""
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true",
+           "OMP_WAIT_POLICY": "PASSIVE", "RISK_AUDIT_DB": str(folder / "audit.db"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPATH", None)
+    env.pop("RISK_API_KEYS", None)
+    if api_key:
+        env["RISK_API_KEYS"] = api_key
+    return _customs_risk(bento, Workspace(folder, env), env)
+
+
 def start_servers(ws: Workspace) -> list[Server]:
     def port() -> str:
         return str(_free_port())
 
     return [
-        _start(
-            "customs-risk (BentoML)",
-            [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", port()],
-            ws, ws.env, "/score", "/readyz",
-            lambda d: {"declarations": d}, lambda b: len(b["results"]),
-        ),
+        _customs_risk("customs-risk-service:latest", ws, ws.env),
         _start(
             "minimal FastAPI + uvicorn",
             [PYTHON, "-m", "uvicorn", "bench.minimal_api:app", "--host", "127.0.0.1", "--port", port(), "--log-level", "warning"],

@@ -33,7 +33,7 @@ import numpy as np
 import psutil
 
 from bench.load import Target, answered, as_sent, open_loop
-from bench.run import BIN, REPO, Server, Workspace, _free_port, _start, _wait_ready, machine, packaged_bento, stop_servers
+from bench.run import REPO, Server, _wait_ready, machine, packaged_bento, serve_packaged, stop_servers
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, coerce_declarations, find_failures
 
@@ -322,19 +322,12 @@ def main() -> int:
 
     pool = cases(VALIDATION_HISTORY)
     tmp = Path(tempfile.mkdtemp(prefix="customs-risk-soak-"))
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "OMP_WAIT_POLICY": "PASSIVE",
-           "RISK_AUDIT_DB": str(tmp / "audit.db"), "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("RISK_API_KEYS", None)  # loopback only, no key
-    env.pop("PYTHONPATH", None)  # the bento's own code, as packaged
-    server = _start("customs-risk (BentoML)", [str(BIN / "bentoml"), "serve", bento, "--host", "127.0.0.1",
-                                               "--port", str(_free_port())],
-                    Workspace(tmp, env), env, "/score", "/readyz",
-                    lambda d: {"declarations": d}, lambda b: len(b["results"]))
+    server = serve_packaged(home, bento, tmp)  # loopback, no key
     report: dict = {"started_at": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                     "settings": {"bento": bento, "bentoml_home": str(home), "seconds": args.seconds, "rate": args.rate,
                                  "warmup_seconds": args.warmup, "sample_seconds": args.sample_seconds, "seed": args.seed,
                                  "mix": MIX, "outcomes_per_request": OUTCOMES_PER_REQUEST,
-                                 "declarations": len(pool), "audit_db": env["RISK_AUDIT_DB"]}}
+                                 "declarations": len(pool), "audit_db": str(tmp / "audit.db")}}
     try:
         _wait_ready(server)
         print(f"{bento} ready on {server.ready_url.removesuffix('/readyz')}; "
