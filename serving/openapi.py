@@ -42,7 +42,8 @@ def _errors_response(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}}
 
 
-def _operation(name: str, body: dict | None, answer: dict, description: str, secured: bool) -> dict:
+def _operation(name: str, body: dict | None, answer: dict, description: str, secured: bool, stores: bool) -> dict:
+    """`stores`: the API writes to the audit store before it answers, so it can answer 503."""
     responses = {
         "200": {"description": "OK", "content": {"application/json": {"schema": answer}}},
         "400": _errors_response("the body is not application/json of the expected shape"),
@@ -52,7 +53,7 @@ def _operation(name: str, body: dict | None, answer: dict, description: str, sec
     }
     if secured:
         responses["401"] = _errors_response("missing or wrong bearer key")
-    if name != "metadata":
+    if stores:
         responses["503"] = _errors_response("the audit store cannot write: nothing was stored, retry later")
     operation = {
         "operationId": name,
@@ -180,15 +181,17 @@ def contract_document(max_batch: int, secured: bool) -> dict:
             "/score": _operation(
                 "score", batch("declarations", "Declaration"), scored,
                 "Risk scores, lanes and reasons, in request order; every decision is stored before the answer.",
-                secured,
+                secured, stores=True,
             ),
             "/outcomes": _operation(
                 "outcomes", batch("outcomes", "Outcome"),
                 {"type": "object", "required": ["stored"], "properties": {"stored": {"type": "integer", "minimum": 1}}},
                 "Inspection results, stored durably before the answer; a later one replaces an earlier one.",
-                secured,
+                secured, stores=True,
             ),
-            "/metadata": _operation("metadata", None, metadata, "The served model, its windows, metrics and lanes.", secured),
+            "/metadata": _operation(
+                "metadata", None, metadata, "The served model, its windows, metrics and lanes.", secured, stores=False
+            ),
             "/healthz": _probe("alive"),
             "/livez": _probe("alive"),
             "/readyz": _probe("the model is loaded"),
