@@ -9,10 +9,17 @@ import pandas as pd
 import pytest
 
 from features.adapters import KCS, read_source
-from features.schema import DECLARATION_FIELDS, coerce_declarations
+from features.schema import DECLARATION_FIELDS, HistoryRules, coerce_declarations
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO / "data" / "raw"
+# History limits for the rule tests: the embedded history's window, and 500,000 t as the mass
+# no consignment can reach.
+HISTORY_RULES = HistoryRules(
+    run_date=pd.Timestamp("2021-06-30"),
+    history_start=pd.Timestamp("2020-01-01"),
+    max_net_mass_kg=5e8,
+)
 
 
 @pytest.fixture(scope="session")

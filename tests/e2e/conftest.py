@@ -7,11 +7,10 @@ import os
 import shutil
 import time
 
-import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.stack import API_KEY, BIN, TRAIN_ROWS, VALID_ROWS, _run, _sample_kcs, serve_bento
+from tests.e2e.stack import BIN, TRAIN_ROWS, VALID_ROWS, _run, _sample_kcs, keyed_service
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +49,5 @@ def workspace(tmp_path_factory, _migrated_mlflow_db) -> dict:
 @pytest.fixture(scope="session")
 def service(workspace):
     """The built bento served with an API key."""
-    env = {**workspace["env"], "RISK_API_KEYS": API_KEY}
-    with serve_bento(workspace["root"], env, workspace["root"] / "serve.log") as served:
-        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client:
-            yield {"client": client, "base": served.base}
+    with keyed_service(workspace, workspace["root"] / "serve.log") as service:
+        yield service

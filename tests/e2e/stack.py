@@ -100,3 +100,15 @@ def serve_bento(root: Path, env: dict, log: Path, wrapper: tuple[str, ...] = ())
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
+
+
+@contextmanager
+def keyed_service(workspace: dict, log: Path, audit: Path | None = None):
+    """The workspace's bento served with API_KEY (and an audit store of its own when given),
+    with a client that sends the key."""
+    env = {**workspace["env"], "RISK_API_KEYS": API_KEY}
+    if audit is not None:
+        env["RISK_AUDIT_DB"] = str(audit)
+    with serve_bento(workspace["root"], env, log) as served:
+        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client:
+            yield {"client": client, "base": served.base}

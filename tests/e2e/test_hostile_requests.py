@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.e2e.stack import API_KEY, contract_example, serve_bento
+from tests.e2e.stack import contract_example, keyed_service
 
 BIG = 10 * 1024 * 1024
 
@@ -90,10 +90,8 @@ CASES = [
 @pytest.fixture(scope="module")
 def service(workspace, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
-    env = {**workspace["env"], "RISK_API_KEYS": API_KEY, "RISK_AUDIT_DB": str(folder / "audit.db")}
-    with serve_bento(workspace["root"], env, folder / "serve.log") as served:
-        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client:
-            yield {"client": client, "base": served.base, "audit": folder / "audit.db", "log": folder / "serve.log"}
+    with keyed_service(workspace, folder / "serve.log", folder / "audit.db") as service:
+        yield {**service, "audit": folder / "audit.db", "log": folder / "serve.log"}
 
 
 def _decisions(service) -> int:

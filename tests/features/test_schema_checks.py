@@ -16,12 +16,7 @@ from features.schema import (
     find_failures,
     history_schema,
 )
-
-RULES = HistoryRules(
-    run_date=pd.Timestamp("2021-06-30"),
-    history_start=pd.Timestamp("2020-01-01"),
-    max_net_mass_kg=5e8,
-)
+from tests.conftest import HISTORY_RULES as RULES
 
 
 @pytest.fixture(scope="module")

@@ -21,19 +21,14 @@ from features.schema import (
     IS_A_DATE,
     IS_A_NUMBER,
     LABEL_FIELDS,
-    HistoryRules,
     history_schema,
 )
 from pipelines import validate as stage
 from pipelines.validate import validate
+from tests.conftest import HISTORY_RULES as RULES
 from tests.conftest import RAW
 from tests.corrupt_history import CONFLICTING_DUPLICATE, EXACT_DUPLICATE, corrupt_kcs
 
-RULES = HistoryRules(
-    run_date=pd.Timestamp("2021-06-30"),
-    history_start=pd.Timestamp("2020-01-01"),
-    max_net_mass_kg=5e8,
-)
 COLUMNS = DECLARATION_FIELDS + LABEL_FIELDS
 
 
