@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -48,3 +51,36 @@ def data_version() -> str:
         if out.get("path") == "data/validated/declarations.parquet":
             return out.get("md5", "unknown")
     return "unknown"
+
+
+@contextmanager
+def staged_output(path: Path) -> Iterator[Path]:
+    """A path to write `path` at, moved into place only when the block finishes: a stage killed
+    halfway leaves the previous output (or none), never a half-written one."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.partial")
+    _remove(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield staging
+    except BaseException:
+        _remove(staging)
+        raise
+    retired = path.with_name(f".{path.name}.old")
+    _remove(retired)
+    if path.exists():
+        path.rename(retired)
+    staging.rename(path)
+    _remove(retired)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def part_path(directory: Path, index: int) -> Path:
+    """The index-th part of a partitioned Parquet output; parts sort in row order by name."""
+    return Path(directory) / f"part-{index:05d}.parquet"
