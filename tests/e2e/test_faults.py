@@ -20,6 +20,8 @@ import pytest
 
 from tests.e2e.stack import contract_example, kill_9, serve_bento
 
+pytestmark = pytest.mark.e2e
+
 
 def _outcome(i: int) -> dict:
     return {"declaration_id": f"KILL-{i:05d}", "inspected_on": "2021-03-02", "result": ("clean", "fraud", "critical")[i % 3]}

@@ -12,6 +12,8 @@ import pytest
 
 from tests.e2e.stack import BIN, serve_bento
 
+pytestmark = pytest.mark.e2e
+
 KEY = "fuzz-key"
 EXAMPLES_PER_OPERATION = 15  # bounded for the test suite; `make fuzz` runs more
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests.e2e.stack import contract_example, keyed_service
 
+pytestmark = pytest.mark.e2e
+
 BIG = 10 * 1024 * 1024
 
 
