@@ -1,6 +1,6 @@
 """Entity histories: what was known about an importer, HS code, route... before a declaration.
 
-Training asks "what did history say the day before this row" (`point_in_time_counts`); serving
+Training asks "what did history say the day before this row" (`entity_history`); serving
 asks "what does all of history say now" (`FeatureState.counts_for`). Both return the same
 columns, and `features.matrix` turns either into the model's features with one code path.
 """
@@ -72,38 +72,53 @@ def entity_keys(records: pd.DataFrame, entity: Entity) -> pd.Series:
     return key.where(~missing, None)
 
 
+def entity_codes(records: pd.DataFrame, entity: Entity) -> tuple[np.ndarray, np.ndarray]:
+    """Per row the code of its entity key (-1: null, no history), and the key string of each code,
+    spelled as `entity_keys` spells it. Strings are built per key, not per row: a national history
+    has tens of millions of rows but only hundreds of thousands of importers."""
+    if not entity.columns:
+        return np.zeros(len(records), dtype="int64"), np.array(["all"], dtype=object)
+    parts = [pd.factorize(records[column]) for column in entity.columns]
+    combined = parts[0][0].astype("int64")
+    missing = combined < 0
+    for codes, uniques in parts[1:]:
+        combined = combined * len(uniques) + codes
+        missing |= codes < 0
+    codes = np.full(len(records), -1, dtype="int64")
+    codes[~missing], combos = pd.factorize(combined[~missing])
+    pieces = []
+    for _codes, uniques in reversed(parts):
+        pieces.append(np.asarray(uniques, dtype=object)[combos % len(uniques)].astype(str))
+        combos = combos // len(uniques)
+    keys = np.array([_KEY_SEPARATOR.join(values) for values in zip(*reversed(pieces))], dtype=object)
+    return codes, keys
+
+
 @dataclass(frozen=True)
 class EntityDays:
     """One entity's history as (key, day) blocks sorted by key then day, with each block's
     totals; computed once and read both as point-in-time counts and as the serving state."""
 
-    keys: pd.Series  # per row, the entity key (null: no history)
-    uniques: np.ndarray  # key strings by code
     row_block: np.ndarray  # per row, its block (-1 when the key is null)
     block_code: np.ndarray
     block_day: np.ndarray
     block_totals: dict[str, np.ndarray]  # declarations, fraud_count, critical_count
 
     @classmethod
-    def of(cls, history: pd.DataFrame, entity: Entity) -> EntityDays:
-        keys = entity_keys(history, entity)
-        codes, uniques = pd.factorize(keys)
-        days = history["day"].to_numpy(dtype="int64")
+    def of(cls, codes: np.ndarray, days: np.ndarray, fraud: np.ndarray, critical: np.ndarray) -> EntityDays:
         day0 = int(days.min()) if len(days) else 0
         span = int(days.max()) - day0 + 1 if len(days) else 1
         known = codes >= 0
         combined = codes[known].astype("int64") * span + (days[known] - day0)
         blocks, inverse = np.unique(combined, return_inverse=True)
-        row_block = np.full(len(history), -1, dtype="int64")
+        row_block = np.full(len(codes), -1, dtype="int64")
         row_block[known] = inverse
         totals = {
             "declarations": np.bincount(inverse, minlength=len(blocks)).astype("float64"),
-            "fraud_count": np.bincount(inverse, history["fraud"].to_numpy("float64")[known], len(blocks)),
-            "critical_count": np.bincount(
-                inverse, history["critical_fraud"].to_numpy("float64")[known], len(blocks)
-            ),
+            "fraud_count": np.bincount(inverse, fraud[known].astype("float64"), len(blocks)),
+            "critical_count": np.bincount(inverse, critical[known].astype("float64"), len(blocks)),
         }
-        return cls(keys, np.asarray(uniques, dtype=object), row_block, blocks // span, blocks % span + day0, totals)
+        return cls(row_block, blocks // span, blocks % span + day0, totals)
 
     def _first_block_of_code(self) -> np.ndarray:
         starts = np.ones(len(self.block_code), dtype=bool)
@@ -123,9 +138,9 @@ class EntityDays:
         out["last_seen_day"] = np.where(seen, np.concatenate([[np.nan], day[:-1]]), np.nan)
         return out
 
-    def per_key(self) -> pd.DataFrame:
+    def per_key(self, keys: np.ndarray) -> pd.DataFrame:
         """Totals over the whole history, one row per key: what serving looks up."""
-        n_keys = len(self.uniques)
+        n_keys = len(keys)
         frame = {
             column: np.bincount(self.block_code, totals, n_keys)
             for column, totals in self.block_totals.items()
@@ -136,64 +151,69 @@ class EntityDays:
         last = np.full(n_keys, -np.inf)
         np.maximum.at(last, self.block_code, day)
         frame["first_seen_day"], frame["last_seen_day"] = first, last
-        return pd.DataFrame(frame, index=pd.Index(self.uniques, name="key"))
+        return pd.DataFrame(frame, index=pd.Index(keys, name="key"))
 
 
-def entity_days(history: pd.DataFrame) -> dict[str, EntityDays]:
-    return {entity.name: EntityDays.of(history, entity) for entity in ENTITIES}
+HISTORY_FIELDS = ["day", "fraud", "critical_fraud", "log_value_per_kg"]  # besides the entity's own
 
 
-def point_in_time_counts(history: pd.DataFrame, days: dict[str, EntityDays] | None = None) -> pd.DataFrame:
-    """For each row and entity: what history held strictly before the row's day.
+def entity_history(history: pd.DataFrame, entity: Entity) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """For one entity: per row, what history held strictly before the row's day; and per key,
+    the totals over all of it (the serving state).
 
     Labels of the same day are excluded: an inspection result is known at the earliest the day
-    after. Vectorised as cumulative sums over (entity, day) blocks, so cost grows with the
-    number of rows, never rows times history.
+    after. Vectorised as cumulative sums over (key, day) blocks, so cost grows with the number
+    of rows, never rows times history. A key's answer depends only on that key's rows, so any
+    slice of history that holds every row of the keys it contains (a Dask partition shuffled by
+    the entity's columns, or the whole history) gives the same answer for its rows.
     """
-    days = days or entity_days(history)
+    codes, keys = entity_codes(history, entity)
+    days = history["day"].to_numpy(dtype="int64")
+    blocks = EntityDays.of(codes, days, history["fraud"].to_numpy(), history["critical_fraud"].to_numpy())
+    before = blocks.before_each_block()
+    known = blocks.row_block >= 0
     columns = {}
-    for entity in ENTITIES:
-        blocks = days[entity.name]
-        before = blocks.before_each_block()
-        known = blocks.row_block >= 0
-        for column in COUNT_COLUMNS:
-            values = np.full(len(history), np.nan if column in DAY_COLUMNS else 0.0)
-            values[known] = before[column][blocks.row_block[known]]
-            columns[f"{entity.name}__{column}"] = values
-        if entity.name in VALUE_REFERENCE_ENTITIES:
-            columns[f"{entity.name}__median_log_value_per_kg"] = _point_in_time_median(
-                blocks.keys, history["day"], history["log_value_per_kg"]
-            )
-    return pd.DataFrame(columns, index=history.index)
+    for column in COUNT_COLUMNS:
+        values = np.full(len(history), np.nan if column in DAY_COLUMNS else 0.0)
+        values[known] = before[column][blocks.row_block[known]]
+        columns[f"{entity.name}__{column}"] = values
+    totals = blocks.per_key(keys)
+    if entity.name in VALUE_REFERENCE_ENTITIES:
+        values = history["log_value_per_kg"].to_numpy(dtype="float64")
+        columns[f"{entity.name}__median_log_value_per_kg"] = _point_in_time_median(codes, days, values)
+        totals["median_log_value_per_kg"] = (
+            pd.Series(values[known]).groupby(codes[known]).median().reindex(range(len(keys))).to_numpy()
+        )
+    rows = pd.DataFrame(columns, index=history.index)
+    return rows, totals.sort_index()[state_columns(entity)].astype("float64")
 
 
-def _point_in_time_median(keys: pd.Series, days: pd.Series, values: pd.Series) -> np.ndarray:
+def point_in_time_counts(history: pd.DataFrame) -> pd.DataFrame:
+    """Every entity's point-in-time counts for every row of a history held in memory."""
+    return pd.concat([entity_history(history, entity)[0] for entity in ENTITIES], axis=1)
+
+
+def _point_in_time_median(codes: np.ndarray, days: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Median of the key's values on days strictly before each row's day (NaN if none).
 
     An expanding median over rows sorted by (key, day) read at the row just before the row's
     (key, day) block: one sorted pass with pandas' windowed median, no per-row Python.
     """
-    frame = pd.DataFrame({"key": keys.to_numpy(), "day": days.to_numpy(), "value": values.to_numpy()})
-    frame = frame.dropna(subset=["key"]).sort_values(["key", "day"], kind="stable")
-    codes = pd.factorize(frame["key"])[0]
+    rows = np.flatnonzero(codes >= 0)
+    order = np.lexsort((days[rows], codes[rows]))  # by key, then day; stable
+    rows = rows[order]
+    key, day = codes[rows], days[rows]
     expanding = (
-        pd.Series(frame["value"].to_numpy(), index=pd.RangeIndex(len(frame)))
-        .groupby(codes, sort=False)
-        .expanding()
-        .median()
-        .droplevel(0)
-        .sort_index()
-        .to_numpy()
+        pd.Series(values[rows]).groupby(key, sort=False).expanding().median().droplevel(0).sort_index().to_numpy()
     )
     # position of the first row of each (key, day) block; the row before it closes earlier days
-    block_start = np.ones(len(frame), dtype=bool)
-    block_start[1:] = (codes[1:] != codes[:-1]) | (frame["day"].to_numpy()[1:] != frame["day"].to_numpy()[:-1])
-    first_of_block = np.maximum.accumulate(np.where(block_start, np.arange(len(frame)), 0))
+    block_start = np.ones(len(rows), dtype=bool)
+    block_start[1:] = (key[1:] != key[:-1]) | (day[1:] != day[:-1])
+    first_of_block = np.maximum.accumulate(np.where(block_start, np.arange(len(rows)), 0))
     previous = first_of_block - 1
-    same_key = (previous >= 0) & (codes[np.maximum(previous, 0)] == codes)
-    medians = np.where(same_key, expanding[np.maximum(previous, 0)], np.nan)
-    out = np.full(len(keys), np.nan)
-    out[frame.index.to_numpy()] = medians
+    same_key = (previous >= 0) & (key[np.maximum(previous, 0)] == key)
+    out = np.full(len(codes), np.nan)
+    out[rows] = np.where(same_key, expanding[np.maximum(previous, 0)], np.nan)
     return out
 
 
@@ -214,23 +234,17 @@ class FeatureState:
     version: str = ""  # sha256 of the saved entity totals: which history a model was served with
 
     @classmethod
-    def fit(
-        cls,
-        history: pd.DataFrame,
-        categorical: list[str],
-        smoothing: float,
-        days: dict[str, EntityDays] | None = None,
+    def fit(cls, history: pd.DataFrame, categorical: list[str], smoothing: float) -> FeatureState:
+        """The state of a history held in memory (with derived fields)."""
+        totals = {entity.name: entity_history(history, entity)[1] for entity in ENTITIES}
+        return cls.of(totals, history, categorical, smoothing)
+
+    @classmethod
+    def of(
+        cls, totals: dict[str, pd.DataFrame], history: pd.DataFrame, categorical: list[str], smoothing: float
     ) -> FeatureState:
-        days = days or entity_days(history)
-        totals = {}
-        for entity in ENTITIES:
-            blocks = days[entity.name]
-            entity_totals = blocks.per_key()
-            if entity.name in VALUE_REFERENCE_ENTITIES:
-                entity_totals["median_log_value_per_kg"] = (
-                    history["log_value_per_kg"].groupby(blocks.keys.to_numpy()).median()
-                )
-            totals[entity.name] = entity_totals.sort_index()[state_columns(entity)].astype("float64")
+        """The state from each entity's totals and the history's declared values (or a frame of
+        its distinct values: categories and the last date are all that is read)."""
         categories = {
             column: sorted(history[column].dropna().unique().tolist()) for column in categorical
         }

@@ -13,8 +13,7 @@ from features.history import (
     ENTITIES,
     VALUE_REFERENCE_ENTITIES,
     FeatureState,
-    entity_days,
-    point_in_time_counts,
+    entity_history,
     with_derived_fields,
 )
 
@@ -223,11 +222,14 @@ def feature_matrix(records: pd.DataFrame, counts: pd.DataFrame, state: FeatureSt
 
 
 def training_features(history: pd.DataFrame, smoothing: float) -> tuple[pd.DataFrame, FeatureState]:
-    """Point-in-time features for every history row, and the state serving will use."""
+    """Point-in-time features for every row of a history held in memory, and the state serving
+    will use (`features.partitioned` streams a history larger than memory the same way)."""
     history = with_derived_fields(history)
-    days = entity_days(history)
-    state = FeatureState.fit(history, CATEGORICAL, smoothing, days)
-    return feature_matrix(history, point_in_time_counts(history, days), state), state
+    counts, totals = {}, {}
+    for entity in ENTITIES:
+        counts[entity.name], totals[entity.name] = entity_history(history, entity)
+    state = FeatureState.of(totals, history, CATEGORICAL, smoothing)
+    return feature_matrix(history, pd.concat(counts.values(), axis=1), state), state
 
 
 def serving_features(records: pd.DataFrame, state: FeatureState) -> tuple[pd.DataFrame, pd.DataFrame]:
