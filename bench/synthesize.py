@@ -1,15 +1,27 @@
-"""Synthetic canonical declarations at any scale, so speed and memory can be measured beyond the
-46k rows of the KCS history.
+"""Synthetic canonical declarations at national scale, so speed and memory can be measured beyond
+the 46k rows of the KCS history.
 
-Realistic in what costs time and memory: tens of thousands of importers, thousands of HS codes,
-Zipf-skewed activity, time order. Realistic in what a model must learn: fraud is planted on
-risky importers and declarants, on risky HS code x origin pairs, and shows as undervaluation
-against the HS code's usual value per kg. Every column is drawn with vectorised numpy and built
-with pyarrow, so 10M rows take about a minute and a few GB; the same seed gives the same rows.
+Realistic in what costs time and memory: entity counts that keep growing with the history (a
+few hundred thousand importers and tens of thousands of declarants and sellers at 25M rows, the
+HS codes in use approaching the ~5,600 subheadings the nomenclature has), Zipf-skewed activity,
+time order over two years. Realistic in what a model must learn: fraud is planted on risky
+importers and declarants, on risky HS code x origin pairs, and shows as undervaluation against
+the HS code's usual value per kg.
+
+Rows are drawn and written block by block (a Parquet part file each, in date order across
+parts), so memory stays that of one block and the entity tables whatever the row count. Every
+column is vectorised numpy built with pyarrow. The same seed, row count and block size give the
+same rows.
+
+    python -m bench.synthesize --rows 25000000 --seed 7 --output synthetic.parquet
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
+from pipelines.common import part_path, staged_output
 
 START_DATE = "2020-01-01"
 DAYS = 730
+BLOCK_ROWS = 1_000_000  # rows per part file: a block's columns take a few hundred MB
+# HS subheadings a national history ends up declaring: the nomenclature has about 5,600 and a
+# few are never traded, so this ceiling is real where the other entity counts have none.
+HS_CODES_IN_USE = 5_300
 # Trade partners, busiest first (drawn with Zipf weights in this order).
 COUNTRIES = (
     "CN JP US DE VN HK KR TW IT FR GB TH IN ID MY SG AU NL CA ES BE CH MX BR PH TR PL SE AT DK "
@@ -48,6 +65,14 @@ RISKY_PAIR_SHARE, RISKY_PAIR_LOG_ODDS = 0.03, 2.5
 UNDERVALUED_SHARE_FRAUD, UNDERVALUED_SHARE_CLEAN = 0.6, 0.03  # rows declared below the HS norm
 
 
+def _heaps(rows: int, per_row: float, knee: int, exponent: float) -> int:
+    """Distinct entities in `rows` declarations: one new entity every 1/per_row rows up to
+    `knee` rows, then Heaps' law (sublinear growth, never a plateau)."""
+    if rows <= knee:
+        return max(100, int(rows * per_row))
+    return int(knee * per_row * (rows / knee) ** exponent)
+
+
 @dataclass(frozen=True)
 class Cardinalities:
     """How many distinct entities a history of this many rows holds."""
@@ -61,27 +86,30 @@ class Cardinalities:
 
     @classmethod
     def for_rows(cls, rows: int) -> Cardinalities:
-        # KCS: 37k rows, 12.7k importers, 1.2k declarants, 2.4k HS codes; a national service's
-        # year: tens of thousands of importers, about five thousand HS codes in use.
-        importers = int(np.clip(rows // 10, 100, 60_000))
+        # KCS: 37k rows, 12.7k importers, 1.2k declarants, 2.4k HS codes. A national history of
+        # 25M declarations: ~360k importers, ~30k declarants, ~85k foreign sellers, ~5,300 HS
+        # codes. Offices and express couriers are set by the administration, not the traffic.
+        importers = _heaps(rows, 1 / 10, 200_000, 0.6)
         return cls(
             importers=importers,
             declarants=max(20, importers // 12),
-            sellers=int(np.clip(rows // 8, 100, 80_000)),
+            sellers=_heaps(rows, 1 / 8, 100_000, 0.35),
             couriers=80,
             offices=42,
-            hs_codes=int(np.clip(rows // 20, 50, 5_000)),
+            hs_codes=max(50, round(HS_CODES_IN_USE * -np.expm1(-rows / (20 * HS_CODES_IN_USE)))),
         )
 
 
-def _zipf_weights(count: int, exponent: float) -> np.ndarray:
-    weights = 1.0 / np.arange(1, count + 1) ** exponent
-    return weights / weights.sum()
+class _Zipf:
+    """Indices in [0, count), index 0 the most frequent; the CDF is built once for all blocks."""
 
+    def __init__(self, count: int, exponent: float):
+        weights = 1.0 / np.arange(1, count + 1) ** exponent
+        self.cdf = np.cumsum(weights / weights.sum())
+        self.count = count
 
-def _draw(rng: np.random.Generator, count: int, size: int, exponent: float) -> np.ndarray:
-    """Indices in [0, count), index 0 the most frequent."""
-    return rng.choice(count, size=size, p=_zipf_weights(count, exponent)).astype(np.int64)
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.cdf, rng.random(size), side="right"), self.count - 1)
 
 
 def _entity_ids(rng: np.random.Generator, count: int, length: int) -> pa.Array:
@@ -100,58 +128,70 @@ def _strings(vocabulary: pa.Array | list[str], codes: np.ndarray, missing: np.nd
     return pd.Series(pd.array(taken, dtype=pd.StringDtype("pyarrow", na_value=np.nan)))
 
 
-def _small_field(rng: np.random.Generator, shares: dict[str, float], size: int) -> pd.Series:
-    values = list(shares)
-    p = np.array([shares[v] for v in values])
-    return _strings(values, rng.choice(len(values), size=size, p=p / p.sum()))
-
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
 
 
-def synthesize(rows: int, seed: int, start_date: str = START_DATE, days: int = DAYS) -> pd.DataFrame:
-    """`rows` labelled canonical declarations (CONTRACT.md section 1) in date order, typed like
-    the validate stage's output."""
-    if rows < 1:
-        raise ValueError(f"rows must be at least 1, got {rows}")
-    rng = np.random.default_rng(seed)
-    card = Cardinalities.for_rows(rows)
-    countries = len(COUNTRIES)
+class _Entities:
+    """What is fixed about each HS code, importer, declarant and partner: drawn once, shared by
+    every block."""
 
-    # Entities and what is fixed about them.
-    hs_codes = pa.array([f"{c:06d}" for c in np.sort(rng.choice(970_000, card.hs_codes, replace=False) + 10_000)])
-    hs_rank = rng.permutation(card.hs_codes)  # popularity is not alphabetical
-    hs_log_value_per_kg = rng.normal(np.log(5_000), 1.5, card.hs_codes)
-    hs_log_mass = rng.normal(np.log(200), 1.5, card.hs_codes)
-    hs_tax_rate = rng.choice(TAX_RATES, card.hs_codes)
-    hs_tax_type = rng.choice(len(TAX_TYPES), card.hs_codes, p=_zipf_weights(len(TAX_TYPES), 1.2))
-    importer_hs = hs_rank[_draw(rng, card.hs_codes, card.importers, 1.05)]
-    importer_origin = _draw(rng, countries, card.importers, 1.2)
-    importer_declarant = _draw(rng, card.declarants, card.importers, 1.0)
-    importer_office = _draw(rng, card.offices, card.importers, 1.1)
-    risky_importer = rng.random(card.importers) < RISKY_IMPORTER_SHARE
-    risky_declarant = rng.random(card.declarants) < RISKY_DECLARANT_SHARE
+    def __init__(self, rng: np.random.Generator, card: Cardinalities):
+        countries = len(COUNTRIES)
+        self.hs_zipf = _Zipf(card.hs_codes, 1.05)
+        self.country_zipf = _Zipf(countries, 1.2)
+        self.importer_zipf = _Zipf(card.importers, 0.8)
+        self.declarant_zipf = _Zipf(card.declarants, 1.0)
+        self.office_zipf = _Zipf(card.offices, 1.1)
+        self.seller_zipf = _Zipf(card.sellers, 0.9)
+        self.courier_zipf = _Zipf(card.couriers, 1.3)
+        self.small_fields = {field: (list(shares), np.array(list(shares.values())) / sum(shares.values()))
+                             for field, shares in SMALL_FIELDS.items()}
 
-    # Rows: who declares what, from where, when.
-    day = np.sort(rng.integers(0, days, rows))
-    importer = _draw(rng, card.importers, rows, 0.8)
+        codes = np.sort(rng.choice(970_000, card.hs_codes, replace=False) + 10_000)
+        self.hs_codes = pa.array([f"{c:06d}" for c in codes])
+        self.hs_rank = rng.permutation(card.hs_codes)  # popularity is not alphabetical
+        self.hs_log_value_per_kg = rng.normal(np.log(5_000), 1.5, card.hs_codes)
+        self.hs_log_mass = rng.normal(np.log(200), 1.5, card.hs_codes)
+        self.hs_tax_rate = rng.choice(TAX_RATES, card.hs_codes)
+        self.hs_tax_type = _Zipf(len(TAX_TYPES), 1.2).draw(rng, card.hs_codes)
+        self.importer_hs = self.hs_rank[self.hs_zipf.draw(rng, card.importers)]
+        self.importer_origin = self.country_zipf.draw(rng, card.importers)
+        self.importer_declarant = self.declarant_zipf.draw(rng, card.importers)
+        self.importer_office = self.office_zipf.draw(rng, card.importers)
+        self.risky_importer = rng.random(card.importers) < RISKY_IMPORTER_SHARE
+        self.risky_declarant = rng.random(card.declarants) < RISKY_DECLARANT_SHARE
+
+        self.offices = pa.array([f"{10 + 2 * i}" for i in range(card.offices)])
+        self.declarant_ids = _entity_ids(rng, card.declarants, 7)
+        self.importer_ids = _entity_ids(rng, card.importers, 7)
+        self.seller_ids = _entity_ids(rng, card.sellers, 7)
+        self.courier_ids = _entity_ids(rng, card.couriers, 6)
+        self.countries = pa.array(COUNTRIES)
+        self.first_id = 10**9 + int(rng.integers(0, 10**9))
+
+
+def _block(e: _Entities, rng: np.random.Generator, first_row: int, day: np.ndarray, start_date: str) -> pd.DataFrame:
+    """The declarations numbered first_row onwards, one per entry of `day`."""
+    rows = len(day)
+    # Who declares what, from where.
+    importer = e.importer_zipf.draw(rng, rows)
     own = rng.random((4, rows))
-    hs = np.where(own[0] < 0.7, importer_hs[importer], hs_rank[_draw(rng, card.hs_codes, rows, 1.05)])
-    origin = np.where(own[1] < 0.75, importer_origin[importer], _draw(rng, countries, rows, 1.2))
-    departure = np.where(rng.random(rows) < 0.85, origin, _draw(rng, countries, rows, 1.2))
-    declarant = np.where(own[2] < 0.85, importer_declarant[importer], _draw(rng, card.declarants, rows, 1.0))
-    office = np.where(own[3] < 0.7, importer_office[importer], _draw(rng, card.offices, rows, 1.1))
-    seller = _draw(rng, card.sellers, rows, 0.9)
-    courier = _draw(rng, card.couriers, rows, 1.3)
+    hs = np.where(own[0] < 0.7, e.importer_hs[importer], e.hs_rank[e.hs_zipf.draw(rng, rows)])
+    origin = np.where(own[1] < 0.75, e.importer_origin[importer], e.country_zipf.draw(rng, rows))
+    departure = np.where(rng.random(rows) < 0.85, origin, e.country_zipf.draw(rng, rows))
+    declarant = np.where(own[2] < 0.85, e.importer_declarant[importer], e.declarant_zipf.draw(rng, rows))
+    office = np.where(own[3] < 0.7, e.importer_office[importer], e.office_zipf.draw(rng, rows))
+    seller = e.seller_zipf.draw(rng, rows)
+    courier = e.courier_zipf.draw(rng, rows)
 
     # Planted fraud, then the undervaluation it shows as.
     risky_pair = ((hs.astype(np.uint64) * np.uint64(2_654_435_761) + origin.astype(np.uint64) * np.uint64(40_503))
                   % np.uint64(1_000)) < np.uint64(RISKY_PAIR_SHARE * 1_000)
     log_odds = (
         BASE_LOG_ODDS
-        + RISKY_IMPORTER_LOG_ODDS * risky_importer[importer]
-        + RISKY_DECLARANT_LOG_ODDS * risky_declarant[declarant]
+        + RISKY_IMPORTER_LOG_ODDS * e.risky_importer[importer]
+        + RISKY_DECLARANT_LOG_ODDS * e.risky_declarant[declarant]
         + RISKY_PAIR_LOG_ODDS * risky_pair
         + rng.normal(0, 0.5, rows)
     )
@@ -159,43 +199,85 @@ def synthesize(rows: int, seed: int, start_date: str = START_DATE, days: int = D
     undervalued = rng.random(rows) < np.where(fraud, UNDERVALUED_SHARE_FRAUD, UNDERVALUED_SHARE_CLEAN)
     discount = np.where(undervalued, 0.5 + rng.exponential(1.0, rows), 0.0)
     critical = fraud & (rng.random(rows) < _sigmoid(-3.5 + 2.0 * risky_pair + 1.0 * (discount > 1.5)))
-    log_value_per_kg = hs_log_value_per_kg[hs] + rng.normal(0, 0.4, rows) - discount
-    net_mass = np.round(np.exp(hs_log_mass[hs] + rng.normal(0, 1.0, rows)), 1)
+    log_value_per_kg = e.hs_log_value_per_kg[hs] + rng.normal(0, 0.4, rows) - discount
+    net_mass = np.round(np.exp(e.hs_log_mass[hs] + rng.normal(0, 1.0, rows)), 1)
     item_price = np.round(net_mass * np.exp(log_value_per_kg), 1)
 
-    country_codes = pa.array(COUNTRIES)
-    first_id = 10**9 + int(rng.integers(0, 10**9))
+    first_id = e.first_id + first_row
     columns = {
         "declaration_id": pd.Series(pd.array(pc.cast(pa.array(np.arange(first_id, first_id + rows)), pa.string()),
                                              dtype=pd.StringDtype("pyarrow", na_value=np.nan))),
         "declaration_date": pd.Series(np.datetime64(start_date, "D") + day, dtype="datetime64[ns]"),
-        "office_id": _strings([f"{10 + 2 * i}" for i in range(card.offices)], office),
-        "declarant_id": _strings(_entity_ids(rng, card.declarants, 7), declarant),
-        "importer_id": _strings(_entity_ids(rng, card.importers, 7), importer),
-        "seller_id": _strings(_entity_ids(rng, card.sellers, 7), seller, missing=rng.random(rows) < 0.1),
-        "courier_id": _strings(_entity_ids(rng, card.couriers, 6), courier, missing=rng.random(rows) < 0.8),
-        "hs6_code": _strings(hs_codes, hs),
-        "departure_country": _strings(country_codes, departure),
-        "origin_country": _strings(country_codes, origin),
-        "tax_rate": hs_tax_rate[hs],
-        "tax_type": _strings(TAX_TYPES, hs_tax_type[hs]),
+        "office_id": _strings(e.offices, office),
+        "declarant_id": _strings(e.declarant_ids, declarant),
+        "importer_id": _strings(e.importer_ids, importer),
+        "seller_id": _strings(e.seller_ids, seller, missing=rng.random(rows) < 0.1),
+        "courier_id": _strings(e.courier_ids, courier, missing=rng.random(rows) < 0.8),
+        "hs6_code": _strings(e.hs_codes, hs),
+        "departure_country": _strings(e.countries, departure),
+        "origin_country": _strings(e.countries, origin),
+        "tax_rate": e.hs_tax_rate[hs],
+        "tax_type": _strings(TAX_TYPES, e.hs_tax_type[hs]),
         "net_mass_kg": net_mass,
         "item_price": item_price,
         "fraud": fraud.astype("int8"),
         "critical_fraud": critical.astype("int8"),
     }
-    for field, shares in SMALL_FIELDS.items():
-        columns[field] = _small_field(rng, shares, rows)
+    for field, (values, shares) in e.small_fields.items():
+        columns[field] = _strings(values, rng.choice(len(values), size=rows, p=shares))
     return pd.DataFrame(columns)[DECLARATION_FIELDS + LABEL_FIELDS]
 
 
-def write_declarations(records: pd.DataFrame, path: Path) -> None:
-    """Parquet keeps the types; CSV writes ISO dates, as a client's export would."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        records.to_parquet(path, index=False)
-    elif suffix == ".csv":
-        records.to_csv(path, index=False, date_format="%Y-%m-%d")
-    else:
-        raise ValueError(f"{path}: expected a .csv or .parquet file")
+def blocks(
+    rows: int, seed: int, block_rows: int = BLOCK_ROWS, start_date: str = START_DATE, days: int = DAYS
+) -> Iterator[pd.DataFrame]:
+    """`rows` labelled canonical declarations (CONTRACT.md section 1), typed like the validate
+    stage's output, in blocks of `block_rows` in date order (within and across blocks)."""
+    if rows < 1 or block_rows < 1:
+        raise ValueError(f"rows and block_rows must be at least 1, got {rows} and {block_rows}")
+    count = -(-rows // block_rows)
+    entity_seed, day_seed, *block_seeds = np.random.SeedSequence(seed).spawn(2 + count)
+    entities = _Entities(np.random.default_rng(entity_seed), Cardinalities.for_rows(rows))
+    # Rows per day for the whole history first, so each block knows its days without the others.
+    last_row_of_day = np.cumsum(np.random.default_rng(day_seed).multinomial(rows, np.full(days, 1 / days)))
+    for index, block_seed in enumerate(block_seeds):
+        first = index * block_rows
+        numbers = np.arange(first, min(first + block_rows, rows))
+        day = np.searchsorted(last_row_of_day, numbers, side="right")
+        yield _block(entities, np.random.default_rng(block_seed), first, day, start_date)
+
+
+def write_parts(rows: int, seed: int, output: Path, block_rows: int = BLOCK_ROWS) -> int:
+    """`output` becomes a directory of Parquet parts (pipelines.common.part_path), replaced only
+    once every part is written. Returns the number of parts."""
+    with staged_output(output) as staging:
+        staging.mkdir(parents=True)
+        for index, block in enumerate(blocks(rows, seed, block_rows)):
+            block.to_parquet(part_path(staging, index), index=False)
+    return index + 1
+
+
+def _replaceable(path: Path) -> bool:
+    """Only a directory of part files is overwritten: never a file or a folder of other things."""
+    return not path.exists() or (path.is_dir() and all(p.name.startswith("part-") for p in path.iterdir()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, required=True, help="how many declarations")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same rows")
+    parser.add_argument("--output", type=Path, required=True, help="a directory of Parquet part files")
+    parser.add_argument("--block-rows", type=int, default=BLOCK_ROWS, help="rows per part file")
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.block_rows < 1:
+        parser.error("--rows and --block-rows must be at least 1")
+    if not _replaceable(args.output):
+        parser.error(f"{args.output} exists and is not a directory of part files: not overwriting it")
+    started = time.perf_counter()
+    parts = write_parts(args.rows, args.seed, args.output, args.block_rows)
+    print(f"wrote {args.rows:,} synthetic declarations (seed {args.seed}) in {parts} part(s) to {args.output} "
+          f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -99,21 +99,6 @@ def audit(
 
 
 @app.command()
-def synthesize(
-    rows: int = typer.Option(..., "--rows", min=1, help="how many declarations"),
-    seed: int = typer.Option(0, "--seed", help="the same seed writes the same rows"),
-    output: Path = typer.Option(..., "--output", help="a .csv or .parquet file"),
-) -> None:
-    """Write synthetic labelled declarations with planted fraud, to measure beyond the KCS history."""
-    from pipelines.synthesize import synthesize as generate, write_declarations
-
-    if output.suffix.lower() not in (".csv", ".parquet"):
-        raise typer.BadParameter("expected a .csv or .parquet file", param_hint="--output")
-    write_declarations(generate(rows, seed), output)
-    console.print(f"wrote {rows:,} synthetic declarations (seed {seed}) to {output}")
-
-
-@app.command()
 def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metrics file of the evaluate stage")) -> None:
     """Print the validation window's targeting metrics as a table."""
     values = json.loads(path.read_text())

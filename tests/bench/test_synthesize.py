@@ -1,5 +1,5 @@
-"""The synthetic history must be valid canonical data, reproducible, shaped like a national
-service's traffic, and carry fraud patterns a model can find."""
+"""The synthetic history must be valid canonical data, reproducible, written in bounded parts,
+shaped like a national service's traffic, and carry fraud patterns a model can find."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
-from typer.testing import CliRunner
 
+from bench.synthesize import Cardinalities, blocks, main
 from features.matrix import FEATURE_NAMES, training_features
 from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, coerce_declarations, find_failures
-from pipelines.synthesize import synthesize
-from serving.cli import app
+from pipelines.common import part_path
+
+
+def synthesize(rows: int, seed: int, block_rows: int = 1_000_000) -> pd.DataFrame:
+    return pd.concat(blocks(rows, seed, block_rows), ignore_index=True)
 
 
 @pytest.fixture(scope="module")
 def large() -> pd.DataFrame:
-    return synthesize(200_000, seed=5)
+    return synthesize(200_000, seed=5, block_rows=60_000)
 
 
 def test_same_seed_same_rows_other_seed_other_rows():
@@ -39,8 +42,9 @@ def test_rows_are_valid_canonical_records_in_their_canonical_types():
 
 def test_time_order_unique_ids_and_nulls_where_the_contract_allows(large):
     assert large["declaration_id"].is_unique
-    assert large["declaration_date"].is_monotonic_increasing
-    assert large["declaration_date"].dt.year.isin([2020, 2021]).all()
+    assert large["declaration_date"].is_monotonic_increasing  # across blocks too
+    assert large["declaration_date"].min() == pd.Timestamp("2020-01-01")
+    assert large["declaration_date"].max() >= pd.Timestamp("2021-12-01")  # well over 18 months
     nullable = {"seller_id", "courier_id"}
     assert large.drop(columns=list(nullable)).notna().all().all()
     assert 0.05 < large["seller_id"].isna().mean() < 0.15 and 0.7 < large["courier_id"].isna().mean() < 0.9
@@ -55,6 +59,17 @@ def test_cardinalities_and_skew_of_a_national_service(large):
     top_share = busiest.head(len(busiest) // 100).sum() / len(large)
     assert 0.2 < top_share < 0.6  # Zipf-like: the top 1% of importers file a large share
     assert 0.15 < large["fraud"].mean() < 0.3 and 0.003 < large["critical_fraud"].mean() < 0.03
+
+
+def test_entity_counts_keep_growing_to_a_national_history_but_hs_codes_stay_within_the_nomenclature():
+    sizes = [Cardinalities.for_rows(rows) for rows in (1_000_000, 10_000_000, 25_000_000)]
+    for smaller, larger in zip(sizes, sizes[1:]):
+        assert larger.importers > smaller.importers and larger.sellers > smaller.sellers
+        assert larger.declarants > smaller.declarants
+    national = sizes[-1]
+    assert 200_000 <= national.importers <= 800_000
+    assert 10_000 <= national.declarants < 100_000 and 10_000 <= national.sellers < 100_000
+    assert 4_500 <= national.hs_codes <= 5_600
 
 
 def test_undervaluation_against_the_hs_norm_signals_fraud(large):
@@ -77,11 +92,19 @@ def test_a_model_learns_the_planted_patterns_on_later_declarations():
     assert roc_auc_score(history.loc[~is_train, "fraud"], later) > 0.7
 
 
-def test_cli_writes_the_same_rows_and_rejects_other_formats(tmp_path):
-    runner = CliRunner()
+def test_command_writes_the_same_rows_as_parts_and_never_overwrites_other_things(tmp_path):
     output = tmp_path / "synthetic.parquet"
-    result = runner.invoke(app, ["synthesize", "--rows", "2000", "--seed", "7", "--output", str(output)])
-    assert result.exit_code == 0, result.output
-    pd.testing.assert_frame_equal(pd.read_parquet(output), synthesize(2_000, seed=7))
-    wrong = runner.invoke(app, ["synthesize", "--rows", "10", "--output", str(tmp_path / "out.json")])
-    assert wrong.exit_code == 2 and not (tmp_path / "out.json").exists()
+    main(["--rows", "2500", "--seed", "7", "--output", str(output), "--block-rows", "1000"])
+    assert sorted(p.name for p in output.iterdir()) == [part_path(output, i).name for i in range(3)]
+    pd.testing.assert_frame_equal(pd.read_parquet(output), synthesize(2_500, seed=7, block_rows=1_000))
+    main(["--rows", "10", "--seed", "7", "--output", str(output)])  # a previous output is replaced whole
+    assert [p.name for p in output.iterdir()] == ["part-00000.parquet"]
+    a_file, a_folder = tmp_path / "notes.txt", tmp_path / "project"
+    a_file.write_text("keep me")
+    a_folder.mkdir()
+    (a_folder / "keep.txt").write_text("keep me")
+    for taken in (a_file, a_folder):
+        with pytest.raises(SystemExit) as refused:
+            main(["--rows", "10", "--output", str(taken)])
+        assert refused.value.code == 2
+    assert a_file.read_text() == (a_folder / "keep.txt").read_text() == "keep me"
