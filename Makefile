@@ -1,4 +1,4 @@
-# Entry points of CONTRACT.md section 2. Each creates .venv and installs into it when needed.
+# Entry points of docs/commands.md. Each creates .venv and installs into it when needed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -1,4 +1,4 @@
-"""The canonical declaration record (CONTRACT.md section 1) and its validation.
+"""The canonical declaration record (docs/record.md) and its validation.
 
 Three layers of rules, each check named for the rule it enforces and carrying its message:
 - `DeclarationSchema`: the contract's record. The scoring service and the validate stage share

@@ -1,4 +1,4 @@
-"""The service's OpenAPI document, written from CONTRACT.md section 3 and the declaration schema.
+"""The service's OpenAPI document, written from docs/api.md and the declaration schema.
 
 BentoML's generated document only knows `list[dict]` bodies and lists a 500 it should never
 give, so clients and API fuzzers could not learn from it what a declaration is or which errors
@@ -175,7 +175,7 @@ def contract_document(max_batch: int, secured: bool) -> dict:
         "info": {
             "title": "customs-risk",
             "version": "1",
-            "description": "Scores import declarations for customs risk targeting (CONTRACT.md section 3).",
+            "description": "Scores import declarations for customs risk targeting (docs/api.md in the customs-risk repository).",
         },
         "paths": {
             "/score": _operation(

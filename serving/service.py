@@ -1,4 +1,4 @@
-"""The scoring service (CONTRACT.md section 3), served with `bentoml serve`."""
+"""The scoring service (docs/api.md), served with `bentoml serve`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The end-to-end stack's pieces: commands, the small KCS sample, a free port and the CONTRACT
-example. The stack itself (one `dvc repro` and one `bentoml serve` per session) is built by the
-fixtures in tests/e2e/conftest.py and shared by every e2e module."""
+"""The end-to-end stack's pieces: commands, the small KCS sample, a free port and the example
+declaration of docs/record.md. The stack itself (one `dvc repro` and one `bentoml serve` per
+session) is built by the fixtures in tests/e2e/conftest.py and shared by every e2e module."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _run(command: list[str], cwd: Path, env: dict, timeout: int = 600) -> subpro
 
 
 def _sample_kcs(source: Path, target: Path, rows: int) -> None:
-    """A time-ordered random sample of a KCS file, in the KCS layout, plus the CONTRACT example."""
+    """A time-ordered random sample of a KCS file, in the KCS layout, plus the example declaration of docs/record.md."""
     frame = pd.read_csv(source, dtype=str, keep_default_na=False)
     sample = frame.sample(n=rows, random_state=11)
     if "97061800" in set(frame["Declaration ID"]) and "97061800" not in set(sample["Declaration ID"]):
@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 
 def contract_example() -> dict:
-    """Declaration 97061800, the example of CONTRACT.md section 3, as a client sends it."""
+    """Declaration 97061800, the example of docs/record.md and docs/api.md, as a client sends it."""
     return {
         "declaration_id": "97061800", "declaration_date": "2020-01-01", "office_id": "30",
         "process_type": "B", "import_type": "11", "import_use": "21", "payment_type": "11",

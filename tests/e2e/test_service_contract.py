@@ -1,5 +1,5 @@
 """The scoring service as a targeting center runs it, called over HTTP: every status code and field
-of CONTRACT.md section 3, analyst risk profiles, exploration, keys, limits, the audit store under
+of docs/api.md, analyst risk profiles, exploration, keys, limits, the audit store under
 concurrent clients, and refusal to start on a champion that is not what the registry holds.
 
 The workspace's history stops before a held-back month of the embedded data. The served model is

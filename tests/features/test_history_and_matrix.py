@@ -1,4 +1,4 @@
-"""Point-in-time features (DESIGN.md invariants 1 and 2): training and serving compute the same
+"""Point-in-time features (docs/design.md invariants 1 and 2): training and serving compute the same
 features from the same code path, a row never sees its own day or the future, and unseen
 entities and categories in serving get defined values."""
 

@@ -1,4 +1,4 @@
-"""The canonical declaration record (CONTRACT.md section 1): one bad value fails its own row and
+"""The canonical declaration record (docs/record.md): one bad value fails its own row and
 field with a message an analyst can read; good rows around it pass untouched."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Targeting metrics (DESIGN.md "Targeting metrics"): what a center inspecting the top n% finds."""
+"""Targeting metrics (docs/design.md "Targeting metrics"): what a center inspecting the top n% finds."""
 
 from __future__ import annotations
 

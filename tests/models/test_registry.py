@@ -1,4 +1,4 @@
-"""The registry decides the champion (DESIGN.md invariant 4)."""
+"""The registry decides the champion (docs/design.md invariant 4)."""
 
 from __future__ import annotations
 

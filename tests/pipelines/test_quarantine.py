@@ -1,4 +1,4 @@
-"""Quarantine (DESIGN.md invariant 6): for every check, a row breaking it lands in quarantine,
+"""Quarantine (docs/design.md invariant 6): for every check, a row breaking it lands in quarantine,
 unchanged, with that check and field named, while the good rows go on; every input row is
 accounted for; a corrupted copy of the KCS history yields the report its manifest predicts."""
 

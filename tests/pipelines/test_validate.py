@@ -1,4 +1,4 @@
-"""Stage validate (DESIGN.md invariant 6, nothing is lost): valid rows go on, exact repeats are
+"""Stage validate (docs/design.md invariant 6, nothing is lost): valid rows go on, exact repeats are
 dropped and counted, every other rejected row is kept unchanged in quarantine with its reasons."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The audit and outcomes store: durable (WAL, on disk before the answer), replace-on-repost,
-and safe under concurrent writers (DESIGN.md invariant 6)."""
+and safe under concurrent writers (docs/design.md invariant 6)."""
 
 from __future__ import annotations
 

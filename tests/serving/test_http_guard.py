@@ -1,5 +1,5 @@
 """RequestGuard as ASGI middleware around a tiny Starlette app: keys, loopback, body limit, and
-framework errors rewritten to the contract's error shape (CONTRACT.md section 3)."""
+framework errors rewritten to the contract's error shape (docs/api.md)."""
 
 from __future__ import annotations
 

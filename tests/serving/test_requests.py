@@ -1,4 +1,4 @@
-"""Request checks: every problem comes back with its index and field (CONTRACT.md section 3)."""
+"""Request checks: every problem comes back with its index and field (docs/api.md)."""
 
 from __future__ import annotations
 
