@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 
@@ -105,14 +105,24 @@ KCS = SourceLayout(
 LAYOUTS = {layout.name: layout for layout in [KCS]}
 
 
+def read_source_chunks(path: str | Path, layout: SourceLayout, rows: int | None) -> Iterator[pd.DataFrame]:
+    """A source CSV `rows` rows at a time (None: in one piece), so a national export never has
+    to fit in memory; every value is read as a string, so leading zeros survive."""
+    with pd.read_csv(
+        path, dtype=str, keep_default_na=False, na_values=[""], chunksize=rows, iterator=True
+    ) as reader:
+        for chunk in reader:
+            yield layout.to_canonical(chunk)
+
+
 def read_source(path: str | Path, layout: SourceLayout) -> pd.DataFrame:
-    """Read a source CSV with every value as a string, so leading zeros survive."""
-    source = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    return layout.to_canonical(source)
+    """A whole source file, for samples and tests; the ingest stage streams it instead."""
+    return pd.concat(read_source_chunks(path, layout, rows=None))
 
 
-def with_source(records: pd.DataFrame, path: str | Path) -> pd.DataFrame:
-    return records.assign(source_file=str(path), source_row=range(1, len(records) + 1))
+def with_source(records: pd.DataFrame, path: str | Path, first_row: int = 1) -> pd.DataFrame:
+    """`first_row`: the file row of the first record, when `records` is a later chunk of it."""
+    return records.assign(source_file=str(path), source_row=range(first_row, first_row + len(records)))
 
 
 def newest_outcomes(feedback: pd.DataFrame) -> pd.DataFrame:
@@ -130,8 +140,9 @@ def read_feedback(folder: str | Path) -> pd.DataFrame:
     return newest_outcomes(pd.concat(frames, ignore_index=True)).reset_index(drop=True)
 
 
-def merge_feedback(history: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
-    """History with each fed-back declaration replacing its rows there: the outcome is newer
-    than any file."""
-    replaced = history["declaration_id"].isin(feedback["declaration_id"])
-    return pd.concat([history[~replaced], feedback.drop(columns=OUTCOME_TIME_FIELDS)], ignore_index=True)
+def merge_feedback(history: Iterable[pd.DataFrame], feedback: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """History chunk by chunk without the fed-back declarations' rows, then the outcomes: an
+    outcome is newer than any file, so it replaces every row of its declaration."""
+    for chunk in history:
+        yield chunk[~chunk["declaration_id"].isin(feedback["declaration_id"])]
+    yield feedback.drop(columns=OUTCOME_TIME_FIELDS)

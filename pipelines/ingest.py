@@ -1,43 +1,71 @@
-"""Stage ingest: source files in their own layout, and the fed-back outcomes -> one Parquet file
-of canonical records, each with the file and row it came from.
+"""Stage ingest: source files in their own layout, and the fed-back outcomes -> canonical records
+as Parquet parts, each with the file and row it came from.
 
-Values stay as read (strings); validate types them and quarantines what does not parse.
+Sources are read and written a chunk at a time, so a national history never has to fit in
+memory. Values stay as read (strings); validate types them and quarantines what does not parse.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
-import pandas as pd
+import pyarrow as pa
 
-from features.adapters import LAYOUTS, merge_feedback, read_feedback, read_source, with_source
-from pipelines.common import load_params
+from features.adapters import (
+    LAYOUTS,
+    merge_feedback,
+    read_feedback,
+    read_source_chunks,
+    with_source,
+)
+from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
+from pipelines.common import load_params, part_path, staged_output
+from pipelines.paths import INTERIM
 
-OUTPUT = Path("data/interim/declarations.parquet")
+CHUNK_ROWS = 500_000  # source rows in memory at a time, and rows per part
+# Every part has the same columns and types, even a chunk whose optional field is all empty.
+SCHEMA = pa.schema(
+    [(field, pa.large_string()) for field in DECLARATION_FIELDS + LABEL_FIELDS]
+    + [("source_file", pa.large_string()), ("source_row", pa.int64())]
+)
 
 
-def ingest(params: dict) -> pd.DataFrame:
+def ingest(params: dict, output: Path) -> int:
+    """Write the canonical records as parts of `output` in row order; the number of records."""
     layout = LAYOUTS[params["layout"]]
-    frames = []
-    for source in params["sources"]:
-        frame = with_source(read_source(source, layout), source)
-        print(f"ingest: {source}: {len(frame):,} rows ({layout.name} layout)")
-        frames.append(frame)
-    history = pd.concat(frames, ignore_index=True)
     feedback = read_feedback(params["feedback"])
-    known = int(feedback["declaration_id"].isin(history["declaration_id"]).sum())
+    relabelled: set[str] = set()  # declarations of the files that an outcome relabels
+
+    def history() -> Iterator:
+        for source in params["sources"]:
+            done = 0
+            for chunk in read_source_chunks(source, layout, CHUNK_ROWS):
+                records = with_source(chunk, source, first_row=done + 1)
+                done += len(records)
+                ids = records["declaration_id"]
+                relabelled.update(ids[ids.isin(feedback["declaration_id"])])
+                print(f"ingest: {source}: {done:,} rows read")
+                yield records
+            print(f"ingest: {source}: {done:,} rows ({layout.name} layout)")
+
+    output.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for index, part in enumerate(merge_feedback(history(), feedback)):
+        part.to_parquet(part_path(output, index), index=False, schema=SCHEMA)
+        written += len(part)
     print(
         f"ingest: {params['feedback']}: {len(feedback):,} outcomes "
-        f"({known:,} relabel declarations of the files above, {len(feedback) - known:,} new)"
+        f"({len(relabelled):,} relabel declarations of the files above, {len(feedback) - len(relabelled):,} new)"
     )
-    return merge_feedback(history, feedback)
+    return written
 
 
 def main() -> None:
-    records = ingest(load_params()["ingest"])
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    records.to_parquet(OUTPUT, index=False)
-    print(f"ingest: {len(records):,} records -> {OUTPUT}")
+    params = load_params()["ingest"]
+    with staged_output(INTERIM) as output:
+        records = ingest(params, output)
+    print(f"ingest: {records:,} records -> {INTERIM}")
 
 
 if __name__ == "__main__":
