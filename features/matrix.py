@@ -221,6 +221,22 @@ def feature_matrix(records: pd.DataFrame, counts: pd.DataFrame, state: FeatureSt
     return matrix[FEATURE_NAMES]
 
 
+def model_input(matrix: pd.DataFrame) -> pd.DataFrame:
+    """The features as the boosters read them: every column a float, a category its code in the
+    state's categories (NaN when unseen), as LightGBM itself encodes a categorical column. So
+    the matrix on disk is plain floats whatever part a row group came from, and the model
+    scores a categorical frame (serving) and its encoding (training) alike."""
+    encoded = {}
+    for name in FEATURE_NAMES:
+        column = matrix[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()
+            encoded[name] = np.where(codes < 0, np.nan, codes.astype("float64"))
+        else:
+            encoded[name] = column.to_numpy(dtype="float64")
+    return pd.DataFrame(encoded, index=matrix.index)
+
+
 def training_features(history: pd.DataFrame, smoothing: float) -> tuple[pd.DataFrame, FeatureState]:
     """Point-in-time features for every row of a history held in memory, and the state serving
     will use (`features.partitioned` streams a history larger than memory the same way)."""
