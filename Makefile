@@ -27,6 +27,7 @@ run: $(INSTALLED)
 	  echo "dvc repro: $$(( $$(date +%s) - start ))s" && $(BIN)/customs-risk metrics
 
 test: $(INSTALLED)
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 # The audit store and the analysts' rules default to this checkout; production sets both.

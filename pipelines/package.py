@@ -7,6 +7,7 @@ must find the same files, and the service refuses to start on files that differ 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -45,10 +46,8 @@ def import_champion(name: str, serving: dict) -> bentoml.Model:
     if version is None:
         raise SystemExit(f"package: no '{name}@champion' in the registry; run the register stage")
     tag = f"{name}:v{version.version}"
-    try:
+    with contextlib.suppress(bentoml.exceptions.NotFound):
         bentoml.models.delete(bentoml.models.get(tag).tag)
-    except bentoml.exceptions.NotFound:
-        pass
     client = MlflowClient()
     metrics = client.get_run(version.run_id).data.metrics
     with tempfile.TemporaryDirectory() as scratch:

@@ -122,7 +122,7 @@ class RequestGuard:
             nonlocal received, refusal
             try:
                 message = await asyncio.wait_for(receive(), self.body_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 refusal = (408, f"request body not received within {self.body_timeout:g} seconds")
                 return {"type": "http.request", "body": b"", "more_body": False}
             if message["type"] == "http.request":

@@ -14,7 +14,6 @@ from features.schema import (
     MAX_ID_CHARACTERS,
     NOT_BLANK,
     NUMERIC_FIELDS,
-    OPTIONAL_FIELDS,
     STRING_FIELDS,
 )
 

@@ -30,7 +30,7 @@ def _samples(mib_at: dict[float, float]) -> list[tuple[float, int]]:
 
 
 def test_flat_memory_passes_with_no_growth_and_no_slope():
-    growth = memory_growth(_samples({t: 700.0 for t in range(0, 300, 5)}), warmup_seconds=60)
+    growth = memory_growth(_samples(dict.fromkeys(range(0, 300, 5), 700.0)), warmup_seconds=60)
     assert growth["ok"]
     assert growth["start_mib"] == growth["end_mib"] == 700
     assert growth["growth_mib"] == 0
@@ -62,7 +62,7 @@ def test_growth_beyond_a_tenth_fails_on_a_large_server():
 
 
 def test_a_single_spike_at_the_end_is_not_growth():
-    memory = {t: 700.0 for t in range(0, 120, 5)}
+    memory = dict.fromkeys(range(0, 120, 5), 700.0)
     memory[115] = 900.0
     growth = memory_growth(_samples(memory), warmup_seconds=0)
     assert growth["end_mib"] == 700

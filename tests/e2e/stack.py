@@ -109,6 +109,8 @@ def keyed_service(workspace: dict, log: Path, audit: Path | None = None):
     env = {**workspace["env"], "RISK_API_KEYS": API_KEY}
     if audit is not None:
         env["RISK_AUDIT_DB"] = str(audit)
-    with serve_bento(workspace["root"], env, log) as served:
-        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client:
-            yield {"client": client, "base": served.base}
+    with (
+        serve_bento(workspace["root"], env, log) as served,
+        httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client,
+    ):
+        yield {"client": client, "base": served.base}

@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -108,9 +108,11 @@ def service(workspace):
     """Two workers (two processes writing one audit store), two keys, the analysts' rules."""
     env = {**workspace["env"], "RISK_API_KEYS": ",".join(KEYS), "RISK_WORKERS": "2"}
     log = workspace["root"] / "serve.log"
-    with serve_bento(workspace["root"], env, log) as served:
-        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=60) as client:
-            yield {"client": client, "base": served.base, "log": log}
+    with (
+        serve_bento(workspace["root"], env, log) as served,
+        httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=60) as client,
+    ):
+        yield {"client": client, "base": served.base, "log": log}
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,7 @@ def _registered(workspace) -> dict:
 
 
 def _audit_export(workspace, table: str, output: Path) -> pd.DataFrame:
-    today = datetime.now(timezone.utc).date().isoformat()
+    today = datetime.now(UTC).date().isoformat()
     _run([str(BIN / "customs-risk"), "audit", "--since", today, "--until", today, "--table", table, "--output", str(output)],
          workspace["root"], workspace["env"])
     return pd.read_csv(output, dtype={"declaration_id": str, "model_version": str}, keep_default_na=False)

@@ -13,7 +13,6 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from features.history import (
-    COUNT_COLUMNS,
     ENTITIES,
     FeatureState,
     entity_keys,

@@ -10,11 +10,11 @@ from pandera.errors import SchemaError, SchemaErrors
 
 from features.schema import (
     DECLARATION_FIELDS,
-    DeclarationSchema,
-    LabelledDeclarationSchema,
     LABEL_FIELDS,
     NUMERIC_FIELDS,
     OPTIONAL_FIELDS,
+    DeclarationSchema,
+    LabelledDeclarationSchema,
     coerce_declarations,
     find_failures,
 )

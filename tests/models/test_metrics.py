@@ -122,9 +122,9 @@ def test_definitions_on_a_hand_made_window():
     tops = {"10": [0], "30": [0, 2, 4], "50": [0, 2, 4, 6, 9]}
     fraud_duty_total = 10.0 + 100 + 60 + 0 + 70 + 40  # rows 0, 1, 3, 4, 7, 8
     expected = {
-        "10": dict(precision=1 / 1, recall=1 / 6, duty=10.0 / fraud_duty_total, critical=1 / 3),
-        "30": dict(precision=2 / 3, recall=2 / 6, duty=10.0 / fraud_duty_total, critical=2 / 3),
-        "50": dict(precision=2 / 5, recall=2 / 6, duty=10.0 / fraud_duty_total, critical=2 / 3),
+        "10": {"precision": 1 / 1, "recall": 1 / 6, "duty": 10.0 / fraud_duty_total, "critical": 1 / 3},
+        "30": {"precision": 2 / 3, "recall": 2 / 6, "duty": 10.0 / fraud_duty_total, "critical": 2 / 3},
+        "50": {"precision": 2 / 5, "recall": 2 / 6, "duty": 10.0 / fraud_duty_total, "critical": 2 / 3},
     }
     for tag, rows in tops.items():
         assert sorted(top_share(score, float(tag)).tolist()) == rows

@@ -9,10 +9,10 @@ import math
 import re
 
 import mlflow
-from mlflow.models import infer_signature
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.models import infer_signature
 
 from features.matrix import FEATURE_NAMES, serving_features, training_features
 from features.schema import DECLARATION_FIELDS, coerce_declarations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -55,9 +55,9 @@ def test_decisions_are_recorded_with_every_field(store):
             "reasons": reasons,
         }
     )[RESULT_COLUMNS]
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     store.record_decisions(records, results, model_version="3")
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     with _fresh(store) as db:
         db.row_factory = sqlite3.Row

@@ -114,7 +114,7 @@ def test_concurrent_decision_batches_are_never_interleaved(tmp_path):
         try:
             ids = [f"W{n}-{i}" for i in range(25)]
             (shared if n % 2 else AuditStore(path)).record_decisions([{"declaration_id": i} for i in ids], _results(ids), "7")
-        except Exception as err:  # surfaced below: a thread's exception would otherwise vanish
+        except Exception as err:  # noqa: BLE001 - surfaced below: a thread's exception would otherwise vanish
             failures.append(err)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]

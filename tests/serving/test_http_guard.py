@@ -339,7 +339,7 @@ def test_the_contract_document_replaces_the_framework_one_and_needs_no_key(servi
 def _record(error: BaseException) -> logging.LogRecord:
     try:
         raise error
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - any error, as the framework's logger receives it
         return logging.LogRecord("bentoml", logging.ERROR, __file__, 1, "Exception on /score [POST]", (), sys.exc_info())
 
 

@@ -17,6 +17,7 @@ from serving.loading import (
     verify_files,
 )
 
+
 def test_digests_name_every_file_and_change_with_any_byte(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.txt").write_text("one")
