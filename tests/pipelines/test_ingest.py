@@ -1,14 +1,17 @@
 """Stage ingest: another administration's export is one new layout, not a pipeline change; fed
-back outcomes replace the files' rows for their declarations, the newest outcome winning."""
+back outcomes replace the files' rows for their declarations, the newest outcome winning; how
+many rows are read at a time changes nothing but the parts."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
+import yaml
 
 from features.adapters import FEEDBACK_FIELDS, KCS, LAYOUTS, SourceLayout, labels_from_outcome
 from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, coerce_declarations
-from pipelines.ingest import ingest
+from pipelines import ingest as stage
+from pipelines.paths import INTERIM
 from pipelines.validate import validate
 from tests.conftest import RAW
 
@@ -44,6 +47,12 @@ def _params(sources, feedback) -> dict:
     return {"layout": "kcs", "sources": [str(s) for s in sources], "feedback": str(feedback)}
 
 
+def ingest(params: dict, output) -> pd.DataFrame:
+    """The records the stage writes to `output`, its parts read as one frame."""
+    assert stage.ingest(params, output) == len(records := pd.read_parquet(output))
+    return records
+
+
 def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatch):
     export = kcs_rows[DECLARATION_FIELDS].rename(columns={v: k for k, v in EXAMPLE.columns.items()})
     export["Finding"] = [FINDINGS[labels] for labels in zip(kcs_rows["fraud"], kcs_rows["critical_fraud"])]
@@ -52,7 +61,7 @@ def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatc
     (tmp_path / "feedback").mkdir()
     monkeypatch.setitem(LAYOUTS, "example", EXAMPLE)
 
-    records = ingest(_params([tmp_path / "example.csv"], tmp_path / "feedback") | {"layout": "example"})
+    records = ingest(_params([tmp_path / "example.csv"], tmp_path / "feedback") | {"layout": "example"}, tmp_path / "out")
     valid, rejected, _ = validate(records)
 
     expected = coerce_declarations(kcs_rows, labelled=True)
@@ -80,14 +89,14 @@ def _outcome(row: pd.Series, inspected_on: str, received_at: str, fraud: str, cr
 
 def test_without_feedback_the_files_are_the_history(kcs_file):
     path, feedback, source = kcs_file
-    records = ingest(_params([path], feedback))
+    records = ingest(_params([path], feedback), path.parent / "out")
     assert records["declaration_id"].tolist() == source["Declaration ID"].tolist()
     assert records["source_file"].eq(str(path)).all()
     assert records["source_row"].tolist() == list(range(1, 41))
 
 
-def test_the_newest_outcome_wins_over_older_ones_and_the_files(kcs_file):
-    path, feedback, source = kcs_file
+def _outcomes(feedback, source: pd.DataFrame) -> None:
+    """Two replicas' outcomes for the first two declarations of `source`, and one for a new one."""
     first, second = source.iloc[0], source.iloc[1]
     pd.DataFrame(
         [
@@ -106,9 +115,15 @@ def test_the_newest_outcome_wins_over_older_ones_and_the_files(kcs_file):
         columns=FEEDBACK_FIELDS,
     ).to_parquet(feedback / "replica-b.parquet")
 
-    records = ingest(_params([path], feedback))
 
-    assert len(records) == 40 + 1  # two declarations relabelled in place, one new
+def test_the_newest_outcome_wins_over_older_ones_and_the_files(kcs_file):
+    path, feedback, source = kcs_file
+    first, second = source.iloc[0], source.iloc[1]
+    _outcomes(feedback, source)
+
+    records = ingest(_params([path], feedback), path.parent / "out")
+
+    assert len(records) == 40 + 1  # two declarations relabelled, one new
     assert records["declaration_id"].is_unique
     by_id = records.set_index("declaration_id")
     assert by_id.loc[first["Declaration ID"], ["fraud", "item_price"]].tolist() == ["1", "998.0"]
@@ -119,3 +134,28 @@ def test_the_newest_outcome_wins_over_older_ones_and_the_files(kcs_file):
     assert list(records.columns) == DECLARATION_FIELDS + LABEL_FIELDS + ["source_file", "source_row"]
     valid, rejected, report = validate(records)
     assert rejected.empty and report["rows_in_by_source"][str(feedback / "replica-b.parquet")] == 2
+
+
+def test_reading_a_few_rows_at_a_time_gives_the_same_records(kcs_file, monkeypatch):
+    path, feedback, source = kcs_file
+    _outcomes(feedback, source)
+    whole = ingest(_params([path, path], feedback), path.parent / "whole")
+
+    monkeypatch.setattr(stage, "CHUNK_ROWS", 7)
+    chunked = ingest(_params([path, path], feedback), path.parent / "chunked")
+
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert whole["source_row"].tolist()[:-3] == [*range(3, 41), *range(3, 41)]  # rows 1-2 relabelled
+    parts = sorted(p.name for p in (path.parent / "chunked").iterdir())
+    assert parts == [f"part-{i:05d}.parquet" for i in range(2 * 6 + 1)]  # 40 rows: 6 chunks a file
+
+
+def test_stage_writes_its_parts_in_place_when_complete(kcs_file, monkeypatch):
+    path, feedback, source = kcs_file
+    monkeypatch.chdir(path.parent)
+    (path.parent / "params.yaml").write_text(yaml.safe_dump({"ingest": _params([path], feedback)}))
+    monkeypatch.setattr(stage, "CHUNK_ROWS", 16)
+    stage.main()
+    assert sorted(p.name for p in INTERIM.iterdir()) == [f"part-{i:05d}.parquet" for i in range(3 + 1)]
+    assert pd.read_parquet(INTERIM)["declaration_id"].tolist() == source["Declaration ID"].tolist()
+    assert not list(INTERIM.parent.glob(".*"))  # no staging left behind

@@ -24,6 +24,9 @@ from features.schema import (
     history_schema,
 )
 from pipelines import validate as stage
+from pipelines.common import part_path
+from pipelines.ingest import SCHEMA as INTERIM_SCHEMA
+from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
 from pipelines.validate import validate
 from tests.conftest import HISTORY_RULES as RULES
 from tests.conftest import RAW
@@ -160,8 +163,8 @@ def _stage_workspace(tmp_path, monkeypatch, records: pd.DataFrame, max_reject_sh
     params = {"validate": {"max_reject_share": max_reject_share, "history_start": "2020-01-01",
                            "run_date": "2021-06-30", "max_net_mass_kg": 5e8}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "data/interim").mkdir(parents=True)
-    records.to_parquet(tmp_path / stage.INPUT, index=False)
+    (tmp_path / INTERIM).mkdir(parents=True)
+    records.to_parquet(part_path(tmp_path / INTERIM, 0), index=False, schema=INTERIM_SCHEMA)
     monkeypatch.chdir(tmp_path)
 
 
@@ -169,11 +172,11 @@ def test_stage_writes_valid_rows_quarantine_and_report(good, tmp_path, monkeypat
     records = pd.concat([good, _break(good, BREAKERS[7])], ignore_index=True)  # origin "UK"
     _stage_workspace(tmp_path, monkeypatch, records, max_reject_share=0.05)
     stage.main()
-    assert len(pd.read_parquet(stage.VALID)) == len(good)
-    quarantined = pd.read_parquet(stage.QUARANTINE)
+    assert len(pd.read_parquet(VALIDATED)) == len(good)
+    quarantined = pd.read_parquet(QUARANTINE)
     assert quarantined["declaration_id"].tolist() == ["BROKEN-iso_country"]
     assert quarantined[SOURCE_FIELDS].values.tolist() == [["data/raw/broken.csv", 1]]
-    report = json.loads(stage.REPORT.read_text())
+    report = json.loads(VALIDATION_REPORT.read_text())
     assert report["rows_in"] == 31 and report["rejected_by_check"] == {"iso_country": 1}
 
 
@@ -188,8 +191,8 @@ def test_stage_fails_naming_the_top_checks_and_keeps_the_quarantine(good, tmp_pa
     assert "4 of 34 rows rejected (11.76%), above validate.max_reject_share = 10.00%" in message
     assert message.index("hs6_six_digits on hs6_code: 3 rows") < message.index("iso_country on origin_country: 1 rows")
     assert "data/quarantine/rejected.parquet" in message
-    assert len(pd.read_parquet(stage.QUARANTINE)) == 4  # there for the steward to read
-    assert json.loads(stage.REPORT.read_text())["rows_rejected"] == 4
+    assert len(pd.read_parquet(QUARANTINE)) == 4  # there for the steward to read
+    assert json.loads(VALIDATION_REPORT.read_text())["rows_rejected"] == 4
 
 
 # ---------------------------------------------------------------------------------------------

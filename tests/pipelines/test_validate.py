@@ -1,16 +1,28 @@
 """Stage validate (docs/design.md invariant 6, nothing is lost): valid rows go on, exact repeats are
-dropped and counted, every other rejected row is kept unchanged in quarantine with its reasons."""
+dropped and counted, every other rejected row is kept unchanged in quarantine with its reasons.
+The stage streams the history: how many rows it checks at a time changes nothing, and a part it
+cannot read stops it before any output is touched."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.adapters import with_source
 from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, coerce_declarations, find_failures
+from pipelines import validate as stage
+from pipelines.common import part_path
+from pipelines.ingest import SCHEMA as INTERIM_SCHEMA
+from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
 from pipelines.validate import validate
+from tests.conftest import HISTORY_RULES
 
 COLUMNS = DECLARATION_FIELDS + LABEL_FIELDS
 MISSING = "<null>"
@@ -209,7 +221,7 @@ def test_column_level_failures_quarantine_every_row(sample, change):
         records = records.drop(columns=["importer_id"])
     try:
         valid, rejected, report = validate(records)
-    except Exception as error:  # noqa: BLE001 - the bug
+    except Exception as error:  # the bug
         raise AssertionError(f"validate crashed: {type(error).__name__}") from error
     assert valid.empty and len(rejected) == len(records)
     assert report["rows_rejected"] == len(records)
@@ -291,3 +303,80 @@ def test_accounting_holds_for_any_mix(good_pool, data):
     conflict_rows = rejected[rejected["declaration_id"].isin(conflicting)]
     assert conflict_rows["rejection_reasons"].str.contains("conflicting_duplicate").all()
     assert len(conflict_rows) == sum(c[0] in conflicting for c in distinct)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage: a history in parts, checked a chunk at a time
+
+
+@pytest.fixture
+def interim(sample) -> pd.DataFrame:
+    """40 rows from one file (some with "ZZ" countries), then from another file: an exact repeat
+    of row 2 and another version of row 5's declaration, chunks away from their first rows."""
+    first = with_source(sample.iloc[:40], "data/raw/a.csv")
+    repeat = sample.iloc[[2]]
+    altered = sample.iloc[[5]].assign(item_price="4321.5")
+    later = with_source(pd.concat([sample.iloc[40:50], repeat, sample.iloc[50:55], altered]), "data/raw/b.csv")
+    return pd.concat([first, later], ignore_index=True)
+
+
+def _run_stage(tmp_path, monkeypatch, records: pd.DataFrame, chunk_rows: int | None = None):
+    """The stage in a workspace of its own, its input as two parts; its outputs as read."""
+    tmp_path.mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump({"validate": {
+        "max_reject_share": 0.5, "history_start": "2020-01-01", "run_date": "2021-06-30", "max_net_mass_kg": 5e8,
+    }}))
+    INTERIM.mkdir(parents=True, exist_ok=True)
+    for index, part in enumerate((records.iloc[:25], records.iloc[25:])):
+        part.to_parquet(part_path(INTERIM, index), index=False, schema=INTERIM_SCHEMA)
+    if chunk_rows:
+        monkeypatch.setattr(stage, "CHUNK_ROWS", chunk_rows)
+    stage.main()
+    return pd.read_parquet(VALIDATED), pd.read_parquet(QUARANTINE), json.loads(VALIDATION_REPORT.read_text())
+
+
+def test_checking_a_few_rows_at_a_time_gives_the_one_chunk_result(interim, tmp_path, monkeypatch):
+    valid, rejected, report = _run_stage(tmp_path / "whole", monkeypatch, interim)
+    chunked = _run_stage(tmp_path / "chunked", monkeypatch, interim, chunk_rows=7)
+
+    pd.testing.assert_frame_equal(chunked[0], valid)
+    pd.testing.assert_frame_equal(chunked[1], rejected)
+    assert chunked[2] == report
+    assert len(list(VALIDATED.iterdir())) == 4 + 5  # parts of 25 and 32 rows, 7 at a time
+    # and both are what validate gives for the history in memory
+    expected_valid, expected_rejected, expected_report = validate(interim, HISTORY_RULES)
+    pd.testing.assert_frame_equal(valid, expected_valid.reset_index(drop=True))
+    pd.testing.assert_frame_equal(rejected, expected_rejected.reset_index(drop=True))
+    assert report == json.loads(json.dumps(expected_report))
+    assert report["duplicates_dropped"] == 1 and report["rejected_by_check"]["conflicting_duplicate"] == 2
+    assert rejected.loc[rejected["rejection_reasons"].str.contains("conflicting"), "source_file"].tolist() == [
+        "data/raw/a.csv", "data/raw/b.csv"
+    ]
+    assert report["rows_in_by_source"] == {"data/raw/a.csv": 40, "data/raw/b.csv": 17}
+
+
+def _outputs() -> dict[Path, bytes]:
+    roots = (VALIDATED.parent, QUARANTINE.parent, VALIDATION_REPORT.parent)
+    return {path: path.read_bytes() for root in roots for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [("garbage", "not a readable Parquet file"), ("no importer_id", "missing column(s) ['importer_id']")],
+)
+def test_a_broken_part_stops_the_stage_naming_it_and_leaves_the_outputs(interim, tmp_path, monkeypatch, damage, problem):
+    _run_stage(tmp_path, monkeypatch, interim)  # the previous run's outputs
+    before = _outputs()
+    broken = part_path(INTERIM, 1)
+    if damage == "garbage":
+        broken.write_bytes(b"\x00garbage, not Parquet\xff" * 100)
+    else:
+        pd.read_parquet(broken).drop(columns=["importer_id"]).to_parquet(broken, index=False)
+
+    with pytest.raises(SystemExit) as failed:
+        stage.main()
+
+    message = str(failed.value.code)
+    assert str(broken) in message and problem in message, message
+    assert _outputs() == before
