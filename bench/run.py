@@ -4,7 +4,9 @@ Every figure is the median of several runs, and each baseline is measured in the
 what it is compared with, interleaved, so the ratio holds on a noisy shared machine. Writes
 bench/results.json and prints a markdown table.
 
-    python -m bench.run [--quick] [--only pipeline,serving,batch,scale]
+    python -m bench.run [--quick] [--only pipeline,serving,batch]
+
+`make scale` measures the pipeline's stages on synthetic histories (bench/scale.py).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PYTHON = sys.executable
 STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "register", "package"]
-SECTIONS = ["pipeline", "serving", "batch", "scale"]
+SECTIONS = ["pipeline", "serving", "batch"]
 RAW_FILES = ["df_syn_train_eng.csv", "df_syn_valid_eng.csv"]
 
 
@@ -52,13 +54,10 @@ class Plan:
     batch_rows: int
     batch_runs: int
     breakdown_rows: int
-    scale_rows: tuple[int, ...]
-    scale_runs: tuple[int, ...]  # runs per size: the largest is too slow for more than one in an hour
-    scale_rounds: int
 
 
-QUICK = Plan("quick", (3000, 1000), 1, 1, 5, 0.5, 1, 2_000, 1, 200, (20_000, 100_000), (1, 1), 20)
-FULL = Plan("full", None, 3, 3, 10, 0.5, 1, 10_000, 1, 2_000, (100_000, 1_000_000, 10_000_000), (3, 3, 1), 50)
+QUICK = Plan("quick", (3000, 1000), 1, 1, 5, 0.5, 1, 2_000, 1, 200)
+FULL = Plan("full", None, 3, 3, 10, 0.5, 1, 10_000, 1, 2_000)
 # A child above this is stopped: the machine has 24 GiB and is shared.
 RSS_LIMIT_BYTES = 18 * 2**30
 
@@ -188,7 +187,7 @@ def bench_pipeline(ws: Workspace, plan: Plan) -> dict:
     return result
 
 
-# --- 3. serving over HTTP: ours, a minimal FastAPI endpoint, `mlflow models serve` -----------
+# --- 2. serving over HTTP: ours, a minimal FastAPI endpoint, `mlflow models serve` -----------
 
 
 def _free_port() -> int:
@@ -351,7 +350,7 @@ def bench_serving(ws: Workspace, plan: Plan) -> dict:
             "servers": summary, "ratios": ratios, "runs": runs}
 
 
-# --- 4. batch scoring: `customs-risk score` against features + booster.predict ---------------
+# --- 3. batch scoring: `customs-risk score` against features + booster.predict ---------------
 
 
 def batch_input(ws: Workspace, rows: int, path: Path) -> None:
@@ -390,65 +389,6 @@ def bench_batch(ws: Workspace, plan: Plan, tmp: Path) -> dict:
         "single": runs[-1]["baseline"]["single"],
         "runs": runs,
     }
-
-
-# --- 2. scale: featurize + train on synthetic histories ---------------------------------------
-
-
-def bench_scale(plan: Plan, tmp: Path, env: dict) -> dict:
-    env = {**env, "PYTHONPATH": str(REPO)}
-    generated = {}
-    for rows in plan.scale_rows:
-        path = tmp / f"synthetic-{rows}.parquet"
-        child = run_child([PYTHON, "-m", "serving.cli", "synthesize", "--rows", str(rows), "--seed", "7", "--output", str(path)], REPO, env)
-        generated[rows] = {"path": path, "seconds": child.seconds, "peak_rss_bytes": child.peak_rss_bytes}
-        print(f"  synthesize {rows:,} rows: {child.seconds:.1f}s, peak {child.peak_rss_bytes / 2**30:.2f} GiB", flush=True)
-    runs = {rows: [] for rows in plan.scale_rows}
-    failed = {}
-    for run in range(max(plan.scale_runs)):
-        for rows, wanted in zip(plan.scale_rows, plan.scale_runs):
-            if run >= wanted or rows in failed:
-                continue
-            try:
-                measured, child = worker(
-                    ["scale", "--history", str(generated[rows]["path"]), "--rounds", str(plan.scale_rounds)], REPO, env
-                )
-            except MemoryLimitExceeded as exceeded:
-                failed[rows] = str(exceeded)
-                print(f"  scale {rows:,} rows: {exceeded}", flush=True)
-                continue
-            measured.update(seconds=measured["featurize_seconds"] + measured["train_seconds"], peak_rss_bytes=child.peak_rss_bytes)
-            runs[rows].append(measured)
-            print(
-                f"  scale run {run + 1} {rows:,} rows: featurize {measured['featurize_seconds']:.1f}s, "
-                f"train {measured['train_seconds']:.1f}s, peak {child.peak_rss_bytes / 2**30:.2f} GiB",
-                flush=True,
-            )
-    sizes = {}
-    for rows, measured in runs.items():
-        if not measured:
-            sizes[rows] = {"synthesize_seconds": generated[rows]["seconds"], "error": failed[rows]}
-            continue
-        sizes[rows] = {
-            "synthesize_seconds": generated[rows]["seconds"],
-            **{k: median(m[k] for m in measured) for k in ("featurize_seconds", "train_seconds", "seconds")},
-            "featurize_peak_rss_bytes": max(m["featurize_peak_rss_bytes"] for m in measured),
-            "peak_rss_bytes": max(m["peak_rss_bytes"] for m in measured),
-            "runs": len(measured),
-        }
-    growth = {}
-    for small, large in zip(plan.scale_rows, plan.scale_rows[1:]):
-        if not runs[small] or not runs[large]:
-            continue
-        a, b = sizes[small], sizes[large]
-        growth[f"{small}->{large}"] = {
-            "rows_factor": large / small,
-            "time_factor": b["seconds"] / a["seconds"],
-            "featurize_time_factor": b["featurize_seconds"] / a["featurize_seconds"],
-            "train_time_factor": b["train_seconds"] / a["train_seconds"],
-            "memory_factor": b["peak_rss_bytes"] / a["peak_rss_bytes"],
-        }
-    return {"rounds": plan.scale_rounds, "sizes": sizes, "growth": growth, "runs": runs}
 
 
 # --- the machine and the report ----------------------------------------------------------------
@@ -502,24 +442,9 @@ def markdown(results: dict) -> str:
             f"| bare LightGBM fit, same matrix, {p['bare_fit_rounds']} rounds (lower bound) | {p['bare_fit_seconds']:.1f} | |",
             "", f"train stage / bare fit: {p['train_over_bare_fit']:.1f}x; whole pipeline / bare fit: {p['total_over_bare_fit']:.1f}x",
         ]
-    if "scale" in results:
-        s = results["scale"]
-        lines += ["", f"**2. Scale** (synthetic history; featurize = `training_features`, train = `fit_rounds`, {s['rounds']} rounds)", "",
-                  "| rows | synthesize s | featurize s | train s | featurize + train s | peak RSS featurizing | peak RSS |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for rows, v in s["sizes"].items():
-            if "error" in v:
-                lines.append(f"| {int(rows):,} | {v['synthesize_seconds']:.1f} | {v['error']} | | | | |")
-                continue
-            lines.append(f"| {int(rows):,} | {v['synthesize_seconds']:.1f} | {v['featurize_seconds']:.1f} | {v['train_seconds']:.1f} | "
-                         f"{v['seconds']:.1f} | {_gib(v['featurize_peak_rss_bytes'])} | {_gib(v['peak_rss_bytes'])} |")
-        lines += ["", "| growth | rows | time | featurize | train | memory |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for step, g in s["growth"].items():
-            lines.append(f"| {step} | {g['rows_factor']:.0f}x | {g['time_factor']:.1f}x | {g['featurize_time_factor']:.1f}x | "
-                         f"{g['train_time_factor']:.1f}x | {g['memory_factor']:.1f}x |")
     if "serving" in results:
         v = results["serving"]
-        lines += ["", f"**3. Serving over HTTP** (latency: 1 declaration a request, open loop at {v['request_rate']:.1f} req/s, "
+        lines += ["", f"**2. Serving over HTTP** (latency: 1 declaration a request, open loop at {v['request_rate']:.1f} req/s, "
                   f"half the slowest server's sequential rate; throughput: {v['concurrency']} batch requests in flight; "
                   f"{v['seconds']:.0f} s each)", "",
                   "| server | sequential req/s | p50 ms | p95 ms | p99 ms | decl/s, batches of 100 | decl/s, batches of 1000 | failed requests |",
@@ -534,7 +459,7 @@ def markdown(results: dict) -> str:
                   f"{r['batch_1000_throughput_over_mlflow']:.1f}x (1000)"]
     if "batch" in results:
         b = results["batch"]
-        lines += ["", f"**4. Batch scoring** ({b['rows']:,} declarations)", "", "| what | seconds |", "| --- | ---: |",
+        lines += ["", f"**3. Batch scoring** ({b['rows']:,} declarations)", "", "| what | seconds |", "| --- | ---: |",
                   f"| `customs-risk score` (whole command, Parquet in and out) | {b['cli_seconds']:.1f} |",
                   f"| baseline: `serving_features` + both boosters' `predict` | {b['baseline_seconds']:.1f} |",
                   f"| ratio | {b['cli_over_baseline']:.1f}x |",
@@ -556,19 +481,6 @@ def markdown(results: dict) -> str:
 
 def targets(results: dict) -> list[dict]:
     out = []
-    if "scale" in results:
-        s = results["scale"]
-        largest = max(s["sizes"], key=int)
-        if int(largest) >= 10_000_000 and "error" in s["sizes"][largest]:
-            out.append({"target": "featurize + train 10M rows: peak RSS < 12 GB", "measured": s["sizes"][largest]["error"], "met": False})
-        elif int(largest) >= 10_000_000:
-            peak = s["sizes"][largest]["peak_rss_bytes"]
-            out.append({"target": "featurize + train 10M rows: peak RSS < 12 GB", "measured": _gib(peak), "met": peak < 12e9})
-            step = next((k for k in s["growth"] if k.endswith(f"->{largest}")), None)
-            if step:
-                g = s["growth"][step]
-                out.append({"target": "time growth 1M -> 10M no worse than linear", "measured": f"{g['time_factor']:.1f}x for {g['rows_factor']:.0f}x rows",
-                            "met": g["time_factor"] <= g["rows_factor"]})
     if "serving" in results:
         r = results["serving"]["ratios"]
         out.append({"target": "service p99 within 2x of minimal FastAPI", "measured": f"{r['p99_over_minimal']:.2f}x", "met": r["p99_over_minimal"] <= 2})
@@ -591,10 +503,9 @@ def main() -> None:
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     sections = [s for s in SECTIONS if s in args.only.split(",")]
-    scale_runs = "/".join(str(n) for n in plan.scale_runs)
     results: dict = {"mode": plan.mode, "plan": asdict(plan), "machine": machine(),
                      "runs": f"{plan.pipeline_runs} (pipeline), {plan.serving_runs} (serving), "
-                             f"{plan.batch_runs} (batch), {scale_runs} (scale, by size)"}
+                             f"{plan.batch_runs} (batch)"}
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="customs-risk-bench-"))
 
@@ -617,8 +528,6 @@ def main() -> None:
                 run_child([str(BIN / "dvc"), "repro"], ws.root, ws.env)
             if "serving" in sections:
                 save("serving", bench_serving(ws, plan))
-        if "scale" in sections:
-            save("scale", bench_scale(plan, tmp, {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}))
         if "batch" in sections:  # last: the slowest, one scoring of 1M rows takes many minutes
             save("batch", bench_batch(ws, plan, tmp))
     finally:

@@ -13,7 +13,7 @@ parts), so memory stays that of one block and the entity tables whatever the row
 column is vectorised numpy built with pyarrow. The same seed, row count and block size give the
 same rows.
 
-    python -m bench.synthesize --rows 25000000 --seed 7 --output synthetic.parquet
+    python -m bench.synthesize --rows 25000000 --seed 7 --output synthetic.parquet [--ingested-as NAME]
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
+from features.schema import DECLARATION_FIELDS, HS_CHAPTERS, LABEL_FIELDS
 from pipelines.common import part_path, staged_output
+from pipelines.ingest import SCHEMA as INGESTED
 
 START_DATE = "2020-01-01"
 DAYS = 730
@@ -40,10 +42,11 @@ BLOCK_ROWS = 1_000_000  # rows per part file: a block's columns take a few hundr
 # few are never traded, so this ceiling is real where the other entity counts have none.
 HS_CODES_IN_USE = 5_300
 # Trade partners, busiest first (drawn with Zipf weights in this order).
-COUNTRIES = (
-    "CN JP US DE VN HK KR TW IT FR GB TH IN ID MY SG AU NL CA ES BE CH MX BR PH TR PL SE AT DK "
-    "IE CZ NZ FI NO PT HU IL ZA CL AR RU PK BD LK AE SA EG MA KH MM CO PE UA RO GR SK SI LT EE"
-).split()
+COUNTRIES = [
+    "CN", "JP", "US", "DE", "VN", "HK", "KR", "TW", "IT", "FR", "GB", "TH", "IN", "ID", "MY", "SG", "AU", "NL", "CA", "ES",
+    "BE", "CH", "MX", "BR", "PH", "TR", "PL", "SE", "AT", "DK", "IE", "CZ", "NZ", "FI", "NO", "PT", "HU", "IL", "ZA", "CL",
+    "AR", "RU", "PK", "BD", "LK", "AE", "SA", "EG", "MA", "KH", "MM", "CO", "PE", "UA", "RO", "GR", "SK", "SI", "LT", "EE",
+]
 # Small categorical fields: values and their shares, close to the KCS history's.
 SMALL_FIELDS = {
     "process_type": ({"B": 0.998, "D": 0.0015, "A": 0.0005}),
@@ -148,8 +151,9 @@ class _Entities:
         self.small_fields = {field: (list(shares), np.array(list(shares.values())) / sum(shares.values()))
                              for field, shares in SMALL_FIELDS.items()}
 
-        codes = np.sort(rng.choice(970_000, card.hs_codes, replace=False) + 10_000)
-        self.hs_codes = pa.array([f"{c:06d}" for c in codes])
+        chapters = np.array(sorted(int(chapter) for chapter in HS_CHAPTERS))
+        drawn = np.sort(rng.choice(len(chapters) * 10_000, card.hs_codes, replace=False))
+        self.hs_codes = pa.array([f"{c:06d}" for c in chapters[drawn // 10_000] * 10_000 + drawn % 10_000])
         self.hs_rank = rng.permutation(card.hs_codes)  # popularity is not alphabetical
         self.hs_log_value_per_kg = rng.normal(np.log(5_000), 1.5, card.hs_codes)
         self.hs_log_mass = rng.normal(np.log(200), 1.5, card.hs_codes)
@@ -247,13 +251,28 @@ def blocks(
         yield _block(entities, np.random.default_rng(block_seed), first, day, start_date)
 
 
-def write_parts(rows: int, seed: int, output: Path, block_rows: int = BLOCK_ROWS) -> int:
+def as_ingested(block: pd.DataFrame, source: str, first_row: int) -> pa.Table:
+    """The block as the ingest stage writes a source file's rows (every field the text a client's
+    export holds, and where each row came from), so the validate stage parses it as real input."""
+    table = pa.Table.from_pandas(block, preserve_index=False)
+    text = [pc.cast(pc.cast(column, pa.date32()) if pa.types.is_timestamp(column.type) else column, pa.large_string())
+            for column in table.columns]
+    provenance = [pa.array([source] * len(block), pa.large_string()),
+                  pa.array(np.arange(first_row + 1, first_row + 1 + len(block)), pa.int64())]
+    return pa.Table.from_arrays(text + provenance, schema=INGESTED)
+
+
+def write_parts(rows: int, seed: int, output: Path, block_rows: int = BLOCK_ROWS, source: str | None = None) -> int:
     """`output` becomes a directory of Parquet parts (pipelines.common.part_path), replaced only
-    once every part is written. Returns the number of parts."""
+    once every part is written; with `source`, in the ingest stage's layout (as_ingested).
+    Returns the number of parts."""
     with staged_output(output) as staging:
         staging.mkdir(parents=True)
         for index, block in enumerate(blocks(rows, seed, block_rows)):
-            block.to_parquet(part_path(staging, index), index=False)
+            if source is None:
+                block.to_parquet(part_path(staging, index), index=False)
+            else:
+                pq.write_table(as_ingested(block, source, index * block_rows), part_path(staging, index))
     return index + 1
 
 
@@ -268,13 +287,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same rows")
     parser.add_argument("--output", type=Path, required=True, help="a directory of Parquet part files")
     parser.add_argument("--block-rows", type=int, default=BLOCK_ROWS, help="rows per part file")
+    parser.add_argument("--ingested-as", metavar="SOURCE", default=None,
+                        help="write what the ingest stage writes (text fields, source_file SOURCE, source_row): "
+                             "a stand-in for data/interim/declarations.parquet")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.block_rows < 1:
         parser.error("--rows and --block-rows must be at least 1")
     if not _replaceable(args.output):
         parser.error(f"{args.output} exists and is not a directory of part files: not overwriting it")
     started = time.perf_counter()
-    parts = write_parts(args.rows, args.seed, args.output, args.block_rows)
+    parts = write_parts(args.rows, args.seed, args.output, args.block_rows, args.ingested_as)
     print(f"wrote {args.rows:,} synthetic declarations (seed {args.seed}) in {parts} part(s) to {args.output} "
           f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 

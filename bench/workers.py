@@ -4,7 +4,6 @@ starts cold and its peak memory is its own. Each prints one JSON object on its l
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import resource
 import time
@@ -15,11 +14,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from features.matrix import FEATURE_NAMES, serving_features, training_features
+from features.matrix import FEATURE_NAMES, serving_features
 from features.schema import coerce_declarations, find_failures
 from models.bundle import RiskModel, score_declarations
-from models.training import booster_params, fit_rounds
-
+from models.training import booster_params
 
 SINGLE_CALLS = 100  # single-declaration calls, as the service sees them one request at a time
 
@@ -38,31 +36,6 @@ def bare_fit(workspace: Path) -> dict:
     dataset = lgb.Dataset(matrix[FEATURE_NAMES], matrix["fraud"].to_numpy())
     lgb.train(booster_params(train_params), dataset, num_boost_round=rounds)
     return {"seconds": time.perf_counter() - started, "rounds": rounds, "rows": len(matrix)}
-
-
-def scale(history_path: Path, rounds: int) -> dict:
-    """Featurize + train as the pipeline's two stages do, in one process: features for every
-    history row, then (history dropped, as the train stage never holds it) a fixed-round fit."""
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    started = time.perf_counter()
-    history = pd.read_parquet(history_path)
-    loaded = time.perf_counter()
-    matrix, _state = training_features(history, params["features"]["smoothing"])
-    featurized = time.perf_counter()
-    featurize_peak = _peak_rss_bytes()
-    labels = history["fraud"].to_numpy()
-    del history
-    gc.collect()
-    fit_rounds(matrix[FEATURE_NAMES], labels, params["train"], rounds)
-    trained = time.perf_counter()
-    return {
-        "rows": len(matrix),
-        "load_seconds": loaded - started,
-        "featurize_seconds": featurized - loaded,
-        "train_seconds": trained - featurized,
-        "featurize_peak_rss_bytes": featurize_peak,
-        "peak_rss_bytes": _peak_rss_bytes(),
-    }
 
 
 def batch_baseline(bundle: Path, input_path: Path, breakdown_rows: int, max_reasons: int) -> dict:
@@ -127,21 +100,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="task", required=True)
     sub.add_parser("bare-fit").add_argument("--workspace", type=Path, required=True)
-    scale_args = sub.add_parser("scale")
-    scale_args.add_argument("--history", type=Path, required=True)
-    scale_args.add_argument("--rounds", type=int, required=True)
     batch_args = sub.add_parser("batch-baseline")
     batch_args.add_argument("--bundle", type=Path, required=True)
     batch_args.add_argument("--input", type=Path, required=True)
     batch_args.add_argument("--breakdown-rows", type=int, required=True)
     batch_args.add_argument("--max-reasons", type=int, default=3)
     args = parser.parse_args()
-    if args.task == "bare-fit":
-        result = bare_fit(args.workspace)
-    elif args.task == "scale":
-        result = scale(args.history, args.rounds)
-    else:
-        result = batch_baseline(args.bundle, args.input, args.breakdown_rows, args.max_reasons)
+    result = (
+        bare_fit(args.workspace) if args.task == "bare-fit"
+        else batch_baseline(args.bundle, args.input, args.breakdown_rows, args.max_reasons)
+    )
     print(json.dumps(result))
 
 

@@ -3,6 +3,8 @@ shaped like a national service's traffic, and carry fraud patterns a model can f
 
 from __future__ import annotations
 
+import itertools
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -10,8 +12,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from bench.synthesize import Cardinalities, blocks, main
+from features.adapters import SOURCE_FIELDS
 from features.matrix import FEATURE_NAMES, training_features
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, coerce_declarations, find_failures
+from features.schema import DECLARATION_FIELDS, HS_CHAPTERS, LABEL_FIELDS, coerce_declarations, find_failures
 from pipelines.common import part_path
 
 
@@ -40,6 +43,18 @@ def test_rows_are_valid_canonical_records_in_their_canonical_types():
     pd.testing.assert_frame_equal(typed, records, check_dtype=True)
 
 
+def test_as_ingested_the_rows_are_text_the_validate_stage_parses_back_to_the_same_records(tmp_path):
+    output = tmp_path / "interim"
+    main(["--rows", "2500", "--seed", "3", "--output", str(output), "--block-rows", "1000", "--ingested-as", "synthetic"])
+    interim = pd.read_parquet(output)
+    assert list(interim.columns) == DECLARATION_FIELDS + LABEL_FIELDS + SOURCE_FIELDS
+    assert (interim["source_file"] == "synthetic").all() and interim["source_row"].tolist() == list(range(1, 2501))
+    as_read = interim[DECLARATION_FIELDS + LABEL_FIELDS].astype(object).where(interim.notna(), None)
+    assert find_failures(as_read, labelled=True).empty
+    typed = coerce_declarations(as_read, labelled=True)
+    pd.testing.assert_frame_equal(typed, synthesize(2_500, seed=3, block_rows=1_000), check_dtype=True)
+
+
 def test_time_order_unique_ids_and_nulls_where_the_contract_allows(large):
     assert large["declaration_id"].is_unique
     assert large["declaration_date"].is_monotonic_increasing  # across blocks too
@@ -55,6 +70,7 @@ def test_cardinalities_and_skew_of_a_national_service(large):
     assert large["importer_id"].nunique() > 10_000
     assert large["hs6_code"].nunique() > 2_000
     assert large["hs6_code"].str.fullmatch(r"\d{6}").all()
+    assert large["hs6_code"].str[:2].isin(HS_CHAPTERS).all()  # none in reserved chapter 77
     busiest = large["importer_id"].value_counts()
     top_share = busiest.head(len(busiest) // 100).sum() / len(large)
     assert 0.2 < top_share < 0.6  # Zipf-like: the top 1% of importers file a large share
@@ -63,7 +79,7 @@ def test_cardinalities_and_skew_of_a_national_service(large):
 
 def test_entity_counts_keep_growing_to_a_national_history_but_hs_codes_stay_within_the_nomenclature():
     sizes = [Cardinalities.for_rows(rows) for rows in (1_000_000, 10_000_000, 25_000_000)]
-    for smaller, larger in zip(sizes, sizes[1:]):
+    for smaller, larger in itertools.pairwise(sizes):
         assert larger.importers > smaller.importers and larger.sellers > smaller.sellers
         assert larger.declarants > smaller.declarants
     national = sizes[-1]
