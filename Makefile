@@ -12,7 +12,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run test serve ui install bench bench-quick fuzz soak
+.PHONY: run test serve ui install bench bench-quick fuzz soak scale
 
 install: $(INSTALLED)
 
@@ -70,3 +70,14 @@ FUZZ_EXAMPLES ?= 500
 
 fuzz: $(BENCH_INSTALLED)
 	$(BIN)/python -m bench.fuzz --examples $(FUZZ_EXAMPLES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
+
+# Scale (bench/scale.py): the real validate, featurize, tune and train stages on ROWS synthetic
+# declarations in a scratch workspace (under SCALE_DIR if set; KEEP=1 keeps it), SCALE_ROUNDS
+# boosting rounds; one JSON line per stage (rows, seconds, peak RSS), then the validation metrics.
+# With DASK_SCHEDULER_ADDRESS set, the stages use that cluster.
+ROWS ?= 1000000
+SCALE_ROUNDS ?= 50
+
+scale: $(INSTALLED)
+	$(BIN)/python -m bench.scale --rows $(ROWS) --rounds $(SCALE_ROUNDS) \
+	  $(if $(filter 1,$(KEEP)),--keep) $(if $(SCALE_DIR),--dir "$(SCALE_DIR)")
