@@ -1,13 +1,22 @@
-"""LightGBM classifiers, early-stopped on the validation window and refit on all of history."""
+"""LightGBM classifiers, early-stopped on the validation window and refit on all of history.
+
+Training data is either a feature frame held in memory or `MatrixRows`: a range of the
+partitioned feature matrix that LightGBM reads a row group at a time (`lgb.Sequence`), so the
+binned dataset (about one byte per feature and row) is all the history that training holds.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
+from features.matrix import CATEGORICAL, FEATURE_NAMES, model_input
+from features.partitioned import parts_of, read_part
 from models.calibration import Calibration
 
 NON_BOOSTER_KEYS = {"max_rounds", "early_stopping_rounds", "seed"}
@@ -28,16 +37,119 @@ def booster_params(train_params: dict) -> dict:
     return params
 
 
+class FeatureMatrix:
+    """The featurize stage's partitioned matrix: rows in (date, ID) order, row groups indexed."""
+
+    def __init__(self, directory: Path):
+        self.parts = parts_of(directory)
+        groups = []  # (part, row group, first row)
+        offset = 0
+        for part in self.parts:
+            metadata = pq.ParquetFile(part).metadata
+            for group in range(metadata.num_row_groups):
+                groups.append((part, group, offset))
+                offset += metadata.row_group(group).num_rows
+        self.groups = groups
+        self.group_starts = np.array([start for _, _, start in groups] + [offset], dtype="int64")
+        self.rows = offset
+
+    def column(self, name: str) -> np.ndarray:
+        """One column of every row (labels, dates, IDs): small beside the features."""
+        return np.concatenate([read_part(part, [name]).column(name).to_numpy() for part in self.parts])
+
+    def frame(self, start: int, stop: int, columns: list[str]) -> pd.DataFrame:
+        """Rows [start, stop) of some columns, read group by group."""
+        first, last = np.searchsorted(self.group_starts, [start, stop], side="right") - 1
+        pieces = []
+        for index in range(first, min(last, len(self.groups) - 1) + 1):
+            part, group, offset = self.groups[index]
+            table = pq.ParquetFile(part).read_row_group(group, columns=columns).to_pandas()
+            pieces.append(table.iloc[max(start - offset, 0) : stop - offset])
+        return pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=columns)
+
+    def rows_between(self, start: int, stop: int) -> MatrixRows:
+        return MatrixRows(self, start, stop)
+
+
+class MatrixRows(lgb.Sequence):
+    """Rows [start, stop) of a FeatureMatrix as the boosters' float input, for lgb.Dataset."""
+
+    def __init__(self, matrix: FeatureMatrix, start: int, stop: int):
+        self.matrix, self.start, self.stop = matrix, start, stop
+        self.batch_size = 65_536
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def _group(self, index: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != index:
+            part, group, _ = self.matrix.groups[index]
+            table = pq.ParquetFile(part).read_row_group(group, columns=FEATURE_NAMES)
+            self._cached = (index, table.to_pandas().to_numpy(dtype="float64"))
+        return self._cached[1]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(len(self))
+            return self.batch(self.start + start, self.start + stop)
+        row = self.start + int(index)
+        group = int(np.searchsorted(self.matrix.group_starts, row, side="right") - 1)
+        return self._group(group)[row - self.matrix.group_starts[group]]
+
+    def batch(self, start: int, stop: int) -> np.ndarray:
+        """Matrix rows [start, stop) (absolute) as one float array."""
+        starts = self.matrix.group_starts
+        first, last = np.searchsorted(starts, [start, stop - 1], side="right") - 1
+        pieces = [
+            self._group(g)[max(start - starts[g], 0) : stop - starts[g]] for g in range(first, last + 1)
+        ]
+        return np.concatenate(pieces) if pieces else np.empty((0, len(FEATURE_NAMES)))
+
+    def subset(self, mask: np.ndarray) -> MatrixRows:
+        """The rows a boolean mask selects, which must be one run: windows are time ranges and
+        the matrix is in time order."""
+        selected = np.flatnonzero(mask)
+        if len(selected) and selected[-1] - selected[0] + 1 != len(selected):
+            raise ValueError("the rows of a window must be consecutive in the matrix (it is sorted by date)")
+        first = int(selected[0]) if len(selected) else 0
+        return MatrixRows(self.matrix, self.start + first, self.start + first + len(selected))
+
+
+Data = pd.DataFrame | MatrixRows
+
+
+def rows_of(x: Data, mask: np.ndarray) -> Data:
+    return x.subset(mask) if isinstance(x, MatrixRows) else x[mask]
+
+
+def dataset(x: Data, y: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    # numbers, not a frame: a booster that never saw a pandas frame keeps no category lists of
+    # its own, and scores the state's categorical frames and their codes alike
+    data = x if isinstance(x, MatrixRows) else model_input(x).to_numpy()
+    return lgb.Dataset(
+        data, y, reference=reference, feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL,
+        free_raw_data=False,
+    )
+
+
+def predict(booster: lgb.Booster, x: Data, **options) -> np.ndarray:
+    """Predictions for in-memory features, or for matrix rows a batch at a time."""
+    if not isinstance(x, MatrixRows):
+        return booster.predict(model_input(x), **options)
+    step = x.batch_size
+    return np.concatenate(
+        [booster.predict(x.batch(start, min(start + step, x.stop)), **options) for start in range(x.start, x.stop, step)]
+        or [np.empty(0)]
+    )
+
+
 def fit_early_stopped(
-    train_x: pd.DataFrame,
-    train_y: np.ndarray,
-    valid_x: pd.DataFrame,
-    valid_y: np.ndarray,
-    train_params: dict,
+    train_x: Data, train_y: np.ndarray, valid_x: Data, valid_y: np.ndarray, train_params: dict
 ) -> lgb.Booster:
     """Trees are added while the validation window improves; the booster keeps the best count."""
-    train_set = lgb.Dataset(train_x, train_y, free_raw_data=False)
-    valid_set = lgb.Dataset(valid_x, valid_y, reference=train_set, free_raw_data=False)
+    train_set = dataset(train_x, train_y)
+    valid_set = dataset(valid_x, valid_y, reference=train_set)
     return lgb.train(
         booster_params(train_params),
         train_set,
@@ -52,8 +164,8 @@ def refit_rounds(best_iteration: int, train_rows: int, all_rows: int) -> int:
     return max(1, int(round(best_iteration * all_rows / max(train_rows, 1))))
 
 
-def fit_rounds(x: pd.DataFrame, y: np.ndarray, train_params: dict, rounds: int) -> lgb.Booster:
-    return lgb.train(booster_params(train_params), lgb.Dataset(x, y), num_boost_round=rounds)
+def fit_rounds(x: Data, y: np.ndarray, train_params: dict, rounds: int) -> lgb.Booster:
+    return lgb.train(booster_params(train_params), dataset(x, y), num_boost_round=rounds)
 
 
 @dataclass(frozen=True)
@@ -65,14 +177,30 @@ class FittedTarget:
     refit_rounds: int
 
 
-def fit_target(
-    x: pd.DataFrame, y: np.ndarray, is_train: np.ndarray, is_valid: np.ndarray, train_params: dict
-) -> FittedTarget:
+def fit_target(x: Data, y: np.ndarray, is_train: np.ndarray, is_valid: np.ndarray, train_params: dict) -> FittedTarget:
     """One target end to end: early-stopped on the validation window, calibrated on its
     out-of-sample margins, then refit on all rows with the tree count scaled to the rows."""
-    early = fit_early_stopped(x[is_train], y[is_train], x[is_valid], y[is_valid], train_params)
-    margins = early.predict(x[is_valid], num_iteration=early.best_iteration, raw_score=True)
+    valid_x = rows_of(x, is_valid)
+    early = fit_early_stopped(rows_of(x, is_train), y[is_train], valid_x, y[is_valid], train_params)
+    margins = predict(early, valid_x, num_iteration=early.best_iteration, raw_score=True)
     calibration = Calibration.fit(margins, y[is_valid])
     rounds = refit_rounds(early.best_iteration, int(is_train.sum()), len(x))
     final = fit_rounds(x, y, train_params, rounds)
     return FittedTarget(final, calibration, calibration(margins), early.best_iteration, rounds)
+
+
+def window_masks(dates: np.ndarray, windows: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows): time is the split, validation the most recent window."""
+    dates = np.asarray(dates, dtype="datetime64[ns]")
+    is_train = dates < np.datetime64(windows["valid_start"])
+    is_valid = (dates >= np.datetime64(windows["valid_start"])) & (dates <= np.datetime64(windows["valid_end"]))
+    return is_train, is_valid
+
+
+def most_recent(mask: np.ndarray, rows: int) -> np.ndarray:
+    """The last `rows` rows a mask selects (rows are in time order): a bounded sample that stays
+    closest to the validation window."""
+    selected = np.flatnonzero(mask)
+    bounded = np.zeros_like(mask)
+    bounded[selected[-rows:] if rows else selected[:0]] = True
+    return bounded

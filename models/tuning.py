@@ -7,7 +7,7 @@ import optuna
 import pandas as pd
 
 from models.metrics import top_share
-from models.training import fit_early_stopped
+from models.training import Data, fit_early_stopped, predict, rows_of
 
 
 def precision_at(scores: np.ndarray, labels: np.ndarray, rate_percent: float) -> float:
@@ -38,7 +38,7 @@ def suggest(trial: optuna.Trial, base: dict) -> dict:
 
 
 def tune(
-    x: pd.DataFrame,
+    x: Data,
     y: np.ndarray,
     is_train: np.ndarray,
     is_valid: np.ndarray,
@@ -50,12 +50,12 @@ def tune(
     window, with precision@10% as a tie-breaker a thousand times smaller: near the ceiling many
     settings tie at 5%. Seeded sampler, sequential trials, deterministic LightGBM: reruns agree."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    valid_y = y[is_valid]
+    train_x, valid_x, valid_y = rows_of(x, is_train), rows_of(x, is_valid), y[is_valid]
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, base_params)
-        booster = fit_early_stopped(x[is_train], y[is_train], x[is_valid], valid_y, params)
-        scores = booster.predict(x[is_valid], num_iteration=booster.best_iteration)
+        booster = fit_early_stopped(train_x, y[is_train], valid_x, valid_y, params)
+        scores = predict(booster, valid_x, num_iteration=booster.best_iteration)
         at_5, at_10 = precision_at(scores, valid_y, 5), precision_at(scores, valid_y, 10)
         trial.set_user_attr("precision_at_5", at_5)
         trial.set_user_attr("precision_at_10", at_10)

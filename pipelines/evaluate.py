@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import pandas as pd
 
@@ -20,16 +18,11 @@ from models.reports import (
     targeting_curve,
 )
 from pipelines.common import load_params, read_json, write_json
+from pipelines.paths import BUNDLE, MATRIX, MODEL_CARD, PLOTS, RUN, TUNED
+from pipelines.paths import TARGETING_METRICS as METRICS
+from pipelines.paths import VALIDATION_SCORES as SCORES
 
-SCORES = Path("data/model/validation_scores.parquet")
-MATRIX = Path("data/features/matrix.parquet")
-BUNDLE = Path("data/model/bundle")
-RUN = Path("data/model/run.json")
-TUNED = Path("data/model/tuned_params.json")
-METRICS = Path("metrics/targeting.json")
-PLOTS = Path("plots")
 CURVE = PLOTS / "targeting_curve.csv"
-MODEL_CARD = Path("data/model/model_card.md")
 
 
 def main() -> None:
@@ -45,7 +38,12 @@ def main() -> None:
     PLOTS.mkdir(exist_ok=True)
     curve.to_csv(CURVE, index=False)
     model = RiskModel.load(BUNDLE)
-    valid_rows = pd.read_parquet(MATRIX).set_index("declaration_id").loc[scores["declaration_id"], FEATURE_NAMES]
+    valid_start = pd.Timestamp(params["windows"]["valid_start"])
+    valid_rows = (
+        pd.read_parquet(MATRIX, columns=["declaration_id", *FEATURE_NAMES], filters=[("declaration_date", ">=", valid_start)])
+        .set_index("declaration_id")
+        .loc[scores["declaration_id"], FEATURE_NAMES]
+    )
     # a fixed sample is enough for a mean per feature, and contributions cost trees x rows
     sample = valid_rows.sample(n=min(2000, len(valid_rows)), random_state=0)
     contributions = model.fraud_booster.predict(sample, pred_contrib=True)[:, :-1]

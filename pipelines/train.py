@@ -3,9 +3,7 @@ calibrated on it, then refit on all of history; logged to MLflow as one deployab
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -17,23 +15,17 @@ from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel, RiskPyfunc
 from models.lanes import LanePolicy
 from models.registry import configure_tracking, use_experiment
-from models.training import fit_target
-from pipelines.common import data_version, git_commit, load_params, read_json, write_json
-
-MATRIX = Path("data/features/matrix.parquet")
-STATE = Path("data/features/state")
-HISTORY = Path("data/validated/declarations.parquet")
-BUNDLE = Path("data/model/bundle")
-VALIDATION_SCORES = Path("data/model/validation_scores.parquet")
-RUN = Path("data/model/run.json")
-TUNED = Path("data/model/tuned_params.json")
-TRIALS = Path("data/model/tuning_trials.csv")
+from models.training import FeatureMatrix, fit_target, window_masks
+from pipelines.common import data_version, git_commit, load_params, read_json, staged_output, write_json
+from pipelines.paths import BUNDLE, MATRIX, RUN, STATE, TRIALS, TUNED, VALIDATED, VALIDATION_SCORES, VALIDATION_REPORT
 
 
 def input_example(windows: dict) -> pd.DataFrame:
     """Real declarations from the validation window, as a client would send them."""
-    history = pd.read_parquet(HISTORY, columns=DECLARATION_FIELDS)
-    recent = history[history["declaration_date"] >= windows["valid_start"]].head(3).copy()
+    history = pd.read_parquet(
+        VALIDATED, columns=DECLARATION_FIELDS, filters=[("declaration_date", ">=", pd.Timestamp(windows["valid_start"]))]
+    )
+    recent = history.head(3).copy()
     recent["declaration_date"] = recent["declaration_date"].dt.strftime("%Y-%m-%d")
     return recent.reset_index(drop=True)
 
@@ -42,16 +34,14 @@ def main() -> None:
     params = load_params()
     windows, serving = params["windows"], params["serving"]
     train_params = read_json(TUNED)["params"]
-    matrix = pd.read_parquet(MATRIX)
-    dates = matrix["declaration_date"]
-    is_train = (dates < windows["valid_start"]).to_numpy()
-    is_valid = dates.between(windows["valid_start"], windows["valid_end"]).to_numpy()
+    matrix = FeatureMatrix(MATRIX)
+    is_train, is_valid = window_masks(matrix.column("declaration_date"), windows)
     print(f"train: {is_train.sum():,} training rows, {is_valid.sum():,} validation rows")
 
     started = time.perf_counter()
-    x = matrix[FEATURE_NAMES]
+    x = matrix.rows_between(0, matrix.rows)
     fraud, critical = (
-        fit_target(x, matrix[label].to_numpy(), is_train, is_valid, train_params)
+        fit_target(x, matrix.column(label), is_train, is_valid, train_params)
         for label in ("fraud", "critical_fraud")
     )
     lanes = LanePolicy.from_shares(
@@ -80,11 +70,16 @@ def main() -> None:
             "critical_rounds": critical.refit_rounds,
         },
     )
-    shutil.rmtree(BUNDLE, ignore_errors=True)
-    model.save(BUNDLE)
-    scores = matrix.loc[is_valid, ["declaration_id", "declaration_date", "fraud", "critical_fraud", "duty_exposure"]]
+    with staged_output(BUNDLE) as bundle:
+        model.save(bundle)
+    first_valid = int(is_valid.argmax())
+    scores = matrix.frame(
+        first_valid, first_valid + int(is_valid.sum()),
+        ["declaration_id", "declaration_date", "fraud", "critical_fraud", "duty_exposure"],
+    )
     scores = scores.assign(risk_score=fraud.validation_scores, critical_score=critical.validation_scores)
-    scores.to_parquet(VALIDATION_SCORES, index=False)
+    with staged_output(VALIDATION_SCORES) as path:
+        scores.to_parquet(path, index=False)
     elapsed = time.perf_counter() - started
     print(
         f"train: fraud best iteration {fraud.best_iteration} -> refit {fraud.refit_rounds} rounds; "
@@ -119,7 +114,7 @@ def main() -> None:
              "critical_best_iteration": critical.best_iteration, "critical_refit_rounds": critical.refit_rounds}
         )
         mlflow.log_metric("train_seconds", elapsed)
-        mlflow.log_artifact("metrics/validation.json")  # what validate let through and held back
+        mlflow.log_artifact(str(VALIDATION_REPORT))  # what validate let through and held back
         output = model.score(example.assign(declaration_date=pd.to_datetime(example["declaration_date"])))
         output["reasons"] = output["reasons"].map(str)
         info = mlflow.pyfunc.log_model(
@@ -130,7 +125,8 @@ def main() -> None:
             signature=infer_signature(example, output),
             input_example=example,
         )
-        write_json(RUN, {"run_id": run.info.run_id, "model_uri": info.model_uri})
+        with staged_output(RUN) as path:
+            write_json(path, {"run_id": run.info.run_id, "model_uri": info.model_uri})
     print(f"train: MLflow run {run.info.run_id}, model {info.model_uri}")
 
 

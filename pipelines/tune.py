@@ -1,39 +1,38 @@
-"""Stage tune: LightGBM parameters searched on the validation window (params.yaml `tune`)."""
+"""Stage tune: LightGBM parameters searched on the validation window (params.yaml `tune`).
+
+Each trial trains on at most `tune.max_train_rows` of the most recent training rows: a national
+history would make every trial a full training; the model card states the sample.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from features.matrix import FEATURE_NAMES
+from models.training import FeatureMatrix, most_recent, window_masks
 from models.tuning import tune
-from pipelines.common import load_params, write_json
-
-MATRIX = Path("data/features/matrix.parquet")
-TUNED = Path("data/model/tuned_params.json")
-TRIALS = Path("data/model/tuning_trials.csv")
+from pipelines.common import load_params, staged_output, write_json
+from pipelines.paths import MATRIX, TRIALS, TUNED
 
 
 def main() -> None:
     params = load_params()
     windows, base, budget = params["windows"], params["train"], params["tune"]
-    matrix = pd.read_parquet(MATRIX)
-    dates = matrix["declaration_date"]
-    is_train = (dates < windows["valid_start"]).to_numpy()
-    is_valid = dates.between(windows["valid_start"], windows["valid_end"]).to_numpy()
-    TUNED.parent.mkdir(parents=True, exist_ok=True)
+    matrix = FeatureMatrix(MATRIX)
+    is_train, is_valid = window_masks(matrix.column("declaration_date"), windows)
+    sample = most_recent(is_train, budget["max_train_rows"])
     if budget["trials"] <= 0:
-        write_json(TUNED, {"params": base, "trials": 0})
-        pd.DataFrame().to_csv(TRIALS, index=False)
+        outcome, table = {"params": base, "trials": 0}, pd.DataFrame()
         print("tune: tune.trials is 0: training with params.yaml `train` as is")
-        return
-    best, table = tune(
-        matrix[FEATURE_NAMES], matrix["fraud"].to_numpy(), is_train, is_valid, base, budget["trials"], budget["seed"]
-    )
-    write_json(TUNED, {"params": best, "trials": budget["trials"], "best_value": float(table["value"].max())})
-    table.to_csv(TRIALS, index=False)
-    print(f"tune: best of {budget['trials']} trials: {best}")
+    else:
+        print(f"tune: {budget['trials']} trials on the {sample.sum():,} most recent of {is_train.sum():,} training rows")
+        x = matrix.rows_between(0, matrix.rows)
+        best, table = tune(x, matrix.column("fraud"), sample, is_valid, base, budget["trials"], budget["seed"])
+        outcome = {"params": best, "trials": budget["trials"], "best_value": float(table["value"].max())}
+        print(f"tune: best of {budget['trials']} trials: {best}")
+    outcome.update(train_rows_sampled=int(sample.sum()), train_rows=int(is_train.sum()))
+    with staged_output(TUNED) as tuned, staged_output(TRIALS) as trials:
+        write_json(tuned, outcome)
+        table.to_csv(trials, index=False)
 
 
 if __name__ == "__main__":
