@@ -10,9 +10,9 @@ outcome for a declaration wins, over older outcomes and over the administration'
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 

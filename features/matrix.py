@@ -3,8 +3,8 @@ an officer reads when it drives a score."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -124,6 +124,17 @@ def _entity_features(entity) -> list[Feature]:
     return features
 
 
+def _value_reason(entity: str) -> Callable[[dict], str]:
+    def reason(c: dict) -> str:
+        goods = f"HS {c['hs6_code']}" if entity == "hs6" else f"HS {c['hs6_code']} from {c['origin_country']}"
+        return (
+            f"value per kg {np.exp(c[f'value_vs_{entity}']):.2g}x the median of "
+            f"{c[f'{entity}__declarations']:.0f} earlier declarations of {goods}"
+        )
+
+    return reason
+
+
 def _categorical_feature(column: str) -> Feature:
     plain = column.removesuffix("_id").replace("_", " ").replace("hs ", "HS ")
     return Feature(column, f"declared {plain}", lambda ctx: f"{plain} {ctx[column]}")
@@ -144,13 +155,7 @@ FEATURES: list[Feature] = [
             f"value_vs_{entity}",
             f"log of value per kg minus the median of earlier declarations of the same "
             f"{entity.replace('_', ' x ').replace('hs6', 'HS6')} (0 when there are none)",
-            (
-                lambda entity: lambda c: (
-                    f"value per kg {np.exp(c[f'value_vs_{entity}']):.2g}x the median of "
-                    f"{c[f'{entity}__declarations']:.0f} earlier declarations of "
-                    + (f"HS {c['hs6_code']}" if entity == "hs6" else f"HS {c['hs6_code']} from {c['origin_country']}")
-                )
-            )(entity),
+            _value_reason(entity),
         )
         for entity in VALUE_REFERENCE_ENTITIES
     ],

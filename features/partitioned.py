@@ -14,6 +14,7 @@ Peak memory is one entity's columns plus one part, whatever the length of the hi
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -189,7 +190,7 @@ def _write_counts(rows: pd.DataFrame, rows_per_part: list[int], directory: Path)
     directory.mkdir(parents=True)
     compact = _compact(rows)
     bounds = np.cumsum([0, *rows_per_part])
-    for number, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for number, (start, stop) in enumerate(itertools.pairwise(bounds)):
         compact.iloc[start:stop].to_parquet(directory / f"part-{number:05d}.parquet", index=False)
 
 

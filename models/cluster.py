@@ -72,10 +72,12 @@ def cluster_entities(client: Client):
         total = sum(part_rows)
         for entity in ENTITIES:
             frame = dd.read_parquet(str(Path(sorted_dir).resolve()), columns=[*entity_fields(entity), "row"])
-            if entity.columns:
-                frame = frame.shuffle(on=list(entity.columns), shuffle_method="tasks")
-            else:
-                frame = frame.repartition(npartitions=1)
+            # whole keys per partition; "all" is one key, so one partition
+            frame = (
+                frame.shuffle(on=list(entity.columns), shuffle_method="tasks")
+                if entity.columns
+                else frame.repartition(npartitions=1)
+            )
             tasks = [dask.delayed(_entity_partition)(piece, entity) for piece in frame.to_delayed()]
             results = gather(client, client.compute(tasks), f"featurize entity {entity.name}")
             columns = results[0][0].columns

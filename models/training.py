@@ -161,7 +161,7 @@ def fit_early_stopped(
 
 def refit_rounds(best_iteration: int, train_rows: int, all_rows: int) -> int:
     """More rows support proportionally more trees at the same learning rate."""
-    return max(1, int(round(best_iteration * all_rows / max(train_rows, 1))))
+    return max(1, round(best_iteration * all_rows / max(train_rows, 1)))
 
 
 def fit_rounds(x: Data, y: np.ndarray, train_params: dict, rounds: int) -> lgb.Booster:

@@ -7,8 +7,8 @@ memory. Values stay as read (strings); validate types them and quarantines what 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 

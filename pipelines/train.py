@@ -17,7 +17,7 @@ from models.lanes import LanePolicy
 from models.registry import configure_tracking, use_experiment
 from models.training import FeatureMatrix, fit_target, window_masks
 from pipelines.common import data_version, git_commit, load_params, read_json, staged_output, write_json
-from pipelines.paths import BUNDLE, MATRIX, RUN, STATE, TRIALS, TUNED, VALIDATED, VALIDATION_SCORES, VALIDATION_REPORT
+from pipelines.paths import BUNDLE, MATRIX, RUN, STATE, TRIALS, TUNED, VALIDATED, VALIDATION_REPORT, VALIDATION_SCORES
 
 
 def input_example(windows: dict) -> pd.DataFrame:

@@ -49,7 +49,9 @@ def _params(sources, feedback) -> dict:
 
 def ingest(params: dict, output) -> pd.DataFrame:
     """The records the stage writes to `output`, its parts read as one frame."""
-    assert stage.ingest(params, output) == len(records := pd.read_parquet(output))
+    written = stage.ingest(params, output)
+    records = pd.read_parquet(output)
+    assert written == len(records)
     return records
 
 
@@ -132,7 +134,7 @@ def test_the_newest_outcome_wins_over_older_ones_and_the_files(kcs_file):
     assert by_id.loc[second["Declaration ID"], "source_row"] == 2
     assert by_id.loc["NEW-1", "fraud"] == "1"
     assert list(records.columns) == DECLARATION_FIELDS + LABEL_FIELDS + ["source_file", "source_row"]
-    valid, rejected, report = validate(records)
+    _valid, rejected, report = validate(records)
     assert rejected.empty and report["rows_in_by_source"][str(feedback / "replica-b.parquet")] == 2
 
 
