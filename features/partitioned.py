@@ -27,11 +27,13 @@ import pyarrow.parquet as pq
 
 from features.history import ENTITIES, HISTORY_FIELDS, Entity, FeatureState, entity_history, with_derived_fields
 from features.matrix import CATEGORICAL, FEATURE_NAMES, feature_matrix, model_input
+from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
 
 PART_ROWS = 500_000  # rows per sorted and matrix part: bounds the memory of passes 1 and 3
 ROW_GROUP_ROWS = 65_536  # the matrix is read back a row group at a time while training
 CARRIED = ["declaration_id", "declaration_date", "fraud", "critical_fraud"]  # beside the features
 SORT_KEY = ["declaration_date", "declaration_id"]
+HISTORY_COLUMNS = DECLARATION_FIELDS + LABEL_FIELDS  # what a validated part holds
 
 
 class HistoryFileError(ValueError):
@@ -45,7 +47,7 @@ def parts_of(directory: Path) -> list[Path]:
     return parts
 
 
-def read_part(path: Path, columns: list[str] | None = None, **options) -> pa.Table:
+def read_part(path: Path, columns: list[str] | None = None, schema_only: bool = False, **options) -> pa.Table | None:
     """One part, or a clear error naming the file: unreadable bytes or a missing column."""
     try:
         schema = pq.read_schema(path)
@@ -54,6 +56,8 @@ def read_part(path: Path, columns: list[str] | None = None, **options) -> pa.Tab
     missing = [column for column in columns or [] if column not in schema.names]
     if missing:
         raise HistoryFileError(f"{path}: missing column(s) {', '.join(missing)}")
+    if schema_only:
+        return None
     try:
         return pq.read_table(path, columns=columns, **options)
     except (OSError, pa.ArrowException) as error:
@@ -125,16 +129,20 @@ def sort_into_time_order(
     """Rows of the window in (date, ID) order as parts of whole days; their counts, the
     categories of the categorical fields and the last date."""
     parts = parts_of(source)
+    for part in parts:  # every part usable before anything is written
+        read_part(part, HISTORY_COLUMNS, schema_only=True)
     first, last = (np.datetime64(day, "D").astype("int64") for day in window)
     histogram = np.zeros(last - first + 1, dtype="int64")
     for part in parts:
         days = _days(read_part(part, ["declaration_date"]).column("declaration_date"))
         days = days[(days >= first) & (days <= last)]
         histogram += np.bincount(days - first, minlength=len(histogram))
+    if not histogram.sum():
+        raise HistoryFileError(f"{source}: no declarations dated {window[0]}..{window[1]} (windows in params.yaml)")
     bucket_of_day = _buckets(histogram, part_rows)
     buckets = target.parent / "buckets"
     for number, part in enumerate(parts):
-        table = read_part(part)
+        table = read_part(part, HISTORY_COLUMNS)
         days = _days(table.column("declaration_date"))
         inside = np.flatnonzero((days >= first) & (days <= last))
         bucket = bucket_of_day[days[inside] - first]
@@ -156,8 +164,6 @@ def sort_into_time_order(
         rows_per_part.append(len(history))
         offset += len(history)
         shutil.rmtree(bucket_dir)
-    if not offset:
-        raise HistoryFileError(f"{source}: no declarations dated {window[0]}..{window[1]} (windows in params.yaml)")
     return rows_per_part, {column: sorted(values) for column, values in seen.items()}, str(history_end.date())
 
 

@@ -7,8 +7,10 @@ binned dataset (about one byte per feature and row) is all the history that trai
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -50,6 +52,10 @@ class FeatureMatrix:
                 groups.append((part, group, offset))
                 offset += metadata.row_group(group).num_rows
         self.groups = groups
+        self.part_bounds = []  # (part, first row, end row)
+        for part in self.parts:
+            starts = [start for path, _, start in groups if path == part]
+            self.part_bounds.append((part, starts[0] if starts else offset, offset))
         self.group_starts = np.array([start for _, _, start in groups] + [offset], dtype="int64")
         self.rows = offset
 
@@ -177,15 +183,30 @@ class FittedTarget:
     refit_rounds: int
 
 
-def fit_target(x: Data, y: np.ndarray, is_train: np.ndarray, is_valid: np.ndarray, train_params: dict) -> FittedTarget:
+class Trainer(Protocol):
+    """Where boosters are fitted: this process (the module's functions), or a Dask cluster
+    (`models.cluster.ClusterTrainer`). Everything else about a target is the same."""
+
+    def fit_early_stopped(self, train_x: Data, train_y: np.ndarray, valid_x: Data, valid_y: np.ndarray,
+                          train_params: dict) -> lgb.Booster: ...
+
+    def fit_rounds(self, x: Data, y: np.ndarray, train_params: dict, rounds: int) -> lgb.Booster: ...
+
+
+LOCAL: Trainer = sys.modules[__name__]  # type: ignore[assignment]
+
+
+def fit_target(
+    x: Data, y: np.ndarray, is_train: np.ndarray, is_valid: np.ndarray, train_params: dict, trainer: Trainer = LOCAL
+) -> FittedTarget:
     """One target end to end: early-stopped on the validation window, calibrated on its
     out-of-sample margins, then refit on all rows with the tree count scaled to the rows."""
     valid_x = rows_of(x, is_valid)
-    early = fit_early_stopped(rows_of(x, is_train), y[is_train], valid_x, y[is_valid], train_params)
+    early = trainer.fit_early_stopped(rows_of(x, is_train), y[is_train], valid_x, y[is_valid], train_params)
     margins = predict(early, valid_x, num_iteration=early.best_iteration, raw_score=True)
     calibration = Calibration.fit(margins, y[is_valid])
     rounds = refit_rounds(early.best_iteration, int(is_train.sum()), len(x))
-    final = fit_rounds(x, y, train_params, rounds)
+    final = trainer.fit_rounds(x, y, train_params, rounds)
     return FittedTarget(final, calibration, calibration(margins), early.best_iteration, rounds)
 
 

@@ -15,7 +15,8 @@ from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel, RiskPyfunc
 from models.lanes import LanePolicy
 from models.registry import configure_tracking, use_experiment
-from models.training import FeatureMatrix, fit_target, window_masks
+from models.cluster import ClusterTrainer, connect
+from models.training import LOCAL, FeatureMatrix, fit_target, window_masks
 from pipelines.common import data_version, git_commit, load_params, read_json, staged_output, write_json
 from pipelines.paths import BUNDLE, MATRIX, RUN, STATE, TRIALS, TUNED, VALIDATED, VALIDATION_REPORT, VALIDATION_SCORES
 
@@ -38,10 +39,12 @@ def main() -> None:
     is_train, is_valid = window_masks(matrix.column("declaration_date"), windows)
     print(f"train: {is_train.sum():,} training rows, {is_valid.sum():,} validation rows")
 
+    client = connect()
+    trainer = ClusterTrainer(client) if client else LOCAL
     started = time.perf_counter()
     x = matrix.rows_between(0, matrix.rows)
     fraud, critical = (
-        fit_target(x, matrix.column(label), is_train, is_valid, train_params)
+        fit_target(x, matrix.column(label), is_train, is_valid, train_params, trainer)
         for label in ("fraud", "critical_fraud")
     )
     lanes = LanePolicy.from_shares(
