@@ -45,17 +45,16 @@ class FeatureMatrix:
     def __init__(self, directory: Path):
         self.parts = parts_of(directory)
         groups = []  # (part, row group, first row)
+        self.part_bounds = []  # (part, first row, end row)
         offset = 0
         for part in self.parts:
             metadata = pq.ParquetFile(part).metadata
+            first = offset
             for group in range(metadata.num_row_groups):
                 groups.append((part, group, offset))
                 offset += metadata.row_group(group).num_rows
+            self.part_bounds.append((part, first, offset))
         self.groups = groups
-        self.part_bounds = []  # (part, first row, end row)
-        for part in self.parts:
-            starts = [start for path, _, start in groups if path == part]
-            self.part_bounds.append((part, starts[0] if starts else offset, offset))
         self.group_starts = np.array([start for _, _, start in groups] + [offset], dtype="int64")
         self.rows = offset
 

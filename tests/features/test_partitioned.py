@@ -47,7 +47,7 @@ def test_streamed_features_equal_the_in_memory_ones(history, tmp_path, part_rows
 
 def test_rows_outside_the_window_are_left_out(history, tmp_path):
     write_parts(history, tmp_path / "validated", [len(history)])
-    first, last = window(history)
+    first = window(history)[0]
     middle = str(history["declaration_date"].iloc[len(history) // 2].date())
     featurize_history(tmp_path / "validated", tmp_path / "matrix", tmp_path / "state", (first, middle), SMOOTHING)
     dates = pd.read_parquet(tmp_path / "matrix", columns=["declaration_date"])["declaration_date"]
@@ -71,7 +71,7 @@ def test_a_part_missing_a_column_is_named(history, tmp_path):
 
 def test_no_rows_in_the_window_says_so(history, tmp_path):
     write_parts(history, tmp_path / "validated", [len(history)])
-    with pytest.raises(HistoryFileError, match="no declarations dated 1999-01-01..1999-12-31"):
+    with pytest.raises(HistoryFileError, match=r"no declarations dated 1999-01-01\.\.1999-12-31"):
         featurize_history(
             tmp_path / "validated", tmp_path / "matrix", tmp_path / "state", ("1999-01-01", "1999-12-31"), SMOOTHING
         )

@@ -343,3 +343,24 @@ def test_pyfunc_predict_equals_risk_model_score(mlflow_store, model, bundle_dir,
     # max_reasons travels as a param
     one = loaded.predict(declarations, params={"max_reasons": 1})
     assert max(len(json.loads(r)) for r in one["reasons"]) <= 1
+
+
+def test_a_booster_fed_from_the_parquet_matrix_equals_one_fed_from_memory(history, tmp_path):
+    """lgb.Sequence over row groups (the train stage at any scale) builds the same model as the
+    in-memory frame: the same trees, so the same scores."""
+    from features.partitioned import featurize_history
+    from models.training import FeatureMatrix, fit_rounds
+
+    history.to_parquet(tmp_path / "part-00000.parquet", index=False)
+    (tmp_path / "validated").mkdir()
+    (tmp_path / "part-00000.parquet").rename(tmp_path / "validated" / "part-00000.parquet")
+    window = (str(history["declaration_date"].min().date()), str(history["declaration_date"].max().date()))
+    featurize_history(tmp_path / "validated", tmp_path / "matrix", tmp_path / "state", window, 10, part_rows=900)
+    matrix = FeatureMatrix(tmp_path / "matrix")
+    assert len(matrix.parts) > 1 and matrix.rows == len(history)
+    in_memory, _ = training_features(history, 10)
+    labels = history["fraud"].to_numpy()
+    from_parquet = fit_rounds(matrix.rows_between(0, matrix.rows), labels, TRAIN_PARAMS, 20)
+    from_memory = fit_rounds(in_memory, labels, TRAIN_PARAMS, 20)
+    assert from_parquet.model_to_string() == from_memory.model_to_string()
+    np.testing.assert_array_equal(from_parquet.predict(in_memory), from_memory.predict(in_memory))
