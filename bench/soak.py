@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -247,10 +248,8 @@ async def drive(server: Server, pool: list[Case], rate: float, seconds: float, s
                     watch.sample(time.perf_counter() - started)
                 except psutil.NoSuchProcess:  # the server exited: the failed requests tell
                     return
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), sample_seconds)
-                except TimeoutError:
-                    pass
 
         started, stop = time.perf_counter(), asyncio.Event()
         sampler = asyncio.create_task(sample(started, stop))

@@ -13,9 +13,9 @@ from features.history import FeatureState
 from features.matrix import FEATURE_NAMES
 from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel, RiskPyfunc
+from models.cluster import ClusterTrainer, connect
 from models.lanes import LanePolicy
 from models.registry import configure_tracking, use_experiment
-from models.cluster import ClusterTrainer, connect
 from models.training import LOCAL, FeatureMatrix, fit_target, window_masks
 from pipelines.common import data_version, git_commit, load_params, read_json, staged_output, write_json
 from pipelines.paths import BUNDLE, MATRIX, RUN, STATE, TRIALS, TUNED, VALIDATED, VALIDATION_REPORT, VALIDATION_SCORES

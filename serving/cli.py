@@ -75,9 +75,7 @@ def audit(
     until: str = typer.Option(..., "--until", help="last day, YYYY-MM-DD (UTC), included"),
     output: Path = typer.Option(..., "--output", help="a .csv or .parquet file"),
     table: str = typer.Option("decisions", help="decisions (each with its outcome, if reported) or outcomes"),
-    db: Path = typer.Option(
-        Path(os.environ.get("RISK_AUDIT_DB", "data/serving/audit.db")), help="the audit store (RISK_AUDIT_DB)"
-    ),
+    db: Path = typer.Option(Path("data/serving/audit.db"), envvar="RISK_AUDIT_DB", help="the audit store"),
 ) -> None:
     """Export the audit store by date range: every decision the service made, or every outcome
     reported to it."""
