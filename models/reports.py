@@ -93,10 +93,24 @@ def plot_bars(values: pd.Series, title: str, xlabel: str, path: Path, top: int =
     return _save(fig, path)
 
 
+def _tuning_sample(tuning: dict) -> str:
+    if not tuning.get("trials"):
+        return "Not searched: params.yaml `train` as written (`tune.trials: 0`)."
+    sampled, rows = tuning.get("train_rows_sampled"), tuning.get("train_rows")
+    if sampled is None or sampled >= rows:
+        return f"Searched in {tuning['trials']} trials on every training row."
+    return (
+        f"Searched in {tuning['trials']} trials on a sample: the {sampled:,} most recent of the "
+        f"{rows:,} training rows (`tune.max_train_rows`); the final boosters train on every row."
+    )
+
+
 def model_card(
-    identity: dict, windows: dict, metrics: dict, lanes: dict, params: dict, rates: list[float]
+    identity: dict, windows: dict, metrics: dict, lanes: dict, tuning: dict, rates: list[float]
 ) -> str:
-    """Markdown for the registry version: what it was trained on, how it did, where it is weak."""
+    """Markdown for the registry version: what it was trained on, how it did, where it is weak.
+    `tuning` is the tune stage's outcome: the parameters, and the training rows it searched on."""
+    params = tuning["params"]
     rows = "\n".join(
         f"| top {rate:g}% | {metrics[f'precision_at_{rate:g}']:.3f} | {metrics[f'recall_at_{rate:g}']:.3f} "
         f"| {metrics[f'duty_recovered_at_{rate:g}']:.3f} | {metrics[f'critical_recall_at_{rate:g}']:.3f} |"
@@ -130,6 +144,8 @@ red share {lanes['red_share']:.1%} (risk >= {lanes['red_threshold']:.4f}), yello
 
 ## Parameters
 {shown_params}
+
+{_tuning_sample(tuning)}
 
 ## Known limits
 - The validation window chose the number of trees, the hyperparameters and the calibration, and

@@ -67,7 +67,7 @@ def main() -> None:
     run_id = read_json(RUN)["run_id"]
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     identity = {"run_id": run_id, "data_version": tags.get("data_version"), "git_commit": tags.get("git_commit")}
-    card = model_card(identity, params["windows"], metrics, model.lanes.to_dict(), read_json(TUNED)["params"], rates)
+    card = model_card(identity, params["windows"], metrics, model.lanes.to_dict(), read_json(TUNED), rates)
     MODEL_CARD.write_text(card)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)

@@ -76,9 +76,16 @@ def test_model_card_states_data_metrics_lanes_and_limits():
     lanes = {"red_share": 0.05, "yellow_share": 0.1, "red_threshold": 0.7, "yellow_threshold": 0.4,
              "critical_threshold": 0.2, "critical_red_share": 0.01, "exploration_share": 0.01}
     windows = {"train_start": "2020-01-01", "valid_start": "2021-01-01", "valid_end": "2021-03-31"}
-    card = model_card({"run_id": "r1", "data_version": "d1", "git_commit": "c1"}, windows, metrics, lanes, {"num_leaves": 63}, [5, 10])
+    identity = {"run_id": "r1", "data_version": "d1", "git_commit": "c1"}
+    tuning = {"params": {"num_leaves": 63}, "trials": 6, "train_rows_sampled": 2_000_000, "train_rows": 9_000_000}
+    card = model_card(identity, windows, metrics, lanes, tuning, [5, 10])
     assert "| top 5% | 0.550 | 0.550 | 0.550 | 0.550 |" in card
     assert "| top 10% | 0.600 |" in card
     assert "2021-01-01 .. 2021-03-31 (1,234 declarations)" in card
     assert "`d1`" in card and "`c1`" in card and "num_leaves=63" in card
     assert "Known limits" in card and "red share 5.0%" in card
+    assert "the 2,000,000 most recent of the 9,000,000 training rows (`tune.max_train_rows`)" in card
+    everything = model_card(identity, windows, metrics, lanes, {**tuning, "train_rows_sampled": 9_000_000}, [5])
+    assert "Searched in 6 trials on every training row." in everything
+    untuned = model_card(identity, windows, metrics, lanes, {"params": {"num_leaves": 63}, "trials": 0}, [5])
+    assert "Not searched" in untuned
