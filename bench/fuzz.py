@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import BIN, REPO, _wait_ready, packaged_bento, serve_packaged, stop_servers
+from bench.servers import BIN, REPO, packaged_bento, serve_packaged, stop_servers, wait_ready
 
 
 def main() -> int:
@@ -38,8 +38,8 @@ def main() -> int:
     key = secrets.token_urlsafe(24)
     server = serve_packaged(args.bentoml_home.resolve(), bento, tmp, api_key=key)
     try:
-        _wait_ready(server)
-        base = server.ready_url.removesuffix("/readyz")
+        wait_ready(server)
+        base = server.base
         print(f"fuzzing {bento} on {base}: {args.examples} examples per operation, seed {args.seed}", flush=True)
         fuzz = subprocess.run(
             [str(BIN / "st"), "run", f"{base}/docs.json", "--checks", "all",

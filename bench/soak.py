@@ -34,7 +34,8 @@ import numpy as np
 import psutil
 
 from bench.load import Target, answered, as_sent, open_loop
-from bench.run import REPO, Server, _wait_ready, machine, packaged_bento, serve_packaged, stop_servers
+from bench.report import machine
+from bench.servers import REPO, Server, packaged_bento, serve_packaged, stop_servers, wait_ready
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, coerce_declarations, find_failures
 
@@ -194,7 +195,7 @@ class Watch:
 async def drive(server: Server, pool: list[Case], rate: float, seconds: float, sample_seconds: float,
                 seed: int) -> tuple[list[Answer], Watch]:
     """The answers in request order, and the server as sampled meanwhile."""
-    base = server.ready_url.removesuffix("/readyz")
+    base = server.base
     targets = {
         "score": server.target,
         "outcomes": Target("outcomes", f"{base}/outcomes", lambda o: {"outcomes": o}, lambda b: b["stored"]),
@@ -328,8 +329,8 @@ def main() -> int:
                                  "mix": MIX, "outcomes_per_request": OUTCOMES_PER_REQUEST,
                                  "declarations": len(pool), "audit_db": str(tmp / "audit.db")}}
     try:
-        _wait_ready(server)
-        print(f"{bento} ready on {server.ready_url.removesuffix('/readyz')}; "
+        wait_ready(server)
+        print(f"{bento} ready on {server.base}; "
               f"{args.seconds:.0f} s at {args.rate:g} requests/s", flush=True)
         answers, watch = asyncio.run(drive(server, pool, args.rate, args.seconds, args.sample_seconds, args.seed))
         exited = server.process.poll()

@@ -3,6 +3,10 @@ starts cold and its peak memory is its own. Each prints one JSON object on its l
 
 from __future__ import annotations
 
+# models first: it sets OMP_WAIT_POLICY, which OpenMP reads once, when LightGBM loads it
+import models  # noqa: F401
+
+# isort: split
 import argparse
 import json
 import resource

@@ -1,0 +1,27 @@
+"""What `make bench` measures: its sections, the pipeline's stages, and the sizes and number of
+runs in quick and full mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "register", "package"]
+SECTIONS = ["pipeline", "serving", "batch"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    kcs_rows: tuple[int, int] | None  # rows sampled per raw file; None: the whole KCS history
+    pipeline_runs: int
+    serving_runs: int
+    serving_seconds: float
+    load_share: float  # latency is measured at this share of the slowest server's capacity
+    concurrency: int  # batch requests in flight, for throughput
+    batch_rows: int
+    batch_runs: int
+    breakdown_rows: int
+
+
+QUICK = Plan("quick", (3000, 1000), 1, 1, 5, 0.5, 1, 2_000, 1, 200)
+FULL = Plan("full", None, 3, 3, 10, 0.5, 1, 10_000, 1, 2_000)
