@@ -4,21 +4,16 @@ session) is built by the fixtures in tests/e2e/conftest.py and shared by every e
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import psutil
 
-BIN = Path(sys.executable).parent
+from bench.servers import BIN as BIN
+from bench.servers import bentoml_serve, free_port, stop_servers, wait_ready, with_service_settings
+
 TRAIN_ROWS, VALID_ROWS = 3000, 1000
 API_KEY = "e2e-test-key"
 
@@ -29,19 +24,7 @@ def _run(command: list[str], cwd: Path, env: dict, timeout: int = 600) -> subpro
     return result
 
 
-def _sample_kcs(source: Path, target: Path, rows: int) -> None:
-    """A time-ordered random sample of a KCS file, in the KCS layout, plus the example declaration of docs/record.md."""
-    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-    sample = frame.sample(n=rows, random_state=11)
-    if "97061800" in set(frame["Declaration ID"]) and "97061800" not in set(sample["Declaration ID"]):
-        sample = pd.concat([frame[frame["Declaration ID"] == "97061800"], sample.iloc[1:]])
-    sample.sort_values("Date", kind="stable").to_csv(target, index=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_free_port = free_port  # the name the e2e modules import
 
 
 def contract_example() -> dict:
@@ -54,12 +37,6 @@ def contract_example() -> dict:
         "departure_country": "BE", "origin_country": "BE", "tax_rate": 0.0, "tax_type": "FEU1",
         "origin_indicator": "G", "net_mass_kg": 108.0, "item_price": 372254.4,
     }
-
-
-@dataclass
-class Served:
-    base: str  # the service's URL
-    process: subprocess.Popen  # `bentoml serve`, leader of its own process group
 
 
 def kill_9(process: subprocess.Popen) -> None:
@@ -75,40 +52,22 @@ def kill_9(process: subprocess.Popen) -> None:
 @contextmanager
 def serve_bento(root: Path, env: dict, log: Path, wrapper: tuple[str, ...] = ()):
     """`bentoml serve` of the workspace's bento on a free loopback port (run through `wrapper`,
-    e.g. `unshare`, when given); yields it once /readyz answers, and stops the server after
-    unless a test has killed it already."""
-    port = _free_port()
-    command = [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*wrapper, *command], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, log.read_text()[-4000:]
-                assert time.monotonic() < deadline, "service not ready in 120 s:\n" + log.read_text()[-4000:]
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            yield Served(base, process)
-        finally:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+    e.g. `unshare`, when given), started as bench/servers.py starts it; yields the server (its
+    `base` URL and `process`) once /readyz answers, and stops it after unless a test has killed
+    it already: a server that outlives 30 s of SIGTERM is killed, and fails the test."""
+    server = bentoml_serve("customs-risk-service:latest", root, env, log, wrapper)
+    try:
+        wait_ready(server, timeout=120)
+        yield server
+    finally:
+        assert not stop_servers([server]), "the service did not stop within 30 s of SIGTERM:\n" + log.read_text()[-4000:]
 
 
 @contextmanager
 def keyed_service(workspace: dict, log: Path, audit: Path | None = None):
     """The workspace's bento served with API_KEY (and an audit store of its own when given),
     with a client that sends the key."""
-    env = {**workspace["env"], "RISK_API_KEYS": API_KEY}
-    if audit is not None:
-        env["RISK_AUDIT_DB"] = str(audit)
+    env = with_service_settings(workspace["env"], audit_db=audit, api_keys=API_KEY)
     with (
         serve_bento(workspace["root"], env, log) as served,
         httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client,
