@@ -10,7 +10,6 @@ export BENTOML_HOME := $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
-export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: run test serve ui install bench bench-quick fuzz soak scale
 
@@ -30,21 +29,19 @@ test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# The audit store and the analysts' rules default to this checkout; production sets both.
+# The audit store and the analysts' rules default to this checkout (serving/settings.py); production sets both.
 serve: $(INSTALLED)
 	@host="$(HOST)"; \
 	if [ -z "$$RISK_API_KEYS" ] && [ "$$host" != "127.0.0.1" ] && [ "$$host" != "localhost" ] && [ "$$host" != "::1" ]; then \
 	  echo "RISK_API_KEYS is not set: serving on 127.0.0.1 only, not $$host"; host=127.0.0.1; fi; \
-	RISK_AUDIT_DB="$${RISK_AUDIT_DB:-$(CURDIR)/data/serving/audit.db}" \
-	RISK_PROFILES="$${RISK_PROFILES:-$(CURDIR)/serving/risk_profiles.yaml}" \
 	$(BIN)/bentoml serve customs-risk-service:latest --host $$host --port $(PORT)
 
 ui: $(INSTALLED)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
 
 # Benchmarks (bench/run.py): `make bench` (under an hour), `make bench QUICK=1` or `make bench-quick`
-# (under 5 minutes). OpenMP threads sleep instead of spinning while they wait, so a busy neighbour
-# on a shared machine does not make a 2-thread LightGBM call 40x slower.
+# (under 5 minutes). OpenMP threads sleep instead of spinning while they wait (models/__init__.py),
+# so a busy neighbour on a shared machine does not make a 2-thread LightGBM call 40x slower.
 BENCH_INSTALLED := $(VENV)/.installed-bench
 
 $(BENCH_INSTALLED): $(INSTALLED)
@@ -52,10 +49,10 @@ $(BENCH_INSTALLED): $(INSTALLED)
 	touch $@
 
 bench: $(BENCH_INSTALLED)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m bench.run $(if $(QUICK),--quick)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 bench-quick: $(BENCH_INSTALLED)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m bench.run --quick
+	$(BIN)/python -m bench.run --quick
 
 # Soak (bench/soak.py): the packaged service (`make run` builds it) on loopback at a steady rate
 # for SOAK_SECONDS; fails on any failed request or memory growth beyond noise.

@@ -1,5 +1,8 @@
 import os
 
 # LightGBM's OpenMP threads spin while they wait; on a shared or busy machine that stalls every
-# tree (measured: a tuning trial 6.5 min spinning vs about 20 s passive). Must precede its import.
+# tree (measured: a tuning trial 6.5 min spinning vs about 20 s passive). OpenMP reads the variable
+# when LightGBM's library loads, so it is set here, by the package that imports LightGBM, for every
+# process that trains or scores (and the processes they start); the one place it is set. A module
+# that imports lightgbm before anything from models/ gets OpenMP's default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

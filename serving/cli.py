@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from serving.feedback import export_feedback_command
+from serving.settings import Settings, use_stores
 
 app = typer.Typer(help="Customs risk targeting.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -30,24 +31,38 @@ def _read(path: Path) -> pd.DataFrame:
 def score(
     input: Path = typer.Option(..., "--input", exists=True, dir_okay=False, help="CSV or Parquet of declarations"),
     output: Path = typer.Option(..., "--output", help="where to write results, same format as the input"),
-    max_reasons: int = typer.Option(3, help="reasons per declaration"),
+    max_reasons: int | None = typer.Option(
+        None, help="reasons per declaration (default: the packaged serving.max_reasons, as the service)"
+    ),
 ) -> None:
     """Score a file of canonical declarations with the packaged champion and the analysts' risk
-    profiles (RISK_PROFILES), as the service would."""
-    import bentoml
-
-    from models.bundle import InvalidDeclarations
-    from serving.loading import load_packaged, model_tag
-    from serving.rules import RiskProfiles, score_routed
-
+    profiles (RISK_PROFILES), as the service would. Run from a checkout, it uses that checkout's
+    BentoML and MLflow stores unless BENTOML_HOME / MLFLOW_TRACKING_URI say otherwise."""
     if input.suffix.lower() != output.suffix.lower():
         raise typer.BadParameter("the output must have the input's format (.csv or .parquet)", param_hint="--output")
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     records = _read(input)
-    bento_model = bentoml.models.get(model_tag())
-    model = load_packaged(bento_model)
-    profiles = RiskProfiles.from_environment()
-    console.print(f"scoring {len(records):,} declarations with {bento_model.tag} and {len(profiles.rules)} risk profile rule(s)")
+    settings = Settings.from_environment()
+    use_stores(settings)  # before bentoml is imported: it fixes its store on first use
+    console.print(f"stores: {escape(settings.describe_stores())}", soft_wrap=True)
+
+    from models.bundle import InvalidDeclarations
+    from serving.loading import ChampionUnavailable, load_packaged, model_tag, packaged_champion
+    from serving.rules import RiskProfileError, RiskProfiles, score_routed
+
+    try:
+        bento_model = packaged_champion(model_tag(settings))
+        model = load_packaged(bento_model)
+        profiles = RiskProfiles.from_environment(settings)
+    except (ChampionUnavailable, RiskProfileError) as problem:
+        console.print(f"[red]nothing scored:[/red] {escape(str(problem))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if max_reasons is None:
+        max_reasons = int(dict(bento_model.info.metadata)["serving"]["max_reasons"])  # as the service reads it
+    console.print(
+        f"scoring {len(records):,} declarations with {bento_model.tag}, {len(profiles.rules)} risk profile rule(s) "
+        f"from {escape(str(profiles.path))}, up to {max_reasons} reasons each",
+        soft_wrap=True,
+    )
     try:
         results = score_routed(model, records, profiles.rules, max_reasons)
     except InvalidDeclarations as invalid:
@@ -75,7 +90,9 @@ def audit(
     until: str = typer.Option(..., "--until", help="last day, YYYY-MM-DD (UTC), included"),
     output: Path = typer.Option(..., "--output", help="a .csv or .parquet file"),
     table: str = typer.Option("decisions", help="decisions (each with its outcome, if reported) or outcomes"),
-    db: Path = typer.Option(Path("data/serving/audit.db"), envvar="RISK_AUDIT_DB", help="the audit store"),
+    db: Path | None = typer.Option(
+        None, help="the audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout, as the service)"
+    ),
 ) -> None:
     """Export the audit store by date range: every decision the service made, or every outcome
     reported to it."""
@@ -84,9 +101,10 @@ def audit(
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise typer.BadParameter("expected a .csv or .parquet file", param_hint="--output")
     try:
+        db = db or Settings.from_environment().audit_store()
         rows = export(db, table, _day(since, "--since"), _day(until, "--until"))
-    except (ValueError, FileNotFoundError) as problem:
-        console.print(f"[red]nothing exported:[/red] {problem}")
+    except (ValueError, FileNotFoundError) as problem:  # SettingsError is a ValueError
+        console.print(f"[red]nothing exported:[/red] {escape(str(problem))}", soft_wrap=True)
         raise typer.Exit(2) from None
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix.lower() == ".parquet":

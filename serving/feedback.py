@@ -18,6 +18,7 @@ import typer
 
 from features.adapters import FEEDBACK_FIELDS, labels_from_outcome, newest_outcomes
 from features.schema import DECLARATION_FIELDS
+from serving.settings import Settings, SettingsError
 
 DEFAULT_OUTPUT = Path("data/feedback/outcomes.parquet")
 # /outcomes result -> (fraud, critical_fraud)
@@ -72,13 +73,15 @@ def export_feedback(audit_db: Path, output: Path) -> dict:
 
 
 def export_feedback_command(
-    audit_db: Path = typer.Option(Path("data/serving/audit.db"), envvar="RISK_AUDIT_DB", help="the service's audit store"),
+    audit_db: Path | None = typer.Option(
+        None, help="the service's audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout)"
+    ),
     output: Path = typer.Option(DEFAULT_OUTPUT, help="feedback file; ingest reads every *.parquet in its folder"),
 ) -> None:
     """Write the outcomes posted to /outcomes, with the declarations they judge, for the next `dvc repro`."""
     try:
-        summary = export_feedback(audit_db, output)
-    except FileNotFoundError as missing:
+        summary = export_feedback(audit_db or Settings.from_environment().audit_store(), output)
+    except (FileNotFoundError, SettingsError) as missing:
         typer.echo(f"export-feedback: {missing}", err=True)
         raise typer.Exit(2) from None
     results = ", ".join(f"{result} {n:,}" for result, n in sorted(summary["by_result"].items())) or "none"

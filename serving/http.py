@@ -9,25 +9,16 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 
 import pydantic
 
 from serving.openapi import contract_document
+from serving.settings import Settings
 
 OPEN_PATHS = {"/healthz", "/readyz", "/livez", "/metrics"}
 DOCUMENT_PATH = "/docs.json"  # where BentoML's Swagger UI and API fuzzers look for it
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_BATCH = 1000
-
-
-def api_keys() -> list[str]:
-    return [key.strip() for key in os.environ.get("RISK_API_KEYS", "").split(",") if key.strip()]
-
-
-def max_body_bytes() -> int:
-    return int(os.environ.get("RISK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -66,8 +57,9 @@ def framework_errors(body: bytes) -> list[dict]:
 
 
 class RequestGuard:
-    """Options come from the packaged serving params; without them, RISK_MAX_BODY_BYTES or the
-    defaults apply."""
+    """Options come from the packaged serving params; without them, the settings' body limit
+    (RISK_MAX_BODY_BYTES) or the defaults apply. Keys come from the settings (RISK_API_KEYS),
+    read from the environment when none are given."""
 
     def __init__(
         self,
@@ -75,10 +67,12 @@ class RequestGuard:
         body_limit_bytes: int | None = None,
         body_timeout_seconds: float | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        settings: Settings | None = None,
     ):
+        settings = settings or Settings.from_environment()
         self.app = app
-        self.keys = [key.encode() for key in api_keys()]
-        self.limit = int(body_limit_bytes) if body_limit_bytes is not None else max_body_bytes()
+        self.keys = [key.encode() for key in settings.api_keys]
+        self.limit = int(body_limit_bytes) if body_limit_bytes is not None else settings.max_body_bytes
         self.body_timeout = float(body_timeout_seconds or DEFAULT_BODY_TIMEOUT_SECONDS)
         self.document = contract_document(max_batch, secured=bool(self.keys))
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import bentoml
 
 from models.bundle import RiskModel
+from serving.settings import Settings
 
 DEFAULT_MODEL_TAG = "customs-risk:latest"
 MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the registry's files
@@ -20,11 +20,19 @@ class ChampionUnavailable(RuntimeError):
     """The service must not start: no champion, or not the files the registry holds."""
 
 
-def model_tag() -> str:
-    """The model this bento was packaged with (a bento argument), unless RISK_MODEL_TAG names
-    another; `customs-risk:latest` when serving from source."""
+def model_tag(settings: Settings) -> str:
+    """The model this bento was packaged with (a bento argument), unless the settings name
+    another (RISK_MODEL_TAG); `customs-risk:latest` when serving from source."""
     packaged = getattr(bentoml.use_arguments(), "model_tag", None)
-    return os.environ.get("RISK_MODEL_TAG") or packaged or DEFAULT_MODEL_TAG
+    return settings.model_tag or packaged or DEFAULT_MODEL_TAG
+
+
+def bentoml_store() -> str:
+    """The BentoML store this process opened (fixed on BentoML's first use), to name it when the
+    champion is not there."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return str(BentoMLContainer.bentoml_home.get())
 
 
 def file_digests(directory: Path) -> dict[str, str]:
@@ -51,8 +59,8 @@ def packaged_champion(tag: str) -> bentoml.Model:
         return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         raise ChampionUnavailable(
-            f"champion {tag} is not in the BentoML store (BENTOML_HOME={os.environ.get('BENTOML_HOME', '~/bentoml')}): "
-            "run the pipeline's package stage (`make run` or `dvc repro`) first"
+            f"champion {tag} is not in the BentoML store {bentoml_store()}: run `make run` (or `dvc repro`) "
+            "in the checkout first; its package stage puts the champion there"
         ) from None
 
 

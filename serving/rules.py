@@ -9,7 +9,6 @@ new profile reaches the lanes without a restart or a retrain.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,11 @@ from features.history import with_derived_fields
 from features.matrix import CATEGORICAL, FEATURE_NAMES, serving_features
 from features.schema import ISO_COUNTRIES, NUMERIC_FIELDS, STRING_FIELDS
 from models.bundle import RiskModel, validated_declarations
+from serving.settings import PACKAGED_PROFILES, Settings, SettingsError
 
 logger = logging.getLogger("customs_risk.rules")
 
-DEFAULT_PATH = Path(__file__).with_name("risk_profiles.yaml")
+DEFAULT_PATH = PACKAGED_PROFILES
 LANES = ("yellow", "red")  # rules add scrutiny; they never release what the model holds
 SEVERITY = {"green": 0, "yellow": 1, "red": 2}
 TEXT_FIELDS = {*STRING_FIELDS, "hs_chapter"}
@@ -214,11 +214,13 @@ class RiskProfiles:
         self.reload_error: str | None = None
 
     @classmethod
-    def from_environment(cls) -> RiskProfiles:
-        configured = os.environ.get("RISK_PROFILES")
-        path = Path(configured) if configured else DEFAULT_PATH
-        if not path.is_absolute():
-            raise RiskProfileError(path, ["RISK_PROFILES must be an absolute path: the service runs inside the bento's folder"])
+    def from_environment(cls, settings: Settings | None = None) -> RiskProfiles:
+        """The rules file the settings name (RISK_PROFILES, else the checkout's or the packaged one)."""
+        settings = settings or Settings.from_environment()
+        try:
+            path = settings.profiles_file()
+        except SettingsError as err:
+            raise RiskProfileError(settings.profiles, [str(err)]) from None
         if not path.is_file():
             raise RiskProfileError(path, ["file not found"])
         return cls(path)

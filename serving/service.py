@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import typing as t
 from pathlib import Path
 
@@ -13,17 +12,18 @@ import pydantic
 
 from models.bundle import InvalidDeclarations
 from serving.audit import AuditStore, AuditStoreUnavailable
-from serving.http import RequestGuard, api_keys, quiet_client_errors
+from serving.http import RequestGuard, quiet_client_errors
 from serving.loading import load_packaged, model_tag, packaged_champion
 from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors
 from serving.rules import RiskProfiles, score_routed
+from serving.settings import Settings, SettingsError
 
 logger = logging.getLogger("customs_risk.service")
 quiet_client_errors()
 
-CHAMPION = packaged_champion(model_tag())
+SETTINGS = Settings.from_environment()  # read while BentoML imports this module in the bento's folder
+CHAMPION = packaged_champion(model_tag(SETTINGS))
 LIMITS = dict(CHAMPION.info.metadata)["serving"]  # params.yaml `serving`, fixed at packaging
-WORKERS = os.environ.get("RISK_WORKERS", "1")  # a deployment choice: processes, each with the model
 
 
 class _Body(pydantic.BaseModel):
@@ -46,21 +46,18 @@ class MetadataRequest(_Body):
 
 
 def audit_path() -> Path:
-    """Where decisions and outcomes are kept. Required and absolute: a worker runs inside the
-    bento's folder, and a store there would vanish with the bento."""
-    configured = os.environ.get("RISK_AUDIT_DB", "")
-    if not configured or not Path(configured).is_absolute():
-        raise RuntimeError(
-            "RISK_AUDIT_DB must be the absolute path of the audit store, e.g. "
-            "/var/lib/customs-risk/audit.db (`make serve` uses data/serving/audit.db in the repository)"
-        )
-    return Path(configured)
+    """Where decisions and outcomes are kept (serving.settings: required outside a checkout, and
+    absolute)."""
+    try:
+        return SETTINGS.audit_store()
+    except SettingsError as err:
+        raise RuntimeError(str(err)) from None
 
 
 @bentoml.service(
     name="customs-risk",
     traffic={"timeout": LIMITS["timeout_seconds"]},
-    workers=WORKERS if WORKERS == "cpu_count" else int(WORKERS),
+    workers=SETTINGS.workers,
 )
 class CustomsRisk:
     champion = bentoml.models.BentoModel(CHAMPION.tag)
@@ -77,8 +74,8 @@ class CustomsRisk:
         self.max_batch = int(LIMITS["max_batch"])
         self.max_reasons = int(LIMITS["max_reasons"])
         self.audit = AuditStore(audit_path())
-        self.profiles = RiskProfiles.from_environment()
-        if not api_keys():
+        self.profiles = RiskProfiles.from_environment(SETTINGS)
+        if not SETTINGS.api_keys:
             logger.warning("RISK_API_KEYS is not set: only loopback clients are served")
         logger.info(
             "serving %s version %s (run %s); audit store %s; %d risk profile rule(s) from %s",
@@ -91,7 +88,7 @@ class CustomsRisk:
         match the registry or cannot be loaded, an unusable audit store or a bad rules file
         stops the server with the reason; a failing worker would be restarted forever."""
         AuditStore(audit_path())
-        RiskProfiles.from_environment()
+        RiskProfiles.from_environment(SETTINGS)
         load_packaged(CHAMPION)
 
     def _reject(self, ctx: bentoml.Context, errors: list[dict]) -> dict:
@@ -158,4 +155,5 @@ CustomsRisk.add_asgi_middleware(
     body_limit_bytes=LIMITS["max_body_bytes"],
     body_timeout_seconds=LIMITS["body_timeout_seconds"],
     max_batch=int(LIMITS["max_batch"]),
+    settings=SETTINGS,
 )

@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from serving.http import DEFAULT_MAX_BODY_BYTES, QuietClientErrors, RequestGuard, framework_errors
+from serving.http import QuietClientErrors, RequestGuard, framework_errors
+from serving.settings import DEFAULT_MAX_BODY_BYTES
 
 LOOPBACK = ("127.0.0.1", 40000)
 REMOTE = ("10.20.30.40", 40000)

@@ -214,6 +214,14 @@ def test_a_bad_file_stops_the_start(tmp_path, monkeypatch):
         RiskProfiles.from_environment()
 
 
-def test_without_risk_profiles_the_shipped_file_is_used(monkeypatch):
+def test_without_risk_profiles_the_shipped_file_is_used(monkeypatch, tmp_path):
     monkeypatch.delenv("RISK_PROFILES", raising=False)
+    monkeypatch.chdir(tmp_path)  # outside a checkout: the file packaged with the service
     assert RiskProfiles.from_environment().path == DEFAULT_PATH
+    checkout = tmp_path / "clone"
+    (checkout / "serving").mkdir(parents=True)
+    for marker in ("dvc.yaml", "pyproject.toml"):
+        (checkout / marker).write_text("")
+    (checkout / "serving" / "risk_profiles.yaml").write_text("rules: []\n")
+    monkeypatch.chdir(checkout)  # in a checkout: the checkout's file, which its analysts edit
+    assert RiskProfiles.from_environment().path == checkout.resolve() / "serving" / "risk_profiles.yaml"

@@ -1,0 +1,189 @@
+"""Every knob of the scoring service and the `customs-risk` CLI, read from the environment here and
+nowhere else, so the service and the CLI cannot disagree about a default.
+
+`Settings.from_environment()` reads each `RISK_*` variable once. Paths default to the checkout the
+process runs in (found by walking up from the working directory to the folder holding `dvc.yaml`
+and `pyproject.toml`), always as absolute paths: a service worker runs inside the bento's folder,
+so a relative path would name a different file there than in the CLI. Outside a checkout (a
+production host) the audit store has no default and must be configured.
+
+The libraries read their own variables (`BENTOML_HOME`, `MLFLOW_TRACKING_URI`,
+`BENTOML_DO_NOT_TRACK`); `use_stores()` is the one place that gives them the checkout's defaults,
+and must run before `bentoml` is imported. (`OMP_WAIT_POLICY` must precede LightGBM's import, so
+`models/__init__.py` sets it for every process that trains or scores.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPOSITORY_MARKERS = ("dvc.yaml", "pyproject.toml")
+# The packaged serving params set the body limit the service enforces; this is only for a guard
+# built without them (tests, another app): 4 MiB holds a full batch of 1,000 declarations.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# Where `make run` leaves things in a checkout: the service, the CLI and the stages share them.
+CHECKOUT_AUDIT_DB = Path("data/serving/audit.db")
+CHECKOUT_PROFILES = Path("serving/risk_profiles.yaml")
+CHECKOUT_BENTOML_HOME = Path(".bentoml")
+CHECKOUT_MLFLOW_DB = Path("mlflow.db")
+# The rules file shipped inside the bento: outside a checkout the service still routes by the
+# examples it was packaged with rather than refusing to start.
+PACKAGED_PROFILES = Path(__file__).with_name("risk_profiles.yaml")
+AUDIT_DB_REQUIRED = (
+    "RISK_AUDIT_DB must be the absolute path of the audit store, e.g. "
+    "/var/lib/customs-risk/audit.db (in a checkout it defaults to data/serving/audit.db there)"
+)
+PROFILES_ABSOLUTE = "RISK_PROFILES must be an absolute path: the service runs inside the bento's folder"
+
+
+class SettingsError(ValueError):
+    """A setting the service or the CLI cannot use, named with what to set instead."""
+
+
+def repository_root(start: Path | None = None) -> Path | None:
+    """The checkout holding `start` (the working directory by default): the nearest folder,
+    `start` or above, with both `dvc.yaml` and `pyproject.toml`; None outside any checkout."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if all((folder / marker).is_file() for marker in REPOSITORY_MARKERS):
+            return folder
+    return None
+
+
+def _workers(value: str) -> int | str:
+    if value == "cpu_count":
+        return value
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise SettingsError(f"RISK_WORKERS must be a number of processes (1 or more) or cpu_count, got {value!r}")
+    return workers
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise SettingsError(f"{name} must be a whole number of bytes above 0, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the service and the CLI run with. Build it with `from_environment()`."""
+
+    # The checkout the process runs in, or None on a host that serves a bento outside any.
+    checkout: Path | None = None
+    # RISK_API_KEYS, comma-separated. None set: only loopback clients, so a service started without
+    # keys is never open to the network by accident.
+    api_keys: tuple[str, ...] = ()
+    # RISK_AUDIT_DB. Default: the checkout's data/serving/audit.db, so `make serve` and
+    # `customs-risk audit` / `export-feedback` read and write the same store. None outside a
+    # checkout: a store must outlive the bento, so the operator chooses where it lives.
+    audit_db: Path | None = None
+    # RISK_PROFILES. Default: the checkout's rules file, which analysts edit and the service
+    # re-reads; outside a checkout the copy packaged in the bento.
+    profiles: Path = PACKAGED_PROFILES
+    # RISK_WORKERS: processes, each with its own copy of the model, or "cpu_count". One by
+    # default: a model copy per worker costs memory a small host may not have.
+    workers: int | str = 1
+    # RISK_MAX_BODY_BYTES: body limit of a guard built without the packaged serving params.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # RISK_MODEL_TAG: serve or score another model than the packaged one (a rollback test).
+    # None: the model the bento was packaged with, or `customs-risk:latest` from source.
+    model_tag: str | None = None
+    # BENTOML_HOME as the libraries will see it: the variable, else the checkout's .bentoml
+    # (where `make run` packages the champion), else None for BentoML's own ~/bentoml.
+    bentoml_home: Path | None = None
+    # MLFLOW_TRACKING_URI likewise: the variable (a team server), else the checkout's mlflow.db.
+    mlflow_tracking_uri: str | None = None
+    # Which of the above came from the checkout rather than a variable, to say so when used.
+    from_checkout: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        root = repository_root(cwd)
+
+        from_checkout = set()
+
+        def path(name: str, default: Path) -> Path | None:
+            value = env.get(name, "").strip()
+            if value:
+                return Path(value)
+            if root is None:
+                return None
+            from_checkout.add(name)
+            return root / default
+
+        keys = tuple(key.strip() for key in env.get("RISK_API_KEYS", "").split(",") if key.strip())
+        profiles = path("RISK_PROFILES", CHECKOUT_PROFILES)
+        body = env.get("RISK_MAX_BODY_BYTES", "").strip()
+        mlflow = env.get("MLFLOW_TRACKING_URI", "").strip()
+        if not mlflow and root is not None:
+            mlflow = f"sqlite:///{root / CHECKOUT_MLFLOW_DB}"
+            from_checkout.add("MLFLOW_TRACKING_URI")
+        return cls(
+            checkout=root,
+            api_keys=keys,
+            audit_db=path("RISK_AUDIT_DB", CHECKOUT_AUDIT_DB),
+            profiles=profiles if profiles is not None else PACKAGED_PROFILES,
+            workers=_workers(env.get("RISK_WORKERS", "").strip() or "1"),
+            max_body_bytes=_positive_int("RISK_MAX_BODY_BYTES", body) if body else DEFAULT_MAX_BODY_BYTES,
+            model_tag=env.get("RISK_MODEL_TAG", "").strip() or None,
+            bentoml_home=path("BENTOML_HOME", CHECKOUT_BENTOML_HOME),
+            mlflow_tracking_uri=mlflow or None,
+            from_checkout=frozenset(from_checkout),
+        )
+
+    def audit_store(self) -> Path:
+        """The audit store, absolute: a worker runs inside the bento's folder, and a store there
+        would vanish with the bento."""
+        if self.audit_db is None or not self.audit_db.is_absolute():
+            raise SettingsError(AUDIT_DB_REQUIRED)
+        return self.audit_db
+
+    def profiles_file(self) -> Path:
+        if not self.profiles.is_absolute():
+            raise SettingsError(PROFILES_ABSOLUTE)
+        return self.profiles
+
+    def library_defaults(self) -> dict[str, str]:
+        """The variables the libraries read, as this checkout would have them. Usage tracking is
+        off: a customs administration's hosts send nothing to a vendor."""
+        defaults = {"BENTOML_DO_NOT_TRACK": "true"}
+        if self.bentoml_home is not None:
+            defaults["BENTOML_HOME"] = str(self.bentoml_home)
+        if self.mlflow_tracking_uri is not None:
+            defaults["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
+        return defaults
+
+    def describe_stores(self) -> str:
+        """One line naming the stores in use, for a person to check they are the intended ones."""
+
+        def origin(name: str) -> str:
+            return " (this checkout)" if name in self.from_checkout else f" ({name})"
+
+        home = f"{self.bentoml_home}{origin('BENTOML_HOME')}" if self.bentoml_home else "BentoML's default ~/bentoml"
+        mlflow = f"{self.mlflow_tracking_uri}{origin('MLFLOW_TRACKING_URI')}" if self.mlflow_tracking_uri else "MLflow's default"
+        audit = f"{self.audit_db}{origin('RISK_AUDIT_DB')}" if self.audit_db else "none (set RISK_AUDIT_DB)"
+        return f"BentoML store {home}; MLflow {mlflow}; audit store {audit}"
+
+
+def use_stores(settings: Settings, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Give the libraries the checkout's stores where their variables are unset; returns what was
+    set. Call it before importing bentoml: BentoML fixes its store on first use."""
+    env = os.environ if environ is None else environ
+    applied = {}
+    for name, value in settings.library_defaults().items():
+        if not env.get(name):
+            env[name] = value
+            applied[name] = value
+    return applied
