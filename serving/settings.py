@@ -81,8 +81,8 @@ class Settings:
 
     # The checkout the process runs in, or None on a host that serves a bento outside any.
     checkout: Path | None = None
-    # RISK_API_KEYS, comma-separated. None set: only loopback clients, so a service started without
-    # keys is never open to the network by accident.
+    # RISK_API_KEYS, comma-separated. Unset: no keys, and only loopback clients are answered, so
+    # a service started without keys is never open to the network by accident.
     api_keys: tuple[str, ...] = ()
     # RISK_AUDIT_DB. Default: the checkout's data/serving/audit.db, so `make serve` and
     # `customs-risk audit` / `export-feedback` read and write the same store. None outside a
@@ -109,10 +109,11 @@ class Settings:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+        """Read every variable once (os.environ unless `environ` is given); the checkout is
+        looked for from `cwd`, the working directory by default."""
         env = os.environ if environ is None else environ
         root = repository_root(cwd)
-
-        from_checkout = set()
+        from_checkout: set[str] = set()
 
         def path(name: str, default: Path) -> Path | None:
             value = env.get(name, "").strip()
