@@ -1,11 +1,13 @@
 """The canonical declaration record (docs/record.md) and its validation.
 
-Three layers of rules, each check named for the rule it enforces and carrying its message:
-- `DeclarationSchema`: the contract's record. The scoring service and the validate stage share
-  it, so a record the service rejects is one the pipeline would never train on.
-- `LabelledDeclarationSchema`: adds the labels of history and their consistency.
-- `history_schema(rules)`: adds what only a history can be held to, with limits from
-  params.yaml (the run date, the history window, physically possible masses) and stricter
+One entry point, `check_declarations(records, rules)`: the rows that pass, in canonical dtypes,
+and every failed check, from one pass. The rule set is one value, three layers of rules, each
+check named for the rule it enforces and carrying its message:
+- `RECORD` (`DeclarationSchema`): the contract's record. The scoring service and the validate
+  stage share it, so a record the service rejects is one the pipeline would never train on.
+- `LABELLED` (`LabelledDeclarationSchema`): adds the labels of history and their consistency.
+- `history_rules(limits)`: adds to `LABELLED` what only a history can be held to, with limits
+  from params.yaml (the run date, the history window, physically possible masses) and stricter
   formats (an HS chapter that exists, IDs without padding). The service still scores such
   declarations: the contract makes any six digits and any ID valid input, unseen ones included.
 
@@ -161,6 +163,23 @@ class LabelledDeclarationSchema(DeclarationSchema):
         return ~((df["critical_fraud"] == 1) & (df["fraud"] == 0))
 
 
+@dataclass(frozen=True, eq=False)
+class Rules:
+    """What a record is held to: the checks, and the labels a valid row carries."""
+
+    schema: pa.DataFrameSchema
+    labels: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> list[str]:
+        """A valid row's columns, in order."""
+        return DECLARATION_FIELDS + list(self.labels)
+
+
+RECORD = Rules(DeclarationSchema.to_schema())  # what is sent for scoring
+LABELLED = Rules(LabelledDeclarationSchema.to_schema(), tuple(LABEL_FIELDS))  # history, without limits
+
+
 @dataclass(frozen=True)
 class HistoryRules:
     """Limits a history row must also respect (validate.* in params.yaml)."""
@@ -170,9 +189,10 @@ class HistoryRules:
     max_net_mass_kg: float  # more than any ship carries: a unit or typing error
 
 
-def history_schema(rules: HistoryRules) -> pa.DataFrameSchema:
-    schema = LabelledDeclarationSchema.to_schema()
-    run_date, start = rules.run_date.normalize(), rules.history_start.normalize()
+def history_rules(limits: HistoryRules) -> Rules:
+    """`LABELLED` and the checks only a history is held to."""
+    schema = LABELLED.schema
+    run_date, start = limits.run_date.normalize(), limits.history_start.normalize()
     added = {
         "declaration_date": [
             pa.Check(lambda dates: dates <= run_date, name="not_after_run_date",
@@ -186,8 +206,8 @@ def history_schema(rules: HistoryRules) -> pa.DataFrameSchema:
                      name="hs_chapter_exists", error="must be in an HS chapter, 01 to 97 (77 is reserved)"),
         ],
         "net_mass_kg": [
-            pa.Check(lambda mass: mass <= rules.max_net_mass_kg, name="mass_physically_possible",
-                     error=f"must be at most {rules.max_net_mass_kg:,.0f} kg (validate.max_net_mass_kg)"),
+            pa.Check(lambda mass: mass <= limits.max_net_mass_kg, name="mass_physically_possible",
+                     error=f"must be at most {limits.max_net_mass_kg:,.0f} kg (validate.max_net_mass_kg)"),
         ],
     }
     for field in [f for f in STRING_FIELDS if f not in CODE_FIELDS]:
@@ -196,17 +216,10 @@ def history_schema(rules: HistoryRules) -> pa.DataFrameSchema:
             pa.Check(lambda values: (values == values.str.strip()) | (values.str.strip() == ""),
                      name="no_surrounding_spaces", error="must not start or end with spaces")
         ]
-    return schema.update_columns(
+    schema = schema.update_columns(  # a copy: LABELLED keeps its checks
         {field: {"checks": schema.columns[field].checks + checks} for field, checks in added.items()}
     )
-
-
-def _schema(labelled: bool, history: HistoryRules | None) -> pa.DataFrameSchema:
-    if history is not None:
-        if not labelled:
-            raise ValueError("history rules apply to labelled records only")
-        return history_schema(history)
-    return (LabelledDeclarationSchema if labelled else DeclarationSchema).to_schema()
+    return Rules(schema, LABELLED.labels)
 
 
 def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, str, str]]]:
@@ -280,53 +293,49 @@ def _describe(schema: pa.DataFrameSchema, case) -> tuple[str, str, str | None]:
     return _DATAFRAME_CHECK_FIELDS.get(check.name, str(case.column)), check.name, check.error
 
 
-def check_declarations(
-    records: pd.DataFrame, labelled: bool, history: HistoryRules | None = None
-) -> tuple[pd.DataFrame | None, pd.DataFrame]:
-    """The records in canonical dtypes when every one passes (else None), and every failed check
-    as one row: the record's position, the field, the check and a message. One pandera pass
-    serves both, so scoring validates once.
+FAILURE_COLUMNS = ["index", "field", "check", "message"]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `check_declarations` found in a batch of records."""
+
+    valid: pd.DataFrame  # the rows that passed every check, canonical dtypes, indexed by position
+    failures: pd.DataFrame  # one row per failed check: FAILURE_COLUMNS, index the row's position
+
+
+def check_declarations(records: pd.DataFrame, rules: Rules) -> Checked:
+    """The records that pass `rules`, in canonical dtypes (strings, datetime64 dates, float
+    numbers, int8 labels), and every failed check of the others, from one parse and one pandera
+    pass. Rows are named by their position in `records`, whatever its index.
 
     Column-level problems (a missing or extra field) are reported against every row, because
     each row then lacks or carries that field.
     """
-    schema = _schema(labelled, history)
     typed, rows = _typed(records.reset_index(drop=True))
     unparsed = {(i, field) for i, field, _, _ in rows}
     try:
-        validated = schema.validate(typed, lazy=True)
+        coerced = rules.schema.validate(typed, lazy=True)
     except SchemaErrors as err:
-        validated, cases = None, err.failure_cases
+        coerced, cases = err.data, err.failure_cases
     else:
         cases = pd.DataFrame(columns=["schema_context", "column", "check", "check_number", "failure_case", "index"])
     for case in cases.itertuples(index=False):
-        field, check, message = _describe(schema, case)
+        field, check, message = _describe(rules.schema, case)
         if case.index is None or pd.isna(case.index):
             rows.extend((i, field, check, message) for i in range(len(typed)))
         elif (int(case.index), field) not in unparsed:
             rows.append((int(case.index), field, check, message))
-    failures = pd.DataFrame(rows, columns=["index", "field", "check", "message"])
+    failures = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
     failures = failures.drop_duplicates().sort_values(["index", "field"], kind="stable").reset_index(drop=True)
-    if len(failures) or validated is None:
-        return None, failures
-    return _canonical(validated, labelled), failures
+    return Checked(_canonical(coerced.drop(index=failures["index"].unique()), rules), failures)
 
 
-def find_failures(
-    records: pd.DataFrame, labelled: bool, history: HistoryRules | None = None
-) -> pd.DataFrame:
-    return check_declarations(records, labelled, history)[1]
-
-
-def _canonical(typed: pd.DataFrame, labelled: bool) -> pd.DataFrame:
-    columns = DECLARATION_FIELDS + (LABEL_FIELDS if labelled else [])
-    typed = typed[columns].copy()
+def _canonical(coerced: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    if not set(rules.fields) <= set(coerced.columns):  # a field is missing, so every row failed
+        coerced = rules.schema.coerce_dtype(pd.DataFrame(columns=rules.fields, dtype="str"))
+    typed = coerced[rules.fields].copy()
     typed["declaration_date"] = typed["declaration_date"].astype("datetime64[ns]")
-    if labelled:
-        typed[LABEL_FIELDS] = typed[LABEL_FIELDS].astype("int8")
+    if rules.labels:
+        typed[list(rules.labels)] = typed[list(rules.labels)].astype("int8")
     return typed
-
-
-def coerce_declarations(records: pd.DataFrame, labelled: bool) -> pd.DataFrame:
-    """Valid records in their canonical dtypes (strings, datetime64 dates, float numbers)."""
-    return _canonical(_schema(labelled, None).validate(_typed(records)[0]), labelled)

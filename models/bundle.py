@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.history import FeatureState, with_derived_fields
 from features.matrix import FEATURE_NAMES, FEATURES_BY_NAME, serving_features
-from features.schema import check_declarations
+from features.schema import RECORD, check_declarations
 from models.calibration import Calibration
 from models.lanes import LanePolicy
 
@@ -130,10 +130,10 @@ class InvalidDeclarations(ValueError):
 def validated_declarations(records: pd.DataFrame) -> pd.DataFrame:
     """Canonical declarations as given (strings, JSON values) in their typed form; any invalid
     record rejects the whole batch, so nothing is half-scored."""
-    typed, failures = check_declarations(records, labelled=False)
-    if typed is None:
-        raise InvalidDeclarations(failures)
-    return typed
+    checked = check_declarations(records, RECORD)
+    if not checked.failures.empty:
+        raise InvalidDeclarations(checked.failures)
+    return checked.valid
 
 
 def score_declarations(model: RiskModel, records: pd.DataFrame, max_reasons: int) -> pd.DataFrame:

@@ -27,10 +27,12 @@ from features.adapters import SOURCE_FIELDS
 from features.schema import (
     DECLARATION_FIELDS,
     LABEL_FIELDS,
+    LABELLED,
     NUMERIC_FIELDS,
     HistoryRules,
-    coerce_declarations,
-    find_failures,
+    Rules,
+    check_declarations,
+    history_rules,
 )
 from pipelines.common import load_params, part_path, staged_output, write_json
 from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
@@ -60,12 +62,15 @@ class UnreadableInput(ValueError):
     """A part of the interim history that cannot be validated as it is."""
 
 
-def history_rules(params: dict) -> HistoryRules:
+def stage_rules(params: dict) -> Rules:
+    """The history's rules with the limits of params.yaml's validate section."""
     today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
-    return HistoryRules(
-        run_date=pd.Timestamp(params["run_date"]) if params.get("run_date") else today,
-        history_start=pd.Timestamp(params["history_start"]),
-        max_net_mass_kg=float(params["max_net_mass_kg"]),
+    return history_rules(
+        HistoryRules(
+            run_date=pd.Timestamp(params["run_date"]) if params.get("run_date") else today,
+            history_start=pd.Timestamp(params["history_start"]),
+            max_net_mass_kg=float(params["max_net_mass_kg"]),
+        )
     )
 
 
@@ -211,15 +216,16 @@ class Tally:
 
 
 def check_chunk(
-    chunk: pd.DataFrame, repeats: Repeats, start: int, rules: HistoryRules | None, tally: Tally
+    chunk: pd.DataFrame, repeats: Repeats, start: int, rules: Rules, tally: Tally
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(valid rows typed, rejected rows as read with their reasons) of the chunk at row `start`
-    of the history `repeats` was found in; the chunk's counts go into `tally`."""
+    of the history `repeats` was found in, each row parsed and checked once; the chunk's counts
+    go into `tally`."""
     dropped = repeats.dropped[start : start + len(chunk)]
     kept = chunk[~dropped].reset_index(drop=True)
     conflicting = repeats.conflicting[start : start + len(chunk)][~dropped]
     content = kept.drop(columns=[c for c in SOURCE_FIELDS if c in kept.columns])
-    failures = find_failures(content, labelled=True, history=rules)
+    checked = check_declarations(content, rules)
     conflict_rows = pd.DataFrame(
         {
             "index": np.flatnonzero(conflicting),
@@ -228,31 +234,28 @@ def check_chunk(
             "message": "appears more than once with different content",
         }
     )
-    failures = pd.concat([failures, conflict_rows], ignore_index=True)
+    failures = pd.concat([checked.failures, conflict_rows], ignore_index=True)
     reasons = (
         (failures["field"] + ": " + failures["message"] + " [" + failures["check"] + "]")
         .groupby(failures["index"])
         .agg("; ".join)
     )
     rejected = kept.loc[reasons.index].assign(rejection_reasons=reasons.to_numpy())
-    passed = content.drop(index=reasons.index)
-    if passed.empty:  # every row failed, perhaps on a missing or extra column
-        passed = pd.DataFrame(columns=DECLARATION_FIELDS + LABEL_FIELDS, dtype="str")
-    valid = coerce_declarations(passed, labelled=True)
+    valid = checked.valid[~conflicting[checked.valid.index]]  # a conflicting row may pass the checks
     tally.add(chunk, kept, failures, valid, rejected)
     return valid, rejected
 
 
-def validate(records: pd.DataFrame, rules: HistoryRules | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def validate(records: pd.DataFrame, rules: Rules = LABELLED) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(valid rows typed, rejected rows as read with their reasons, the report) of a history
-    held in memory: the stage's checks, as one chunk. Without `rules`, only the record's own
-    checks apply, not the history's limits."""
+    held in memory: the stage's checks, as one chunk. By default only the labelled record's own
+    checks apply, not the history's limits (`history_rules`)."""
     tally = Tally()
     valid, rejected = check_chunk(records, find_repeats([records]), 0, rules, tally)
     return valid, rejected, tally.report()
 
 
-def validate_parts(parts: list[Path], rows_in: int, rules: HistoryRules, valid_dir: Path, quarantine: Path) -> dict:
+def validate_parts(parts: list[Path], rows_in: int, rules: Rules, valid_dir: Path, quarantine: Path) -> dict:
     """Validate the history in `parts` chunk by chunk: valid rows as parts of `valid_dir` in row
     order, rejected rows appended to the `quarantine` file; the report."""
     repeats = find_repeats(_counted(read_chunks(parts, CHUNK_ROWS), rows_in, "hashed for repeats"))
@@ -289,7 +292,7 @@ def main() -> None:
     try:
         parts, rows_in = interim_parts(INTERIM)
         with staged_output(VALIDATED) as valid_dir, staged_output(QUARANTINE) as quarantine:
-            report = validate_parts(parts, rows_in, history_rules(params), valid_dir, quarantine)
+            report = validate_parts(parts, rows_in, stage_rules(params), valid_dir, quarantine)
     except UnreadableInput as error:
         sys.exit(f"validate: {error}; nothing was written")
     with staged_output(VALIDATION_REPORT) as path:

@@ -9,16 +9,18 @@ import pandas as pd
 import pytest
 
 from features.adapters import KCS, read_source
-from features.schema import DECLARATION_FIELDS, HistoryRules, coerce_declarations
+from features.schema import DECLARATION_FIELDS, LABELLED, HistoryRules, check_declarations, history_rules
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO / "data" / "raw"
-# History limits for the rule tests: the embedded history's window, and 500,000 t as the mass
+# History rules for the rule tests, with the embedded history's window and 500,000 t as the mass
 # no consignment can reach.
-HISTORY_RULES = HistoryRules(
-    run_date=pd.Timestamp("2021-06-30"),
-    history_start=pd.Timestamp("2020-01-01"),
-    max_net_mass_kg=5e8,
+HISTORY_RULES = history_rules(
+    HistoryRules(
+        run_date=pd.Timestamp("2021-06-30"),
+        history_start=pd.Timestamp("2020-01-01"),
+        max_net_mass_kg=5e8,
+    )
 )
 
 
@@ -38,7 +40,7 @@ def history(kcs_records) -> pd.DataFrame:
     valid = kcs_records[kcs_records["origin_country"].ne("ZZ") & kcs_records["departure_country"].ne("ZZ")]
     busiest = valid["importer_id"].value_counts().index[:1500]
     sample = valid[valid["importer_id"].isin(busiest)].sample(n=4000, random_state=7)
-    typed = coerce_declarations(sample, labelled=True)
+    typed = check_declarations(sample, LABELLED).valid
     return typed.sort_values(["declaration_date", "declaration_id"]).reset_index(drop=True)
 
 

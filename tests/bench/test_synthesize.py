@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from bench.synthesize import Cardinalities, blocks, main
 from features.adapters import SOURCE_FIELDS
 from features.matrix import FEATURE_NAMES, training_features
-from features.schema import DECLARATION_FIELDS, HS_CHAPTERS, LABEL_FIELDS, coerce_declarations, find_failures
+from features.schema import DECLARATION_FIELDS, HS_CHAPTERS, LABEL_FIELDS, LABELLED, check_declarations
 from pipelines.common import part_path
 
 
@@ -37,8 +37,9 @@ def test_same_seed_same_rows_other_seed_other_rows():
 def test_rows_are_valid_canonical_records_in_their_canonical_types():
     records = synthesize(3_000, seed=4)
     as_sent = records.astype({"declaration_date": "str"}).astype(object).where(records.notna(), None)
-    assert find_failures(as_sent, labelled=True).empty
-    typed = coerce_declarations(as_sent, labelled=True)
+    checked = check_declarations(as_sent, LABELLED)
+    assert checked.failures.empty
+    typed = checked.valid
     assert list(records.columns) == DECLARATION_FIELDS + LABEL_FIELDS
     pd.testing.assert_frame_equal(typed, records, check_dtype=True)
 
@@ -50,8 +51,9 @@ def test_as_ingested_the_rows_are_text_the_validate_stage_parses_back_to_the_sam
     assert list(interim.columns) == DECLARATION_FIELDS + LABEL_FIELDS + SOURCE_FIELDS
     assert (interim["source_file"] == "synthetic").all() and interim["source_row"].tolist() == list(range(1, 2501))
     as_read = interim[DECLARATION_FIELDS + LABEL_FIELDS].astype(object).where(interim.notna(), None)
-    assert find_failures(as_read, labelled=True).empty
-    typed = coerce_declarations(as_read, labelled=True)
+    checked = check_declarations(as_read, LABELLED)
+    assert checked.failures.empty
+    typed = checked.valid
     pd.testing.assert_frame_equal(typed, synthesize(2_500, seed=3, block_rows=1_000), check_dtype=True)
 
 

@@ -26,7 +26,7 @@ import yaml
 from mlflow import MlflowClient
 
 from features.adapters import KCS, read_source
-from features.schema import DECLARATION_FIELDS, find_failures
+from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from tests.conftest import REPO
 from tests.e2e.stack import BIN, _free_port, _run, contract_example, serve_bento
 
@@ -119,7 +119,7 @@ def service(workspace):
 def held_back(workspace) -> list[dict]:
     """The held-back month as a client sends it: canonical fields, JSON values."""
     records = read_source(workspace["held_back"], KCS)[DECLARATION_FIELDS].reset_index(drop=True)
-    records = records.drop(index=find_failures(records, labelled=False)["index"].unique())
+    records = records.drop(index=check_declarations(records, RECORD).failures["index"].unique())
     records = records.astype(object).where(records.notna(), None)
     for column in ("tax_rate", "net_mass_kg", "item_price"):
         records[column] = records[column].astype(float)

@@ -28,7 +28,7 @@ from features.matrix import (
     serving_features,
     training_features,
 )
-from features.schema import DECLARATION_FIELDS, coerce_declarations
+from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 
 SMOOTHING = 10.0  # params.yaml features.smoothing
 NAN_WORD = re.compile(r"\bnan\b", re.IGNORECASE)  # a missing value leaking into a sentence
@@ -88,7 +88,7 @@ def small_trained(small_history):
 def new_records(declarations, trained) -> pd.DataFrame:
     """Client declarations, typed; row 0 has every entity and category unseen, row 1 no
     seller and no courier, the rest are known."""
-    records = coerce_declarations(declarations, labelled=False)
+    records = check_declarations(declarations, RECORD).valid
     unseen = {
         "importer_id": "NEW-IMPORTER",
         "declarant_id": "NEW-DECLARANT",

@@ -1,22 +1,24 @@
 """The canonical declaration record (docs/record.md): one bad value fails its own row and
-field with a message an analyst can read; good rows around it pass untouched."""
+field with a message an analyst can read; good rows around it pass untouched, in their
+canonical types, from the same call."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from pandera.errors import SchemaError, SchemaErrors
 
 from features.schema import (
     DECLARATION_FIELDS,
     LABEL_FIELDS,
+    LABELLED,
     NUMERIC_FIELDS,
     OPTIONAL_FIELDS,
+    RECORD,
     DeclarationSchema,
     LabelledDeclarationSchema,
-    coerce_declarations,
-    find_failures,
+    Rules,
+    check_declarations,
 )
 
 REQUIRED_FIELDS = [f for f in DECLARATION_FIELDS if f not in OPTIONAL_FIELDS]
@@ -35,12 +37,23 @@ def good_records(kcs_records) -> pd.DataFrame:
     without = valid[valid["seller_id"].isna() & valid["courier_id"].isna()].head(1)
     records = pd.concat([with_seller, without])
     assert len(records) == N_ROWS
-    records.index = range(100, 100 + N_ROWS)  # find_failures reports positions, not labels
+    records.index = range(100, 100 + N_ROWS)  # check_declarations reports positions, not labels
     return records.astype(object)
 
 
-def _records(good_records: pd.DataFrame, labelled: bool) -> pd.DataFrame:
-    return good_records.copy() if labelled else good_records[DECLARATION_FIELDS].copy()
+def _records(good_records: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    return good_records[rules.fields].copy()
+
+
+def _failures(records: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    return check_declarations(records, rules).failures
+
+
+def _valid(records: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """The typed rows of records that must all pass."""
+    checked = check_declarations(records, rules)
+    assert checked.failures.empty, checked.failures.to_dict("records")
+    return checked.valid
 
 
 def _with_value(records: pd.DataFrame, field: str, value) -> pd.DataFrame:
@@ -62,10 +75,10 @@ def _assert_only_row(failures: pd.DataFrame, row: int, field: str, message: str 
         assert not any(text.startswith("failed check") for text in failures["message"]), records
 
 
-@pytest.mark.parametrize("labelled", [True, False], ids=["history", "scoring"])
-def test_good_records_have_no_failures(good_records, labelled):
-    records = _records(good_records, labelled)
-    failures = find_failures(records, labelled=labelled)
+@pytest.mark.parametrize("rules", [LABELLED, RECORD], ids=["history", "scoring"])
+def test_good_records_have_no_failures(good_records, rules):
+    records = _records(good_records, rules)
+    failures = _failures(records, rules)
     assert failures.empty, failures.to_dict("records")
 
 
@@ -105,11 +118,11 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("labelled", [True, False], ids=["history", "scoring"])
+@pytest.mark.parametrize("rules", [LABELLED, RECORD], ids=["history", "scoring"])
 @pytest.mark.parametrize(("field", "value", "message"), BAD_VALUES)
-def test_one_bad_value_fails_only_its_row_and_field(good_records, labelled, field, value, message):
-    records = _with_value(_records(good_records, labelled), field, value)
-    _assert_only_row(find_failures(records, labelled=labelled), BAD_ROW, field, message)
+def test_one_bad_value_fails_only_its_row_and_field(good_records, rules, field, value, message):
+    records = _with_value(_records(good_records, rules), field, value)
+    _assert_only_row(_failures(records, rules), BAD_ROW, field, message)
 
 
 @pytest.mark.parametrize(
@@ -118,14 +131,14 @@ def test_one_bad_value_fails_only_its_row_and_field(good_records, labelled, fiel
     + [("importer_id", np.nan), ("tax_rate", np.nan), ("declaration_date", pd.NaT)],
 )
 def test_null_required_field_is_reported(good_records, field, value):
-    records = _with_value(_records(good_records, labelled=False), field, value)
-    _assert_only_row(find_failures(records, labelled=False), BAD_ROW, field, "is required")
+    records = _with_value(_records(good_records, RECORD), field, value)
+    _assert_only_row(_failures(records, RECORD), BAD_ROW, field, "is required")
 
 
 @pytest.mark.parametrize("field", LABEL_FIELDS)
 def test_null_label_is_reported_in_history(good_records, field):
     records = _with_value(good_records, field, None)
-    _assert_only_row(find_failures(records, labelled=True), BAD_ROW, field, "is required")
+    _assert_only_row(_failures(records, LABELLED), BAD_ROW, field, "is required")
 
 
 @pytest.mark.parametrize("value", ["2", "-1", "0.5", "yes", 2])
@@ -133,35 +146,35 @@ def test_null_label_is_reported_in_history(good_records, field):
 def test_labels_must_be_0_or_1(good_records, field, value):
     records = _with_value(good_records, field, value)
     expected = "must be a number" if value == "yes" else "must be 0 or 1"
-    _assert_only_row(find_failures(records, labelled=True), BAD_ROW, field, expected)
+    _assert_only_row(_failures(records, LABELLED), BAD_ROW, field, expected)
 
 
 def test_critical_fraud_requires_fraud(good_records):
     records = _with_value(good_records, "critical_fraud", "1")
     records = _with_value(records, "fraud", "0")
-    failures = find_failures(records, labelled=True)
+    failures = _failures(records, LABELLED)
     _assert_only_row(failures, BAD_ROW, "critical_fraud", "critical_fraud = 1 requires fraud = 1")
     # and the legal combinations pass
     for fraud, critical in [("1", "1"), ("1", "0"), ("0", "0")]:
         ok = _with_value(_with_value(good_records, "critical_fraud", critical), "fraud", fraud)
-        assert find_failures(ok, labelled=True).empty
+        assert _failures(ok, LABELLED).empty
 
 
 def test_several_bad_rows_are_each_reported_once(good_records):
     records = _with_value(good_records, "hs6_code", "1")
     records.iloc[5, records.columns.get_loc("origin_country")] = "ZZ"
-    failures = find_failures(records, labelled=True)
+    failures = _failures(records, LABELLED)
     assert failures[["index", "field"]].values.tolist() == [[BAD_ROW, "hs6_code"], [5, "origin_country"]]
 
 
 @pytest.mark.parametrize(
-    ("labelled", "field"),
-    [(True, field) for field in REQUIRED_FIELDS]
-    + [(False, field) for field in ("declaration_id", "hs6_code", "item_price", "declaration_date")],
+    ("rules", "field"),
+    [(LABELLED, field) for field in REQUIRED_FIELDS]
+    + [(RECORD, field) for field in ("declaration_id", "hs6_code", "item_price", "declaration_date")],
 )
-def test_missing_required_column_is_reported_for_every_row(good_records, labelled, field):
-    records = _records(good_records, labelled).drop(columns=[field])
-    failures = find_failures(records, labelled=labelled)
+def test_missing_required_column_is_reported_for_every_row(good_records, rules, field):
+    records = _records(good_records, rules).drop(columns=[field])
+    failures = _failures(records, rules)
     assert set(failures["field"]) == {field}
     assert sorted(failures["index"]) == list(range(N_ROWS))
     assert set(failures["message"]) == {"is required"}
@@ -169,7 +182,7 @@ def test_missing_required_column_is_reported_for_every_row(good_records, labelle
 
 @pytest.mark.parametrize("field", LABEL_FIELDS)
 def test_missing_label_column_is_reported_in_history(good_records, field):
-    failures = find_failures(good_records.drop(columns=[field]), labelled=True)
+    failures = _failures(good_records.drop(columns=[field]), LABELLED)
     missing = failures[failures["field"] == field]
     assert sorted(missing["index"]) == list(range(N_ROWS))
     assert set(missing["message"]) == {"is required"}
@@ -177,43 +190,42 @@ def test_missing_label_column_is_reported_in_history(good_records, field):
 
 @pytest.mark.parametrize("field", LABEL_FIELDS)
 def test_missing_label_column_is_its_only_failure(good_records, field):
-    failures = find_failures(good_records.drop(columns=[field]), labelled=True)
+    failures = _failures(good_records.drop(columns=[field]), LABELLED)
     assert set(failures["field"]) == {field}, failures.to_dict("records")
 
 
-@pytest.mark.parametrize("labelled", [True, False], ids=["history", "scoring"])
-def test_extra_field_is_rejected_not_dropped(good_records, labelled):
+@pytest.mark.parametrize("rules", [LABELLED, RECORD], ids=["history", "scoring"])
+def test_extra_field_is_rejected_not_dropped(good_records, rules):
     """A column-level problem: every record carries the unknown field (documented behaviour)."""
-    records = _records(good_records, labelled)
+    records = _records(good_records, rules)
     records["discount"] = None
     records.iloc[BAD_ROW, records.columns.get_loc("discount")] = "5%"
-    failures = find_failures(records, labelled=labelled)
-    assert set(failures["field"]) == {"discount"}
-    assert set(failures["message"]) == {"is not a declaration field"}
-    assert sorted(failures["index"]) == list(range(N_ROWS))
-    with pytest.raises((SchemaError, SchemaErrors)):
-        coerce_declarations(records, labelled=labelled)
+    checked = check_declarations(records, rules)
+    assert set(checked.failures["field"]) == {"discount"}
+    assert set(checked.failures["message"]) == {"is not a declaration field"}
+    assert sorted(checked.failures["index"]) == list(range(N_ROWS))
+    assert checked.valid.empty
+    assert list(checked.valid.columns) == rules.fields
 
 
 def test_labels_are_never_sent_for_scoring(good_records):
-    failures = find_failures(good_records, labelled=False)
+    failures = _failures(good_records, RECORD)
     assert set(failures["field"]) == set(LABEL_FIELDS)
     assert set(failures["message"]) == {"is not a declaration field"}
 
 
-@pytest.mark.parametrize("labelled", [True, False], ids=["history", "scoring"])
+@pytest.mark.parametrize("rules", [LABELLED, RECORD], ids=["history", "scoring"])
 @pytest.mark.parametrize("how", ["null", "absent"])
-def test_optional_seller_and_courier_may_be_missing(good_records, labelled, how):
-    records = _records(good_records, labelled)
+def test_optional_seller_and_courier_may_be_missing(good_records, rules, how):
+    records = _records(good_records, rules)
     if how == "null":
         records["seller_id"] = None
         records["courier_id"] = np.nan
     else:
         records = records.drop(columns=["seller_id", "courier_id"])
-    assert find_failures(records, labelled=labelled).empty
-    typed = coerce_declarations(records, labelled=labelled)
+    typed = _valid(records, rules)
     assert typed["seller_id"].isna().all() and typed["courier_id"].isna().all()
-    assert list(typed.columns) == DECLARATION_FIELDS + (LABEL_FIELDS if labelled else [])
+    assert list(typed.columns) == DECLARATION_FIELDS + (LABEL_FIELDS if rules is LABELLED else [])
 
 
 def test_boundary_values_are_valid(good_records):
@@ -221,27 +233,26 @@ def test_boundary_values_are_valid(good_records):
     records = _with_value(records, "net_mass_kg", "0")
     records.iloc[0, records.columns.get_loc("tax_rate")] = "0"
     records.iloc[0, records.columns.get_loc("item_price")] = "0"
-    assert find_failures(records, labelled=True).empty
+    assert _failures(records, LABELLED).empty
 
 
 def test_numbers_may_arrive_as_numbers_or_strings(good_records):
     records = _with_value(good_records, "item_price", 12.5)
     records = _with_value(records, "tax_rate", 8)
     records.iloc[1, records.columns.get_loc("net_mass_kg")] = "1e3"
-    assert find_failures(records, labelled=True).empty
-    typed = coerce_declarations(records, labelled=True)
+    typed = _valid(records, LABELLED)
     assert typed["item_price"].iloc[BAD_ROW] == 12.5
     assert typed["tax_rate"].iloc[BAD_ROW] == 8.0
     assert typed["net_mass_kg"].iloc[1] == 1000.0
 
 
-def test_coerce_declarations_canonical_types(good_records):
+def test_valid_rows_have_the_canonical_types(good_records):
     records = _with_value(good_records, "hs6_code", "010121")
     records = _with_value(records, "office_id", "030")
     records = _with_value(records, "declaration_id", "00012345")
     records = _with_value(records, "fraud", "1")
     records = _with_value(records, "critical_fraud", "1")
-    typed = coerce_declarations(records, labelled=True)
+    typed = _valid(records, LABELLED)
 
     assert list(typed.columns) == DECLARATION_FIELDS + LABEL_FIELDS
     row = typed.iloc[BAD_ROW]
@@ -265,8 +276,8 @@ def test_coerce_declarations_canonical_types(good_records):
     assert typed["fraud"].iloc[BAD_ROW] == 1 and typed["critical_fraud"].iloc[BAD_ROW] == 1
 
 
-def test_coerce_declarations_without_labels(good_records):
-    typed = coerce_declarations(good_records[DECLARATION_FIELDS], labelled=False)
+def test_valid_rows_without_labels(good_records):
+    typed = _valid(good_records[DECLARATION_FIELDS], RECORD)
     assert list(typed.columns) == DECLARATION_FIELDS
     assert len(typed) == N_ROWS
     # a valid sample coerces to the same values it was read from
@@ -274,21 +285,39 @@ def test_coerce_declarations_without_labels(good_records):
     assert typed["tax_rate"].tolist() == [float(v) for v in good_records["tax_rate"]]
 
 
-def test_coerce_declarations_refuses_invalid_records(good_records):
+def test_valid_rows_and_failures_come_together(good_records):
+    """The rows that pass, typed and named by position, and the failures of the others."""
     records = _with_value(good_records, "origin_country", "ZZ")
-    with pytest.raises((SchemaError, SchemaErrors)):
-        coerce_declarations(records, labelled=True)
+    records.iloc[5, records.columns.get_loc("tax_rate")] = "12%"
+    checked = check_declarations(records, LABELLED)
+    assert checked.failures[["index", "field", "check"]].values.tolist() == [
+        [BAD_ROW, "origin_country", "iso_country"], [5, "tax_rate", "is_a_number"],
+    ]
+    passing = [i for i in range(N_ROWS) if i not in (BAD_ROW, 5)]
+    assert checked.valid.index.tolist() == passing
+    assert checked.valid["declaration_id"].tolist() == records["declaration_id"].iloc[passing].tolist()
+    assert checked.valid["tax_rate"].dtype == np.float64
+    assert checked.valid["declaration_date"].dtype == np.dtype("datetime64[ns]")
+
+
+def test_a_missing_field_leaves_no_valid_row_but_typed_columns(good_records):
+    checked = check_declarations(good_records.drop(columns=["hs6_code"]), LABELLED)
+    assert checked.valid.empty
+    assert list(checked.valid.columns) == LABELLED.fields
+    assert checked.valid["declaration_date"].dtype == np.dtype("datetime64[ns]")
+    assert checked.valid["item_price"].dtype == np.float64
+    assert all(checked.valid[field].dtype == "int8" for field in LABEL_FIELDS)
 
 
 @pytest.mark.parametrize("value", ["123456\n", "１２３４５６", "١٢٣٤٥٦"], ids=["newline", "fullwidth", "arabic"])
 def test_hs6_code_is_exactly_six_ascii_digits(good_records, value):
     records = _with_value(good_records, "hs6_code", value)
-    _assert_only_row(find_failures(records, labelled=True), BAD_ROW, "hs6_code", "6 digits")
+    _assert_only_row(_failures(records, LABELLED), BAD_ROW, "hs6_code", "6 digits")
 
 
 def test_date_must_be_zero_padded_iso(good_records):
     records = _with_value(good_records, "declaration_date", "2020-1-5")
-    _assert_only_row(find_failures(records, labelled=True), BAD_ROW, "declaration_date", "YYYY-MM-DD")
+    _assert_only_row(_failures(records, LABELLED), BAD_ROW, "declaration_date", "YYYY-MM-DD")
 
 
 CUSTOM_CHECK_CASES = [
@@ -304,12 +333,12 @@ def test_custom_check_messages_are_readable_in_both_schemas(good_records):
     DeclarationSchema.to_schema()
     LabelledDeclarationSchema.to_schema()
     seen = []
-    for labelled in (True, False):
+    for name, rules in (("history", LABELLED), ("scoring", RECORD)):
         for field, value, message in CUSTOM_CHECK_CASES:
-            records = _with_value(_records(good_records, labelled), field, value)
-            failures = find_failures(records, labelled=labelled)
+            records = _with_value(_records(good_records, rules), field, value)
+            failures = _failures(records, rules)
             assert set(failures["index"]) == {BAD_ROW}
             assert set(failures["field"]) == {field}
             if message not in failures["message"].tolist():
-                seen.append((labelled, field, failures["message"].tolist()))
-    assert not seen, seen  # (labelled, field, messages) that do not say what is wrong
+                seen.append((name, field, failures["message"].tolist()))
+    assert not seen, seen  # (rules, field, messages) that do not say what is wrong

@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 
 from features.schema import (
-    DeclarationSchema,
+    LABEL_FIELDS,
+    LABELLED,
+    RECORD,
     HistoryRules,
-    LabelledDeclarationSchema,
-    find_failures,
-    history_schema,
+    Rules,
+    check_declarations,
+    history_rules,
 )
 from tests.conftest import HISTORY_RULES as RULES
 
@@ -33,8 +35,8 @@ def _with(rows: pd.DataFrame, **values) -> pd.DataFrame:
     return changed
 
 
-def _checks(rows: pd.DataFrame, history: HistoryRules | None = RULES) -> list[tuple[int, str, str]]:
-    failures = find_failures(rows, labelled=True, history=history)
+def _checks(rows: pd.DataFrame, rules: Rules = RULES) -> list[tuple[int, str, str]]:
+    failures = check_declarations(rows, rules).failures
     return list(failures[["index", "field", "check"]].itertuples(index=False, name=None))
 
 
@@ -43,21 +45,17 @@ def _all_checks(schema):
     yield from schema.checks
 
 
-@pytest.mark.parametrize(
-    "schema",
-    [DeclarationSchema.to_schema(), LabelledDeclarationSchema.to_schema(), history_schema(RULES)],
-    ids=["scoring", "labelled", "history"],
-)
-def test_every_check_is_named_in_words_and_says_what_is_wrong(schema):
-    for check in _all_checks(schema):
+@pytest.mark.parametrize("rules", [RECORD, LABELLED, RULES], ids=["scoring", "labelled", "history"])
+def test_every_check_is_named_in_words_and_says_what_is_wrong(rules):
+    for check in _all_checks(rules.schema):
         assert re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", check.name), check.name
         assert check.error and not check.error.startswith("failed check"), check.name
 
 
 def test_the_history_checks_extend_the_contract_checks():
-    contract = {c.name for c in _all_checks(DeclarationSchema.to_schema())}
-    labelled = {c.name for c in _all_checks(LabelledDeclarationSchema.to_schema())}
-    history = {c.name for c in _all_checks(history_schema(RULES))}
+    contract = {c.name for c in _all_checks(RECORD.schema)}
+    labelled = {c.name for c in _all_checks(LABELLED.schema)}
+    history = {c.name for c in _all_checks(RULES.schema)}
     assert contract < labelled < history
     assert labelled - contract == {"label_0_or_1", "critical_implies_fraud"}
     assert history - labelled == {
@@ -68,7 +66,7 @@ def test_the_history_checks_extend_the_contract_checks():
 
 def test_good_rows_pass_every_layer(rows):
     assert _checks(rows) == []
-    assert find_failures(rows.drop(columns=["fraud", "critical_fraud"]), labelled=False).empty
+    assert check_declarations(rows.drop(columns=LABEL_FIELDS), RECORD).failures.empty
 
 
 @pytest.mark.parametrize("code", ["010121", "440890", "970600", "010000"])
@@ -124,9 +122,9 @@ def test_just_past_a_limit_fails_with_its_check(rows, values, expected):
 
 
 def test_the_limits_come_from_the_rules(rows):
-    later = HistoryRules(pd.Timestamp("2030-01-01"), pd.Timestamp("2015-01-01"), 1e12)
-    assert _checks(_with(rows, declaration_date="2025-05-05", net_mass_kg="6e11"), history=later) == []
-    messages = set(find_failures(_with(rows, declaration_date="2031-01-01"), labelled=True, history=later)["message"])
+    later = history_rules(HistoryRules(pd.Timestamp("2030-01-01"), pd.Timestamp("2015-01-01"), 1e12))
+    assert _checks(_with(rows, declaration_date="2025-05-05", net_mass_kg="6e11"), later) == []
+    messages = set(check_declarations(_with(rows, declaration_date="2031-01-01"), later).failures["message"])
     assert messages == {"must not be after the run date 2030-01-01 (validate.run_date)"}
 
 
@@ -138,12 +136,15 @@ def test_scoring_does_not_apply_the_history_limits(rows):
     """A declaration dated tomorrow, in a national chapter or with a padded ID is scored (the
     contract makes it valid input); only a history row is held to the history's rules."""
     scoring = _with(rows, declaration_date="2031-01-01", importer_id="QLRUBN9 ", net_mass_kg="1e12", hs6_code="990100")
-    assert find_failures(scoring.drop(columns=["fraud", "critical_fraud"]), labelled=False).empty
+    assert check_declarations(scoring.drop(columns=LABEL_FIELDS), RECORD).failures.empty
     assert {check for _, _, check in _checks(scoring)} == {
         "not_after_run_date", "no_surrounding_spaces", "mass_physically_possible", "hs_chapter_exists",
     }
 
 
-def test_history_rules_need_labelled_records(rows):
-    with pytest.raises(ValueError, match="labelled"):
-        find_failures(rows.drop(columns=["fraud", "critical_fraud"]), labelled=False, history=RULES)
+def test_history_rules_hold_a_row_to_its_labels(rows):
+    """History rules include the labels: a row without them fails on each, not on a flag."""
+    failures = check_declarations(rows.drop(columns=LABEL_FIELDS), RULES).failures
+    assert set(failures["field"]) == set(LABEL_FIELDS)
+    assert set(failures["check"]) == {"required"}
+    assert sorted(set(failures["index"])) == list(range(len(rows)))

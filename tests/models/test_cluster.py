@@ -19,7 +19,7 @@ from distributed import LocalCluster
 
 from features.adapters import SOURCE_FIELDS
 from features.partitioned import featurize_history, local_entities
-from features.schema import coerce_declarations
+from features.schema import LABELLED, check_declarations
 from models.cluster import CONNECT_TIMEOUT_SECONDS, ClusterError, ClusterTrainer, cluster_entities, connect
 from models.training import FeatureMatrix, fit_target, window_masks
 from models.tuning import precision_at
@@ -55,7 +55,7 @@ def validated(kcs_records, tmp_path_factory):
     """The embedded history, typed, as three parts in no particular order."""
     records = kcs_records.drop(columns=SOURCE_FIELDS, errors="ignore")
     valid = records[records["origin_country"].ne("ZZ") & records["departure_country"].ne("ZZ")]
-    typed = coerce_declarations(valid, labelled=True).sample(frac=1, random_state=5).reset_index(drop=True)
+    typed = check_declarations(valid, LABELLED).valid.sample(frac=1, random_state=5).reset_index(drop=True)
     directory = tmp_path_factory.mktemp("validated")
     for number, part in enumerate(np.array_split(np.arange(len(typed)), 3)):
         typed.iloc[part].to_parquet(directory / f"part-{number:05d}.parquet", index=False)

@@ -15,7 +15,7 @@ import pytest
 from mlflow.models import infer_signature
 
 from features.matrix import FEATURE_NAMES, serving_features, training_features
-from features.schema import DECLARATION_FIELDS, coerce_declarations
+from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from models.bundle import RESULT_COLUMNS, InvalidDeclarations, RiskModel, RiskPyfunc, score_declarations
 from models.lanes import LanePolicy
 from models.registry import configure_tracking, use_experiment
@@ -209,7 +209,7 @@ def test_reasons_serialise_to_strict_json(scored):
 
 def test_reason_texts_never_show_missing_values(model, declarations):
     """A declaration without seller and courier, with those features forced to the top."""
-    records = coerce_declarations(declarations.assign(seller_id=None, courier_id=None), labelled=False)
+    records = check_declarations(declarations.assign(seller_id=None, courier_id=None), RECORD).valid
     x, counts = serving_features(records, model.state)
     contributions = np.zeros((len(records), len(FEATURE_NAMES)))
     for rank, name in enumerate(["seller_fraud_rate", "courier_critical_rate", "seller_declarations"]):
@@ -259,7 +259,7 @@ def test_save_load_round_trip_gives_identical_scores(model, bundle_dir, records,
 
 def test_score_declarations_matches_score_on_client_records(model, declarations):
     results = score_declarations(model, declarations, MAX_REASONS)
-    expected = model.score(coerce_declarations(declarations, labelled=False), MAX_REASONS)
+    expected = model.score(check_declarations(declarations, RECORD).valid, MAX_REASONS)
     pd.testing.assert_frame_equal(results, expected)
     assert results["declaration_id"].tolist() == declarations["declaration_id"].tolist()
 
@@ -305,7 +305,7 @@ def test_unseen_importer_and_hs_code_are_scored(model, history, declarations):
     assert results[["risk_score", "critical_score"]].notna().all().all()
     assert results["risk_score"].between(0, 1).all()
     # the new importer is rated at the overall fraud rate of the fitted history
-    x = serving_features(coerce_declarations(new, labelled=False), model.state)[0]
+    x = serving_features(check_declarations(new, RECORD).valid, model.state)[0]
     assert x.loc[0, "importer_declarations"] == 0
     overall = (history["fraud"].sum() + 1) / (len(history) + 2)
     assert x.loc[0, "importer_fraud_rate"] == pytest.approx(overall)
@@ -323,7 +323,7 @@ def test_pyfunc_predict_equals_risk_model_score(mlflow_store, model, bundle_dir,
     configure_tracking()
     assert mlflow.get_tracking_uri() == mlflow_store
     use_experiment()
-    expected = model.score(coerce_declarations(declarations, labelled=False), MAX_REASONS)
+    expected = model.score(check_declarations(declarations, RECORD).valid, MAX_REASONS)
     expected["reasons"] = expected["reasons"].map(json.dumps)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
@@ -338,7 +338,7 @@ def test_pyfunc_predict_equals_risk_model_score(mlflow_store, model, bundle_dir,
     predicted = loaded.predict(declarations)
     pd.testing.assert_frame_equal(predicted.reset_index(drop=True), expected)
     assert [json.loads(r) for r in predicted["reasons"]] == model.score(
-        coerce_declarations(declarations, labelled=False), MAX_REASONS
+        check_declarations(declarations, RECORD).valid, MAX_REASONS
     )["reasons"].tolist()
     # max_reasons travels as a param
     one = loaded.predict(declarations, params={"max_reasons": 1})

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from features.adapters import FEEDBACK_FIELDS, KCS, LAYOUTS, SourceLayout, labels_from_outcome
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, coerce_declarations
+from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, LABELLED, check_declarations
 from pipelines import ingest as stage
 from pipelines.paths import INTERIM
 from pipelines.validate import validate
@@ -66,7 +66,7 @@ def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatc
     records = ingest(_params([tmp_path / "example.csv"], tmp_path / "feedback") | {"layout": "example"}, tmp_path / "out")
     valid, rejected, _ = validate(records)
 
-    expected = coerce_declarations(kcs_rows, labelled=True)
+    expected = check_declarations(kcs_rows, LABELLED).valid
     pd.testing.assert_frame_equal(valid.reset_index(drop=True), expected)
     assert expected["critical_fraud"].sum() == 3
     assert rejected["declaration_id"].tolist() == ["PENDING-1"]

@@ -21,7 +21,6 @@ from features.schema import (
     IS_A_DATE,
     IS_A_NUMBER,
     LABEL_FIELDS,
-    history_schema,
 )
 from pipelines import validate as stage
 from pipelines.common import part_path
@@ -68,7 +67,7 @@ COLUMN_LEVEL = {"known_field", "required"}  # also whole columns: tested separat
 
 
 def _all_checks() -> set[str]:
-    schema = history_schema(RULES)
+    schema = RULES.schema
     checks = {check.name for column in schema.columns.values() for check in column.checks}
     checks |= {check.name for check in schema.checks}
     checks |= {name for name, _ in BUILT_IN_CHECKS.values()} | {IS_A_NUMBER[0], IS_A_DATE[0], DATE_IN_RANGE[0]}

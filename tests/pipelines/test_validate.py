@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.adapters import with_source
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, coerce_declarations, find_failures
+from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, LABELLED, check_declarations
 from pipelines import validate as stage
 from pipelines.common import part_path
 from pipelines.ingest import SCHEMA as INTERIM_SCHEMA
@@ -66,7 +66,7 @@ def good_pool(kcs_records) -> pd.DataFrame:
     """Valid rows with unique IDs to build mixes from."""
     bad_country = kcs_records["origin_country"].eq("ZZ") | kcs_records["departure_country"].eq("ZZ")
     pool = kcs_records[~bad_country].sample(60, random_state=5).reset_index(drop=True)
-    assert find_failures(pool, labelled=True).empty
+    assert check_declarations(pool, LABELLED).failures.empty
     return pool
 
 
@@ -83,7 +83,7 @@ def test_real_sample(sample):
     assert sum(report["rejected_by_check"].values()) == bad_country.sum()
     # valid rows are the others, typed
     assert sorted(valid["declaration_id"]) == sorted(sample.loc[~bad_country, "declaration_id"])
-    expected = coerce_declarations(sample[~bad_country], labelled=True)
+    expected = check_declarations(sample[~bad_country], LABELLED).valid
     pd.testing.assert_frame_equal(
         valid.sort_values("declaration_id").reset_index(drop=True),
         expected.sort_values("declaration_id").reset_index(drop=True),

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.adapters import FEEDBACK_FIELDS, read_feedback
-from features.schema import DECLARATION_FIELDS, coerce_declarations
+from features.schema import DECLARATION_FIELDS, LABELLED, check_declarations
 from pipelines.validate import validate
 from serving.audit import AuditStore
 from serving.cli import app
@@ -90,7 +90,7 @@ def test_the_exported_file_validates_into_typed_history(store, client_records, t
     valid, rejected, report = validate(records)
     assert rejected.empty and report["rows_valid"] == 3
     sent = pd.DataFrame([dict(client_records[0], item_price=123.25), *client_records[1:3]])
-    expected = coerce_declarations(sent.assign(fraud=[1, 1, 0], critical_fraud=[0, 1, 0]), labelled=True)
+    expected = check_declarations(sent.assign(fraud=[1, 1, 0], critical_fraud=[0, 1, 0]), LABELLED).valid
     pd.testing.assert_frame_equal(valid.reset_index(drop=True), expected)
     assert records["source_file"].eq(str(tmp_path / "outcomes.parquet")).all()
 

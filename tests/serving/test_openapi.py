@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.schema import DECLARATION_FIELDS, OPTIONAL_FIELDS, find_failures
+from features.schema import DECLARATION_FIELDS, OPTIONAL_FIELDS, RECORD, check_declarations
 from serving.openapi import contract_document
 from serving.requests import declaration_type_errors, outcome_errors
 from tests.e2e.stack import contract_example
@@ -60,7 +60,7 @@ def test_the_contract_example_matches_the_document():
 def _service_accepts(declaration: dict) -> bool:
     if declaration_type_errors([declaration]):
         return False
-    return find_failures(pd.DataFrame([declaration]), labelled=False).empty
+    return check_declarations(pd.DataFrame([declaration]), RECORD).failures.empty
 
 
 DECLARATION, OUTCOME = _validator("Declaration"), _validator("Outcome")

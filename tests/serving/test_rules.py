@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from features.matrix import serving_features, training_features
-from features.schema import coerce_declarations
+from features.schema import RECORD, check_declarations
 from serving.rules import DEFAULT_PATH, RiskProfileError, RiskProfiles, parse_rules, route
 
 TIMBER = """
@@ -46,7 +46,7 @@ def _client_records(declarations: pd.DataFrame, **columns) -> pd.DataFrame:
 
 
 def _typed(records: pd.DataFrame) -> pd.DataFrame:
-    return coerce_declarations(records, labelled=False)
+    return check_declarations(records, RECORD).valid
 
 
 def _model_results(records: pd.DataFrame, lanes: list[str], selected_by: list[str] | None = None) -> pd.DataFrame:
@@ -156,7 +156,7 @@ def test_value_per_kg_bounds_and_missing_values(declarations, state):
 
 def test_a_feature_condition_uses_the_serving_features(declarations, state):
     records = declarations.head(5).reset_index(drop=True)
-    rates = serving_features(coerce_declarations(records, labelled=False), state)[0]["importer_fraud_rate"].to_numpy()
+    rates = serving_features(check_declarations(records, RECORD).valid, state)[0]["importer_fraud_rate"].to_numpy()
     bound = float(np.median(rates))
     rules = _rules("rules:\n" + _rule("risky-importer", "red", f"{{importer_fraud_rate: {{above: {bound!r}}}}}"))
     routed = route(_model_results(records, ["green"] * 5), _typed(records), rules, state, 3)
