@@ -37,7 +37,7 @@ from bench.load import Target, answered, as_sent, open_loop
 from bench.report import machine
 from bench.servers import REPO, Server, packaged_bento, serve_packaged, stop_servers, wait_ready
 from features.adapters import KCS, read_source
-from features.schema import DECLARATION_FIELDS, coerce_declarations, find_failures
+from features.schema import DECLARATION_FIELDS, LABELLED, check_declarations
 
 VALIDATION_HISTORY = REPO / "data/raw/df_syn_valid_eng.csv"
 # Share of requests of each kind: what a targeting center's systems send in a working day.
@@ -76,8 +76,7 @@ def cases(history_csv: Path) -> list[Case]:
     """The validation window's declarations that the service accepts, each with the outcome its
     labels say an inspection would report."""
     records = read_source(history_csv, KCS)
-    valid = records.drop(index=find_failures(records, labelled=True)["index"].unique())
-    typed = coerce_declarations(valid, labelled=True)
+    typed = check_declarations(records, LABELLED).valid
     found = np.where(typed["critical_fraud"] == 1, "critical", np.where(typed["fraud"] == 1, "fraud", "clean"))
     return [Case(d, str(f)) for d, f in zip(as_sent(typed[DECLARATION_FIELDS]), found)]
 

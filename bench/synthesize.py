@@ -235,7 +235,7 @@ def _block(e: _Entities, rng: np.random.Generator, first_row: int, day: np.ndarr
 def blocks(
     rows: int, seed: int, block_rows: int = BLOCK_ROWS, start_date: str = START_DATE, days: int = DAYS
 ) -> Iterator[pd.DataFrame]:
-    """`rows` labelled canonical declarations (CONTRACT.md section 1), typed like the validate
+    """`rows` labelled canonical declarations (docs/record.md), typed like the validate
     stage's output, in blocks of `block_rows` in date order (within and across blocks)."""
     if rows < 1 or block_rows < 1:
         raise ValueError(f"rows and block_rows must be at least 1, got {rows} and {block_rows}")

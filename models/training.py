@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features.matrix import CATEGORICAL, FEATURE_NAMES, model_input
-from features.partitioned import parts_of, read_part
+from features.partitioned import CARRIED, parts_of, read_part
 from models.calibration import Calibration
 
 NON_BOOSTER_KEYS = {"max_rounds", "early_stopping_rounds", "seed"}
@@ -48,6 +48,7 @@ class FeatureMatrix:
         self.part_bounds = []  # (part, first row, end row)
         offset = 0
         for part in self.parts:
+            read_part(part, [*FEATURE_NAMES, *CARRIED], schema_only=True)  # unreadable or short: named
             metadata = pq.ParquetFile(part).metadata
             first = offset
             for group in range(metadata.num_row_groups):

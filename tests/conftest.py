@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import models  # noqa: F401 - first: it sets OMP_WAIT_POLICY before LightGBM loads OpenMP
+
+# isort: split
 import pandas as pd
 import pytest
 

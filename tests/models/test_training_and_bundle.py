@@ -364,3 +364,15 @@ def test_a_booster_fed_from_the_parquet_matrix_equals_one_fed_from_memory(histor
     from_memory = fit_rounds(in_memory, labels, TRAIN_PARAMS, 20)
     assert from_parquet.model_to_string() == from_memory.model_to_string()
     np.testing.assert_array_equal(from_parquet.predict(in_memory), from_memory.predict(in_memory))
+
+
+def test_a_matrix_part_that_cannot_be_used_is_named(tmp_path):
+    from features.partitioned import HistoryFileError
+    from models.training import FeatureMatrix
+
+    (tmp_path / "part-00000.parquet").write_bytes(b"garbage")
+    with pytest.raises(HistoryFileError, match=r"part-00000\.parquet: not a readable Parquet file"):
+        FeatureMatrix(tmp_path)
+    pd.DataFrame({"fraud": [0, 1]}).to_parquet(tmp_path / "part-00000.parquet")
+    with pytest.raises(HistoryFileError, match=r"part-00000\.parquet: missing column\(s\) importer_declarations"):
+        FeatureMatrix(tmp_path)
