@@ -56,22 +56,16 @@ def repository_root(start: Path | None = None) -> Path | None:
 def _workers(value: str) -> int | str:
     if value == "cpu_count":
         return value
-    try:
-        workers = int(value)
-    except ValueError:
-        workers = 0
-    if workers < 1:
-        raise SettingsError(f"RISK_WORKERS must be a number of processes (1 or more) or cpu_count, got {value!r}")
-    return workers
+    return _positive_int("RISK_WORKERS", value, "a number of processes (1 or more) or cpu_count")
 
 
-def _positive_int(name: str, value: str) -> int:
+def _positive_int(name: str, value: str, expected: str = "a whole number of bytes above 0") -> int:
     try:
         number = int(value)
     except ValueError:
         number = 0
     if number < 1:
-        raise SettingsError(f"{name} must be a whole number of bytes above 0, got {value!r}")
+        raise SettingsError(f"{name} must be {expected}, got {value!r}")
     return number
 
 
