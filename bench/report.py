@@ -8,6 +8,7 @@ import os
 import platform
 from pathlib import Path
 
+import models
 from bench.plan import STAGES
 
 
@@ -29,7 +30,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "versions": versions,
         "load_average_at_start": os.getloadavg(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "omp_wait_policy": models.OMP_WAIT_POLICY,
     }
 
 

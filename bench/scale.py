@@ -99,7 +99,6 @@ def stage_env(workspace: Path) -> dict:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "MLFLOW_TRACKING_URI": f"sqlite:///{workspace / 'mlflow.db'}",
-        "OMP_WAIT_POLICY": "PASSIVE",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
 

@@ -5,4 +5,4 @@ import os
 # when LightGBM's library loads, so it is set here, by the package that imports LightGBM, for every
 # process that trains or scores (and the processes they start); the one place it is set. A module
 # that imports lightgbm before anything from models/ gets OpenMP's default.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+OMP_WAIT_POLICY = os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what is in force, for reports
