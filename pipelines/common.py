@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.paths import VALIDATED
+
 PARAMS = Path("params.yaml")
 
 
@@ -48,7 +50,7 @@ def data_version() -> str:
         return "unknown"
     stages = yaml.safe_load(lock.read_text()).get("stages", {})
     for out in stages.get("validate", {}).get("outs", []):
-        if out.get("path") == "data/validated/declarations.parquet":
+        if out.get("path") == str(VALIDATED):
             return out.get("md5", "unknown")
     return "unknown"
 

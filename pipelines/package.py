@@ -17,10 +17,9 @@ from mlflow import MlflowClient
 
 from models.registry import champion, configure_tracking
 from pipelines.common import load_params, read_json, write_json
+from pipelines.paths import PACKAGE, REGISTRATION
 from serving.loading import file_digests, tree_digest, verify_files
 
-REGISTRATION = Path("data/model/registration.json")
-PACKAGE = Path("data/model/package.json")
 SERVICE = "serving.service:CustomsRisk"
 SERVING_LIMITS = ("max_batch", "max_reasons", "max_body_bytes", "timeout_seconds", "body_timeout_seconds")
 FILES_TAG = "files_sha256"

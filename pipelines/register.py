@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from models.registry import configure_tracking, register_version
 from pipelines.common import load_params, read_json, write_json
-
-RUN = Path("data/model/run.json")
-METRICS = Path("metrics/targeting.json")
-MODEL_CARD = Path("data/model/model_card.md")
-REGISTRATION = Path("data/model/registration.json")
+from pipelines.paths import MODEL_CARD, REGISTRATION, RUN
+from pipelines.paths import TARGETING_METRICS as METRICS
 
 
 def main() -> None:
