@@ -21,8 +21,9 @@ def load_params() -> dict:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Whole or not at all: a stage killed while writing leaves the previous file."""
+    with staged_output(Path(path)) as staging:
+        staging.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> dict:

@@ -17,7 +17,7 @@ from models.reports import (
     plot_targeting_curve,
     targeting_curve,
 )
-from pipelines.common import load_params, read_json, write_json
+from pipelines.common import load_params, read_json, staged_output, write_json
 from pipelines.paths import BUNDLE, MATRIX, MODEL_CARD, PLOTS, RUN, TUNED
 from pipelines.paths import TARGETING_METRICS as METRICS
 from pipelines.paths import VALIDATION_SCORES as SCORES
@@ -36,7 +36,8 @@ def main() -> None:
 
     curve = targeting_curve(fraud, scores["duty_exposure"].to_numpy(), risk)
     PLOTS.mkdir(exist_ok=True)
-    curve.to_csv(CURVE, index=False)
+    with staged_output(CURVE) as path:
+        curve.to_csv(path, index=False)
     model = RiskModel.load(BUNDLE)
     valid_start = pd.Timestamp(params["windows"]["valid_start"])
     valid_rows = (
@@ -68,7 +69,8 @@ def main() -> None:
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     identity = {"run_id": run_id, "data_version": tags.get("data_version"), "git_commit": tags.get("git_commit")}
     card = model_card(identity, params["windows"], metrics, model.lanes.to_dict(), read_json(TUNED), rates)
-    MODEL_CARD.write_text(card)
+    with staged_output(MODEL_CARD) as path:
+        path.write_text(card)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
         for path in [*images, CURVE, MODEL_CARD]:

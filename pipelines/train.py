@@ -128,8 +128,7 @@ def main() -> None:
             signature=infer_signature(example, output),
             input_example=example,
         )
-        with staged_output(RUN) as path:
-            write_json(path, {"run_id": run.info.run_id, "model_uri": info.model_uri})
+        write_json(RUN, {"run_id": run.info.run_id, "model_uri": info.model_uri})
     print(f"train: MLflow run {run.info.run_id}, model {info.model_uri}")
 
 

@@ -30,9 +30,9 @@ def main() -> None:
         outcome = {"params": best, "trials": budget["trials"], "best_value": float(table["value"].max())}
         print(f"tune: best of {budget['trials']} trials: {best}")
     outcome.update(train_rows_sampled=int(sample.sum()), train_rows=int(is_train.sum()))
-    with staged_output(TUNED) as tuned, staged_output(TRIALS) as trials:
-        write_json(tuned, outcome)
+    with staged_output(TRIALS) as trials:
         table.to_csv(trials, index=False)
+    write_json(TUNED, outcome)
 
 
 if __name__ == "__main__":
