@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +223,38 @@ def state_columns(entity: Entity) -> list[str]:
     return COUNT_COLUMNS + extra
 
 
+_COUNTED = ("declarations", "fraud_count", "critical_count")  # 0, not NaN, when nothing was seen
+
+
+def _key_strings(values) -> list:
+    """Each value as `entity_keys` spells it (`astype(str)`), None when null."""
+    values = np.asarray(values, dtype=object)
+    missing = pd.isna(values)
+    return [None if null else value if type(value) is str else str(value) for value, null in zip(values, missing)]
+
+
+@dataclass(frozen=True)
+class EntityIndex:
+    """One entity's serving totals as a dict of key strings to rows of a float array; the
+    array's last row answers null and unseen keys (0 counts, NaN days and medians)."""
+
+    rows: dict[str, int]
+    values: np.ndarray  # (keys + 1) x columns, float64
+    columns: tuple[str, ...]
+
+    @classmethod
+    def of(cls, totals: pd.DataFrame) -> EntityIndex:
+        columns = tuple(totals.columns)
+        values = np.empty((len(totals) + 1, len(columns)))
+        values[:-1] = totals.to_numpy(dtype="float64")
+        for k, column in enumerate(columns):
+            if column in _COUNTED:
+                values[:-1, k] = np.nan_to_num(values[:-1, k], nan=0.0)
+            values[-1, k] = 0.0 if column in _COUNTED else np.nan
+        rows = {key: row for row, key in enumerate(totals.index.tolist())}
+        return cls(rows, values, columns)
+
+
 @dataclass
 class FeatureState:
     """History as of its last day: per entity and key, the totals serving looks up."""
@@ -232,6 +264,8 @@ class FeatureState:
     smoothing: float
     history_end: str
     version: str = ""  # sha256 of the saved entity totals: which history a model was served with
+    _index: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _codes: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, history: pd.DataFrame, categorical: list[str], smoothing: float) -> FeatureState:
@@ -253,15 +287,57 @@ class FeatureState:
 
     def counts_for(self, records: pd.DataFrame) -> pd.DataFrame:
         """The same columns as `point_in_time_counts`, from the whole fitted history."""
-        columns = {}
+        return pd.DataFrame(self.lookup(records, len(records)), index=records.index)
+
+    def lookup(self, columns, rows: int) -> dict[str, np.ndarray]:
+        """`counts_for` as arrays, from the indexes built once per state: `columns[name]` is
+        each entity column (and hs_chapter) as a Series or array of `rows` values. Null keys
+        and keys history never saw answer 0 declarations and NaN days and medians."""
+        index = self.lookup_index()
+        strings = {
+            column: _key_strings(columns[column])
+            for column in {column for entity in ENTITIES for column in entity.columns}
+        }
+        out = {}
         for entity in ENTITIES:
-            found = self.totals[entity.name].reindex(entity_keys(records, entity).to_numpy())
-            for column in found.columns:
-                values = found[column].to_numpy(dtype="float64")
-                if column in ("declarations", "fraud_count", "critical_count"):
-                    values = np.nan_to_num(values, nan=0.0)
-                columns[f"{entity.name}__{column}"] = values
-        return pd.DataFrame(columns, index=records.index)
+            found = index[entity.name]
+            get, unseen = found.rows.get, len(found.rows)
+            if not entity.columns:
+                positions = np.full(rows, found.rows.get("all", unseen), dtype=np.intp)
+            elif len(entity.columns) == 1:
+                positions = np.fromiter(
+                    (get(key, unseen) for key in strings[entity.columns[0]]), dtype=np.intp, count=rows
+                )
+            else:
+                parts = [strings[column] for column in entity.columns]
+                positions = np.fromiter(
+                    (
+                        unseen if None in key else get(_KEY_SEPARATOR.join(key), unseen)
+                        for key in zip(*parts)
+                    ),
+                    dtype=np.intp,
+                    count=rows,
+                )
+            values = found.values[positions]
+            for k, column in enumerate(found.columns):
+                out[f"{entity.name}__{column}"] = values[:, k]
+        return out
+
+    def lookup_index(self) -> dict[str, EntityIndex]:
+        """Per entity, key -> row of its totals as float arrays; built on first use, once."""
+        if self._index is None:
+            self._index = {name: EntityIndex.of(frame) for name, frame in self.totals.items()}
+        return self._index
+
+    def category_codes(self) -> dict[str, dict[str, float]]:
+        """Per categorical column, each known category -> its code (its place in the sorted
+        categories), as a float: what `features.matrix.model_input` makes of a category."""
+        if self._codes is None:
+            self._codes = {
+                column: {value: float(code) for code, value in enumerate(values)}
+                for column, values in self.categories.items()
+            }
+        return self._codes
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -286,4 +362,7 @@ class FeatureState:
             entity.name: table[table["entity"] == entity.name].set_index("key")[state_columns(entity)]
             for entity in ENTITIES
         }
-        return cls(totals, meta["categories"], meta["smoothing"], meta["history_end"], meta["version"])
+        state = cls(totals, meta["categories"], meta["smoothing"], meta["history_end"], meta["version"])
+        state.lookup_index()  # at load, so the first request does not pay for it
+        state.category_codes()
+        return state

@@ -185,45 +185,56 @@ def feature_matrix(records: pd.DataFrame, counts: pd.DataFrame, state: FeatureSt
     The global fraud rate known at the row's time is the shrinkage prior, so a new importer is
     rated at the overall rate and a long-known one at its own.
     """
-    m = state.smoothing
-    known = counts["all__declarations"].to_numpy()
-    prior_fraud = (counts["all__fraud_count"].to_numpy() + 1) / (known + 2)
-    prior_critical = (counts["all__critical_count"].to_numpy() + 1) / (known + 2)
-    columns = {}
-    for entity in ENTITIES:
-        if entity.name == "all":
-            continue
-        n = counts[f"{entity.name}__declarations"].to_numpy()
-        columns[f"{entity.name}_declarations"] = n
-        fraud = counts[f"{entity.name}__fraud_count"].to_numpy()
-        critical = counts[f"{entity.name}__critical_count"].to_numpy()
-        columns[f"{entity.name}_fraud_rate"] = (fraud + m * prior_fraud) / (n + m)
-        columns[f"{entity.name}_critical_rate"] = (critical + m * prior_critical) / (n + m)
-        day = records["day"].to_numpy()
-        columns[f"{entity.name}_days_since_first"] = day - counts[f"{entity.name}__first_seen_day"].to_numpy()
-        columns[f"{entity.name}_days_since_last"] = day - counts[f"{entity.name}__last_seen_day"].to_numpy()
-        if entity.name in FIRST_TIME_ENTITIES:
-            columns[f"{entity.name}_first_time"] = (n == 0).astype("float64")
-    price = records["item_price"].to_numpy(dtype="float64")
-    mass = records["net_mass_kg"].to_numpy(dtype="float64")
-    tax = records["tax_rate"].to_numpy(dtype="float64")
-    columns["tax_rate"] = tax
-    columns["net_mass_kg"] = mass
-    columns["item_price"] = price
-    columns["log_value_per_kg"] = records["log_value_per_kg"].to_numpy()
-    for entity in VALUE_REFERENCE_ENTITIES:
-        median = counts[f"{entity}__median_log_value_per_kg"].to_numpy()
-        columns[f"value_vs_{entity}"] = np.nan_to_num(columns["log_value_per_kg"] - median, nan=0.0)
-    columns["duty_exposure"] = price * tax / 100
-    columns["origin_differs_from_departure"] = (
-        records["origin_country"].to_numpy() != records["departure_country"].to_numpy()
-    ).astype("float64")
+    columns = _numeric_features(records, counts, state.smoothing)
     matrix = pd.DataFrame(columns, index=records.index)
     for column in CATEGORICAL:
         categories = state.categories[column]
         values = records[column].astype("object")
         matrix[column] = pd.Categorical(values.where(values.isin(categories)), categories=categories)
     return matrix[FEATURE_NAMES]
+
+
+def _numeric_features(records, counts, smoothing: float) -> dict[str, np.ndarray]:
+    """Every feature but the categorical ones, from columns of records (with derived fields)
+    and counts, each a Series or an array: one formula for training, serving and its arrays."""
+
+    def column(frame, name: str, dtype=None) -> np.ndarray:
+        return np.asarray(frame[name], dtype=dtype)
+
+    m = smoothing
+    known = column(counts, "all__declarations")
+    prior_fraud = (column(counts, "all__fraud_count") + 1) / (known + 2)
+    prior_critical = (column(counts, "all__critical_count") + 1) / (known + 2)
+    day = column(records, "day")
+    columns = {}
+    for entity in ENTITIES:
+        if entity.name == "all":
+            continue
+        n = column(counts, f"{entity.name}__declarations")
+        columns[f"{entity.name}_declarations"] = n
+        fraud = column(counts, f"{entity.name}__fraud_count")
+        critical = column(counts, f"{entity.name}__critical_count")
+        columns[f"{entity.name}_fraud_rate"] = (fraud + m * prior_fraud) / (n + m)
+        columns[f"{entity.name}_critical_rate"] = (critical + m * prior_critical) / (n + m)
+        columns[f"{entity.name}_days_since_first"] = day - column(counts, f"{entity.name}__first_seen_day")
+        columns[f"{entity.name}_days_since_last"] = day - column(counts, f"{entity.name}__last_seen_day")
+        if entity.name in FIRST_TIME_ENTITIES:
+            columns[f"{entity.name}_first_time"] = (n == 0).astype("float64")
+    price = column(records, "item_price", "float64")
+    mass = column(records, "net_mass_kg", "float64")
+    tax = column(records, "tax_rate", "float64")
+    columns["tax_rate"] = tax
+    columns["net_mass_kg"] = mass
+    columns["item_price"] = price
+    columns["log_value_per_kg"] = column(records, "log_value_per_kg")
+    for entity in VALUE_REFERENCE_ENTITIES:
+        median = column(counts, f"{entity}__median_log_value_per_kg")
+        columns[f"value_vs_{entity}"] = np.nan_to_num(columns["log_value_per_kg"] - median, nan=0.0)
+    columns["duty_exposure"] = price * tax / 100
+    columns["origin_differs_from_departure"] = (
+        column(records, "origin_country") != column(records, "departure_country")
+    ).astype("float64")
+    return columns
 
 
 def model_input(matrix: pd.DataFrame) -> pd.DataFrame:
@@ -258,3 +269,51 @@ def serving_features(records: pd.DataFrame, state: FeatureState) -> tuple[pd.Dat
     records = with_derived_fields(records)
     counts = state.counts_for(records)
     return feature_matrix(records, counts, state), counts
+
+
+# the record columns the features read (hs_chapter is derived from hs6_code)
+_SERVING_COLUMNS = list(
+    dict.fromkeys(
+        [
+            *(column for entity in ENTITIES for column in entity.columns if column != "hs_chapter"),
+            *(column for column in CATEGORICAL if column != "hs_chapter"),
+            "hs6_code", "declaration_date", "item_price", "net_mass_kg", "tax_rate",
+        ]
+    )
+)
+
+
+@dataclass
+class ServingInputs:
+    """Features of new declarations as arrays, for the boosters and the reason texts."""
+
+    matrix: np.ndarray  # rows x FEATURE_NAMES, float64, encoded as `model_input` encodes a frame
+    counts: dict[str, np.ndarray]  # the columns of `FeatureState.counts_for`
+    fields: dict[str, np.ndarray]  # the record columns features read, hs_chapter, day, log_value_per_kg
+    records: pd.DataFrame  # the typed declarations, for the fields reason texts may name
+
+
+def serving_inputs(records: pd.DataFrame, state: FeatureState) -> ServingInputs:
+    """`serving_features` without frames: numpy in, numpy out, the same values bit for bit
+    (`model_input` of its matrix, its counts), for typed declarations."""
+    fields = {column: records[column].to_numpy() for column in _SERVING_COLUMNS}
+    # with_derived_fields, on arrays
+    fields["hs_chapter"] = np.array(
+        [code[:2] if isinstance(code, str) else np.nan for code in fields["hs6_code"].tolist()], dtype=object
+    )
+    fields["day"] = records["declaration_date"].to_numpy(dtype="datetime64[D]").astype("int64")
+    fields["log_value_per_kg"] = np.log1p(records["item_price"].to_numpy(dtype="float64")) - np.log1p(
+        records["net_mass_kg"].to_numpy(dtype="float64")
+    )
+    counts = state.lookup(fields, len(records))
+    columns = _numeric_features(fields, counts, state.smoothing)
+    codes = state.category_codes()
+    for column in CATEGORICAL:
+        code = codes[column].get
+        columns[column] = np.fromiter(
+            (code(value, np.nan) for value in fields[column].tolist()), dtype="float64", count=len(records)
+        )
+    matrix = np.empty((len(records), len(FEATURE_NAMES)))
+    for j, name in enumerate(FEATURE_NAMES):
+        matrix[:, j] = columns[name]
+    return ServingInputs(matrix, counts, fields, records)

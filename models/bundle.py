@@ -12,8 +12,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from features.history import FeatureState, with_derived_fields
-from features.matrix import FEATURE_NAMES, FEATURES_BY_NAME, serving_features
+from features.history import FeatureState
+from features.matrix import CATEGORICAL, FEATURE_NAMES, FEATURES_BY_NAME, ServingInputs, serving_inputs
 from features.schema import RECORD, check_declarations
 from models.calibration import Calibration
 from models.lanes import LanePolicy
@@ -29,6 +29,96 @@ def _json_value(value):
     return value
 
 
+REASONS = ("selected", "all", "none")  # which declarations carry reasons (CONTRACT section 3)
+
+
+def check_reasons(reasons: str) -> None:
+    if reasons not in REASONS:
+        raise ValueError(f"reasons must be one of {', '.join(REASONS)}, got {reasons!r}")
+
+
+def reason_rows(lane, reasons: str = "selected") -> np.ndarray:
+    """Positions of the declarations that carry reasons: by default red and yellow ones."""
+    check_reasons(reasons)
+    lane = np.asarray(lane, dtype=object)
+    if reasons == "all":
+        return np.arange(len(lane))
+    if reasons == "none":
+        return np.arange(0)
+    return np.flatnonzero(lane != "green")
+
+
+@dataclass
+class Assessment:
+    """A batch scored, before its reasons: what rules and reason selection need."""
+
+    ids: list[str]
+    risk: np.ndarray
+    critical: np.ndarray
+    lane: np.ndarray
+    selected_by: np.ndarray
+    inputs: ServingInputs
+
+    def results(self, reasons: list[list[dict]]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "declaration_id": self.ids,
+                "risk_score": self.risk,
+                "critical_score": self.critical,
+                "lane": self.lane,
+                "selected_by": self.selected_by,
+                "reasons": reasons,
+            }
+        )
+
+
+def reasons_for(
+    inputs: ServingInputs, state: FeatureState, rows: np.ndarray, contributions: np.ndarray, max_reasons: int
+) -> list[list[dict]]:
+    """The features that pushed each score up most, as sentences about the declaration, for
+    `rows` (positions in `inputs`) and their contributions (one row each, features only).
+
+    Each row's context holds the features, then the counts, then the record's fields (declared
+    values last: an unseen category is NaN as a feature but named as declared), as plain Python
+    values taken column by column, and only for rows with a positive contribution."""
+    top = np.argsort(-contributions, axis=1, kind="stable")[:, :max_reasons]
+    chosen = np.take_along_axis(contributions, top, axis=1)
+    keep = chosen > 0
+    out: list[list[dict]] = [[] for _ in range(len(rows))]
+    explained = np.flatnonzero(keep.any(axis=1))
+    if not len(explained):
+        return out
+    at = np.asarray(rows)[explained]
+    matrix = inputs.matrix[at]
+    values = {name: matrix[:, j].tolist() for j, name in enumerate(FEATURE_NAMES)}
+    for column in CATEGORICAL:  # the category a code stands for, as the feature frame holds it
+        categories = state.categories[column]
+        values[column] = [np.nan if code != code else categories[int(code)] for code in values[column]]
+    context_columns = dict(values)
+    context_columns.update({name: column[at].tolist() for name, column in inputs.counts.items()})
+    for name in inputs.records.columns:
+        column = inputs.fields[name] if name in inputs.fields else inputs.records[name].to_numpy()
+        # dates as the Timestamps a frame's row holds, not numpy's integer nanoseconds
+        context_columns[name] = pd.DatetimeIndex(column[at]).tolist() if column.dtype.kind == "M" else column[at].tolist()
+    for name in ("hs_chapter", "day", "log_value_per_kg"):
+        context_columns[name] = inputs.fields[name][at].tolist()
+    names = list(context_columns)
+    for k, context_values in enumerate(zip(*context_columns.values())):
+        context = dict(zip(names, context_values))
+        i = explained[k]
+        out[i] = [
+            {
+                "feature": FEATURE_NAMES[j],
+                "value": _json_value(values[FEATURE_NAMES[j]][k]),
+                "contribution": float(contributions[i, j]),
+                "text": FEATURES_BY_NAME[FEATURE_NAMES[j]].reason(context),
+            }
+            for j, positive in zip(top[i].tolist(), keep[i].tolist())
+            if positive
+        ]
+    return out
+
+
 @dataclass
 class RiskModel:
     fraud_booster: lgb.Booster
@@ -39,53 +129,34 @@ class RiskModel:
     state: FeatureState
     info: dict = field(default_factory=dict)
 
-    def score(self, records: pd.DataFrame, max_reasons: int = 3) -> pd.DataFrame:
-        """Scores, lanes and reasons for typed canonical declarations, in their order."""
-        x, counts = serving_features(records, self.state)
-        contributions = self.fraud_booster.predict(x, pred_contrib=True)
-        risk = self.fraud_calibration(contributions.sum(axis=1))  # the contributions sum to the margin
-        critical = self.critical_calibration(self.critical_booster.predict(x, raw_score=True))
+    def score(self, records: pd.DataFrame, max_reasons: int = 3, reasons: str = "selected") -> pd.DataFrame:
+        """Scores, lanes and reasons for typed canonical declarations, in their order. Reasons
+        ("selected": red and yellow declarations; "all"; "none") cost a TreeSHAP pass each, so
+        only the declarations that carry them pay for it."""
+        check_reasons(reasons)
+        assessed = self.assess(records)
+        rows = reason_rows(assessed.lane, reasons)
+        return assessed.results(self.explain(assessed, rows, max_reasons))
+
+    def assess(self, records: pd.DataFrame) -> Assessment:
+        """Features, calibrated scores and lanes; no contributions yet."""
+        inputs = serving_inputs(records, self.state)
+        risk = self.fraud_calibration(self.fraud_booster.predict(inputs.matrix, raw_score=True))
+        critical = self.critical_calibration(self.critical_booster.predict(inputs.matrix, raw_score=True))
         ids = records["declaration_id"].astype(str).tolist()
         lane, selected_by = self.lanes.assign(risk, ids, critical)
-        reasons = self._reasons(records, x, counts, contributions[:, :-1], max_reasons)
-        return pd.DataFrame(
-            {
-                "declaration_id": ids,
-                "risk_score": risk,
-                "critical_score": critical,
-                "lane": lane,
-                "selected_by": selected_by,
-                "reasons": reasons,
-            }
-        )
+        return Assessment(ids, risk, critical, lane, selected_by, inputs)
 
-    def _reasons(self, records, x, counts, contributions, max_reasons) -> list[list[dict]]:
-        """The features that pushed each score up most, as sentences about this declaration."""
-        derived = with_derived_fields(records)
-        top = np.argsort(-contributions, axis=1, kind="stable")[:, :max_reasons]
-        reasons = []
-        for row in range(len(records)):
-            picked = [j for j in top[row] if contributions[row, j] > 0]
-            if not picked:
-                reasons.append([])
-                continue
-            # declared values last: an unseen category is NaN as a feature but named as declared
-            context = {
-                **{name: x.iat[row, j] for j, name in enumerate(FEATURE_NAMES)},
-                **counts.iloc[row].to_dict(),
-                **derived.iloc[row].to_dict(),
-            }
-            reasons.append(
-                [
-                    {
-                        "feature": FEATURE_NAMES[j],
-                        "value": _json_value(x.iat[row, j]),
-                        "contribution": float(contributions[row, j]),
-                        "text": FEATURES_BY_NAME[FEATURE_NAMES[j]].reason(context),
-                    }
-                    for j in picked
-                ]
-            )
+    def explain(self, assessed: Assessment, rows: np.ndarray, max_reasons: int) -> list[list[dict]]:
+        """Reasons for every declaration: from the fraud booster's contributions for `rows`
+        (positions), `[]` for the others."""
+        reasons: list[list[dict]] = [[] for _ in assessed.ids]
+        if len(rows) and max_reasons > 0:
+            matrix = assessed.inputs.matrix[rows]
+            contributions = self.fraud_booster.predict(matrix, pred_contrib=True)[:, :-1]
+            found_all = reasons_for(assessed.inputs, self.state, rows, contributions, max_reasons)
+            for row, found in zip(rows.tolist(), found_all):
+                reasons[row] = found
         return reasons
 
     def save(self, directory: Path) -> None:
@@ -136,8 +207,10 @@ def validated_declarations(records: pd.DataFrame) -> pd.DataFrame:
     return checked.valid
 
 
-def score_declarations(model: RiskModel, records: pd.DataFrame, max_reasons: int) -> pd.DataFrame:
-    return model.score(validated_declarations(records), max_reasons)
+def score_declarations(
+    model: RiskModel, records: pd.DataFrame, max_reasons: int, reasons: str = "selected"
+) -> pd.DataFrame:
+    return model.score(validated_declarations(records), max_reasons, reasons)
 
 
 class RiskPyfunc(mlflow.pyfunc.PythonModel):
@@ -147,6 +220,9 @@ class RiskPyfunc(mlflow.pyfunc.PythonModel):
         self.model = RiskModel.load(Path(context.artifacts["bundle"]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        results = score_declarations(self.model, model_input, (params or {}).get("max_reasons", 3))
+        params = params or {}
+        results = score_declarations(
+            self.model, model_input, params.get("max_reasons", 3), params.get("reasons", "selected")
+        )
         results["reasons"] = results["reasons"].map(json.dumps)
         return results

@@ -20,7 +20,7 @@ import yaml
 from features.history import with_derived_fields
 from features.matrix import CATEGORICAL, FEATURE_NAMES, serving_features
 from features.schema import ISO_COUNTRIES, NUMERIC_FIELDS, STRING_FIELDS
-from models.bundle import RiskModel, validated_declarations
+from models.bundle import RiskModel, check_reasons, reason_rows, validated_declarations
 from serving.settings import PACKAGED_PROFILES, Settings, SettingsError
 
 logger = logging.getLogger("customs_risk.rules")
@@ -157,48 +157,87 @@ def parse_rules(text: str, path: Path) -> tuple[Rule, ...]:
     )
 
 
-def rule_fields(records: pd.DataFrame, needed: set[str], state) -> pd.DataFrame:
+def rule_fields(records: pd.DataFrame, needed: set[str], state, features=None) -> pd.DataFrame:
     """The values rules look at, for typed declarations: record fields, hs_chapter,
-    value_per_kg, and model features only when a rule asks for one."""
+    value_per_kg, and model features only when a rule asks for one (from `features`, a
+    feature name -> array mapping, when the caller has them already)."""
     fields = with_derived_fields(records)
     with np.errstate(divide="ignore", invalid="ignore"):
         fields["value_per_kg"] = fields["item_price"] / fields["net_mass_kg"]
-    features = needed - TEXT_FIELDS - RECORD_NUMBERS
-    if features:
-        matrix, _ = serving_features(records, state)
-        fields = fields.assign(**{name: matrix[name].to_numpy() for name in features})
+    wanted = needed - TEXT_FIELDS - RECORD_NUMBERS
+    if wanted:
+        if features is None:
+            matrix, _ = serving_features(records, state)
+            features = {name: matrix[name].to_numpy() for name in wanted}
+        fields = fields.assign(**{name: np.asarray(features[name]) for name in wanted})
     return fields
 
 
-def route(results: pd.DataFrame, typed: pd.DataFrame, rules: tuple[Rule, ...], state, max_reasons: int) -> pd.DataFrame:
-    """Lanes after the analysts' rules, for typed declarations in the order of `results`: a hit
-    raises the lane to the rule's when the rule is stricter, is `selected_by: rule`, and its
-    reason comes before the model's. A rule is applied before exploration, so a declaration a
-    rule holds is never counted as a random pick."""
-    if not rules:
-        return results
+def rule_hits(typed: pd.DataFrame, rules: tuple[Rule, ...], state, features=None) -> np.ndarray:
+    """Per declaration (rows) and rule (columns), whether the rule fires."""
     typed = typed.reset_index(drop=True)
-    fields = rule_fields(typed, {c.field for rule in rules for c in rule.conditions}, state)
-    hits = np.column_stack([rule.matches(fields) for rule in rules])
-    lanes, selected_by, reasons = (results[c].tolist() for c in ("lane", "selected_by", "reasons"))
+    fields = rule_fields(typed, {c.field for rule in rules for c in rule.conditions}, state, features)
+    return np.column_stack([rule.matches(fields) for rule in rules])
+
+
+def routed_lanes(lanes, selected_by, hits: np.ndarray, rules: tuple[Rule, ...]) -> tuple[list, list]:
+    """Lanes and selected_by after the rules that fired (`rule_hits`): a hit raises the lane to
+    the rule's when the rule is stricter and is `selected_by: rule`. A rule is applied before
+    exploration, so a declaration a rule holds is never counted as a random pick."""
+    lanes, selected_by = list(lanes), list(selected_by)
     for row in np.flatnonzero(hits.any(axis=1)):
         fired = [rule for rule, hit in zip(rules, hits[row]) if hit]
         model_lane = "green" if selected_by[row] == "random" else lanes[row]
         lanes[row] = max([model_lane, *(rule.lane for rule in fired)], key=SEVERITY.__getitem__)
         selected_by[row] = "rule"
+    return lanes, selected_by
+
+
+def route(
+    results: pd.DataFrame, typed: pd.DataFrame, rules: tuple[Rule, ...], state, max_reasons: int,
+    hits: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Lanes after the analysts' rules, for typed declarations in the order of `results`: a hit
+    raises the lane to the rule's when the rule is stricter, is `selected_by: rule`, and its
+    reason comes before the model's, whatever the lane and whichever reasons were asked for.
+    A rule is applied before exploration, so a declaration a rule holds is never counted as a
+    random pick. `hits` are the rules' `rule_hits` when the caller has them already."""
+    if not rules:
+        return results
+    if hits is None:
+        hits = rule_hits(typed, rules, state)
+    lanes, selected_by = routed_lanes(results["lane"], results["selected_by"], hits, rules)
+    reasons = results["reasons"].tolist()
+    for row in np.flatnonzero(hits.any(axis=1)):
         stated = [
             {"feature": "risk_profile", "value": rule.name, "contribution": None, "text": rule.reason}
-            for rule in fired
+            for rule, hit in zip(rules, hits[row])
+            if hit
         ]
         reasons[row] = (stated + reasons[row])[:max_reasons]
     return results.assign(lane=lanes, selected_by=selected_by, reasons=reasons)
 
 
-def score_routed(model: RiskModel, records: pd.DataFrame, rules: tuple[Rule, ...], max_reasons: int) -> pd.DataFrame:
+def score_routed(
+    model: RiskModel, records: pd.DataFrame, rules: tuple[Rule, ...], max_reasons: int, reasons: str = "selected"
+) -> pd.DataFrame:
     """What the service answers and the batch scorer writes: the model's scores and lanes, then
-    the analysts' rules. Raises InvalidDeclarations, scoring nothing, on any invalid record."""
+    the analysts' rules. Raises InvalidDeclarations, scoring nothing, on any invalid record.
+
+    `reasons` ("selected": red and yellow declarations, "all", "none") picks the declarations
+    whose model contributions are computed, by their lane after the rules: a declaration a rule
+    raises from green carries the model's reasons after the rule's. A rule that fires states
+    its reason whatever was asked for."""
+    check_reasons(reasons)
     typed = validated_declarations(records)  # validated once, for the model and the rules
-    return route(model.score(typed, max_reasons), typed, rules, model.state, max_reasons)
+    assessed = model.assess(typed)
+    lanes, hits = assessed.lane, None
+    if rules:
+        features = {name: assessed.inputs.matrix[:, j] for j, name in enumerate(FEATURE_NAMES)}
+        hits = rule_hits(typed, rules, model.state, features)
+        lanes, _ = routed_lanes(assessed.lane, assessed.selected_by, hits, rules)
+    results = assessed.results(model.explain(assessed, reason_rows(lanes, reasons), max_reasons))
+    return route(results, typed, rules, model.state, max_reasons, hits)
 
 
 class RiskProfiles:

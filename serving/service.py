@@ -33,8 +33,12 @@ class _Body(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
 
+Reasons = t.Literal["selected", "all", "none"]  # models.bundle.REASONS: who carries reasons
+
+
 class ScoreRequest(_Body):
     declarations: list[dict[str, t.Any]]
+    reasons: Reasons = "selected"  # red and yellow declarations; "all"; "none" (rule reasons always)
 
 
 class OutcomesRequest(_Body):
@@ -102,13 +106,15 @@ class CustomsRisk:
         return {"errors": [error(None, "audit_store", f"{failed}; nothing was stored, retry later")]}
 
     @bentoml.api(input_spec=ScoreRequest)
-    def score(self, declarations: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:
+    def score(
+        self, declarations: list[dict[str, t.Any]], ctx: bentoml.Context, reasons: Reasons = "selected"
+    ) -> dict:
         errors = batch_errors(declarations, "declarations", self.max_batch) or declaration_type_errors(declarations)
         if errors:
             return self._reject(ctx, errors)
         records = pd.DataFrame(declarations)
         try:
-            results = score_routed(self.model, records, self.profiles.current(), self.max_reasons)
+            results = score_routed(self.model, records, self.profiles.current(), self.max_reasons, reasons)
         except InvalidDeclarations as invalid:
             return self._reject(
                 ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()]
@@ -146,6 +152,8 @@ class CustomsRisk:
                 "yellow_threshold": lanes.yellow_threshold,
             },
             "features": self.model.info["features"],
+            # which declarations carry reasons unless a request says otherwise, and how many each
+            "reasons": {"default": "selected", "options": list(t.get_args(Reasons)), "max_reasons": self.max_reasons},
             "risk_profiles": self.profiles.describe(),
         }
 

@@ -25,7 +25,9 @@ from features.matrix import (
     FEATURE_NAMES,
     FEATURES,
     FEATURES_BY_NAME,
+    model_input,
     serving_features,
+    serving_inputs,
     training_features,
 )
 from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
@@ -411,6 +413,63 @@ def test_entity_keys_are_null_when_any_part_is_null(history):
     assert (entity_keys(derived, by_name["all"]) == "all").all()
 
 
+def _reindexed_counts(state: FeatureState, records: pd.DataFrame) -> pd.DataFrame:
+    """The serving lookup as it was first written: each entity's totals reindexed by the rows'
+    key strings (an independent oracle for the indexes built at load)."""
+    columns = {}
+    for entity in ENTITIES:
+        found = state.totals[entity.name].reindex(entity_keys(records, entity).to_numpy())
+        for column in found.columns:
+            values = found[column].to_numpy(dtype="float64")
+            if column in ("declarations", "fraud_count", "critical_count"):
+                values = np.nan_to_num(values, nan=0.0)
+            columns[f"{entity.name}__{column}"] = values
+    return pd.DataFrame(columns, index=records.index)
+
+
+def test_indexed_lookup_matches_reindexing_with_null_and_unseen_keys(history, trained, new_records):
+    """The dict-and-array lookup answers what reindexing answered, bit for bit: known keys, keys
+    never seen (row 0, and one part of a pair unseen), null keys (row 1: no seller, no courier;
+    one part of a pair null), and a key string that looks null but is not."""
+    _, state = trained
+    known = check_declarations(history[DECLARATION_FIELDS].iloc[-200:], RECORD).valid
+    records = pd.concat([new_records, known], ignore_index=True)
+    records.loc[len(new_records), "hs6_code"] = "999998"  # importer known, importer_hs6 pair unseen
+    records.loc[len(new_records) + 1, "departure_country"] = None  # route: one part null
+    records.loc[len(new_records) + 2, "importer_id"] = "nan"  # a string, not a null
+    derived = with_derived_fields(records)
+    expected = _reindexed_counts(state, derived)
+    actual = state.counts_for(derived)
+    pd.testing.assert_frame_equal(actual, expected, check_exact=True)
+    arrays = state.lookup(derived, len(derived))
+    assert list(arrays) == list(expected.columns)
+    for column, values in arrays.items():
+        assert isinstance(values, np.ndarray) and values.dtype == np.float64, column
+    # what each kind of key answers
+    assert actual.loc[0, "importer__declarations"] == 0 and np.isnan(actual.loc[0, "importer__first_seen_day"])
+    assert actual.loc[1, "seller__declarations"] == 0 and np.isnan(actual.loc[1, "seller__last_seen_day"])
+    assert actual.loc[len(new_records) + 1, "route__declarations"] == 0
+    assert actual.loc[len(new_records), "importer__declarations"] > 0
+    assert actual.loc[len(new_records), "importer_hs6__declarations"] == 0
+    assert (actual["all__declarations"] == state.totals["all"].loc["all", "declarations"]).all()
+
+
+def test_serving_inputs_are_serving_features_as_arrays(history, trained, new_records):
+    """The arrays the service scores are `model_input` of `serving_features`' frame and its
+    counts, bit for bit, including unseen categories and entities and missing parties."""
+    _, state = trained
+    known = check_declarations(history[DECLARATION_FIELDS].iloc[-300:], RECORD).valid
+    records = pd.concat([new_records, known], ignore_index=True)
+    x, counts = serving_features(records, state)
+    inputs = serving_inputs(records, state)
+    assert inputs.matrix.shape == (len(records), len(FEATURE_NAMES))
+    np.testing.assert_array_equal(inputs.matrix, model_input(x).to_numpy())
+    pd.testing.assert_frame_equal(pd.DataFrame(inputs.counts, index=counts.index), counts, check_exact=True)
+    derived = with_derived_fields(records)
+    for column in ("hs_chapter", "day", "log_value_per_kg"):
+        assert inputs.fields[column].tolist() == derived[column].tolist(), column
+
+
 # ---------------------------------------------------------------------------------------------
 # (4) FeatureState round trip
 
@@ -518,16 +577,15 @@ def test_reasons_for_a_declaration_without_seller_or_courier_are_readable(histor
 
 
 def test_reasons_for_unseen_categories_name_the_declared_value(trained, new_records):
-    from models.bundle import RiskModel  # the service's own reason builder
+    from models.bundle import reasons_for  # the service's own reason builder
 
     _, state = trained
     records = new_records.iloc[[0]].reset_index(drop=True)
-    x, counts = serving_features(records, state)
     picked = ["office_id", "origin_country", "route_fraud_rate"]
     contributions = np.zeros((1, len(FEATURE_NAMES)))
     for rank, name in enumerate(picked):
         contributions[0, FEATURE_NAMES.index(name)] = 3.0 - rank
-    (reasons,) = RiskModel._reasons(None, records, x, counts, contributions, max_reasons=3)
+    (reasons,) = reasons_for(serving_inputs(records, state), state, np.arange(1), contributions, max_reasons=3)
     texts = {reason["feature"]: reason["text"] for reason in reasons}
     assert list(texts) == picked  # the reasons were built; now are they readable?
     assert not {k: t for k, t in texts.items() if NAN_WORD.search(t)}, texts

@@ -14,9 +14,18 @@ import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
-from features.matrix import FEATURE_NAMES, serving_features, training_features
+from features.history import with_derived_fields
+from features.matrix import FEATURE_NAMES, FEATURES_BY_NAME, serving_features, serving_inputs, training_features
 from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
-from models.bundle import RESULT_COLUMNS, InvalidDeclarations, RiskModel, RiskPyfunc, score_declarations
+from models.bundle import (
+    RESULT_COLUMNS,
+    InvalidDeclarations,
+    RiskModel,
+    RiskPyfunc,
+    _json_value,
+    reasons_for,
+    score_declarations,
+)
 from models.lanes import LanePolicy
 from models.registry import configure_tracking, use_experiment
 from models.training import booster_params, fit_early_stopped, fit_target, refit_rounds
@@ -88,6 +97,11 @@ def scored(model, records) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
+def scored_all(model, records) -> pd.DataFrame:
+    return model.score(records, max_reasons=MAX_REASONS, reasons="all")
+
+
+@pytest.fixture(scope="module")
 def features(model, records) -> pd.DataFrame:
     return serving_features(records, model.state)[0]
 
@@ -155,11 +169,19 @@ def test_scores_lanes_and_selection_are_in_range(scored):
 
 
 def test_scores_are_the_calibrated_booster_predictions(model, scored, features):
-    """Independent of the contribution sum the model uses: the booster's own prediction."""
+    """The booster's own prediction of the feature frame, bit for bit, whichever reasons."""
     risk = model.fraud_calibration(model.fraud_booster.predict(features, raw_score=True))
     critical = model.critical_calibration(model.critical_booster.predict(features, raw_score=True))
-    np.testing.assert_allclose(scored["risk_score"], risk, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(scored["critical_score"], critical, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(scored["risk_score"], risk)
+    np.testing.assert_array_equal(scored["critical_score"], critical)
+
+
+def test_risk_differs_from_the_contribution_sum_only_by_rounding(model, scored, features):
+    """Scores once came from the sum of the contributions, which is the margin up to float
+    rounding: the change is in the last bits, far below anything a lane threshold sees."""
+    contributions = model.fraud_booster.predict(features, pred_contrib=True)
+    from_sum = model.fraud_calibration(contributions.sum(axis=1))
+    np.testing.assert_allclose(scored["risk_score"], from_sum, rtol=0, atol=1e-12)
 
 
 def test_lanes_follow_the_thresholds(model, scored):
@@ -173,11 +195,11 @@ def test_lanes_follow_the_thresholds(model, scored):
     assert (random["risk_score"] < lanes.yellow_threshold).all()
 
 
-def test_reasons_are_the_largest_contributions(model, scored, features):
+def test_reasons_are_the_largest_contributions(model, scored_all, features):
     contributions = model.fraud_booster.predict(features, pred_contrib=True)
     assert contributions.shape[1] == len(FEATURE_NAMES) + 1
     with_reasons = 0
-    for row, reasons in enumerate(scored["reasons"]):
+    for row, reasons in enumerate(scored_all["reasons"]):
         assert len(reasons) <= MAX_REASONS
         own = contributions[row, :-1]
         positive = np.sort(own[own > 0])[::-1]
@@ -199,7 +221,74 @@ def test_reasons_are_the_largest_contributions(model, scored, features):
                 assert reason["value"] == pytest.approx(float(expected_value))
             assert isinstance(reason["text"], str) and reason["text"].strip()
         with_reasons += bool(reasons)
-    assert with_reasons > len(scored) // 2
+    assert with_reasons > len(scored_all) // 2
+
+
+def test_by_default_only_red_and_yellow_declarations_carry_reasons(model, records, scored, scored_all):
+    """CONTRACT section 3: green `[]` unless "all" is asked; "none" gives none; the scores,
+    lanes and selection never depend on which reasons were asked for."""
+    carried = (scored["lane"] != "green").to_numpy()
+    assert carried.any() and (~carried).any()
+    assert all(reasons == [] for reasons in scored["reasons"][~carried])
+    assert scored["reasons"][carried].tolist() == scored_all["reasons"][carried].tolist()
+    assert any(scored["reasons"][carried])
+    none = model.score(records, max_reasons=MAX_REASONS, reasons="none")
+    assert all(reasons == [] for reasons in none["reasons"])
+    for other in (scored_all, none):
+        pd.testing.assert_frame_equal(other.drop(columns="reasons"), scored.drop(columns="reasons"), check_exact=True)
+
+
+def test_an_unknown_reasons_choice_is_refused(model, records, declarations):
+    with pytest.raises(ValueError, match="reasons must be one of selected, all, none"):
+        model.score(records, MAX_REASONS, reasons="green")
+    with pytest.raises(ValueError, match="reasons must be one of"):
+        score_declarations(model, declarations, MAX_REASONS, reasons="")
+
+
+def _row_by_row_reasons(model: RiskModel, records: pd.DataFrame, max_reasons: int) -> list[list[dict]]:
+    """The reasons as first written: every row's contributions, and a context per row from the
+    feature frame's, the counts' and the derived records' rows (an oracle for the arrays)."""
+    x, counts = serving_features(records, model.state)
+    contributions = model.fraud_booster.predict(x, pred_contrib=True)[:, :-1]
+    derived = with_derived_fields(records)
+    top = np.argsort(-contributions, axis=1, kind="stable")[:, :max_reasons]
+    out = []
+    for row in range(len(records)):
+        picked = [j for j in top[row] if contributions[row, j] > 0]
+        context = {
+            **{name: x.iat[row, j] for j, name in enumerate(FEATURE_NAMES)},
+            **counts.iloc[row].to_dict(),
+            **derived.iloc[row].to_dict(),
+        }
+        out.append(
+            [
+                {
+                    "feature": FEATURE_NAMES[j],
+                    "value": _json_value(x.iat[row, j]),
+                    "contribution": float(contributions[row, j]),
+                    "text": FEATURES_BY_NAME[FEATURE_NAMES[j]].reason(context),
+                }
+                for j in picked
+            ]
+        )
+    return out
+
+
+def test_reasons_assembled_from_arrays_equal_the_row_by_row_ones(model, history, declarations):
+    """Texts, values and contributions identical to the per-row pandas contexts, for known
+    declarations, unseen entities and categories, and missing seller and courier."""
+    sent = pd.concat([declarations, history[DECLARATION_FIELDS].iloc[-200:]], ignore_index=True)
+    sent.loc[0, ["importer_id", "hs6_code", "office_id", "origin_country"]] = ["NEWIMP", "999999", "999", "AQ"]
+    sent.loc[1, ["seller_id", "courier_id"]] = None
+    records = check_declarations(sent, RECORD).valid
+    expected = _row_by_row_reasons(model, records, MAX_REASONS)
+    assert sum(map(len, expected)) > len(records)
+    assert model.score(records, MAX_REASONS, reasons="all")["reasons"].tolist() == expected
+    # and for any subset of rows, with their own contributions
+    inputs = serving_inputs(records, model.state)
+    rows = np.arange(0, len(records), 3)
+    contributions = model.fraud_booster.predict(inputs.matrix[rows], pred_contrib=True)[:, :-1]
+    assert reasons_for(inputs, model.state, rows, contributions, MAX_REASONS) == [expected[r] for r in rows]
 
 
 def test_reasons_serialise_to_strict_json(scored):
@@ -210,11 +299,11 @@ def test_reasons_serialise_to_strict_json(scored):
 def test_reason_texts_never_show_missing_values(model, declarations):
     """A declaration without seller and courier, with those features forced to the top."""
     records = check_declarations(declarations.assign(seller_id=None, courier_id=None), RECORD).valid
-    x, counts = serving_features(records, model.state)
     contributions = np.zeros((len(records), len(FEATURE_NAMES)))
     for rank, name in enumerate(["seller_fraud_rate", "courier_critical_rate", "seller_declarations"]):
         contributions[:, FEATURE_NAMES.index(name)] = 3.0 - rank
-    reasons = model._reasons(records, x, counts, contributions, MAX_REASONS)
+    inputs = serving_inputs(records, model.state)
+    reasons = reasons_for(inputs, model.state, np.arange(len(records)), contributions, MAX_REASONS)
     texts = [reason["text"] for row in reasons for reason in row]
     assert len(texts) == 3 * len(records)
     for text in texts:
@@ -222,9 +311,9 @@ def test_reason_texts_never_show_missing_values(model, declarations):
 
 
 def test_max_reasons_is_respected(model, records):
-    one = model.score(records.head(50), max_reasons=1)
+    one = model.score(records.head(50), max_reasons=1, reasons="all")
     assert max(len(r) for r in one["reasons"]) == 1
-    full = model.score(records.head(50), max_reasons=MAX_REASONS)
+    full = model.score(records.head(50), max_reasons=MAX_REASONS, reasons="all")
     for short, long in zip(one["reasons"], full["reasons"]):
         assert short == long[:1]
 
@@ -232,6 +321,9 @@ def test_max_reasons_is_respected(model, records):
 def test_a_batch_scores_each_row_as_if_alone(model, records, scored):
     single = pd.concat([model.score(records.iloc[[i]]) for i in (0, 17, 299)], ignore_index=True)
     pd.testing.assert_frame_equal(single, scored.iloc[[0, 17, 299]].reset_index(drop=True))
+    red_or_yellow = np.flatnonzero(scored["lane"] != "green")[:5].tolist()
+    alone = pd.concat([model.score(records.iloc[[i]]) for i in red_or_yellow], ignore_index=True)
+    pd.testing.assert_frame_equal(alone, scored.iloc[red_or_yellow].reset_index(drop=True))
 
 
 # --- save / load -------------------------------------------------------------------------------
