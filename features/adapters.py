@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
+from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, OPTIONAL_FIELDS
 
 # Where each ingested row came from, so a steward can find a quarantined row in its file.
 SOURCE_FIELDS = ["source_file", "source_row"]  # source_row counts data rows from 1
@@ -39,9 +39,16 @@ class SourceLayout:
         missing = [column for column in needed if column not in source.columns]
         if missing:
             raise ValueError(f"{self.name} layout: missing columns {missing}")
-        records = source[list(self.columns)].rename(columns=self.columns)
+        records = _with_optional_fields(source[list(self.columns)].rename(columns=self.columns))
         labels = self.labels(source)
         return pd.concat([records, labels], axis=1)[DECLARATION_FIELDS + LABEL_FIELDS]
+
+
+def _with_optional_fields(records: pd.DataFrame) -> pd.DataFrame:
+    """Optional fields a source does not have (KCS has no container number or bill of lading;
+    feedback exported before they existed) as null, so every source has the record's columns."""
+    missing = [field for field in DECLARATION_FIELDS if field in OPTIONAL_FIELDS and field not in records.columns]
+    return records.assign(**{field: pd.Series(None, index=records.index, dtype="str") for field in missing})
 
 
 def labels_from_outcome(column: str, outcomes: dict[str, tuple[str, str]]) -> Callable:
@@ -97,6 +104,7 @@ KCS = SourceLayout(
         "Country of Origin Indicator": "origin_indicator",
         "Net Mass": "net_mass_kg",
         "Item Price": "item_price",
+        # no container number or bill of lading in the KCS export: both null for its rows
     },
     label_columns=("Fraud", "Critical Fraud"),
     labels=_kcs_labels,
@@ -134,7 +142,7 @@ def newest_outcomes(feedback: pd.DataFrame) -> pd.DataFrame:
 def read_feedback(folder: str | Path) -> pd.DataFrame:
     """Every feedback file in `folder`, newest outcome per declaration, values as exported."""
     files = sorted(Path(folder).glob("*.parquet"))
-    frames = [with_source(pd.read_parquet(path)[FEEDBACK_FIELDS], path) for path in files]
+    frames = [with_source(_with_optional_fields(pd.read_parquet(path))[FEEDBACK_FIELDS], path) for path in files]
     if not frames:
         return pd.DataFrame(columns=FEEDBACK_FIELDS + SOURCE_FIELDS, dtype="str")
     return newest_outcomes(pd.concat(frames, ignore_index=True)).reset_index(drop=True)

@@ -16,6 +16,7 @@ from features.history import (
     entity_history,
     with_derived_fields,
 )
+from features.schema import UNKNOWN_COUNTRY
 
 CATEGORICAL = [
     "office_id",
@@ -137,7 +138,13 @@ def _value_reason(entity: str) -> Callable[[dict], str]:
 
 def _categorical_feature(column: str) -> Feature:
     plain = column.removesuffix("_id").replace("_", " ").replace("hs ", "HS ")
-    return Feature(column, f"declared {plain}", lambda ctx: f"{plain} {ctx[column]}")
+
+    def reason(ctx: dict) -> str:
+        if column.endswith("_country") and ctx[column] == UNKNOWN_COUNTRY:
+            return f"{plain} {UNKNOWN_COUNTRY} (unknown country)"
+        return f"{plain} {ctx[column]}"
+
+    return Feature(column, f"declared {plain}", reason)
 
 
 FEATURES: list[Feature] = [

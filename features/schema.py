@@ -20,6 +20,7 @@ are rejected.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -29,12 +30,20 @@ from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
 ISO_COUNTRIES = frozenset(country.alpha_2 for country in pycountry.countries)
+# "ZZ" (user-assigned in ISO 3166-1) is "unknown or not declared": administrations and the KCS data
+# use it, and a declaration with it is valid and scored, its country a feature value like any other.
+UNKNOWN_COUNTRY = "ZZ"
+COUNTRY_CODES = ISO_COUNTRIES | {UNKNOWN_COUNTRY}
 HS6_CODE = r"[0-9]{6}"  # ASCII digits only: "\d" would take "１２３４５６"
 ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"  # exactly YYYY-MM-DD: pandas alone takes 2020-1-5
 # No declaration is older than 1900, and pandas' nanosecond dates end in 2262: a date outside
 # these bounds is a typo, and would not survive the features' date arithmetic.
 EARLIEST_DATE, LATEST_DATE = "1900-01-01", "2099-12-31"
-MAX_ID_CHARACTERS = 64
+MAX_ID_CHARACTERS = 64  # every identifier and code string (docs/record.md)
+TOO_LONG = f"must be at most {MAX_ID_CHARACTERS} characters"
+# ISO 6346 container number: owner code (3 letters), category (U freight, J detachable equipment,
+# Z trailer or chassis), 6-digit serial, check digit. Capitals only, as the standard writes it.
+CONTAINER_NUMBER = r"[A-Z]{3}[UJZ][0-9]{7}"
 # Blank means ASCII white space only: regex engines disagree on which other characters are
 # space (Python counts \x1c, ECMAScript \ufeff), and the OpenAPI document states this one.
 NOT_BLANK = r"[^ \t\n\r\f\v]"
@@ -63,14 +72,35 @@ DECLARATION_FIELDS = [
     "origin_indicator",
     "net_mass_kg",
     "item_price",
+    "container_number",
+    "bill_of_lading",
 ]
 LABEL_FIELDS = ["fraud", "critical_fraud"]
-OPTIONAL_FIELDS = {"seller_id", "courier_id"}
+OPTIONAL_FIELDS = {"seller_id", "courier_id", "container_number", "bill_of_lading"}
 NUMERIC_FIELDS = ["tax_rate", "net_mass_kg", "item_price"]
 STRING_FIELDS = [
     f for f in DECLARATION_FIELDS if f not in NUMERIC_FIELDS and f != "declaration_date"
 ]
-CODE_FIELDS = ["hs6_code", "departure_country", "origin_country"]  # with a format of their own
+# With a format of their own, which also bounds their length.
+CODE_FIELDS = ["hs6_code", "departure_country", "origin_country", "container_number"]
+BOUNDED_FIELDS = [f for f in STRING_FIELDS if f not in CODE_FIELDS]  # at most MAX_ID_CHARACTERS
+
+# ISO 6346 letter values: A=10 onwards, skipping the multiples of 11 (11, 22, 33).
+_ISO6346_LETTERS = dict(
+    zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", [n for n in range(10, 39) if n % 11]),
+)
+
+
+def iso6346_check_digit(first_ten: str) -> int:
+    """The check digit of an owner code, category and serial (ISO 6346 Annex A): each
+    character's value times 2**position, the sum mod 11, then mod 10 (a remainder of 10 gives 0)."""
+    values = [_ISO6346_LETTERS[c] if c in _ISO6346_LETTERS else int(c) for c in first_ten]
+    return sum(value << position for position, value in enumerate(values)) % 11 % 10
+
+
+def is_container_number(value: str) -> bool:
+    """An ISO 6346 container number: the format, and a check digit that matches."""
+    return bool(re.fullmatch(CONTAINER_NUMBER, value)) and iso6346_check_digit(value[:10]) == int(value[10])
 
 # Checks pandera itself runs, and the parsing in `_typed`: (check name, message).
 BUILT_IN_CHECKS = {
@@ -111,22 +141,34 @@ class DeclarationSchema(pa.DataFrameModel):
     origin_indicator: Series[str] = pa.Field()
     net_mass_kg: Series[float] = pa.Field()
     item_price: Series[float] = pa.Field()
+    container_number: Series[str] = pa.Field(nullable=True)
+    bill_of_lading: Series[str] = pa.Field(nullable=True)
 
     @pa.check(*STRING_FIELDS, error="must be a non-empty string")
     def not_blank(cls, values: Series[str]) -> Series[bool]:
         return values.str.contains(NOT_BLANK)
 
-    @pa.check("declaration_id", error=f"must be at most {MAX_ID_CHARACTERS} characters")
-    def id_at_most_64_characters(cls, values: Series[str]) -> Series[bool]:
+    @pa.check(*BOUNDED_FIELDS, error=TOO_LONG)
+    def at_most_64_characters(cls, values: Series[str]) -> Series[bool]:
         return values.str.len() <= MAX_ID_CHARACTERS
 
     @pa.check("hs6_code", error="must be exactly 6 digits (5 digits: a leading zero was lost)")
     def hs6_six_digits(cls, codes: Series[str]) -> Series[bool]:
         return codes.str.fullmatch(HS6_CODE)
 
-    @pa.check("departure_country", "origin_country", error="must be an ISO 3166-1 alpha-2 country code")
+    @pa.check("departure_country", "origin_country",
+              error=f"must be an ISO 3166-1 alpha-2 country code, or {UNKNOWN_COUNTRY} for unknown")
     def iso_country(cls, codes: Series[str]) -> Series[bool]:
-        return codes.isin(ISO_COUNTRIES)
+        return codes.isin(COUNTRY_CODES)
+
+    @pa.check("container_number", error="must be an ISO 6346 container number: 3 capital letters, U, J or Z, 7 digits")
+    def iso6346_format(cls, numbers: Series[str]) -> Series[bool]:
+        return numbers.str.fullmatch(CONTAINER_NUMBER)
+
+    @pa.check("container_number", error="must end in its ISO 6346 check digit (a typing error in the number)")
+    def iso6346_check_digit(cls, numbers: Series[str]) -> Series[bool]:
+        # a malformed number is iso6346_format's finding, not a second one here
+        return numbers.map(lambda number: is_container_number(number) or not re.fullmatch(CONTAINER_NUMBER, number))
 
     @pa.check(*NUMERIC_FIELDS, error="must be >= 0")
     def not_negative(cls, values: Series[float]) -> Series[bool]:

@@ -1,5 +1,10 @@
 """The audit and outcomes store: every decision and every inspection result, on disk before the
-HTTP answer leaves (SQLite in WAL mode, synchronous=FULL)."""
+HTTP answer leaves (SQLite in WAL mode, synchronous=FULL).
+
+The store's layout has a version (SQLite's `user_version`): a store written by an earlier
+release is brought up to this one when it is opened for writing, in one transaction, so the
+service and the CLI can open it at the same time. Version 0 (no version) is the first layout;
+version 1 adds each decision's container number and bill of lading (null when not declared)."""
 
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     critical_score REAL NOT NULL,
     lane TEXT NOT NULL,
     selected_by TEXT NOT NULL,
-    reasons TEXT NOT NULL
+    reasons TEXT NOT NULL,
+    container_number TEXT,
+    bill_of_lading TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_by_declaration ON decisions (declaration_id);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (scored_at);
@@ -36,9 +43,20 @@ CREATE TABLE IF NOT EXISTS outcomes (
 """
 
 
+SCHEMA_VERSION = 1
+# What a decision row holds of its declaration besides the record itself, so that port control
+# and partner alerts can query and export them: (column, added in version).
+DECISION_IDENTIFIERS = {"container_number": 1, "bill_of_lading": 1}
+
+
 class AuditStoreUnavailable(RuntimeError):
     """The store cannot write (a full disk, a read-only file system, a failing device): the
     request is refused whole, so nothing is answered that was not stored."""
+
+
+def _text(value) -> str | None:
+    """An optional identifier as stored: null when not declared."""
+    return None if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def _now() -> str:
@@ -55,6 +73,25 @@ class AuditStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store of an earlier layout up to SCHEMA_VERSION. Under BEGIN IMMEDIATE, so a
+        second process opening the store at the same time waits, then finds it done."""
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+                for column in DECISION_IDENTIFIERS:
+                    if column not in columns:
+                        self._db.execute(f"ALTER TABLE decisions ADD COLUMN {column} TEXT")  # fixed names
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._roll_back()
+                raise
 
     def _write(self, sql: str, rows: list[tuple]) -> None:
         with self._lock:
@@ -90,12 +127,14 @@ class AuditStore:
                 result.lane,
                 result.selected_by,
                 json.dumps(result.reasons),
+                *(_text(record.get(column)) for column in DECISION_IDENTIFIERS),
             )
             for record, result in zip(records, results.itertuples(index=False))
         ]
         self._write(
             "INSERT INTO decisions (declaration_id, scored_at, model_version, record, risk_score,"
-            " critical_score, lane, selected_by, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " critical_score, lane, selected_by, reasons, container_number, bill_of_lading)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -146,6 +185,12 @@ def export(path: Path, table: str, since: dt.date, until: dt.date) -> pd.DataFra
     db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         bounds = (since.isoformat(), (until + dt.timedelta(days=1)).isoformat())
-        return pd.read_sql_query(EXPORTS[table], db, params=bounds)
+        rows = pd.read_sql_query(EXPORTS[table], db, params=bounds)
     finally:
         db.close()
+    if table == "decisions":
+        # a store of an earlier layout, not opened for writing since: its decisions declared none
+        for column in DECISION_IDENTIFIERS:
+            if column not in rows.columns:
+                rows.insert(rows.columns.get_loc("reasons") + 1 + list(DECISION_IDENTIFIERS).index(column), column, None)
+    return rows

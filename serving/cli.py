@@ -19,12 +19,36 @@ app = typer.Typer(help="Customs risk targeting.", no_args_is_help=True, add_comp
 console = Console(stderr=True)
 
 
+# Exit statuses of `customs-risk score` (docs/commands.md).
+EVERY_ROW_SCORED, SOME_ROWS_REJECTED, NOTHING_SCORED = 0, 3, 2
+REJECTED_COLUMNS = ["row", "field", "message"]  # row: the input's data row, from 1
+
+
 def _read(path: Path) -> pd.DataFrame:
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     if path.suffix.lower() == ".csv":
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     raise typer.BadParameter(f"{path}: expected a .csv or .parquet file", param_hint="--input")
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    if path.suffix.lower() == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def rejected_path(output: Path) -> Path:
+    """Where the rows that could not be scored go: `scored.csv` -> `scored.rejected.csv`."""
+    return output.with_name(f"{output.stem}.rejected{output.suffix}")
+
+
+def rejected_rows(failures: pd.DataFrame) -> pd.DataFrame:
+    """check_declarations' failures as the .rejected file lists them: input row from 1, field,
+    message, one row per problem, in input order."""
+    rows = failures.assign(row=failures["index"].astype("int64") + 1)[REJECTED_COLUMNS]
+    return rows.reset_index(drop=True)
 
 
 @app.command()
@@ -37,10 +61,23 @@ def score(
 ) -> None:
     """Score a file of canonical declarations with the packaged champion and the analysts' risk
     profiles (RISK_PROFILES), as the service would. Run from a checkout, it uses that checkout's
-    BentoML and MLflow stores unless BENTOML_HOME / MLFLOW_TRACKING_URI say otherwise."""
+    BentoML and MLflow stores unless BENTOML_HOME / MLFLOW_TRACKING_URI say otherwise.
+
+    Valid rows are scored, in input order; invalid ones go to OUT with .rejected before the
+    suffix (row from 1, field, message). Exit 0: every row scored; 3: some rejected; 2: none
+    could be scored."""
+    from features.schema import RECORD, check_declarations
+
     if input.suffix.lower() != output.suffix.lower():
         raise typer.BadParameter("the output must have the input's format (.csv or .parquet)", param_hint="--output")
-    records = _read(input)
+    try:
+        records = _read(input)
+    except (ValueError, OSError) as unreadable:  # pandas' parser and pyarrow errors are ValueErrors
+        console.print(f"[red]nothing scored:[/red] {escape(str(input))} cannot be read: {escape(str(unreadable))}",
+                      soft_wrap=True)
+        raise typer.Exit(NOTHING_SCORED) from None
+    checked = check_declarations(records, RECORD)
+    rejected = rejected_rows(checked.failures)
     settings = Settings.from_environment()
     use_stores(settings)  # before bentoml is imported: it fixes its store on first use
     console.print(f"stores: {escape(settings.describe_stores())}", soft_wrap=True)
@@ -55,26 +92,50 @@ def score(
         profiles = RiskProfiles.from_environment(settings)
     except (ChampionUnavailable, RiskProfileError) as problem:
         console.print(f"[red]nothing scored:[/red] {escape(str(problem))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(NOTHING_SCORED) from None
     if max_reasons is None:
         max_reasons = int(dict(bento_model.info.metadata)["serving"]["max_reasons"])  # as the service reads it
+    valid = checked.valid
     console.print(
-        f"scoring {len(records):,} declarations with {bento_model.tag}, {len(profiles.rules)} risk profile rule(s) "
-        f"from {escape(str(profiles.path))}, up to {max_reasons} reasons each",
+        f"scoring {len(valid):,} of {len(records):,} declarations with {bento_model.tag}, "
+        f"{len(profiles.rules)} risk profile rule(s) from {escape(str(profiles.path))}, up to {max_reasons} reasons each",
         soft_wrap=True,
     )
-    try:
-        results = score_routed(model, records, profiles.rules, max_reasons)
-    except InvalidDeclarations as invalid:
-        console.print(f"[red]nothing scored:[/red] {invalid}")
-        raise typer.Exit(2) from None
-    results["reasons"] = results["reasons"].map(json.dumps)
-    if output.suffix.lower() == ".parquet":
-        results.to_parquet(output, index=False)
-    else:
-        results.to_csv(output, index=False)
+    results = _no_results()
+    if len(valid):
+        try:
+            results = score_routed(model, valid.reset_index(drop=True), profiles.rules, max_reasons)
+        except InvalidDeclarations as invalid:  # checked above with the same rules: not expected
+            console.print(f"[red]nothing scored:[/red] {invalid}")
+            raise typer.Exit(NOTHING_SCORED) from None
+        results["reasons"] = results["reasons"].map(json.dumps)
+    _write_results(output, results, rejected, len(records))
+
+
+def _no_results() -> pd.DataFrame:
+    from models.bundle import RESULT_COLUMNS
+
+    return pd.DataFrame({column: pd.Series(dtype="object") for column in RESULT_COLUMNS})
+
+
+def _write_results(output: Path, results: pd.DataFrame, rejected: pd.DataFrame, rows: int) -> None:
+    """Write OUT (the scored rows) and OUT.rejected (when rows were rejected), and exit with the
+    status that says which: 0 every row scored, 3 some rejected, 2 none scored."""
+    _write(results, output)
     lanes = results["lane"].value_counts().to_dict()
-    console.print(f"wrote {output}: " + ", ".join(f"{lane} {n:,}" for lane, n in sorted(lanes.items())))
+    console.print(f"wrote {output}: {len(results):,} scored" + "".join(f", {lane} {n:,}" for lane, n in sorted(lanes.items())))
+    rejects = rejected_path(output)
+    if rejected.empty:
+        if rejects.exists():  # from an earlier run of the same output: it would misreport this one
+            rejects.unlink()
+        raise typer.Exit(EVERY_ROW_SCORED)
+    _write(rejected, rejects)
+    console.print(
+        f"[yellow]rejected {rejected['row'].nunique():,} of {rows:,} rows[/yellow]: {rejects} lists the row "
+        f"(from 1), field and message of each of their {len(rejected):,} problems",
+        soft_wrap=True,
+    )
+    raise typer.Exit(SOME_ROWS_REJECTED if len(results) else NOTHING_SCORED)
 
 
 def _day(value: str, option: str) -> dt.date:

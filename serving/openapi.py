@@ -10,7 +10,16 @@ disagreeing has found a bug in one of them.
 
 from __future__ import annotations
 
-from features.schema import DECLARATION_FIELDS, ISO_COUNTRIES, NOT_BLANK, NUMERIC_FIELDS, OPTIONAL_FIELDS
+from features.schema import (
+    BOUNDED_FIELDS,
+    CONTAINER_NUMBER,
+    COUNTRY_CODES,
+    DECLARATION_FIELDS,
+    NOT_BLANK,
+    NUMERIC_FIELDS,
+    OPTIONAL_FIELDS,
+    UNKNOWN_COUNTRY,
+)
 from serving.requests import (
     DATE_PATTERN,
     LARGEST_NUMBER,
@@ -19,22 +28,37 @@ from serving.requests import (
     OUTCOME_RESULTS,
 )
 
-_TEXT = {"type": "string", "pattern": NOT_BLANK}
 _DATE = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
 _ID = {"type": "string", "pattern": NOT_BLANK, "maxLength": MAX_ID_CHARACTERS}
 _NUMBER = {"type": "number", "minimum": 0, "maximum": LARGEST_NUMBER}
+_COUNTRY = {
+    "type": "string",
+    "enum": sorted(COUNTRY_CODES),
+    "description": f"ISO 3166-1 alpha-2, or {UNKNOWN_COUNTRY} for unknown or not declared",
+}
+# JSON Schema cannot state a check digit: `format: iso6346` names it, and `make fuzz` registers
+# the format with schemathesis (bench/fuzz.py) so the numbers it sends as valid are.
+ISO6346_FORMAT = "iso6346"
+_CONTAINER = {
+    "type": "string",
+    "pattern": f"^{CONTAINER_NUMBER}$",
+    "format": ISO6346_FORMAT,
+    "description": "ISO 6346: owner code (3 letters), category U, J or Z, 6-digit serial, check digit (verified)",
+}
 
 
 def _declaration_field(field: str) -> dict:
     special = {
-        "declaration_id": _ID,
         "declaration_date": _DATE,
         "hs6_code": {"type": "string", "pattern": "^[0-9]{6}$", "description": "six ASCII digits"},
-        "departure_country": {"type": "string", "enum": sorted(ISO_COUNTRIES)},
-        "origin_country": {"type": "string", "enum": sorted(ISO_COUNTRIES)},
+        "departure_country": _COUNTRY,
+        "origin_country": _COUNTRY,
+        "container_number": _CONTAINER,
         "tax_rate": {**_NUMBER, "maximum": 1000, "description": "percent"},
     }
-    schema = special.get(field, _NUMBER if field in NUMERIC_FIELDS else _TEXT)
+    # every identifier and code without a format of its own is text of at most 64 characters
+    schema = special.get(field, _ID if field in BOUNDED_FIELDS else _NUMBER if field in NUMERIC_FIELDS else None)
+    assert schema is not None, f"{field}: a declaration field the document does not describe"
     return {**schema, "nullable": True} if field in OPTIONAL_FIELDS else schema
 
 

@@ -15,6 +15,7 @@ from features.schema import (
     NOT_BLANK,
     NUMERIC_FIELDS,
     STRING_FIELDS,
+    TOO_LONG,
 )
 
 # The dates the service takes, as the OpenAPI document states them: YYYY-MM-DD from EARLIEST_DATE
@@ -43,8 +44,9 @@ def declaration_type_errors(declarations: list[dict]) -> list[dict]:
     """JSON types the schema's parsing would otherwise paper over: it turns 440890 into
     "440890" and true into 1.0, which is right for a CSV file but hides a client's bug (a code
     sent as a number has already lost its leading zeros). NaN and Infinity are not JSON, though
-    Python's parser takes them. Nulls and unknown fields are left to the schema, which reports
-    them as missing or unknown."""
+    Python's parser takes them. A string over MAX_ID_CHARACTERS is refused here, before any
+    parsing (no identifier or code is longer; a code's own format is the schema's to check).
+    Nulls and unknown fields are left to the schema, which reports them as missing or unknown."""
     errors = []
     for i, declaration in enumerate(declarations):
         for field, value in declaration.items():
@@ -57,6 +59,8 @@ def declaration_type_errors(declarations: list[dict]) -> list[dict]:
                     errors.append(error(i, field, "must be a finite number (NaN and Infinity are not JSON)"))
             elif (field in STRING_FIELDS or field == "declaration_date") and not isinstance(value, str):
                 errors.append(error(i, field, "must be a JSON string"))
+            elif field in STRING_FIELDS and len(value) > MAX_ID_CHARACTERS:
+                errors.append(error(i, field, TOO_LONG))
     return errors
 
 

@@ -15,10 +15,6 @@ from serving.openapi import contract_document
 from tests.conftest import REPO
 
 DOCS = REPO / "docs"
-# Fields of the record that docs/record.md states (the fixed interface) and the code does not accept
-# yet: the partner alerts work (issue 17) adds them to features/schema.py. Remove them from here then;
-# test_fields_not_yet_in_the_code_are_not_in_it fails as soon as the code has them.
-NOT_YET_IN_THE_CODE = {"container_number", "bill_of_lading"}
 
 
 def _table_fields(text: str, header: str) -> list[str]:
@@ -37,13 +33,23 @@ def test_the_record_table_lists_every_field_of_the_schema_and_no_other():
     documented = _table_fields((DOCS / "record.md").read_text(), "| field | type | required |")
     assert len(documented) == len(set(documented)), "a field is listed twice"
     assert set(DECLARATION_FIELDS) - set(documented) == set(), "fields of features/schema.py missing from docs/record.md"
-    assert set(documented) - set(DECLARATION_FIELDS) - NOT_YET_IN_THE_CODE == set(), (
-        "fields in docs/record.md that features/schema.py does not know"
-    )
+    assert set(documented) - set(DECLARATION_FIELDS) == set(), "fields in docs/record.md that features/schema.py does not know"
 
 
-def test_fields_not_yet_in_the_code_are_not_in_it():
-    assert NOT_YET_IN_THE_CODE.isdisjoint(DECLARATION_FIELDS), "the code has them now: drop them from NOT_YET_IN_THE_CODE"
+def test_the_record_table_says_which_fields_are_optional():
+    from features.schema import OPTIONAL_FIELDS
+
+    text = (DOCS / "record.md").read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.replace(" ", "").startswith("|field|type|required|"))
+    optional = set()
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[2].startswith("no"):
+            optional.add(cells[0])
+    assert optional == OPTIONAL_FIELDS
 
 
 def test_the_labels_table_lists_the_schemas_labels():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.adapters import KCS, LAYOUTS, read_source, read_source_chunks, with_source
+from features.adapters import KCS, LAYOUTS, read_feedback, read_source, read_source_chunks, with_source
 from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
 
 KCS_COLUMNS = {
@@ -48,10 +48,28 @@ def _source(rows: int = 4) -> pd.DataFrame:
     return pd.DataFrame(data, dtype="str")
 
 
+NOT_IN_KCS = ["container_number", "bill_of_lading"]  # the KCS export has no such columns
+
+
 def test_kcs_layout_is_registered():
     assert LAYOUTS["kcs"] is KCS
     assert KCS.columns == KCS_COLUMNS
-    assert sorted(KCS.columns.values()) == sorted(DECLARATION_FIELDS)
+    assert sorted(KCS.columns.values()) == sorted(set(DECLARATION_FIELDS) - set(NOT_IN_KCS))
+
+
+def test_fields_kcs_does_not_have_are_null():
+    records = KCS.to_canonical(_source())
+    assert records[NOT_IN_KCS].isna().all().all()
+
+
+def test_feedback_written_before_containers_reads_them_as_null(tmp_path):
+    """An outcomes file exported before the record had container numbers and bills of lading."""
+    old = KCS.to_canonical(_source(2)).drop(columns=NOT_IN_KCS)
+    old = old.assign(inspected_on=["2021-02-01", "2021-02-02"], outcome_received_at=["t1", "t2"])
+    old.to_parquet(tmp_path / "outcomes.parquet", index=False)
+    feedback = read_feedback(tmp_path)
+    assert feedback["declaration_id"].tolist() == ["00000", "00001"]
+    assert feedback[NOT_IN_KCS].isna().all().all()
 
 
 def test_columns_are_mapped_and_values_kept_as_strings():
@@ -68,7 +86,7 @@ def test_columns_are_mapped_and_values_kept_as_strings():
     assert records["tax_rate"].tolist() == ["0.0", "8.0", "08", "1000"]
     assert records["item_price"].tolist() == ["372254.40", "5353.02", "0.10", "1"]
     assert records["declaration_date"].tolist() == ["2021-01-01", "2021-01-02", "2021-01-03", "2021-01-04"]
-    assert all(isinstance(v, str) for col in records.columns for v in records[col])
+    assert all(isinstance(v, str) for col in records.columns if col not in NOT_IN_KCS for v in records[col])
 
 
 def test_critical_fraud_is_one_only_where_kcs_says_2():

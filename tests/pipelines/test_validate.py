@@ -52,11 +52,14 @@ def _assert_quarantine_is_unchanged_input(records: pd.DataFrame, rejected: pd.Da
 
 @pytest.fixture(scope="module")
 def sample(kcs_records) -> pd.DataFrame:
-    """200 good KCS rows as read, plus the real rows with a non-ISO country ("ZZ") among them."""
-    bad_country = kcs_records["origin_country"].eq("ZZ") | kcs_records["departure_country"].eq("ZZ")
-    good = kcs_records[~bad_country].sample(200, random_state=11)
-    broken = kcs_records[bad_country].head(4)
-    records = pd.concat([good, broken]).sample(frac=1, random_state=3).reset_index(drop=True)
+    """200 good KCS rows as read, plus 4 real rows with the unknown country ZZ (valid) and those
+    4 rows again with their ZZ made the non-ISO "XX" under other IDs (invalid) among them."""
+    unknown = kcs_records["origin_country"].eq("ZZ") | kcs_records["departure_country"].eq("ZZ")
+    good = kcs_records[~unknown].sample(200, random_state=11)
+    zz = kcs_records[unknown].head(4)
+    broken = zz.replace({"origin_country": {"ZZ": "XX"}, "departure_country": {"ZZ": "XX"}})
+    broken = broken.assign(declaration_id=broken["declaration_id"] + "-XX")
+    records = pd.concat([good, zz, broken]).sample(frac=1, random_state=3).reset_index(drop=True)
     assert records["declaration_id"].is_unique
     return records
 
@@ -64,8 +67,8 @@ def sample(kcs_records) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def good_pool(kcs_records) -> pd.DataFrame:
     """Valid rows with unique IDs to build mixes from."""
-    bad_country = kcs_records["origin_country"].eq("ZZ") | kcs_records["departure_country"].eq("ZZ")
-    pool = kcs_records[~bad_country].sample(60, random_state=5).reset_index(drop=True)
+    unknown = kcs_records["origin_country"].eq("ZZ") | kcs_records["departure_country"].eq("ZZ")
+    pool = kcs_records[~unknown].sample(60, random_state=5).reset_index(drop=True)  # the same rows as before ZZ was valid
     assert check_declarations(pool, LABELLED).failures.empty
     return pool
 
@@ -74,8 +77,11 @@ def test_real_sample(sample):
     valid, rejected, report = validate(sample)
     _assert_accounting(sample, valid, rejected, report)
     _assert_quarantine_is_unchanged_input(sample, rejected)
-    bad_country = sample["origin_country"].eq("ZZ") | sample["departure_country"].eq("ZZ")
+    bad_country = sample["origin_country"].eq("XX") | sample["departure_country"].eq("XX")
     assert report["duplicates_dropped"] == 0
+    assert sample["origin_country"].eq("ZZ").sum() + sample["departure_country"].eq("ZZ").sum() > 0
+    assert not valid["origin_country"].eq("XX").any() and valid["origin_country"].eq("ZZ").any() | valid[
+        "departure_country"].eq("ZZ").any()
     assert sorted(rejected["declaration_id"]) == sorted(sample.loc[bad_country, "declaration_id"])
     assert rejected["rejection_reasons"].str.contains("iso_country").all()
     assert rejected["rejection_reasons"].str.contains("_country: ").all()
@@ -94,12 +100,14 @@ def test_whole_embedded_history(kcs_records):
     valid, rejected, report = validate(kcs_records)
     _assert_accounting(kcs_records, valid, rejected, report)
     assert valid["declaration_id"].is_unique
-    bad_country = kcs_records["origin_country"].eq("ZZ") | kcs_records["departure_country"].eq("ZZ")
-    assert set(rejected["declaration_id"]) == set(kcs_records.loc[bad_country, "declaration_id"])
+    # the 39 rows with the unknown country ZZ were its only rejections (issue 15): now none
+    assert rejected.empty and report["rows_rejected"] == 0 and report["rejected_by_check"] == {}
+    unknown = kcs_records["origin_country"].eq("ZZ") | kcs_records["departure_country"].eq("ZZ")
+    assert unknown.sum() == 39 and valid["declaration_id"].isin(kcs_records.loc[unknown, "declaration_id"]).sum() == 39
 
 
 def test_clean_input_has_an_empty_quarantine_with_its_column(sample):
-    clean = sample[sample["origin_country"].ne("ZZ") & sample["departure_country"].ne("ZZ")]
+    clean = sample[sample["origin_country"].ne("XX") & sample["departure_country"].ne("XX")]
     valid, rejected, report = validate(clean)
     _assert_accounting(clean, valid, rejected, report)
     assert rejected.empty and "rejection_reasons" in rejected.columns
@@ -203,7 +211,7 @@ def test_a_row_with_several_problems_lists_them_all(sample):
 
 
 def test_input_index_does_not_matter(sample):
-    clean = sample[sample["origin_country"].ne("ZZ") & sample["departure_country"].ne("ZZ")]
+    clean = sample[sample["origin_country"].ne("XX") & sample["departure_country"].ne("XX")]
     records = clean.iloc[:30].copy()
     records.index = np.arange(1000, 1030)[::-1]
     records.iloc[4, records.columns.get_loc("hs6_code")] = "1"
@@ -311,7 +319,7 @@ def test_accounting_holds_for_any_mix(good_pool, data):
 
 @pytest.fixture
 def interim(sample) -> pd.DataFrame:
-    """40 rows from one file (some with "ZZ" countries), then from another file: an exact repeat
+    """40 rows from one file (some with "XX" countries), then from another file: an exact repeat
     of row 2 and another version of row 5's declaration, chunks away from their first rows."""
     first = with_source(sample.iloc[:40], "data/raw/a.csv")
     repeat = sample.iloc[[2]]

@@ -1,15 +1,18 @@
-"""`customs-risk` commands: the metrics table, and clear errors from `score` on bad files.
-(Scoring through the packaged model is covered end to end in tests/e2e.)"""
+"""`customs-risk` commands: the metrics table, clear errors from `score` on bad files, and its
+partial batches. (Scoring through the packaged model is covered end to end in tests/e2e.)"""
 
 from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from serving.cli import app
+from tests.e2e.stack import contract_example
 
 METRICS = {
     "precision_at_1": 0.8123,
@@ -131,3 +134,112 @@ def test_score_refuses_a_missing_input(runner, tmp_path):
     )
     assert result.exit_code == 2
     assert "absent.csv" in _plain(result.output)
+
+
+# Partial batches (docs/commands.md): the model and the rules are stand-ins here, so these tests
+# hold the command's handling of rows; tests/e2e/test_readme_commands.py runs it on a real champion.
+
+_FAKE_CHAMPION = SimpleNamespace(tag="customs-risk:fake", info=SimpleNamespace(metadata={"serving": {"max_reasons": 3}}))
+
+
+@pytest.fixture
+def fake_champion(monkeypatch):
+    """`score` with a stand-in champion whose scorer records what it was given: each valid
+    declaration gets risk 0.5, lane green."""
+    import serving.cli
+    import serving.loading
+    import serving.rules
+
+    scored: list[pd.DataFrame] = []
+
+    def score_routed(model, records, rules, max_reasons, **options):
+        scored.append(records)
+        return pd.DataFrame({
+            "declaration_id": records["declaration_id"].tolist(),
+            "risk_score": 0.5, "critical_score": 0.01, "lane": "green", "selected_by": "model",
+            "reasons": [[] for _ in range(len(records))],
+        })
+
+    monkeypatch.setattr(serving.cli, "use_stores", lambda settings: {})
+    monkeypatch.setattr(serving.loading, "model_tag", lambda settings: "customs-risk:fake")
+    monkeypatch.setattr(serving.loading, "packaged_champion", lambda tag: _FAKE_CHAMPION)
+    monkeypatch.setattr(serving.loading, "load_packaged", lambda champion: object())
+    monkeypatch.setattr(serving.rules.RiskProfiles, "from_environment",
+                        classmethod(lambda cls, settings=None: SimpleNamespace(rules=(), path="rules.yaml")))
+    monkeypatch.setattr(serving.rules, "score_routed", score_routed)
+    return SimpleNamespace(scored=scored)
+
+
+def _declarations(*changes: dict) -> pd.DataFrame:
+    rows = [{**contract_example(), "declaration_id": f"D{i + 1}", **change} for i, change in enumerate(changes)]
+    return pd.DataFrame(rows)
+
+
+def _score(runner, tmp_path, records: pd.DataFrame, suffix: str = ".csv"):
+    source, output = tmp_path / f"day{suffix}", tmp_path / f"scored{suffix}"
+    if suffix == ".csv":
+        records.to_csv(source, index=False)
+    else:
+        records.to_parquet(source, index=False)
+    result = runner.invoke(app, ["score", "--input", str(source), "--output", str(output)], env={"COLUMNS": "200"})
+    read = (lambda p: pd.read_csv(p, dtype=str)) if suffix == ".csv" else pd.read_parquet
+    rejected = tmp_path / f"scored.rejected{suffix}"
+    return result, read(output) if output.exists() else None, read(rejected) if rejected.exists() else None
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_score_scores_the_valid_rows_and_lists_the_others(runner, tmp_path, fake_champion, suffix):
+    records = _declarations({}, {"hs6_code": "44089"}, {}, {"importer_id": "Q" * 65, "origin_country": "XX"}, {})
+    result, scored, rejected = _score(runner, tmp_path, records, suffix)
+    assert result.exit_code == 3, result.output
+    assert scored["declaration_id"].tolist() == ["D1", "D3", "D5"]  # the valid rows, in input order
+    assert fake_champion.scored[0]["declaration_id"].tolist() == ["D1", "D3", "D5"]
+    assert list(rejected.columns) == ["row", "field", "message"]
+    assert [(int(row), field) for row, field in zip(rejected["row"], rejected["field"])] == [
+        (2, "hs6_code"), (4, "importer_id"), (4, "origin_country"),
+    ]
+    assert rejected["message"].iloc[1] == "must be at most 64 characters"
+    assert "rejected 2 of 5 rows" in _plain(result.output)
+
+
+def test_score_exits_0_when_every_row_is_scored_and_drops_an_old_rejected_file(runner, tmp_path, fake_champion):
+    (tmp_path / "scored.rejected.csv").write_text("row,field,message\n1,hs6_code,old\n")
+    result, scored, rejected = _score(runner, tmp_path, _declarations({}, {"origin_country": "ZZ"}))
+    assert result.exit_code == 0, result.output
+    assert scored["declaration_id"].tolist() == ["D1", "D2"]
+    assert rejected is None
+
+
+def test_score_exits_2_when_no_row_can_be_scored(runner, tmp_path, fake_champion):
+    result, scored, rejected = _score(runner, tmp_path, _declarations({"hs6_code": "1"}, {"tax_rate": "-1"}))
+    assert result.exit_code == 2, result.output
+    assert scored is not None and scored.empty  # OUT holds this input's (no) results, not an older run's
+    assert rejected["row"].tolist() == ["1", "2"]
+    assert fake_champion.scored == []
+
+
+def test_an_extra_column_rejects_every_row(runner, tmp_path, fake_champion):
+    result, _, rejected = _score(runner, tmp_path, _declarations({}, {}).assign(colour="red"))
+    assert result.exit_code == 2, result.output
+    assert rejected[["row", "field"]].values.tolist() == [["1", "colour"], ["2", "colour"]]
+    assert set(rejected["message"]) == {"is not a declaration field"}
+
+
+def test_containers_and_bills_of_lading_are_checked_per_row(runner, tmp_path, fake_champion):
+    records = _declarations(
+        {"container_number": "CSQU3054383", "bill_of_lading": "MEDUKR123456"},
+        {"container_number": "CSQU3054384"},  # a wrong check digit
+        {"container_number": None, "bill_of_lading": None},
+    )
+    result, scored, rejected = _score(runner, tmp_path, records)
+    assert result.exit_code == 3, result.output
+    assert scored["declaration_id"].tolist() == ["D1", "D3"]
+    assert rejected[["row", "field"]].values.tolist() == [["2", "container_number"]]
+    assert "check digit" in rejected["message"].iloc[0]
+
+
+def test_an_unreadable_input_scores_nothing(runner, tmp_path, fake_champion):
+    (tmp_path / "day.parquet").write_bytes(b"not parquet")
+    result = runner.invoke(app, ["score", "--input", str(tmp_path / "day.parquet"), "--output", str(tmp_path / "o.parquet")])
+    assert result.exit_code == 2
+    assert "cannot be read" in _plain(result.output)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 
+from features.schema import BOUNDED_FIELDS, RECORD, STRING_FIELDS, check_declarations
 from serving.requests import (
     DATE_PATTERN,
     batch_errors,
@@ -188,3 +190,43 @@ def test_numbers_of_any_size_pass_the_type_check():
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_nan_and_infinity_are_not_json_numbers(value):
     assert _where(declaration_type_errors([{**contract_example(), "tax_rate": value}])) == [(0, "tax_rate")]
+
+
+# --- identifiers and codes of at most 64 characters (issue 15) ------------------------------------
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_a_string_over_64_characters_is_refused_before_parsing(field):
+    declaration = dict(contract_example(), **{field: "A" * 1_000_000})
+    assert declaration_type_errors([contract_example(), declaration]) == [
+        error(1, field, "must be at most 64 characters")
+    ]
+
+
+@pytest.mark.parametrize("field", BOUNDED_FIELDS)
+def test_64_characters_pass_the_request_checks_and_the_schema(field):
+    declaration = dict(contract_example(), **{field: "A" * 64})
+    assert declaration_type_errors([declaration]) == []
+    assert check_declarations(pd.DataFrame([declaration]), RECORD).failures.empty
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"origin_country": "ZZ"},
+        {"departure_country": "ZZ", "origin_country": "ZZ"},
+        {"container_number": "CSQU3054383", "bill_of_lading": "MEDUKR123456"},
+        {"container_number": None, "bill_of_lading": None},
+    ],
+)
+def test_unknown_countries_and_containers_are_valid_requests(changes):
+    declaration = dict(contract_example(), **changes)
+    assert declaration_type_errors([declaration]) == []
+    assert check_declarations(pd.DataFrame([declaration]), RECORD).failures.empty
+
+
+@pytest.mark.parametrize("field", ["container_number", "bill_of_lading"])
+def test_container_and_bill_must_be_json_strings(field):
+    assert declaration_type_errors([dict(contract_example(), **{field: 3054383})]) == [
+        error(0, field, "must be a JSON string")
+    ]
