@@ -192,6 +192,31 @@ def test_score_answers_every_contract_field(service, workspace, held_back):
             assert set(reason) == {"feature", "value", "contribution", "text"} and reason["text"]
 
 
+def test_reasons_go_to_red_and_yellow_unless_the_request_asks_for_all_or_none(service, held_back):
+    """CONTRACT section 3: by default only red and yellow declarations carry reasons; a request
+    may ask for "all" or "none" beside "declarations"; the scores never depend on it."""
+    batch = held_back[:200]
+    answers = {}
+    for choice in (None, "selected", "all", "none"):
+        body = {"declarations": batch} if choice is None else {"declarations": batch, "reasons": choice}
+        response = service["client"].post("/score", json=body)
+        assert response.status_code == 200, response.text
+        answers[choice] = response.json()["results"]
+    default, every, none = answers[None], answers["all"], answers["none"]
+    assert answers["selected"] == default
+    carried = [r["lane"] != "green" for r in default]
+    assert any(carried) and not all(carried)
+    for result, full, bare, has in zip(default, every, none, carried):
+        assert {k: v for k, v in result.items() if k != "reasons"} == {k: v for k, v in full.items() if k != "reasons"}
+        assert {k: v for k, v in result.items() if k != "reasons"} == {k: v for k, v in bare.items() if k != "reasons"}
+        assert result["reasons"] == (full["reasons"] if has else [])
+        assert bare["reasons"] == []  # no held-back declaration meets the rule
+    assert sum(bool(r["reasons"]) for r in every) > sum(bool(r["reasons"]) for r in default)
+    refused = service["client"].post("/score", json={"declarations": batch[:1], "reasons": "some"})
+    assert refused.status_code in (400, 422), refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["reasons"]
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="on this 6,000-row sample the served booster, refit on twice the rows of the validation-window booster "
@@ -248,6 +273,9 @@ def test_a_rule_hit_sets_lane_selected_by_and_first_reason(service):
     }
     assert results[1]["selected_by"] != "rule"
     assert all(reason["feature"] != "risk_profile" for reason in results[1]["reasons"])
+    # a rule's reason is stated whichever reasons are asked for
+    bare = service["client"].post("/score", json={"declarations": [hit], "reasons": "none"}).json()["results"]
+    assert bare[0]["reasons"] == results[0]["reasons"][:1]
 
 
 def _every_worker(client, record: dict, expected: str) -> bool:

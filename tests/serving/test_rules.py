@@ -10,9 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.matrix import serving_features, training_features
+from features.matrix import FEATURE_NAMES, serving_features, serving_inputs, training_features
 from features.schema import RECORD, check_declarations
-from serving.rules import DEFAULT_PATH, RiskProfileError, RiskProfiles, parse_rules, route
+from serving.rules import (
+    DEFAULT_PATH,
+    RiskProfileError,
+    RiskProfiles,
+    parse_rules,
+    route,
+    rule_hits,
+    score_routed,
+)
 
 TIMBER = """
 rules:
@@ -225,3 +233,78 @@ def test_without_risk_profiles_the_shipped_file_is_used(monkeypatch, tmp_path):
     (checkout / "serving" / "risk_profiles.yaml").write_text("rules: []\n")
     monkeypatch.chdir(checkout)  # in a checkout: the checkout's file, which its analysts edit
     assert RiskProfiles.from_environment().path == checkout.resolve() / "serving" / "risk_profiles.yaml"
+
+
+# --- score_routed: which declarations carry reasons, after the rules --------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(history):
+    from tests.models.test_training_and_bundle import build_model
+
+    return build_model(history)[0]
+
+
+def _watch(ids: list[str], lane: str = "red") -> tuple:
+    quoted = ", ".join(f'"{i}"' for i in ids)
+    return _rules("rules:\n" + _rule("watched-ids", lane, f"{{declaration_id: {{in: [{quoted}]}}}}"))
+
+
+def test_score_routed_gives_reasons_by_the_lane_after_the_rules(model, history):
+    """Default reasons: red and yellow declarations only, judged after the rules, so a green the
+    rule raises carries the rule's reason and then the model's; "none" keeps the rule's reason
+    alone; "all" gives every declaration the model's reasons; scores never change."""
+
+    records = history[[c for c in history.columns if c not in ("fraud", "critical_fraud")]].iloc[-200:]
+    records = records.reset_index(drop=True)
+    plain = score_routed(model, records, (), max_reasons=3)
+    every = score_routed(model, records, (), max_reasons=3, reasons="all")
+    greens = np.flatnonzero(plain["lane"] == "green")
+    carried = np.flatnonzero(plain["lane"] != "green")
+    assert len(greens) >= 2 and len(carried) >= 1
+    assert all(plain.at[i, "reasons"] == [] for i in greens)
+    assert [plain.at[i, "reasons"] for i in carried] == [every.at[i, "reasons"] for i in carried]
+    raised = records.at[greens[0], "declaration_id"]
+    rules = _watch([raised])
+    stated = {"feature": "risk_profile", "value": "watched-ids", "contribution": None, "text": "watched-ids fired"}
+    routed = score_routed(model, records, rules, max_reasons=3)
+    row = greens[0]
+    assert (routed.at[row, "lane"], routed.at[row, "selected_by"]) == ("red", "rule")
+    assert routed.at[row, "reasons"] == [stated, *every.at[row, "reasons"][:2]]
+    assert len(routed.at[row, "reasons"]) >= 2  # the model's reasons were computed for it
+    assert routed.at[greens[1], "reasons"] == []
+    assert [routed.at[i, "reasons"] for i in carried] == [plain.at[i, "reasons"] for i in carried]
+    none = score_routed(model, records, rules, max_reasons=3, reasons="none")
+    assert none.at[row, "reasons"] == [stated]
+    assert all(none.at[i, "reasons"] == [] for i in range(len(records)) if i != row)
+    everything = score_routed(model, records, rules, max_reasons=3, reasons="all")
+    assert everything.at[row, "reasons"] == routed.at[row, "reasons"]
+    for other in (none, everything, plain, every):
+        np.testing.assert_array_equal(other["risk_score"], routed["risk_score"])
+    pd.testing.assert_frame_equal(none.drop(columns="reasons"), routed.drop(columns="reasons"))
+    with pytest.raises(ValueError, match="reasons must be one of"):
+        score_routed(model, records, rules, max_reasons=3, reasons="some")
+
+
+def test_score_routed_is_route_over_the_model_answer(model, history):
+    """The routed answer equals `route` over `RiskModel.score` whenever the rules leave the
+    lanes that carry reasons as they were (here: a yellow rule on red and yellow declarations)."""
+    records = history[[c for c in history.columns if c not in ("fraud", "critical_fraud")]].iloc[-200:]
+    records = records.reset_index(drop=True)
+    typed = _typed(records)
+    scored = model.score(typed, max_reasons=3)
+    held = scored.loc[scored["lane"] != "green", "declaration_id"].tolist()[:3]
+    rules = _watch(held, lane="yellow")
+    expected = route(scored, typed, rules, model.state, max_reasons=3)
+    pd.testing.assert_frame_equal(score_routed(model, records, rules, max_reasons=3), expected)
+
+
+def test_a_feature_rule_reads_the_same_features_from_the_model_inputs(model, history):
+    """Rules on model features see the serving features, whether `route` computes them or
+    `score_routed` hands over the model's own arrays."""
+    records = _typed(history[[c for c in history.columns if c not in ("fraud", "critical_fraud")]].iloc[-100:])
+    rules = _rules("rules:\n" + _rule("busy-importer", "yellow", "{importer_declarations: {above: 3}}"))
+    matrix = serving_inputs(records, model.state).matrix
+    given = rule_hits(records, rules, model.state, {n: matrix[:, j] for j, n in enumerate(FEATURE_NAMES)})
+    np.testing.assert_array_equal(given, rule_hits(records, rules, model.state))
+    assert given.any() and not given.all()
