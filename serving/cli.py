@@ -22,6 +22,7 @@ console = Console(stderr=True)
 # Exit statuses of `customs-risk score` (docs/commands.md).
 EVERY_ROW_SCORED, SOME_ROWS_REJECTED, NOTHING_SCORED = 0, 3, 2
 REJECTED_COLUMNS = ["row", "field", "message"]  # row: the input's data row, from 1
+REASON_CHOICES = ("selected", "all", "none")  # as a /score request's "reasons"
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -55,6 +56,9 @@ def rejected_rows(failures: pd.DataFrame) -> pd.DataFrame:
 def score(
     input: Path = typer.Option(..., "--input", exists=True, dir_okay=False, help="CSV or Parquet of declarations"),
     output: Path = typer.Option(..., "--output", help="where to write results, same format as the input"),
+    reasons: str = typer.Option(
+        "selected", "--reasons", help="which declarations carry reasons: selected (red and yellow), all or none",
+    ),
     max_reasons: int | None = typer.Option(
         None, help="reasons per declaration (default: the packaged serving.max_reasons, as the service)"
     ),
@@ -68,6 +72,8 @@ def score(
     could be scored."""
     from features.schema import RECORD, check_declarations
 
+    if reasons not in REASON_CHOICES:
+        raise typer.BadParameter(f"expected one of {', '.join(REASON_CHOICES)}, got {reasons!r}", param_hint="--reasons")
     if input.suffix.lower() != output.suffix.lower():
         raise typer.BadParameter("the output must have the input's format (.csv or .parquet)", param_hint="--output")
     try:
@@ -104,7 +110,7 @@ def score(
     results = _no_results()
     if len(valid):
         try:
-            results = score_routed(model, valid.reset_index(drop=True), profiles.rules, max_reasons)
+            results = score_routed(model, valid.reset_index(drop=True), profiles.rules, max_reasons, reasons=reasons)
         except InvalidDeclarations as invalid:  # checked above with the same rules: not expected
             console.print(f"[red]nothing scored:[/red] {invalid}")
             raise typer.Exit(NOTHING_SCORED) from None

@@ -151,9 +151,11 @@ def fake_champion(monkeypatch):
     import serving.rules
 
     scored: list[pd.DataFrame] = []
+    asked: list[dict] = []
 
     def score_routed(model, records, rules, max_reasons, **options):
         scored.append(records)
+        asked.append(options)
         return pd.DataFrame({
             "declaration_id": records["declaration_id"].tolist(),
             "risk_score": 0.5, "critical_score": 0.01, "lane": "green", "selected_by": "model",
@@ -167,7 +169,7 @@ def fake_champion(monkeypatch):
     monkeypatch.setattr(serving.rules.RiskProfiles, "from_environment",
                         classmethod(lambda cls, settings=None: SimpleNamespace(rules=(), path="rules.yaml")))
     monkeypatch.setattr(serving.rules, "score_routed", score_routed)
-    return SimpleNamespace(scored=scored)
+    return SimpleNamespace(scored=scored, asked=asked)
 
 
 def _declarations(*changes: dict) -> pd.DataFrame:
@@ -175,13 +177,15 @@ def _declarations(*changes: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _score(runner, tmp_path, records: pd.DataFrame, suffix: str = ".csv"):
+def _score(runner, tmp_path, records: pd.DataFrame, suffix: str = ".csv", options: tuple = ()):
     source, output = tmp_path / f"day{suffix}", tmp_path / f"scored{suffix}"
     if suffix == ".csv":
         records.to_csv(source, index=False)
     else:
         records.to_parquet(source, index=False)
-    result = runner.invoke(app, ["score", "--input", str(source), "--output", str(output)], env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["score", "--input", str(source), "--output", str(output), *options], env={"COLUMNS": "200"}
+    )
     read = (lambda p: pd.read_csv(p, dtype=str)) if suffix == ".csv" else pd.read_parquet
     rejected = tmp_path / f"scored.rejected{suffix}"
     return result, read(output) if output.exists() else None, read(rejected) if rejected.exists() else None
@@ -243,3 +247,17 @@ def test_an_unreadable_input_scores_nothing(runner, tmp_path, fake_champion):
     result = runner.invoke(app, ["score", "--input", str(tmp_path / "day.parquet"), "--output", str(tmp_path / "o.parquet")])
     assert result.exit_code == 2
     assert "cannot be read" in _plain(result.output)
+
+
+@pytest.mark.parametrize(("options", "asked"), [((), "selected"), (("--reasons", "all"), "all"), (("--reasons", "none"), "none")])
+def test_score_asks_for_the_reasons_as_a_score_request_does(runner, tmp_path, fake_champion, options, asked):
+    result, _, _ = _score(runner, tmp_path, _declarations({}), options=options)
+    assert result.exit_code == 0, result.output
+    assert fake_champion.asked == [{"reasons": asked}]
+
+
+def test_score_refuses_an_unknown_reasons_choice(runner, tmp_path, fake_champion):
+    result, _, _ = _score(runner, tmp_path, _declarations({}), options=("--reasons", "some"))
+    assert result.exit_code == 2
+    assert "selected, all, none" in _plain(result.output)
+    assert fake_champion.scored == []
