@@ -229,6 +229,8 @@ def _block(e: _Entities, rng: np.random.Generator, first_row: int, day: np.ndarr
     }
     for field, (values, shares) in e.small_fields.items():
         columns[field] = _strings(values, rng.choice(len(values), size=rows, p=shares))
+    for field in ("container_number", "bill_of_lading"):  # not declared, as in the KCS history
+        columns[field] = pd.Series([None] * rows, dtype="str")
     return pd.DataFrame(columns)[DECLARATION_FIELDS + LABEL_FIELDS]
 
 

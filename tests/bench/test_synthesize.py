@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from bench.synthesize import Cardinalities, blocks, main
 from features.adapters import SOURCE_FIELDS
 from features.matrix import FEATURE_NAMES, training_features
-from features.schema import DECLARATION_FIELDS, HS_CHAPTERS, LABEL_FIELDS, LABELLED, check_declarations
+from features.schema import DECLARATION_FIELDS, HS_CHAPTERS, LABEL_FIELDS, LABELLED, OPTIONAL_FIELDS, check_declarations
 from pipelines.common import part_path
 
 
@@ -62,8 +62,8 @@ def test_time_order_unique_ids_and_nulls_where_the_contract_allows(large):
     assert large["declaration_date"].is_monotonic_increasing  # across blocks too
     assert large["declaration_date"].min() == pd.Timestamp("2020-01-01")
     assert large["declaration_date"].max() >= pd.Timestamp("2021-12-01")  # well over 18 months
-    nullable = {"seller_id", "courier_id"}
-    assert large.drop(columns=list(nullable)).notna().all().all()
+    assert large.drop(columns=list(OPTIONAL_FIELDS)).notna().all().all()
+    assert large[["container_number", "bill_of_lading"]].isna().all().all()  # not declared, as in KCS
     assert 0.05 < large["seller_id"].isna().mean() < 0.15 and 0.7 < large["courier_id"].isna().mean() < 0.9
     assert ((large["critical_fraud"] == 0) | (large["fraud"] == 1)).all()
 

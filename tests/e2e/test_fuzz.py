@@ -10,6 +10,7 @@ import subprocess
 import httpx
 import pytest
 
+from bench.fuzz import schemathesis_env
 from tests.e2e.stack import BIN, serve_bento
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,9 @@ def fuzzed(workspace, tmp_path_factory) -> dict:
             "--workers", "1",
             "--no-color",
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=folder)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=900, env=schemathesis_env(env), cwd=folder
+        )
         alive = httpx.get(f"{served.base}/readyz", timeout=10).status_code
     return {"result": result, "alive": alive, "log": (folder / "serve.log").read_text(), "audit": folder / "audit.db"}
 

@@ -84,7 +84,7 @@ def kcs_file(tmp_path) -> tuple:
 
 
 def _outcome(row: pd.Series, inspected_on: str, received_at: str, fraud: str, critical: str, **changes) -> dict:
-    record = {field: row[KCS_FIELDS[field]] for field in DECLARATION_FIELDS} | changes
+    record = {field: row[column] for field, column in KCS_FIELDS.items()} | changes
     return record | {"fraud": fraud, "critical_fraud": critical, "inspected_on": inspected_on,
                      "outcome_received_at": received_at}
 

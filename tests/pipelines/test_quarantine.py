@@ -47,7 +47,9 @@ BREAKERS = [
     Breaker("is_a_number", "tax_rate", {"tax_rate": "8%"}),
     Breaker("iso_date", "declaration_date", {"declaration_date": "15/03/2020"}),
     Breaker("not_blank", "office_id", {"office_id": "  "}),
-    Breaker("id_at_most_64_characters", "declaration_id", {"declaration_id": "D" * 65}),
+    Breaker("at_most_64_characters", "declaration_id", {"declaration_id": "D" * 65}),
+    Breaker("iso6346_format", "container_number", {"container_number": "CSQU305438"}),
+    Breaker("iso6346_check_digit", "container_number", {"container_number": "CSQU3054384"}),
     Breaker("hs6_six_digits", "hs6_code", {"hs6_code": "10121"}),
     Breaker("hs_chapter_exists", "hs6_code", {"hs6_code": "770100"}),
     Breaker("iso_country", "origin_country", {"origin_country": "UK"}),
@@ -63,6 +65,7 @@ BREAKERS = [
     Breaker("conflicting_duplicate", "declaration_id", {"item_price": "1.5"}, reuse_id=True),
     Breaker("date_in_range", "declaration_date", {"declaration_date": "1899-12-31"}),
 ]
+BREAKER = {breaker.check: breaker for breaker in BREAKERS}
 COLUMN_LEVEL = {"known_field", "required"}  # also whole columns: tested separately below
 
 
@@ -124,7 +127,7 @@ def test_a_row_breaking_a_check_is_quarantined_with_it(good, breaker):
 
 
 def test_the_report_shows_the_bad_values(good):
-    records = pd.concat([good, _break(good, BREAKERS[5])], ignore_index=True)  # hs6 "10121"
+    records = pd.concat([good, _break(good, BREAKER["hs6_six_digits"])], ignore_index=True)  # "10121"
     _, _, report = validate(records, RULES)
     [entry] = report["failed_checks"]
     assert entry["example_values"] == ["10121"]
@@ -168,7 +171,7 @@ def _stage_workspace(tmp_path, monkeypatch, records: pd.DataFrame, max_reject_sh
 
 
 def test_stage_writes_valid_rows_quarantine_and_report(good, tmp_path, monkeypatch):
-    records = pd.concat([good, _break(good, BREAKERS[7])], ignore_index=True)  # origin "UK"
+    records = pd.concat([good, _break(good, BREAKER["iso_country"])], ignore_index=True)  # "UK"
     _stage_workspace(tmp_path, monkeypatch, records, max_reject_share=0.05)
     stage.main()
     assert len(pd.read_parquet(VALIDATED)) == len(good)
@@ -180,8 +183,8 @@ def test_stage_writes_valid_rows_quarantine_and_report(good, tmp_path, monkeypat
 
 
 def test_stage_fails_naming_the_top_checks_and_keeps_the_quarantine(good, tmp_path, monkeypatch):
-    broken = [_break(good, BREAKERS[5]).assign(declaration_id=f"ZERO-{i}") for i in range(3)]
-    broken.append(_break(good, BREAKERS[7]))
+    broken = [_break(good, BREAKER["hs6_six_digits"]).assign(declaration_id=f"ZERO-{i}") for i in range(3)]
+    broken.append(_break(good, BREAKER["iso_country"]))
     records = pd.concat([good, *broken], ignore_index=True)
     _stage_workspace(tmp_path, monkeypatch, records, max_reject_share=0.1)  # 4 of 34 is 11.8%
     with pytest.raises(SystemExit) as failed:
