@@ -119,6 +119,8 @@ def measure(model: RiskModel, sent: pd.DataFrame, rows: int, repeat: int, max_re
     single, many = max(repeat * 20, 50), repeat
     out = {
         "rows": len(batch),
+        "one_lane": str(model.score(typed_one, max_reasons)["lane"].iloc[0]),
+        "batch_rows_with_reasons": int((model.score(typed, max_reasons, "none")["lane"] != "green").sum()),
         "one": {
             "raw predict, one prepared row (float array)": _best(lambda: fraud.predict(prepared_one, raw_score=True), single),
             "validated_declarations": _best(lambda: validated_declarations(one), single),
@@ -132,6 +134,7 @@ def measure(model: RiskModel, sent: pd.DataFrame, rows: int, repeat: int, max_re
             ),
             "before: features (reindex + frames)": _best(lambda: legacy_serving_features(typed_one, model.state), single),
             "after: features (serving_inputs)": _best(lambda: serving_inputs(typed_one, model.state), single),
+            "after: RiskModel.score on typed (reasons selected)": _best(lambda: model.score(typed_one, max_reasons), single),
             "after: RiskModel.score on typed (reasons all)": _best(lambda: model.score(typed_one, max_reasons, "all"), single),
             "pred_contrib, one row": _best(lambda: fraud.predict(prepared_one, pred_contrib=True), single),
         },
@@ -214,10 +217,10 @@ def main() -> None:
     result = {"compare": compare(model, sent.head(args.compare_rows)), **measure(model, sent, args.rows, args.repeat)}
     raw = result["one"]["raw predict, one prepared row (float array)"]
     baseline = result["batch"]["baseline after: serving_inputs + both predicts"]
-    print(f"one declaration ({args.repeat * 20}+ runs, best)")
+    print(f"one declaration, lane {result['one_lane']} ({max(args.repeat * 20, 50)}+ runs, best)")
     for name, seconds in result["one"].items():
         print(f"  {name:58s} {seconds * 1e3:9.3f} ms  {seconds / raw:8.0f}x raw predict")
-    print(f"{result['rows']} declarations ({args.repeat} runs, best)")
+    print(f"{result['rows']} declarations, {result['batch_rows_with_reasons']} red or yellow ({args.repeat} runs, best)")
     for name, seconds in result["batch"].items():
         print(f"  {name:58s} {seconds:9.4f} s  {seconds / baseline:6.2f}x baseline after  "
               f"{result['rows'] / seconds:9.0f}/s")
