@@ -29,7 +29,7 @@ def _json_value(value):
     return value
 
 
-REASONS = ("selected", "all", "none")  # which declarations carry reasons (CONTRACT section 3)
+REASONS = ("selected", "all", "none")  # which declarations carry reasons (docs/api.md)
 
 
 def check_reasons(reasons: str) -> None:

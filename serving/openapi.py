@@ -20,6 +20,7 @@ from features.schema import (
     OPTIONAL_FIELDS,
     UNKNOWN_COUNTRY,
 )
+from models.bundle import REASONS
 from serving.requests import (
     DATE_PATTERN,
     LARGEST_NUMBER,
@@ -194,6 +195,12 @@ def contract_document(max_batch: int, secured: bool) -> dict:
             "features": {"type": "array", "items": {"type": "string"}},
         },
     }
+    score_body = batch("declarations", "Declaration")
+    score_body["properties"]["reasons"] = {
+        "type": "string", "enum": list(REASONS), "default": "selected",
+        "description": "which declarations carry reasons: red and yellow (selected, the default), all, or none; "
+        "a rule that fired always states its reason",
+    }
     document = {
         "openapi": "3.0.3",
         "info": {
@@ -203,7 +210,7 @@ def contract_document(max_batch: int, secured: bool) -> dict:
         },
         "paths": {
             "/score": _operation(
-                "score", batch("declarations", "Declaration"), scored,
+                "score", score_body, scored,
                 "Risk scores, lanes and reasons, in request order; every decision is stored before the answer.",
                 secured, stores=True,
             ),

@@ -19,7 +19,7 @@ import yaml
 
 from features.history import with_derived_fields
 from features.matrix import CATEGORICAL, FEATURE_NAMES, serving_features
-from features.schema import ISO_COUNTRIES, NUMERIC_FIELDS, STRING_FIELDS
+from features.schema import COUNTRY_CODES, NUMERIC_FIELDS, STRING_FIELDS
 from models.bundle import RiskModel, check_reasons, reason_rows, validated_declarations
 from serving.settings import PACKAGED_PROFILES, Settings, SettingsError
 
@@ -101,8 +101,8 @@ def _condition_problems(where: str, field: str, spec) -> list[str]:
             for value in values:
                 if not isinstance(value, str) or not value:
                     problems.append(f"{at}: {value!r} must be a quoted, non-empty string (codes keep leading zeros)")
-                elif field in COUNTRY_FIELDS and value not in ISO_COUNTRIES:
-                    problems.append(f"{at}: '{value}' is not an ISO 3166-1 alpha-2 country code")
+                elif field in COUNTRY_FIELDS and value not in COUNTRY_CODES:
+                    problems.append(f"{at}: '{value}' is not an ISO 3166-1 alpha-2 country code (or ZZ, unknown)")
                 elif field == "hs6_code" and not (value.isdigit() and len(value) <= 6):
                     problems.append(f"{at}: '{value}' is not an HS code or prefix (up to 6 digits)")
     return problems

@@ -64,7 +64,7 @@ def test_reviewers_find_plots_and_the_model_card_in_mlflow(workspace):
 
 
 def test_score_answers_the_contract_example(service, workspace):
-    response = service["client"].post("/score", json={"declarations": [contract_example()]})
+    response = service["client"].post("/score", json={"declarations": [contract_example()], "reasons": "all"})
     assert response.status_code == 200, response.text
     body = response.json()
     registration = json.loads((workspace["root"] / "data/model/registration.json").read_text())
