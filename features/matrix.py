@@ -136,13 +136,15 @@ def _value_reason(entity: str) -> Callable[[dict], str]:
     return reason
 
 
+def _country(code: str) -> str:
+    return f"{UNKNOWN_COUNTRY} (unknown country)" if code == UNKNOWN_COUNTRY else code
+
+
 def _categorical_feature(column: str) -> Feature:
     plain = column.removesuffix("_id").replace("_", " ").replace("hs ", "HS ")
 
     def reason(ctx: dict) -> str:
-        if column.endswith("_country") and ctx[column] == UNKNOWN_COUNTRY:
-            return f"{plain} {UNKNOWN_COUNTRY} (unknown country)"
-        return f"{plain} {ctx[column]}"
+        return f"{plain} {_country(ctx[column]) if column.endswith('_country') else ctx[column]}"
 
     return Feature(column, f"declared {plain}", reason)
 
@@ -175,9 +177,9 @@ FEATURES: list[Feature] = [
         "origin_differs_from_departure",
         "country of origin differs from country of departure",
         lambda c: (
-            f"origin {c['origin_country']} differs from departure {c['departure_country']}"
+            f"origin {_country(c['origin_country'])} differs from departure {_country(c['departure_country'])}"
             if c["origin_differs_from_departure"]
-            else f"shipped from its origin country {c['origin_country']}"
+            else f"shipped from its origin country {_country(c['origin_country'])}"
         ),
     ),
     *[_categorical_feature(column) for column in CATEGORICAL],

@@ -64,6 +64,10 @@ def test_an_unknown_country_is_a_category_like_any_other_and_its_reason_says_so(
     assert matrix["origin_country"].iloc[0] == "ZZ"  # a known category, not the unseen (NaN) one
     assert FEATURES_BY_NAME["origin_country"].reason({"origin_country": "ZZ"}) == "origin country ZZ (unknown country)"
     assert FEATURES_BY_NAME["departure_country"].reason({"departure_country": "ZZ"}).endswith("(unknown country)")
+    differs = FEATURES_BY_NAME["origin_differs_from_departure"].reason
+    assert differs({"origin_country": "ZZ", "departure_country": "BE", "origin_differs_from_departure": 1.0}) == (
+        "origin ZZ (unknown country) differs from departure BE"
+    )
     assert FEATURES_BY_NAME["departure_country"].reason({"departure_country": "BE"}) == "departure country BE"
     assert FEATURES_BY_NAME["office_id"].reason({"office_id": "ZZ"}) == "office ZZ"  # only countries
 
