@@ -182,6 +182,51 @@ def audit(
 
 
 @app.command()
+def report(
+    since: str = typer.Option(..., "--since", help="first declaration date, YYYY-MM-DD, included"),
+    until: str = typer.Option(..., "--until", help="last declaration date, YYYY-MM-DD, included"),
+    output: Path = typer.Option(..., "--output", help="folder for index.html and kpis.json"),
+    db: Path | None = typer.Option(
+        None, help="the audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout, as the service)"
+    ),
+) -> None:
+    """Targeting performance of the declarations dated in a period, from the audit store (read
+    only) against the packaged champion's validation window: OUTPUT/index.html and
+    OUTPUT/kpis.json (docs/report.md). Exit 2 when nothing could be reported, or when the period
+    has no outcome yet (the report is written then, every hit rate null)."""
+    from serving import report as reporting
+
+    first, last = _day(since, "--since"), _day(until, "--until")
+    try:
+        settings = Settings.from_environment()
+        db = db or settings.audit_store()
+        if not db.is_file():  # before the champion is looked for: the commonest mistake, said first
+            raise reporting.ReportError(f"no audit store at {db}: set RISK_AUDIT_DB or pass --db")
+        use_stores(settings)  # before bentoml is imported: it fixes its store on first use
+        reference = reporting.load_reference(settings)
+        for note in reference.notes:
+            console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
+        figures = reporting.make_report(db, first, last, output, reference)
+    except (reporting.ReportError, ValueError) as problem:  # SettingsError is a ValueError
+        console.print(f"[red]no report:[/red] {escape(str(problem))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    lanes = figures["lanes"]
+    console.print(
+        f"wrote {output}/index.html and kpis.json: {figures['decisions']:,} decisions, "
+        + ", ".join(f"{lane} {lanes[lane]['decisions']:,}" for lane in lanes)
+        + (f"; flagged drift: {', '.join(figures['drift']['flagged'])}" if figures["drift"]["flagged"] else ""),
+        soft_wrap=True,
+    )
+    if not reporting.outcomes_reported(figures):
+        console.print(
+            f"[yellow]no outcome is reported yet[/yellow] for the {figures['decisions']:,} decisions dated {first} to "
+            f"{last}: every hit rate in the report is null",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+
+
+@app.command()
 def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metrics file of the evaluate stage")) -> None:
     """Print the validation window's targeting metrics as a table."""
     values = json.loads(path.read_text())
