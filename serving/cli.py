@@ -114,8 +114,31 @@ def score(
         except InvalidDeclarations as invalid:  # checked above with the same rules: not expected
             console.print(f"[red]nothing scored:[/red] {invalid}")
             raise typer.Exit(NOTHING_SCORED) from None
+        results = _with_alerts(settings, results, valid, max_reasons)  # partner alerts, after the rules
         results["reasons"] = results["reasons"].map(json.dumps)
     _write_results(output, results, rejected, len(records))
+
+
+def _with_alerts(settings: Settings, results: pd.DataFrame, valid: pd.DataFrame, max_reasons: int) -> pd.DataFrame:
+    """Partner alerts of the center's store (RISK_AUDIT_DB), as the service applies them; no
+    store, no alerts (the store is only read here)."""
+    from serving.alerts import LiveAlerts, apply_alerts
+    from serving.settings import SettingsError
+
+    try:
+        keys = settings.partner_keys_file()
+    except SettingsError as problem:
+        console.print(f"[yellow]hashed partner alerts not matched:[/yellow] {escape(str(problem))}", soft_wrap=True)
+        keys = None
+    live = LiveAlerts(settings.audit_db, keys)
+    try:
+        index = live.current()
+        if live.keys_error:
+            console.print(f"[yellow]partner keys not loaded:[/yellow] {escape(live.keys_error)}", soft_wrap=True)
+        console.print(f"{len(index):,} partner alert(s) in the center's store", soft_wrap=True)
+        return apply_alerts(results, valid.reset_index(drop=True), index, max_reasons)
+    finally:
+        live.close()
 
 
 def _no_results() -> pd.DataFrame:
@@ -249,6 +272,99 @@ def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metr
 
 
 app.command("export-feedback")(export_feedback_command)
+
+alerts_app = typer.Typer(help="Partner alerts and watch lists in, confirmed findings out (docs/alerts.md).",
+                         no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+ALERTS_IMPORTED, ALERTS_REFUSED = 0, 2  # exit statuses of `alerts import` and `alerts export`
+
+
+def _alert_settings() -> tuple[Settings, Path]:
+    """The settings and the center's store, or exit 2 saying what to set."""
+    from serving.settings import SettingsError
+
+    settings = Settings.from_environment()
+    try:
+        return settings, settings.audit_store()
+    except SettingsError as problem:
+        console.print(f"[red]nothing done:[/red] {escape(str(problem))}", soft_wrap=True)
+        raise typer.Exit(ALERTS_REFUSED) from None
+
+
+def _partner_keys(settings: Settings) -> dict[str, bytes]:
+    from serving.alerts import PartnerKeysError, load_partner_keys
+    from serving.settings import SettingsError
+
+    try:
+        return load_partner_keys(settings.partner_keys_file())
+    except (SettingsError, PartnerKeysError) as problem:  # they name files and partners, never a key
+        console.print(f"[red]nothing done:[/red] {escape(str(problem))}", soft_wrap=True)
+        raise typer.Exit(ALERTS_REFUSED) from None
+
+
+@alerts_app.command("import")
+def alerts_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a JSON Lines alert file")) -> None:
+    """Import a partner's alerts into the center's store (RISK_AUDIT_DB). Every line is checked;
+    when any is invalid, each problem is printed as `line N: field: message`, nothing is
+    imported, and the exit status is 2. An alert_id already stored is replaced."""
+    from serving.alerts import AlertFileError, AlertStore, read_alert_file
+
+    settings, store_path = _alert_settings()
+    keys = _partner_keys(settings)
+    try:
+        alerts = read_alert_file(file, keys)
+    except AlertFileError as invalid:
+        for problem in invalid.problems:
+            typer.echo(str(problem))
+        console.print(f"[red]nothing imported:[/red] {len(invalid.problems):,} problem(s) in {escape(str(file))}",
+                      soft_wrap=True)
+        raise typer.Exit(ALERTS_REFUSED) from None
+    store = AlertStore(store_path)
+    try:
+        new, replaced = store.import_alerts(alerts)
+    finally:
+        store.close()
+    console.print(f"imported {len(alerts):,} alert(s) from {escape(str(file))} into {escape(str(store_path))}: "
+                  f"{new:,} new, {replaced:,} replaced", soft_wrap=True)
+
+
+@alerts_app.command("export")
+def alerts_export(
+    since: str = typer.Option(..., "--since", help="first inspection day, YYYY-MM-DD, included"),
+    until: str = typer.Option(..., "--until", help="last inspection day, YYYY-MM-DD, included"),
+    output: Path = typer.Option(..., "--output", help="the JSON Lines alert file to write"),
+    partner: str | None = typer.Option(None, "--partner", help="hash every value with this partner's key"),
+    valid_days: int = typer.Option(180, "--valid-days", min=1, help="days an alert stays active after the inspection"),
+) -> None:
+    """Write the declarations whose outcome inspected in the period was fraud or critical as
+    alerts of this center (RISK_CENTER_CODE): on the importer, and on the container where
+    declared. With --partner, every value is hashed with that partner's key
+    (RISK_PARTNER_KEYS) and the file holds no raw identifier."""
+    from serving.alerts import export_findings, write_alert_file
+
+    settings, store_path = _alert_settings()
+    key = None
+    if partner is not None:
+        keys = _partner_keys(settings)
+        if partner not in keys:
+            console.print(f"[red]nothing exported:[/red] no key for partner {escape(repr(partner))} in RISK_PARTNER_KEYS",
+                          soft_wrap=True)
+            raise typer.Exit(ALERTS_REFUSED)
+        key = keys[partner]
+    try:
+        findings = export_findings(store_path, _day(since, "--since"), _day(until, "--until"), settings.center_code,
+                                   key, valid_days)
+    except (ValueError, FileNotFoundError) as problem:
+        console.print(f"[red]nothing exported:[/red] {escape(str(problem))}", soft_wrap=True)
+        raise typer.Exit(ALERTS_REFUSED) from None
+    write_alert_file(findings.alerts, output)
+    note = f" ({findings.without_decision:,} without a stored decision, left out)" if findings.without_decision else ""
+    console.print(
+        f"wrote {escape(str(output))}: {len(findings.alerts):,} alert(s) of {settings.center_code} from "
+        f"{findings.outcomes:,} fraud or critical outcome(s) inspected {since} to {until}{note}"
+        + (f", values hashed for {escape(partner)}" if partner is not None else ""),
+        soft_wrap=True,
+    )
 
 if __name__ == "__main__":
     app()

@@ -11,6 +11,7 @@ import pandas as pd
 import pydantic
 
 from models.bundle import InvalidDeclarations
+from serving.alerts import LiveAlerts, apply_alerts
 from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.http import RequestGuard, quiet_client_errors
 from serving.loading import load_packaged, model_tag, packaged_champion
@@ -58,6 +59,15 @@ def audit_path() -> Path:
         raise RuntimeError(str(err)) from None
 
 
+def _partner_keys_path() -> Path | None:
+    """RISK_PARTNER_KEYS, or None (hashed alerts cannot match) when it is not usable."""
+    try:
+        return SETTINGS.partner_keys_file()
+    except SettingsError as err:
+        logger.error("hashed partner alerts will not match: %s", err)
+        return None
+
+
 @bentoml.service(
     name="customs-risk",
     traffic={"timeout": LIMITS["timeout_seconds"]},
@@ -79,6 +89,8 @@ class CustomsRisk:
         self.max_reasons = int(LIMITS["max_reasons"])
         self.audit = AuditStore(audit_path())
         self.profiles = RiskProfiles.from_environment(SETTINGS)
+        # partner alerts in the audit store's `alerts` table, re-read when an import changed it
+        self.alerts = LiveAlerts(self.audit.path, _partner_keys_path())
         if not SETTINGS.api_keys:
             logger.warning("RISK_API_KEYS is not set: only loopback clients are served")
         logger.info(
@@ -119,6 +131,7 @@ class CustomsRisk:
             return self._reject(
                 ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()]
             )
+        results = apply_alerts(results, records, self.alerts.current(), self.max_reasons)  # partner alerts
         try:
             self.audit.record_decisions(declarations, results, self.identity["version"])
         except AuditStoreUnavailable as failed:

@@ -16,6 +16,7 @@ and must run before `bentoml` is imported. (`OMP_WAIT_POLICY` must precede Light
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,11 @@ AUDIT_DB_REQUIRED = (
     "/var/lib/customs-risk/audit.db (in a checkout it defaults to data/serving/audit.db there)"
 )
 PROFILES_ABSOLUTE = "RISK_PROFILES must be an absolute path: the service runs inside the bento's folder"
+PARTNER_KEYS_ABSOLUTE = "RISK_PARTNER_KEYS must be an absolute path: the service runs inside the bento's folder"
+# The code this center signs its exported alerts with (`issued_by`, docs/alerts.md) until
+# RISK_CENTER_CODE names it: "XX" is an ISO 3166 user-assigned code, never a real country's.
+DEFAULT_CENTER_CODE = "XX"
+CENTER_CODE = r"[A-Z][A-Z0-9_-]{1,15}"  # a partner or center code: KZ, BE, EU-OLAF
 
 
 class SettingsError(ValueError):
@@ -57,6 +63,12 @@ def _workers(value: str) -> int | str:
     if value == "cpu_count":
         return value
     return _positive_int("RISK_WORKERS", value, "a number of processes (1 or more) or cpu_count")
+
+
+def _center_code(value: str) -> str:
+    if not re.fullmatch(CENTER_CODE, value):
+        raise SettingsError(f"RISK_CENTER_CODE must be 2 to 16 capital letters, digits, - or _, starting with a letter, got {value!r}")
+    return value
 
 
 def _positive_int(name: str, value: str, expected: str = "a whole number of bytes above 0") -> int:
@@ -98,6 +110,11 @@ class Settings:
     bentoml_home: Path | None = None
     # MLFLOW_TRACKING_URI likewise: the variable (a team server), else the checkout's mlflow.db.
     mlflow_tracking_uri: str | None = None
+    # RISK_PARTNER_KEYS: the JSON file mapping a partner's code to its key file (docs/alerts.md).
+    # None: no partner keys, so hashed alerts can be neither imported nor exported.
+    partner_keys: Path | None = None
+    # RISK_CENTER_CODE: this center's own code, `issued_by` of the alerts it exports.
+    center_code: str = DEFAULT_CENTER_CODE
     # Which of the above came from the checkout rather than a variable, to say so when used.
     from_checkout: frozenset[str] = frozenset()
 
@@ -135,6 +152,8 @@ class Settings:
             model_tag=env.get("RISK_MODEL_TAG", "").strip() or None,
             bentoml_home=path("BENTOML_HOME", CHECKOUT_BENTOML_HOME),
             mlflow_tracking_uri=mlflow or None,
+            partner_keys=Path(env.get("RISK_PARTNER_KEYS", "").strip()) if env.get("RISK_PARTNER_KEYS", "").strip() else None,
+            center_code=_center_code(env.get("RISK_CENTER_CODE", "").strip() or DEFAULT_CENTER_CODE),
             from_checkout=frozenset(from_checkout),
         )
 
@@ -149,6 +168,12 @@ class Settings:
         if not self.profiles.is_absolute():
             raise SettingsError(PROFILES_ABSOLUTE)
         return self.profiles
+
+    def partner_keys_file(self) -> Path | None:
+        """The partner keys file (RISK_PARTNER_KEYS), absolute, or None when unset."""
+        if self.partner_keys is not None and not self.partner_keys.is_absolute():
+            raise SettingsError(PARTNER_KEYS_ABSOLUTE)
+        return self.partner_keys
 
     def library_defaults(self) -> dict[str, str]:
         """The variables the libraries read, as this checkout would have them. Usage tracking is

@@ -188,3 +188,18 @@ def test_audit_outside_a_checkout_without_a_store_says_what_to_set(tmp_path, mon
     result = CliRunner().invoke(app, ["export-feedback", "--output", "out.parquet"])
     assert result.exit_code == 2
     assert "RISK_AUDIT_DB must be the absolute path of the audit store" in result.stderr
+
+
+def test_partner_keys_and_center_code(tmp_path):
+    root = _checkout(tmp_path / "clone")
+    settings = Settings.from_environment({}, cwd=root)
+    assert settings.partner_keys is None and settings.partner_keys_file() is None
+    assert settings.center_code == "XX"
+    settings = Settings.from_environment({"RISK_PARTNER_KEYS": "/etc/customs-risk/partners.json", "RISK_CENTER_CODE": "KZ"},
+                                         cwd=root)
+    assert settings.partner_keys_file() == Path("/etc/customs-risk/partners.json")
+    assert settings.center_code == "KZ"
+    with pytest.raises(SettingsError, match="RISK_PARTNER_KEYS must be an absolute path"):
+        Settings.from_environment({"RISK_PARTNER_KEYS": "partners.json"}, cwd=root).partner_keys_file()
+    with pytest.raises(SettingsError, match="RISK_CENTER_CODE"):
+        Settings.from_environment({"RISK_CENTER_CODE": "kz"}, cwd=root)
