@@ -11,7 +11,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test serve ui install bench bench-quick fuzz soak scale
+.PHONY: run test serve ui install bench bench-quick fuzz soak scale report
 
 install: $(INSTALLED)
 
@@ -38,6 +38,13 @@ serve: $(INSTALLED)
 
 ui: $(INSTALLED)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
+
+# The targeting report (docs/report.md) of the declarations dated in the last 7 days (UTC), from this
+# checkout's audit store (RISK_AUDIT_DB overrides), read-only; REPORT_DIR/index.html and kpis.json.
+REPORT_DIR ?= data/report
+
+report: $(INSTALLED)
+	$(BIN)/customs-risk report --since "$$(date -u -d '7 days ago' +%F)" --until "$$(date -u +%F)" --output "$(REPORT_DIR)"
 
 # Benchmarks (bench/run.py): `make bench` (under an hour), `make bench QUICK=1` or `make bench-quick`
 # (under 5 minutes). OpenMP threads sleep instead of spinning while they wait (models/__init__.py),
