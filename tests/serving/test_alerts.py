@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from serving.alerts import (
     FIELDS,
+    SEVERITY,
     TARGETS,
     Alert,
     AlertFileError,
@@ -428,3 +431,31 @@ def test_the_score_command_matches_an_import_made_after_the_store_was_opened(tmp
     scored = score()
     assert scored["lane"].tolist() == ["red", "red"] and scored["selected_by"].tolist() == ["alert", "alert"]
     assert json.loads(scored["reasons"][0])[0]["value"] == "KZ-2026-000042"
+
+
+_LANES = st.sampled_from(["green", "yellow", "red"])
+_ALERTS = st.lists(
+    st.builds(
+        lambda i, importer, lane, start, length: Alert(
+            f"P-{i}", "KZ", (dt.date(2026, 11, 1) + dt.timedelta(days=start)).isoformat(),
+            (dt.date(2026, 11, 1) + dt.timedelta(days=start + length)).isoformat(), "importer_id", f"IMP{importer}",
+            lane, "r", False,
+        ),
+        st.integers(0, 50), st.integers(0, 4), st.sampled_from(["yellow", "red"]), st.integers(0, 30), st.integers(1, 30),
+    ),
+    max_size=8, unique_by=lambda a: a.alert_id,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(alerts=_ALERTS, lanes=st.lists(_LANES, min_size=5, max_size=5), data=st.data())
+def test_properties_never_lower_a_lane_and_ignore_the_order_of_alerts_and_declarations(alerts, lanes, data):
+    records = _declarations(5, importer_id=[f"IMP{i}" for i in range(5)], declaration_date=["2026-11-20"] * 5)
+    results = _results(records, lanes=lanes)
+    routed = apply_alerts(results, records, AlertIndex(alerts, {}), 3)
+    assert all(SEVERITY[a] >= SEVERITY[b] for a, b in zip(routed["lane"], lanes))
+    shuffled_alerts = data.draw(st.permutations(alerts))
+    order = data.draw(st.permutations(range(5)))
+    again = apply_alerts(results.iloc[order].reset_index(drop=True), records.iloc[order].reset_index(drop=True),
+                         AlertIndex(shuffled_alerts, {}), 3)
+    assert again.set_index("declaration_id").loc[routed["declaration_id"]].reset_index().equals(routed)
