@@ -354,6 +354,8 @@ def _table(header: list[str], body: list[list[str]], caption: str = "") -> str:
 
 def _hit_cell(rate, outcomes: int) -> str:
     text = _number(rate)
+    if outcomes == 0:
+        return f'{text} <span class="few">(no outcomes)</span>'
     if outcomes < FEW_OUTCOMES:
         text += f' <span class="few">(only {outcomes} outcome{"s" if outcomes != 1 else ""}: too few)</span>'
     return text
@@ -380,6 +382,7 @@ def _weekly_section(rows: pd.DataFrame, column: str, values: tuple[str, ...], ti
     axes.set_ylim(0, 1)
     axes.legend()
     axes.set_title(title)
+    figure.autofmt_xdate()
     body = []
     for week in rates.index:
         cells = [week.strftime("%Y-%m-%d")]
@@ -426,6 +429,7 @@ def render_html(figures: dict, rows: pd.DataFrame, reference: Reference, feature
     axes.set_ylabel("decisions")
     axes.legend()
     axes.set_title("Decisions per day, by lane")
+    figure.autofmt_xdate()
     parts.append(f"<h2>Decisions per day</h2>{_png(figure)}")
 
     # lanes
