@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.schema import COUNTRY_CODES, is_container_number
+from serving.audit import read_only
 from serving.settings import CENTER_CODE
 
 logger = logging.getLogger("customs_risk.alerts")
@@ -494,7 +495,7 @@ class LiveAlerts:
             if self._db is None:
                 if not self.path.is_file():
                     return None
-                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+                self._db = read_only(self.path, check_same_thread=False)
                 self._db.execute("PRAGMA busy_timeout=10000")
             return self._db.execute(sql).fetchall()
         except sqlite3.Error:
@@ -562,9 +563,7 @@ def export_findings(
     notes, so the file holds no raw identifier. The store is opened read-only."""
     if until < since:
         raise ValueError(f"--until {until} is before --since {since}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no audit store at {path}")
-    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    db = read_only(path)
     try:
         rows = db.execute(FINDINGS_QUERY, (since.isoformat(), until.isoformat())).fetchall()
         outcomes = db.execute(

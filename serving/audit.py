@@ -173,6 +173,14 @@ EXPORTS = {
 }
 
 
+def read_only(path: Path, **options) -> sqlite3.Connection:
+    """The store opened read-only: readers beside a running service neither block nor change it.
+    FileNotFoundError when there is no store (connecting would create one)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no audit store at {path}")
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, **options)
+
+
 def export(path: Path, table: str, since: dt.date, until: dt.date) -> pd.DataFrame:
     """Rows of one export from `since` to `until`, both whole UTC days included. The store is
     opened read-only, so exporting beside a running service neither blocks nor changes it."""
@@ -180,9 +188,7 @@ def export(path: Path, table: str, since: dt.date, until: dt.date) -> pd.DataFra
         raise ValueError(f"unknown export {table}; one of {', '.join(EXPORTS)}")
     if until < since:
         raise ValueError(f"--until {until} is before --since {since}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no audit store at {path}")
-    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    db = read_only(path)
     try:
         bounds = (since.isoformat(), (until + dt.timedelta(days=1)).isoformat())
         rows = pd.read_sql_query(EXPORTS[table], db, params=bounds)

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from serving.audit import read_only
+
 LANES = ("red", "yellow", "green")
 SOURCES = ("model", "value", "critical", "rule", "alert", "random")
 HITS = ("fraud", "critical")  # outcome results that count as a hit
@@ -78,10 +80,10 @@ class Reference:
 
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     path = Path(path)
-    if not path.is_file():
-        raise ReportError(f"no audit store at {path}: set RISK_AUDIT_DB or pass --db")
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
+        db = read_only(path, timeout=timeout)
+    except FileNotFoundError:
+        raise ReportError(f"no audit store at {path}: set RISK_AUDIT_DB or pass --db") from None
     except sqlite3.Error as failed:
         raise ReportError(f"the audit store {path} cannot be opened: {failed}") from None
     return db
