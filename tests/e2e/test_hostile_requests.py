@@ -61,7 +61,7 @@ CASES = [
     Hostile("a 400-digit integer price", _score(_declaration(item_price=10**400)), 422, "item_price"),
     Hostile("the largest float as price", _score(_declaration(item_price=1.7976931348623157e308)), 200, None),
     Hostile("a 10 MB string", _score(_declaration(importer_id="Q" * BIG)), 413, "body"),
-    Hostile("a 3 MB importer ID", _score(_declaration(importer_id="Q" * 3_000_000)), 200, None),
+    Hostile("a 3 MB importer ID", _score(_declaration(importer_id="Q" * 3_000_000)), 422, "importer_id"),  # 64 at most
     Hostile("a 65-character declaration ID", _score(_declaration(declaration_id="D" * 65)), 422, "declaration_id"),
     Hostile("JSON nested 100,000 deep", NESTED, 400, "body"),
     Hostile("invalid UTF-8", _score(_declaration(importer_id="@@")).replace(b"@@", b"\xff\xfe"), 400, "body"),
