@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 
 import pandas as pd
@@ -297,18 +298,27 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
 
 def _parse_numbers(values: pd.Series) -> pd.Series:
     """Numbers as float64, NaN where a value is not a number. A JSON integer too large for a
-    float becomes +-inf, which the `finite` check then reports, instead of an OverflowError."""
+    float becomes +-inf, which the `finite` check then reports, instead of an OverflowError or,
+    just past the largest float, silently rounding down to it."""
     try:
-        return pd.to_numeric(values, errors="coerce").astype("float64")
+        parsed = pd.to_numeric(values, errors="coerce").astype("float64")
     except OverflowError:
         return values.map(_parse_number).astype("float64")
+    if values.dtype == object:
+        past = values.map(_past_float_range).astype(bool)
+        parsed[past] = values[past].map(_parse_number).astype("float64")
+    return parsed
+
+
+def _past_float_range(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max
 
 
 def _parse_number(value) -> float:
+    if _past_float_range(value):
+        return math.inf if value > 0 else -math.inf
     try:
         return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
     except (TypeError, ValueError):
         return math.nan
 

@@ -4,6 +4,8 @@ canonical types, from the same call."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -354,3 +356,11 @@ def test_custom_check_messages_are_readable_in_both_schemas(good_records):
             if message not in failures["message"].tolist():
                 seen.append((name, field, failures["message"].tolist()))
     assert not seen, seen  # (rules, field, messages) that do not say what is wrong
+
+
+@pytest.mark.parametrize("value", [int(sys.float_info.max) + 1, -(10**400), 10**400])
+def test_integers_past_the_largest_float_are_not_finite(good_records, value):
+    """A JSON integer just past the largest float would round down to it: it is out of range,
+    as the OpenAPI document's maximum says (found by `make fuzz`)."""
+    records = _with_value(_records(good_records, RECORD), "item_price", value)
+    _assert_only_row(_failures(records, RECORD), BAD_ROW, "item_price", FINITE_MESSAGE)
