@@ -19,6 +19,7 @@ are rejected.
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 import sys
@@ -310,8 +311,13 @@ def _parse_numbers(values: pd.Series) -> pd.Series:
     return parsed
 
 
+# The largest number as the OpenAPI document writes it (1.7976931348623157e+308), read as a
+# decimal: an integer past it is out of range even where it would round down to the largest float.
+LARGEST_INTEGER = int(decimal.Decimal(repr(sys.float_info.max)))
+
+
 def _past_float_range(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INTEGER
 
 
 def _parse_number(value) -> float:
