@@ -1,10 +1,13 @@
 """The canonical declaration record (docs/record.md) and its validation.
 
-One entry point, `check_declarations(records, rules)`: the rows that pass, in canonical dtypes,
-and every failed check, from one pass. The rule set is one value, three layers of rules, each
-check named for the rule it enforces and carrying its message:
-- `RECORD` (`DeclarationSchema`): the contract's record. The scoring service and the validate
-  stage share it, so a record the service rejects is one the pipeline would never train on.
+Two entry points with one result, the rows that pass, in canonical dtypes, and every failed
+check: `check_declarations(records, rules)`, one pandera pass, for history; `check_requests(records)`,
+the contract's rules one value at a time, for what is sent for scoring, where a pandera pass
+would cost more than the scoring. The rule set is one value, three layers of rules, each check
+named for the rule it enforces and carrying its message:
+- `RECORD` (`DeclarationSchema` and `RECORD_RULES`): the contract's record. The scoring service
+  and the validate stage share it, so a record the service rejects is one the pipeline would
+  never train on.
 - `LABELLED` (`LabelledDeclarationSchema`): adds the labels of history and their consistency.
 - `history_rules(limits)`: adds to `LABELLED` what only a history can be held to, with limits
   from params.yaml (the run date, the history window, physically possible masses) and stricter
@@ -19,12 +22,16 @@ are rejected.
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pycountry
@@ -116,12 +123,14 @@ DATE_IN_RANGE = ("date_in_range", f"must be between {EARLIEST_DATE} and {LATEST_
 # A dataframe-level check is reported against the field an analyst would correct.
 _DATAFRAME_CHECK_FIELDS = {"critical_implies_fraud": "critical_fraud"}
 
-# Check names are the method names: pandera (0.35) drops an explicit `name=` the second time a
-# model is turned into a schema, so a name given any other way would not survive.
+# The labels' check names are the method names: pandera (0.35) drops an explicit `name=` the
+# second time a model is turned into a schema. The record's rules (RECORD_RULES) are added to each
+# schema made, by `with_record_rules`, so their names survive.
 
 
 class DeclarationSchema(pa.DataFrameModel):
-    """A declaration as sent for scoring: no labels."""
+    """A declaration as sent for scoring: no labels. Its fields; the rules on their values are
+    RECORD_RULES."""
 
     declaration_id: Series[str] = pa.Field()
     declaration_date: Series[pa.DateTime] = pa.Field()
@@ -146,44 +155,6 @@ class DeclarationSchema(pa.DataFrameModel):
     container_number: Series[str] = pa.Field(nullable=True)
     bill_of_lading: Series[str] = pa.Field(nullable=True)
 
-    @pa.check(*STRING_FIELDS, error="must be a non-empty string")
-    def not_blank(cls, values: Series[str]) -> Series[bool]:
-        return values.str.contains(NOT_BLANK)
-
-    @pa.check(*BOUNDED_FIELDS, error=TOO_LONG)
-    def at_most_64_characters(cls, values: Series[str]) -> Series[bool]:
-        return values.str.len() <= MAX_ID_CHARACTERS
-
-    @pa.check("hs6_code", error="must be exactly 6 digits (5 digits: a leading zero was lost)")
-    def hs6_six_digits(cls, codes: Series[str]) -> Series[bool]:
-        return codes.str.fullmatch(HS6_CODE)
-
-    @pa.check("departure_country", "origin_country",
-              error=f"must be an ISO 3166-1 alpha-2 country code, or {UNKNOWN_COUNTRY} for unknown")
-    def iso_country(cls, codes: Series[str]) -> Series[bool]:
-        return codes.isin(COUNTRY_CODES)
-
-    @pa.check("container_number", error="must be an ISO 6346 container number: 3 capital letters, U, J or Z, 7 digits")
-    def iso6346_format(cls, numbers: Series[str]) -> Series[bool]:
-        return numbers.str.fullmatch(CONTAINER_NUMBER)
-
-    @pa.check("container_number", error="must end in its ISO 6346 check digit (a typing error in the number)")
-    def iso6346_check_digit(cls, numbers: Series[str]) -> Series[bool]:
-        # a malformed number is iso6346_format's finding, not a second one here
-        return numbers.map(lambda number: is_container_number(number) or not re.fullmatch(CONTAINER_NUMBER, number))
-
-    @pa.check(*NUMERIC_FIELDS, error="must be >= 0")
-    def not_negative(cls, values: Series[float]) -> Series[bool]:
-        return values >= 0
-
-    @pa.check("tax_rate", error="must be <= 1000 (a percentage)")
-    def tax_rate_at_most_1000(cls, rates: Series[float]) -> Series[bool]:
-        return rates <= 1000
-
-    @pa.check(*NUMERIC_FIELDS, error="must be a finite number")
-    def finite(cls, values: Series[float]) -> Series[bool]:
-        return values.abs() != float("inf")
-
     class Config:
         coerce = True
         strict = True
@@ -207,6 +178,135 @@ class LabelledDeclarationSchema(DeclarationSchema):
         return ~((df["critical_fraud"] == 1) & (df["fraud"] == 0))
 
 
+# The contract's rules on one value, each written once: a name (the check's, as failures report
+# it), the fields it applies to, its message and its test. A test answers both for one value (the
+# online checker, `check_requests`) and for a column (pandera, for history), and the two answers
+# are held equal by a property test (tests/features/test_schema_requests.py).
+
+
+@dataclass(frozen=True)
+class Matches:
+    pattern: str
+    whole: bool = True
+
+    @cached_property
+    def _match(self):
+        compiled = re.compile(self.pattern)
+        return compiled.fullmatch if self.whole else compiled.search
+
+    def value(self, text: str) -> bool:
+        return self._match(text) is not None
+
+    def column(self, texts: pd.Series) -> pd.Series:
+        return texts.str.fullmatch(self.pattern) if self.whole else texts.str.contains(self.pattern)
+
+
+@dataclass(frozen=True)
+class AtMostCharacters:
+    limit: int
+
+    def value(self, text: str) -> bool:
+        return len(text) <= self.limit
+
+    def column(self, texts: pd.Series) -> pd.Series:
+        return texts.str.len() <= self.limit
+
+
+@dataclass(frozen=True)
+class OneOf:
+    allowed: frozenset
+
+    def value(self, text: str) -> bool:
+        return text in self.allowed
+
+    def column(self, texts: pd.Series) -> pd.Series:
+        return texts.isin(self.allowed)
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """A comparison written once: Python numbers and pandas columns share the operators."""
+
+    test: Callable
+
+    def value(self, number: float) -> bool:
+        return bool(self.test(number))
+
+    def column(self, numbers: pd.Series) -> pd.Series:
+        return self.test(numbers)
+
+
+@dataclass(frozen=True)
+class EachValue:
+    """A test with no column form: pandera maps it over the values too."""
+
+    test: Callable[[str], bool]
+
+    def value(self, text: str) -> bool:
+        return self.test(text)
+
+    def column(self, texts: pd.Series) -> pd.Series:
+        return texts.map(self.test)
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    name: str
+    fields: tuple[str, ...]
+    message: str
+    test: Matches | AtMostCharacters | OneOf | Arithmetic | EachValue
+
+    def check(self) -> pa.Check:
+        return pa.Check(self.test.column, name=self.name, error=self.message)
+
+
+RECORD_RULES = (
+    ValueRule("not_blank", tuple(STRING_FIELDS), "must be a non-empty string", Matches(NOT_BLANK, whole=False)),
+    ValueRule("at_most_64_characters", tuple(BOUNDED_FIELDS), TOO_LONG, AtMostCharacters(MAX_ID_CHARACTERS)),
+    ValueRule(
+        "hs6_six_digits", ("hs6_code",), "must be exactly 6 digits (5 digits: a leading zero was lost)", Matches(HS6_CODE)
+    ),
+    ValueRule(
+        "iso_country",
+        ("departure_country", "origin_country"),
+        f"must be an ISO 3166-1 alpha-2 country code, or {UNKNOWN_COUNTRY} for unknown",
+        OneOf(COUNTRY_CODES),
+    ),
+    ValueRule(
+        "iso6346_format",
+        ("container_number",),
+        "must be an ISO 6346 container number: 3 capital letters, U, J or Z, 7 digits",
+        Matches(CONTAINER_NUMBER),
+    ),
+    ValueRule(
+        "iso6346_check_digit",
+        ("container_number",),
+        "must end in its ISO 6346 check digit (a typing error in the number)",
+        # a malformed number is iso6346_format's finding, not a second one here
+        EachValue(lambda number: is_container_number(number) or not re.fullmatch(CONTAINER_NUMBER, number)),
+    ),
+    ValueRule("not_negative", tuple(NUMERIC_FIELDS), "must be >= 0", Arithmetic(lambda number: number >= 0)),
+    ValueRule(
+        "tax_rate_at_most_1000", ("tax_rate",), "must be <= 1000 (a percentage)", Arithmetic(lambda rate: rate <= 1000)
+    ),
+    ValueRule(
+        "finite", tuple(NUMERIC_FIELDS), "must be a finite number", Arithmetic(lambda number: abs(number) != math.inf)
+    ),
+)
+# Per field, in the order pandera runs and reports them.
+RULES_BY_FIELD = {
+    field: tuple(rule for rule in RECORD_RULES if field in rule.fields) for field in DECLARATION_FIELDS
+}
+
+
+def with_record_rules(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
+    """`schema` (a copy) with the contract's rules as pandera checks on their fields."""
+    return schema.update_columns(
+        {field: {"checks": schema.columns[field].checks + [rule.check() for rule in rules]}
+         for field, rules in RULES_BY_FIELD.items() if rules}
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class Rules:
     """What a record is held to: the checks, and the labels a valid row carries."""
@@ -220,8 +320,8 @@ class Rules:
         return DECLARATION_FIELDS + list(self.labels)
 
 
-RECORD = Rules(DeclarationSchema.to_schema())  # what is sent for scoring
-LABELLED = Rules(LabelledDeclarationSchema.to_schema(), tuple(LABEL_FIELDS))  # history, without limits
+RECORD = Rules(with_record_rules(DeclarationSchema.to_schema()))  # what is sent for scoring
+LABELLED = Rules(with_record_rules(LabelledDeclarationSchema.to_schema()), tuple(LABEL_FIELDS))  # history, no limits
 
 
 @dataclass(frozen=True)
@@ -397,3 +497,98 @@ def _canonical(coerced: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     if rules.labels:
         typed[list(rules.labels)] = typed[list(rules.labels)].astype("int8")
     return typed
+
+
+def check_requests(records: pd.DataFrame) -> Checked:
+    """`check_declarations(records, RECORD)` for what is sent for scoring, without a pandera pass,
+    which costs tens of milliseconds a call whatever the batch's size: the same rules
+    (RECORD_RULES, the built-in checks, the same parsing), one value at a time, and the same
+    result. A batch with a field the record does not have is refused whatever else it holds, and
+    values a client's JSON or a typed frame cannot hold (numbers written as text, numpy integers)
+    are rare: both are left to `check_declarations` itself, so that its parsing, not a copy of it,
+    decides them."""
+    if not set(records.columns) <= _FIELDS:
+        return check_declarations(records, RECORD)
+    records = records.reset_index(drop=True)
+    rows = range(len(records))
+    failures, columns = [], {}
+    for field in DECLARATION_FIELDS:
+        if field not in records.columns:
+            if field not in OPTIONAL_FIELDS:
+                failures.extend((i, field, *_REQUIRED) for i in rows)
+            values = [None] * len(records)
+        else:
+            values = _checked_values(field, records[field], failures)
+            if values is None:
+                return check_declarations(records, RECORD)
+        columns[field] = values
+    failures.sort(key=lambda failure: (failure[0], failure[1]))  # stable: rule order within a field
+    failed = sorted({failure[0] for failure in failures})
+    typed = pd.DataFrame({field: _typed_column(field, values) for field, values in columns.items()}, copy=False)
+    return Checked(typed.drop(index=failed) if failed else typed, pd.DataFrame(failures, columns=FAILURE_COLUMNS))
+
+
+_FIELDS = frozenset(DECLARATION_FIELDS)
+_REQUIRED = BUILT_IN_CHECKS["not_nullable"]
+_EARLIEST, _LATEST = np.datetime64(EARLIEST_DATE, "D"), np.datetime64(LATEST_DATE, "D")
+
+
+def _checked_values(field: str, column: pd.Series, failures: list) -> list | None:
+    """A field's values parsed (None where missing or failed), their failures appended; None when
+    a value is of a kind only `check_declarations` parses."""
+    required, rules = field not in OPTIONAL_FIELDS, RULES_BY_FIELD[field]
+    typed_dates = field == "declaration_date" and pd.api.types.is_datetime64_any_dtype(column)
+    values = []
+    for i, value in enumerate(column.tolist()):
+        if _missing(value):
+            if required:
+                failures.append((i, field, *_REQUIRED))
+            values.append(None)
+            continue
+        if field in NUMERIC_FIELDS:
+            if not isinstance(value, (int, float)):
+                return None
+            value = _parse_number(value)
+        elif field == "declaration_date":
+            failure, value = (None, value.to_datetime64()) if typed_dates else _parse_date(str(value))
+            if failure is None and not _EARLIEST <= value <= _LATEST:
+                failure = DATE_IN_RANGE
+            if failure is not None:
+                failures.append((i, field, *failure))
+                values.append(None)
+                continue
+        else:
+            value = str(value)
+        failures.extend((i, field, rule.name, rule.message) for rule in rules if not rule.test.value(value))
+        values.append(value)
+    return values
+
+
+def _missing(value) -> bool:
+    """What pandas counts as missing in a column (None, NaN, NaT, pd.NA), the common kinds first."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return False
+    if isinstance(value, float):
+        return value != value
+    return pd.api.types.is_scalar(value) and pd.isna(value)
+
+
+def _parse_date(text: str) -> tuple[tuple[str, str] | None, np.datetime64 | None]:
+    """As `_parse_dates` reads text: exactly YYYY-MM-DD, and a day of the calendar."""
+    if not re.fullmatch(ISO_DATE, text):
+        return IS_A_DATE, None
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return IS_A_DATE, None
+    return None, np.datetime64(text, "D")
+
+
+def _typed_column(field: str, values: list):
+    if field in NUMERIC_FIELDS:
+        return np.array([math.nan if v is None else v for v in values], dtype="float64")
+    if field == "declaration_date":
+        return np.array([np.datetime64("NaT") if v is None else v for v in values], dtype="datetime64[ns]")
+    return pd.array(values, dtype="str")

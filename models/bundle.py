@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.history import FeatureState
 from features.matrix import CATEGORICAL, FEATURE_NAMES, FEATURES_BY_NAME, ServingInputs, serving_inputs
-from features.schema import RECORD, check_declarations
+from features.schema import check_requests
 from models.calibration import Calibration
 from models.lanes import LanePolicy
 
@@ -200,8 +200,9 @@ class InvalidDeclarations(ValueError):
 
 def validated_declarations(records: pd.DataFrame) -> pd.DataFrame:
     """Canonical declarations as given (strings, JSON values) in their typed form; any invalid
-    record rejects the whole batch, so nothing is half-scored."""
-    checked = check_declarations(records, RECORD)
+    record rejects the whole batch, so nothing is half-scored. Checked online (`check_requests`:
+    the contract's rules without a pandera pass, which would cost more than scoring)."""
+    checked = check_requests(records)
     if not checked.failures.empty:
         raise InvalidDeclarations(checked.failures)
     return checked.valid
