@@ -1,6 +1,16 @@
-"""Lanes from inspection capacity: red and yellow take fixed shares of traffic like the
-validation window; a keyed hash picks an exploration share so the model keeps being tested on
-declarations it would have released."""
+"""Lanes from inspection capacity and from what the center values.
+
+Red capacity is shared between three things a center spends it on: critical (public-safety)
+risk, duty at risk and fraud risk, filled in that order from the validation window's
+out-of-sample scores, so each source gets its share of traffic and a declaration counts once, for
+the first source that picks it. Yellow takes the next by critical score and by risk the same way.
+A keyed hash sends an exploration share of would-be-green declarations red at random, so the
+model keeps being tested on what it would have released (the report's unbiased yardstick).
+
+Every threshold is fixed when the model is packaged; at serving a declaration's lane depends on
+its own scores only, so the lane never depends on what else is in the batch, and raising any
+score never lowers a lane.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +19,98 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# the sources of red and yellow picks, in the order they fill capacity: public safety first
+RED_SOURCES = ("critical", "value", "model")
+YELLOW_SOURCES = ("critical", "model")
+
+
+@dataclass(frozen=True)
+class LaneShares:
+    """The capacity a center sets in params.yaml `serving`: shares of all declarations."""
+
+    red_risk_share: float
+    red_value_share: float
+    red_critical_share: float
+    yellow_share: float
+    yellow_critical_share: float
+    exploration_share: float
+
+    def __post_init__(self) -> None:
+        for name, share in asdict(self).items():
+            if not 0 <= share <= 1:
+                raise ValueError(f"serving.{name} must be between 0 and 1, got {share}")
+        if self.yellow_critical_share > self.yellow_share:
+            raise ValueError(
+                f"serving.yellow_critical_share ({self.yellow_critical_share}) is part of yellow_share "
+                f"({self.yellow_share}) and cannot exceed it"
+            )
+        if self.red_share + self.yellow_share > 1:
+            raise ValueError(f"red and yellow shares add up to {self.red_share + self.yellow_share:.3f}, more than 1")
+
+    @property
+    def red_share(self) -> float:
+        """Red by score (risk, value and critical together); exploration comes on top."""
+        return self.red_risk_share + self.red_value_share + self.red_critical_share
+
+    @classmethod
+    def from_params(cls, serving: dict) -> LaneShares:
+        return cls(**{name: float(serving[name]) for name in cls.__dataclass_fields__})
+
+
+def _threshold(values: np.ndarray, available: np.ndarray, share: float) -> float:
+    """The score of the last declaration the share takes among those still available (infinite
+    when it takes none): every available declaration at or above it is picked, ties included."""
+    count = int(round(share * len(values)))
+    pool = values[available]
+    if count <= 0 or not len(pool):
+        return float("inf")
+    count = min(count, len(pool))
+    return float(np.partition(pool, len(pool) - count)[len(pool) - count])
+
 
 @dataclass(frozen=True)
 class LanePolicy:
-    red_threshold: float
-    yellow_threshold: float
-    red_share: float
+    red_risk_share: float
+    red_value_share: float
+    red_critical_share: float
     yellow_share: float
+    yellow_critical_share: float
     exploration_share: float
     exploration_key: str
-    # public safety first: a critical score this high goes red whatever the fraud score says
-    critical_threshold: float = float("inf")
-    critical_red_share: float = 0.0
+    red_critical_threshold: float
+    red_value_threshold: float
+    red_threshold: float  # fraud risk
+    yellow_critical_threshold: float
+    yellow_threshold: float  # fraud risk
+
+    @property
+    def red_share(self) -> float:
+        """Red by score; the random picks come on top (report.md: share_setting)."""
+        return self.red_risk_share + self.red_value_share + self.red_critical_share
 
     @classmethod
-    def from_shares(
+    def fit(
         cls,
-        scores: np.ndarray,
-        red_share: float,
-        yellow_share: float,
-        exploration_share: float,
+        shares: LaneShares,
         exploration_key: str,
-        critical_scores: np.ndarray | None = None,
-        critical_red_share: float = 0.0,
+        risk: np.ndarray,
+        critical: np.ndarray,
+        duty_at_risk: np.ndarray,
     ) -> LanePolicy:
-        scores = np.asarray(scores, dtype=float)
-        red = float(np.quantile(scores, 1 - red_share, method="higher"))
-        yellow = float(np.quantile(scores, 1 - red_share - yellow_share, method="higher"))
-        critical = float("inf")
-        if critical_scores is not None and critical_red_share > 0:
-            critical = float(np.quantile(np.asarray(critical_scores, dtype=float), 1 - critical_red_share, method="higher"))
-        return cls(
-            red, min(yellow, red), red_share, yellow_share, exploration_share, exploration_key, critical, critical_red_share
-        )
+        """Thresholds that give each source its share on these (out-of-sample) scores."""
+        risk, critical, value = (np.asarray(a, dtype=float) for a in (risk, critical, duty_at_risk))
+        available = np.ones(len(risk), dtype=bool)
+        thresholds = {}
+        for name, scores, share in (
+            ("red_critical_threshold", critical, shares.red_critical_share),
+            ("red_value_threshold", value, shares.red_value_share),
+            ("red_threshold", risk, shares.red_risk_share),
+            ("yellow_critical_threshold", critical, shares.yellow_critical_share),
+            ("yellow_threshold", risk, shares.yellow_share - shares.yellow_critical_share),
+        ):
+            thresholds[name] = _threshold(scores, available, share)
+            available &= scores < thresholds[name]
+        return cls(**asdict(shares), exploration_key=exploration_key, **thresholds)
 
     def explored(self, declaration_ids: list[str]) -> np.ndarray:
         """Whether each ID falls in the exploration share: the same ID always answers the same."""
@@ -55,21 +124,37 @@ class LanePolicy:
         return np.asarray(draws, dtype=np.float64) / 2.0**64 < self.exploration_share
 
     def assign(
-        self, risk_score: np.ndarray, declaration_ids: list[str], critical_score: np.ndarray | None = None
+        self, risk: np.ndarray, critical: np.ndarray, duty_at_risk: np.ndarray, declaration_ids: list[str]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Lane and what selected it, for each declaration."""
-        risk_score = np.asarray(risk_score, dtype=float)
-        critical = np.zeros(len(risk_score)) if critical_score is None else np.asarray(critical_score, dtype=float)
-        lane = np.where(
-            (risk_score >= self.red_threshold) | (critical >= self.critical_threshold),
-            "red",
-            np.where(risk_score >= self.yellow_threshold, "yellow", "green"),
-        ).astype(object)
-        selected_by = np.full(len(lane), "model", dtype=object)
-        random_pick = (lane == "green") & self.explored(declaration_ids)
-        lane[random_pick] = "red"
-        selected_by[random_pick] = "random"
+        """Lane and what selected it (`selected_by`), for each declaration."""
+        risk, critical, value = (np.asarray(a, dtype=float) for a in (risk, critical, duty_at_risk))
+        lane = np.full(len(risk), "green", dtype=object)
+        selected_by = np.full(len(risk), "model", dtype=object)
+        picks = (
+            ("red", "critical", critical >= self.red_critical_threshold),
+            ("red", "value", value >= self.red_value_threshold),
+            ("red", "model", risk >= self.red_threshold),
+            ("yellow", "critical", critical >= self.yellow_critical_threshold),
+            ("yellow", "model", risk >= self.yellow_threshold),
+        )
+        undecided = np.ones(len(risk), dtype=bool)
+        for to_lane, source, picked in picks:
+            chosen = undecided & picked
+            lane[chosen], selected_by[chosen] = to_lane, source
+            undecided &= ~chosen
+        random_pick = undecided & self.explored(declaration_ids)
+        lane[random_pick], selected_by[random_pick] = "red", "random"
         return lane, selected_by
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def describe(self) -> dict:
+        """The policy as /metadata and the model card show it: shares and thresholds, without the
+        exploration key (knowing it would tell an importer which declarations are picked)."""
+        shown = {
+            name: None if value == float("inf") else value  # a source given no share picks nothing
+            for name, value in self.to_dict().items()
+            if name != "exploration_key"
+        }
+        return {**shown, "red_share": self.red_share, "order": {"red": list(RED_SOURCES), "yellow": list(YELLOW_SOURCES)}}

@@ -49,3 +49,28 @@ def targeting_metrics(
     metrics["critical_brier"] = float(brier_score_loss(critical, critical_score))
     metrics["validation_rows"] = float(len(fraud))
     return metrics
+
+
+LANE_FIGURES = ("share", "hit_rate", "fraud_share", "duty_share", "critical_share")
+
+
+def lane_metrics(
+    lane: np.ndarray, fraud: np.ndarray, critical: np.ndarray, duty: np.ndarray
+) -> dict[str, float]:
+    """The lane policy as packaged, per lane: its share of declarations, its hit rate (share of
+    fraud), and the shares of all frauds, of the duty at risk on frauds and of critical frauds
+    it holds. Keys `lane_<lane>_<figure>`, and `lane_red_yellow_critical_share`."""
+    lane = np.asarray(lane, dtype=object)
+    fraud = np.asarray(fraud, dtype=float)
+    critical = np.asarray(critical, dtype=float)
+    duty_on_fraud = np.asarray(duty, dtype=float) * fraud
+    metrics: dict[str, float] = {}
+    for name in ("red", "yellow", "green"):
+        held = lane == name
+        metrics[f"lane_{name}_share"] = float(held.mean()) if len(lane) else 0.0
+        metrics[f"lane_{name}_hit_rate"] = float(fraud[held].mean()) if held.any() else 0.0
+        metrics[f"lane_{name}_fraud_share"] = _share(fraud, held)
+        metrics[f"lane_{name}_duty_share"] = _share(duty_on_fraud, held)
+        metrics[f"lane_{name}_critical_share"] = _share(critical, held)
+    metrics["lane_red_yellow_critical_share"] = _share(critical, lane != "green")
+    return metrics

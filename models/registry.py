@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -46,21 +47,50 @@ def champion(name: str):
         return None
 
 
+@dataclass(frozen=True)
+class ChampionRule:
+    """When a new version may replace the champion (params.yaml `register`, README "Champion
+    rule"): at least as good on `metric`, and no worse on any guard metric by more than
+    `tolerance`. The guards are what a center buys with red capacity besides hits (duty held,
+    critical frauds held): a challenger that keeps precision by giving them up must not win."""
+
+    metric: str
+    guards: tuple[str, ...] = ()
+    tolerance: float = 0.0
+
+    def judge(self, new: dict[str, float], old: dict[str, float]) -> tuple[bool, str]:
+        """(whether `new` may replace `old`, why), both measured on the same window."""
+        value, current = new[self.metric], old[self.metric]
+        if value < current:
+            return False, f"{self.metric} {value:.4f} < {current:.4f}"
+        lost = [
+            f"{guard} {new.get(guard, float('-inf')):.4f} < {old[guard]:.4f} - {self.tolerance:g}"
+            for guard in self.guards
+            if guard in old and not new.get(guard, float("-inf")) >= old[guard] - self.tolerance
+        ]
+        if lost:
+            return False, f"{self.metric} {value:.4f} >= {current:.4f} but it loses " + "; ".join(lost)
+        kept = f", no guard lost more than {self.tolerance:g}" if self.guards else ""
+        return True, f"{self.metric} {value:.4f} >= {current:.4f}{kept}"
+
+
 def register_version(
-    model_uri: str, name: str, run_id: str, metric: str, value: float, model_card: str = ""
+    model_uri: str, name: str, run_id: str, metrics: dict[str, float], rule: ChampionRule, model_card: str = ""
 ) -> dict:
-    """A new version; `champion` moves to it when it is at least as good as the current champion
-    on `metric` over the same validation window, else it becomes `challenger`."""
+    """A new version; `champion` moves to it when the rule prefers it to the current champion
+    over the same validation window, else it becomes `challenger`."""
     client = MlflowClient()
     current = champion(name)
     version = mlflow.register_model(model_uri, name)
+    metric, value = rule.metric, metrics[rule.metric]
     decision = {"name": name, "version": str(version.version), "run_id": run_id, "metric": metric}
     decision["new_value"] = value
     if current is None:
         decision.update(alias="champion", champion_value=None, reason="no champion yet")
     else:
         champion_run = client.get_run(current.run_id)
-        champion_value = champion_run.data.metrics.get(metric)
+        champion_metrics = champion_run.data.metrics
+        champion_value = champion_metrics.get(metric)
         same_window = champion_run.data.tags.get("validation_window") == client.get_run(
             run_id
         ).data.tags.get("validation_window")
@@ -68,10 +98,9 @@ def register_version(
         decision["previous_champion"] = str(current.version)
         if champion_value is None or not same_window:
             decision.update(alias="champion", reason="champion was measured on another window")
-        elif value >= champion_value:
-            decision.update(alias="champion", reason=f"{metric} {value:.4f} >= {champion_value:.4f}")
         else:
-            decision.update(alias="challenger", reason=f"{metric} {value:.4f} < {champion_value:.4f}")
+            wins, reason = rule.judge(metrics, champion_metrics)
+            decision.update(alias="champion" if wins else "challenger", reason=reason)
     client.set_registered_model_alias(name, decision["alias"], version.version)
     for key in ("alias", "reason"):
         client.set_model_version_tag(name, version.version, f"registration_{key}", decision[key])

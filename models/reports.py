@@ -13,7 +13,8 @@ import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from models.metrics import top_share
+from models.lanes import LanePolicy, LaneShares
+from models.metrics import LANE_FIGURES, lane_metrics, top_share
 
 
 def targeting_curve(fraud: np.ndarray, duty: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
@@ -32,6 +33,62 @@ def targeting_curve(fraud: np.ndarray, duty: np.ndarray, scores: np.ndarray) -> 
             }
         )
     return pd.DataFrame(rows)
+
+
+def lane_frontier(
+    policy: LanePolicy, scores: pd.DataFrame, step: float = 0.005
+) -> pd.DataFrame:
+    """The same red capacity split every way on a grid of `step`: for each split of the policy's
+    red share between value and critical picks (fraud risk takes the rest), the red lane's hit
+    rate and the shares of the duty at risk and of critical frauds it holds. Yellow and
+    exploration stay as packaged. `scores` are the validation window's (out-of-sample)."""
+    red = policy.red_share
+    ids = scores["declaration_id"].astype(str).tolist()
+    fixed = dict(
+        yellow_share=policy.yellow_share, yellow_critical_share=policy.yellow_critical_share,
+        exploration_share=policy.exploration_share,
+    )
+    grid = np.round(np.arange(0, red + step / 2, step), 6)
+    rows = []
+    for value in grid:
+        for critical in grid[grid <= red - value + 1e-9]:
+            shares = LaneShares(
+                red_risk_share=round(red - value - critical, 6), red_value_share=value, red_critical_share=critical, **fixed
+            )
+            candidate = LanePolicy.fit(
+                shares, policy.exploration_key, scores["risk_score"], scores["critical_score"], scores["duty_at_risk"]
+            )
+            lane, _ = candidate.assign(scores["risk_score"], scores["critical_score"], scores["duty_at_risk"], ids)
+            figures = lane_metrics(lane, scores["fraud"], scores["critical_fraud"], scores["duty_exposure"])
+            rows.append({"setting_risk": shares.red_risk_share, "setting_value": value, "setting_critical": critical,
+                         **{f"red_{name}": figures[f"lane_red_{name}"] for name in LANE_FIGURES},
+                         "red_yellow_critical_share": figures["lane_red_yellow_critical_share"]})
+    return pd.DataFrame(rows)
+
+
+def plot_lane_frontier(frontier: pd.DataFrame, policy: LanePolicy, path: Path) -> Path:
+    """Duty share against critical share over the splits, coloured by hit rate: the center
+    picks its point; the packaged one is ringed."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    points = ax.scatter(
+        frontier["red_critical_share"], frontier["red_duty_share"], c=frontier["red_hit_rate"], cmap="viridis",
+        s=40 + 400 * frontier["setting_value"],
+    )
+    fig.colorbar(points, ax=ax, label="red hit rate (share of fraud)")
+    chosen = frontier[
+        np.isclose(frontier["setting_value"], policy.red_value_share)
+        & np.isclose(frontier["setting_critical"], policy.red_critical_share)
+    ]
+    ax.scatter(chosen["red_critical_share"], chosen["red_duty_share"], s=260, facecolors="none", edgecolors="red",
+               linewidths=2, label="packaged split")
+    ax.set(
+        xlabel="share of critical frauds held by red", ylabel="share of duty at risk (frauds) held by red",
+        xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+    )
+    ax.set_title(f"Splits of the same red capacity ({policy.red_share:.1%} by score; marker size: value share)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:
@@ -106,7 +163,8 @@ def _tuning_sample(tuning: dict) -> str:
 
 
 def model_card(
-    identity: dict, windows: dict, metrics: dict, lanes: dict, tuning: dict, rates: list[float]
+    identity: dict, windows: dict, metrics: dict, lanes: dict, tuning: dict, rates: list[float],
+    duty_estimate: str = "risk x declared duty",
 ) -> str:
     """Markdown for the registry version: what it was trained on, how it did, where it is weak.
     `tuning` is the tune stage's outcome: the parameters, and the training rows it searched on."""
@@ -117,6 +175,16 @@ def model_card(
         for rate in rates
     )
     shown_params = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    critical_params = tuning.get("critical_params", params)
+    shown_critical = (
+        "the same" if critical_params == params else ", ".join(f"{k}={v}" for k, v in sorted(critical_params.items()))
+    )
+    lane_rows = "\n".join(
+        f"| {lane} | {metrics[f'lane_{lane}_share']:.3f} | {metrics[f'lane_{lane}_hit_rate']:.3f} "
+        f"| {metrics[f'lane_{lane}_fraud_share']:.3f} | {metrics[f'lane_{lane}_duty_share']:.3f} "
+        f"| {metrics[f'lane_{lane}_critical_share']:.3f} |"
+        for lane in ("red", "yellow", "green")
+    )
     return f"""# Model card: customs-risk (run {identity['run_id']})
 
 Classifies import declarations by the probability that inspection finds fraud (`risk_score`) or
@@ -137,13 +205,21 @@ Brier {metrics['brier']:.4f}; critical ROC AUC {metrics.get('critical_roc_auc', 
 critical Brier {metrics['critical_brier']:.4f}.
 
 ## Lanes (fixed at training, from validation-window scores)
-red share {lanes['red_share']:.1%} (risk >= {lanes['red_threshold']:.4f}), yellow share
-{lanes['yellow_share']:.1%} (risk >= {lanes['yellow_threshold']:.4f}); critical score >=
-{lanes['critical_threshold']:.4f} (top {lanes['critical_red_share']:.1%}) also goes red;
-{lanes['exploration_share']:.1%} of would-be-green declarations are inspected at random.
+Red by score {lanes['red_share']:.1%}: critical score {lanes['red_critical_share']:.1%}, then duty at risk
+{lanes['red_value_share']:.1%} ({duty_estimate}), then fraud risk {lanes['red_risk_share']:.1%};
+{lanes['exploration_share']:.1%} of would-be-green declarations are inspected at random. Yellow
+{lanes['yellow_share']:.1%}: critical score {lanes['yellow_critical_share']:.1%}, then fraud risk.
+
+| lane | share | hit rate | frauds held | duty at risk held | critical frauds held |
+| --- | --- | --- | --- | --- | --- |
+{lane_rows}
+
+Red and yellow together hold {metrics['lane_red_yellow_critical_share']:.1%} of critical frauds.
 
 ## Parameters
-{shown_params}
+Fraud model: {shown_params}
+
+Critical model (searched on its own, by PR AUC): {shown_critical}
 
 {_tuning_sample(tuning)}
 

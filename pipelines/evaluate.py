@@ -7,11 +7,13 @@ import pandas as pd
 
 from features.matrix import FEATURE_NAMES
 from models.bundle import RiskModel
-from models.metrics import targeting_metrics
+from models.metrics import lane_metrics, targeting_metrics
 from models.registry import configure_tracking
 from models.reports import (
+    lane_frontier,
     model_card,
     plot_bars,
+    plot_lane_frontier,
     plot_reliability,
     plot_roc_pr,
     plot_targeting_curve,
@@ -23,6 +25,7 @@ from pipelines.paths import TARGETING_METRICS as METRICS
 from pipelines.paths import VALIDATION_SCORES as SCORES
 
 CURVE = PLOTS / "targeting_curve.csv"
+FRONTIER = PLOTS / "lane_frontier.csv"
 
 
 def main() -> None:
@@ -32,6 +35,7 @@ def main() -> None:
     fraud, critical = scores["fraud"].to_numpy(), scores["critical_fraud"].to_numpy()
     risk, critical_risk = scores["risk_score"].to_numpy(), scores["critical_score"].to_numpy()
     metrics = targeting_metrics(fraud, critical, scores["duty_exposure"].to_numpy(), risk, critical_risk, rates)
+    metrics.update(lane_metrics(scores["lane"].to_numpy(), fraud, critical, scores["duty_exposure"].to_numpy()))
     write_json(METRICS, metrics)
 
     curve = targeting_curve(fraud, scores["duty_exposure"].to_numpy(), risk)
@@ -39,6 +43,9 @@ def main() -> None:
     with staged_output(CURVE) as path:
         curve.to_csv(path, index=False)
     model = RiskModel.load(BUNDLE)
+    frontier = lane_frontier(model.lanes, scores)
+    with staged_output(FRONTIER) as path:
+        frontier.to_csv(path, index=False)
     valid_start = pd.Timestamp(params["windows"]["valid_start"])
     valid_rows = (
         pd.read_parquet(MATRIX, columns=["declaration_id", *FEATURE_NAMES], filters=[("declaration_date", ">=", valid_start)])
@@ -50,6 +57,7 @@ def main() -> None:
     contributions = model.fraud_booster.predict(sample, pred_contrib=True)[:, :-1]
     images = [
         plot_targeting_curve(curve, PLOTS / "targeting_curve.png"),
+        plot_lane_frontier(frontier, model.lanes, PLOTS / "lane_frontier.png"),
         *plot_roc_pr(fraud, risk, PLOTS / "roc.png", PLOTS / "precision_recall.png"),
         plot_reliability(
             {"fraud": (fraud, risk), "critical fraud": (critical, critical_risk)}, PLOTS / "reliability.png"
@@ -68,14 +76,18 @@ def main() -> None:
     run_id = read_json(RUN)["run_id"]
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     identity = {"run_id": run_id, "data_version": tags.get("data_version"), "git_commit": tags.get("git_commit")}
-    card = model_card(identity, params["windows"], metrics, model.lanes.to_dict(), read_json(TUNED), rates)
+    duty_estimate = "risk x expected recovered duty, learned" if model.duty_booster else "risk x declared duty"
+    card = model_card(identity, params["windows"], metrics, model.lanes.describe(), read_json(TUNED), rates, duty_estimate)
     with staged_output(MODEL_CARD) as path:
         path.write_text(card)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
-        for path in [*images, CURVE, MODEL_CARD]:
+        for path in [*images, CURVE, FRONTIER, MODEL_CARD]:
             mlflow.log_artifact(str(path), "reports")
-    shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("precision_at_5", "precision_at_10", "roc_auc"))
+    shown = ", ".join(
+        f"{k}={metrics[k]:.3f}"
+        for k in ("precision_at_5", "roc_auc", "lane_red_hit_rate", "lane_red_duty_share", "lane_red_critical_share")
+    )
     print(f"evaluate: {shown} -> {METRICS}, plots in {PLOTS}/, model card {MODEL_CARD}")
 
 

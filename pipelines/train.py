@@ -14,7 +14,7 @@ from features.matrix import FEATURE_NAMES
 from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel, RiskPyfunc
 from models.cluster import ClusterTrainer, connect
-from models.lanes import LanePolicy
+from models.lanes import LanePolicy, LaneShares
 from models.registry import configure_tracking, use_experiment
 from models.training import LOCAL, FeatureMatrix, fit_target, window_masks
 from pipelines.common import data_version, git_commit, load_params, read_json, staged_output, write_json
@@ -34,7 +34,9 @@ def input_example(windows: dict) -> pd.DataFrame:
 def main() -> None:
     params = load_params()
     windows, serving = params["windows"], params["serving"]
-    train_params = read_json(TUNED)["params"]
+    tuned = read_json(TUNED)
+    train_params = tuned["params"]
+    target_params = {"fraud": train_params, "critical_fraud": tuned.get("critical_params", train_params)}
     matrix = FeatureMatrix(MATRIX)
     is_train, is_valid = window_masks(matrix.column("declaration_date"), windows)
     print(f"train: {is_train.sum():,} training rows, {is_valid.sum():,} validation rows")
@@ -44,17 +46,26 @@ def main() -> None:
     started = time.perf_counter()
     x = matrix.rows_between(0, matrix.rows)
     fraud, critical = (
-        fit_target(x, matrix.column(label), is_train, is_valid, train_params, trainer)
+        fit_target(x, matrix.column(label), is_train, is_valid, target_params[label], trainer)
         for label in ("fraud", "critical_fraud")
     )
-    lanes = LanePolicy.from_shares(
-        fraud.validation_scores,
-        serving["red_share"],
-        serving["yellow_share"],
-        serving["exploration_share"],
-        serving["exploration_key"],
-        critical_scores=critical.validation_scores,
-        critical_red_share=serving["critical_red_share"],
+    first_valid = int(is_valid.argmax())
+    scores = matrix.frame(
+        first_valid, first_valid + int(is_valid.sum()),
+        ["declaration_id", "declaration_date", "fraud", "critical_fraud", "duty_exposure"],
+    )
+    scores = scores.assign(
+        risk_score=fraud.validation_scores,
+        critical_score=critical.validation_scores,
+        duty_at_risk=fraud.validation_scores * scores["duty_exposure"].to_numpy(),
+    )
+    # thresholds from out-of-sample scores, so served shares match the capacity set
+    lanes = LanePolicy.fit(
+        LaneShares.from_params(serving), serving["exploration_key"],
+        scores["risk_score"], scores["critical_score"], scores["duty_at_risk"],
+    )
+    scores["lane"], scores["selected_by"] = lanes.assign(
+        scores["risk_score"], scores["critical_score"], scores["duty_at_risk"], scores["declaration_id"].astype(str).tolist()
     )
     training_window = f"{windows['train_start']}..{windows['valid_end']}"
     validation_window = f"{windows['valid_start']}..{windows['valid_end']}"
@@ -75,12 +86,6 @@ def main() -> None:
     )
     with staged_output(BUNDLE) as bundle:
         model.save(bundle)
-    first_valid = int(is_valid.argmax())
-    scores = matrix.frame(
-        first_valid, first_valid + int(is_valid.sum()),
-        ["declaration_id", "declaration_date", "fraud", "critical_fraud", "duty_exposure"],
-    )
-    scores = scores.assign(risk_score=fraud.validation_scores, critical_score=critical.validation_scores)
     with staged_output(VALIDATION_SCORES) as path:
         scores.to_parquet(path, index=False)
     elapsed = time.perf_counter() - started
@@ -107,6 +112,7 @@ def main() -> None:
             }
         )
         mlflow.log_params({f"train.{k}": v for k, v in train_params.items()})
+        mlflow.log_params({f"train.critical.{k}": v for k, v in target_params["critical_fraud"].items()})
         mlflow.log_params({f"tune.{k}": v for k, v in params["tune"].items()})
         if TRIALS.stat().st_size:
             mlflow.log_artifact(str(TRIALS), "tuning")

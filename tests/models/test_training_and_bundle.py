@@ -26,7 +26,7 @@ from models.bundle import (
     reasons_for,
     score_declarations,
 )
-from models.lanes import LanePolicy
+from models.lanes import LanePolicy, LaneShares
 from models.registry import configure_tracking, use_experiment
 from models.training import booster_params, fit_early_stopped, fit_target, refit_rounds
 
@@ -45,6 +45,10 @@ TRAIN_PARAMS = {
     "early_stopping_rounds": 10,
 }
 KEY = "customs-risk-exploration"
+SHARES = LaneShares(
+    red_risk_share=0.03, red_value_share=0.01, red_critical_share=0.01,
+    yellow_share=0.10, yellow_critical_share=0.03, exploration_share=0.01,
+)
 MAX_REASONS = 3
 
 
@@ -60,7 +64,8 @@ def build_model(history: pd.DataFrame) -> tuple[RiskModel, dict]:
         label: fit_target(matrix, history[label].to_numpy(), is_train, is_valid, TRAIN_PARAMS)
         for label in ("fraud", "critical_fraud")
     }
-    lanes = LanePolicy.from_shares(fitted["fraud"].validation_scores, 0.05, 0.10, 0.01, KEY)
+    risk, critical = fitted["fraud"].validation_scores, fitted["critical_fraud"].validation_scores
+    lanes = LanePolicy.fit(SHARES, KEY, risk, critical, risk * matrix.loc[is_valid, "duty_exposure"].to_numpy())
     model = RiskModel(
         fitted["fraud"].booster,
         fitted["critical_fraud"].booster,
@@ -164,7 +169,7 @@ def test_scores_lanes_and_selection_are_in_range(scored):
         values = scored[column].to_numpy(dtype=float)
         assert np.all((values >= 0) & (values <= 1)), column
     assert set(scored["lane"]) <= {"red", "yellow", "green"}
-    assert set(scored["selected_by"]) <= {"model", "random"}
+    assert set(scored["selected_by"]) <= {"model", "value", "critical", "random"}
     assert scored["risk_score"].nunique() > 10  # a real model, not a constant
 
 
@@ -184,26 +189,46 @@ def test_risk_differs_from_the_contribution_sum_only_by_rounding(model, scored, 
     np.testing.assert_allclose(scored["risk_score"], from_sum, rtol=0, atol=1e-12)
 
 
-def test_lanes_follow_the_thresholds(model, scored):
-    lanes = model.lanes
-    by_model = scored["selected_by"] == "model"
-    risk = scored["risk_score"]
-    expected = np.where(risk >= lanes.red_threshold, "red", np.where(risk >= lanes.yellow_threshold, "yellow", "green"))
-    assert (scored.loc[by_model, "lane"] == expected[by_model.to_numpy()]).all()
-    random = scored[~by_model]
+def test_duty_at_risk_is_the_risk_times_the_declared_duty(records, scored):
+    declared = records["item_price"].to_numpy(dtype=float) * records["tax_rate"].to_numpy(dtype=float) / 100
+    np.testing.assert_allclose(scored["duty_at_risk"], scored["risk_score"] * declared, rtol=1e-12)
+
+
+def test_lanes_follow_the_policy(model, scored):
+    lane, selected_by = model.lanes.assign(
+        scored["risk_score"], scored["critical_score"], scored["duty_at_risk"], scored["declaration_id"].tolist()
+    )
+    assert scored["lane"].tolist() == lane.tolist()
+    assert scored["selected_by"].tolist() == selected_by.tolist()
+    random = scored[scored["selected_by"] == "random"]
     assert (random["lane"] == "red").all()
-    assert (random["risk_score"] < lanes.yellow_threshold).all()
+    assert (random["risk_score"] < model.lanes.yellow_threshold).all()
+
+
+def test_value_and_critical_picks_say_why_first(scored):
+    for source, feature, words in (("value", "duty_at_risk", "declared duty"), ("critical", "critical_score", "critical")):
+        picked = scored[scored["selected_by"] == source]
+        assert len(picked), f"no {source} pick in the sample"
+        for row in picked.itertuples():
+            first = row.reasons[0]
+            assert first["feature"] == feature and first["contribution"] is None
+            assert words in first["text"] and f"{row.risk_score:.0%} fraud risk" in first["text"]
+            assert len(row.reasons) <= MAX_REASONS
+    model_picks = scored[(scored["selected_by"] == "model") & (scored["lane"] != "green")]
+    assert all(r[0]["contribution"] is not None for r in model_picks["reasons"] if r)
 
 
 def test_reasons_are_the_largest_contributions(model, scored_all, features):
     contributions = model.fraud_booster.predict(features, pred_contrib=True)
     assert contributions.shape[1] == len(FEATURE_NAMES) + 1
     with_reasons = 0
-    for row, reasons in enumerate(scored_all["reasons"]):
+    for row, (reasons, source) in enumerate(zip(scored_all["reasons"], scored_all["selected_by"])):
         assert len(reasons) <= MAX_REASONS
+        if source in ("value", "critical"):  # the policy's reason first (tested above), then the model's
+            reasons = reasons[1:]
         own = contributions[row, :-1]
         positive = np.sort(own[own > 0])[::-1]
-        assert len(reasons) == min(MAX_REASONS, len(positive))
+        assert len(reasons) == min(MAX_REASONS - (source in ("value", "critical")), len(positive))
         shown = [reason["contribution"] for reason in reasons]
         assert shown == sorted(shown, reverse=True)
         np.testing.assert_allclose(shown, positive[: len(shown)], rtol=1e-12)

@@ -73,17 +73,27 @@ def test_plots_are_written(tmp_path):
 def test_model_card_states_data_metrics_lanes_and_limits():
     metrics = {f"{m}_at_{r}": 0.5 + r / 100 for m in ("precision", "recall", "duty_recovered", "critical_recall") for r in (5, 10)}
     metrics.update(roc_auc=0.9, pr_auc=0.7, brier=0.1, critical_roc_auc=0.8, critical_brier=0.01, validation_rows=1234)
-    lanes = {"red_share": 0.05, "yellow_share": 0.1, "red_threshold": 0.7, "yellow_threshold": 0.4,
-             "critical_threshold": 0.2, "critical_red_share": 0.01, "exploration_share": 0.01}
+    metrics.update(
+        {f"lane_{lane}_{figure}": value for lane, value in (("red", 0.07), ("yellow", 0.1), ("green", 0.83))
+         for figure in ("share", "hit_rate", "fraud_share", "duty_share", "critical_share")},
+        lane_red_yellow_critical_share=0.8,
+    )
+    lanes = {"red_share": 0.06, "red_risk_share": 0.025, "red_value_share": 0.015, "red_critical_share": 0.02,
+             "yellow_share": 0.1, "yellow_critical_share": 0.05, "exploration_share": 0.01}
     windows = {"train_start": "2020-01-01", "valid_start": "2021-01-01", "valid_end": "2021-03-31"}
     identity = {"run_id": "r1", "data_version": "d1", "git_commit": "c1"}
     tuning = {"params": {"num_leaves": 63}, "trials": 6, "train_rows_sampled": 2_000_000, "train_rows": 9_000_000}
     card = model_card(identity, windows, metrics, lanes, tuning, [5, 10])
+    own = model_card(identity, windows, metrics, lanes, {**tuning, "critical_params": {"num_leaves": 15}}, [5])
+    assert "Critical model (searched on its own, by PR AUC): num_leaves=15" in own
     assert "| top 5% | 0.550 | 0.550 | 0.550 | 0.550 |" in card
     assert "| top 10% | 0.600 |" in card
     assert "2021-01-01 .. 2021-03-31 (1,234 declarations)" in card
     assert "`d1`" in card and "`c1`" in card and "num_leaves=63" in card
-    assert "Known limits" in card and "red share 5.0%" in card
+    assert "Known limits" in card
+    assert "Red by score 6.0%: critical score 2.0%, then duty at risk 1.5%" in " ".join(card.split())
+    assert "| red | 0.070 | 0.070 | 0.070 | 0.070 | 0.070 |" in card and "hold 80.0% of critical frauds" in " ".join(card.split())
+    assert "Critical model (searched on its own, by PR AUC): the same" in card
     assert "the 2,000,000 most recent of the 9,000,000 training rows (`tune.max_train_rows`)" in card
     everything = model_card(identity, windows, metrics, lanes, {**tuning, "train_rows_sampled": 9_000_000}, [5])
     assert "Searched in 6 trials on every training row." in everything
