@@ -269,6 +269,18 @@ def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metr
         f"Brier {values['brier']:.4f}   "
         f"critical ROC AUC {values.get('critical_roc_auc', float('nan')):.3f}"
     )
+    if "lane_red_share" not in values:  # metrics of a release before the lane policy
+        return
+    from models.metrics import LANE_FIGURES
+
+    lanes = Table(title="Lanes as packaged: what each holds")
+    lanes.add_column("lane")
+    for column in ("share", "hit rate", "frauds held", "duty at risk held", "critical frauds held"):
+        lanes.add_column(column, justify="right")
+    for lane in ("red", "yellow", "green"):
+        lanes.add_row(lane, *(f"{values[f'lane_{lane}_{figure}']:.3f}" for figure in LANE_FIGURES))
+    Console().print(lanes)
+    Console().print(f"red and yellow together hold {values['lane_red_yellow_critical_share']:.1%} of critical frauds")
 
 
 app.command("export-feedback")(export_feedback_command)

@@ -80,6 +80,23 @@ def test_metrics_prints_the_table(runner, tmp_path):
     assert f"critical ROC AUC {METRICS['critical_roc_auc']:.3f}" in plain
 
 
+def test_metrics_prints_the_lane_table(runner, tmp_path):
+    lanes = {f"lane_{lane}_{figure}": round(0.1 * i + 0.01 * j, 3)
+             for i, lane in enumerate(("red", "yellow", "green"), 1)
+             for j, figure in enumerate(("share", "hit_rate", "fraud_share", "duty_share", "critical_share"))}
+    path = tmp_path / "targeting.json"
+    path.write_text(json.dumps({**METRICS, **lanes, "lane_red_yellow_critical_share": 0.808}))
+    result = runner.invoke(app, ["metrics", "--path", str(path)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: re.findall(r"\d\.\d{3}", line) for line in result.stdout.splitlines()
+            if re.match(r"\W+(red|yellow|green)\W", line)}
+    assert list(rows) == ["red", "yellow", "green"]
+    for lane, shown in rows.items():
+        assert shown == [f"{lanes[f'lane_{lane}_{f}']:.3f}"
+                         for f in ("share", "hit_rate", "fraud_share", "duty_share", "critical_share")]
+    assert "red and yellow together hold 80.8% of critical frauds" in _plain(result.stdout)
+
+
 def test_metrics_without_critical_auc_still_prints(runner, tmp_path):
     path = tmp_path / "targeting.json"
     path.write_text(json.dumps({k: v for k, v in METRICS.items() if k != "critical_roc_auc"}))
