@@ -21,7 +21,7 @@ from pipelines.paths import PACKAGE, REGISTRATION
 from serving.loading import file_digests, tree_digest, verify_files
 
 SERVICE = "serving.service:CustomsRisk"
-SERVING_LIMITS = ("max_batch", "max_reasons", "max_body_bytes", "timeout_seconds", "body_timeout_seconds")
+SERVING_LIMITS = ("max_batch", "max_reasons", "max_body_bytes", "timeout_seconds", "body_timeout_seconds", "drift_window")
 FILES_TAG = "files_sha256"
 
 

@@ -4,7 +4,9 @@ HTTP answer leaves (SQLite in WAL mode, synchronous=FULL).
 The store's layout has a version (SQLite's `user_version`): a store written by an earlier
 release is brought up to this one when it is opened for writing, in one transaction, so the
 service and the CLI can open it at the same time. Version 0 (no version) is the first layout;
-version 1 adds each decision's container number and bill of lading (null when not declared)."""
+version 1 adds each decision's container number and bill of lading (null when not declared);
+version 2 adds each outcome's `additional_duty`, the duty the inspection assessed beyond the
+declared duty (null when not reported, and in every outcome stored before version 2)."""
 
 from __future__ import annotations
 
@@ -38,15 +40,18 @@ CREATE TABLE IF NOT EXISTS outcomes (
     inspected_on TEXT NOT NULL,
     result TEXT NOT NULL,
     notes TEXT,
-    received_at TEXT NOT NULL
+    received_at TEXT NOT NULL,
+    additional_duty REAL
 );
 """
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # What a decision row holds of its declaration besides the record itself, so that port control
 # and partner alerts can query and export them: (column, added in version).
 DECISION_IDENTIFIERS = {"container_number": 1, "bill_of_lading": 1}
+# Columns added to an outcome after the first layout: (column, its SQL type), by version added.
+OUTCOME_COLUMNS = {"additional_duty": (2, "REAL")}
 
 
 class AuditStoreUnavailable(RuntimeError):
@@ -57,6 +62,11 @@ class AuditStoreUnavailable(RuntimeError):
 def _text(value) -> str | None:
     """An optional identifier as stored: null when not declared."""
     return None if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def _amount(value) -> float | None:
+    """An optional amount as stored: a float (SQLite cannot hold an integer past 2**63), or null."""
+    return None if value is None else float(value)
 
 
 def _now() -> str:
@@ -87,6 +97,10 @@ class AuditStore:
                 for column in DECISION_IDENTIFIERS:
                     if column not in columns:
                         self._db.execute(f"ALTER TABLE decisions ADD COLUMN {column} TEXT")  # fixed names
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(outcomes)")}
+                for column, (_, kind) in OUTCOME_COLUMNS.items():
+                    if column not in columns:
+                        self._db.execute(f"ALTER TABLE outcomes ADD COLUMN {column} {kind}")  # fixed names
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -142,17 +156,24 @@ class AuditStore:
         """Store outcomes; a later outcome for the same declaration replaces the earlier one."""
         received_at = _now()
         rows = [
-            (o["declaration_id"], o["inspected_on"], o["result"], o.get("notes"), received_at)
+            (o["declaration_id"], o["inspected_on"], o["result"], o.get("notes"), received_at, _amount(o.get("additional_duty")))
             for o in outcomes
         ]
         self._write(
-            "INSERT INTO outcomes (declaration_id, inspected_on, result, notes, received_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(declaration_id) DO UPDATE SET"
+            "INSERT INTO outcomes (declaration_id, inspected_on, result, notes, received_at, additional_duty)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(declaration_id) DO UPDATE SET"
             " inspected_on=excluded.inspected_on, result=excluded.result, notes=excluded.notes,"
-            " received_at=excluded.received_at",
+            " received_at=excluded.received_at, additional_duty=excluded.additional_duty",
             rows,
         )
         return len(rows)
+
+    def recent_risk_scores(self, count: int) -> list[float]:
+        """The risk scores of the last `count` decisions (newest first), whichever process made
+        them: what every service worker's drift gauge is computed on, so they agree."""
+        with self._lock:
+            rows = self._db.execute("SELECT risk_score FROM decisions ORDER BY id DESC LIMIT ?", (int(count),)).fetchall()
+        return [row[0] for row in rows]
 
     def read(self, table: str) -> pd.DataFrame:
         if table not in ("decisions", "outcomes"):
@@ -165,12 +186,17 @@ EXPORTS = {
     # what an auditor reads: each decision with the outcome later reported for its declaration
     "decisions": (
         "SELECT d.*, o.inspected_on AS outcome_inspected_on, o.result AS outcome_result,"
-        " o.notes AS outcome_notes, o.received_at AS outcome_received_at"
+        " o.notes AS outcome_notes, o.received_at AS outcome_received_at, {outcome_additional_duty}"
         " FROM decisions d LEFT JOIN outcomes o ON o.declaration_id = d.declaration_id"
         " WHERE d.scored_at >= ? AND d.scored_at < ? ORDER BY d.id"
     ),
     "outcomes": "SELECT * FROM outcomes WHERE received_at >= ? AND received_at < ? ORDER BY received_at, declaration_id",
 }
+
+
+def table_columns(db: sqlite3.Connection, table: str) -> set[str]:
+    """The columns a table of the store has (none when it has no such table)."""
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
 def read_only(path: Path, **options) -> sqlite3.Connection:
@@ -191,9 +217,14 @@ def export(path: Path, table: str, since: dt.date, until: dt.date) -> pd.DataFra
     db = read_only(path)
     try:
         bounds = (since.isoformat(), (until + dt.timedelta(days=1)).isoformat())
-        rows = pd.read_sql_query(EXPORTS[table], db, params=bounds)
+        # a store of an earlier layout, not opened for writing since: its outcomes reported no duty
+        duty = "o.additional_duty" if "additional_duty" in table_columns(db, "outcomes") else "NULL"
+        sql = EXPORTS[table].format(outcome_additional_duty=f"{duty} AS outcome_additional_duty")
+        rows = pd.read_sql_query(sql, db, params=bounds)
     finally:
         db.close()
+    if table == "outcomes" and "additional_duty" not in rows.columns:
+        rows["additional_duty"] = None
     if table == "decisions":
         # a store of an earlier layout, not opened for writing since: its decisions declared none
         for column in DECISION_IDENTIFIERS:

@@ -4,13 +4,17 @@ Each outcome posted to /outcomes is joined to the declaration as the service las
 (the audit store keeps the record as received) and labelled by the result. The file is a source
 like any administration's export: values as received, as text, typed and checked by validate.
 Exporting again merges into the file, newest outcome first, so a reset audit store loses nothing.
+
+Besides the columns ingest reads (features.adapters.FEEDBACK_FIELDS) the file carries
+`additional_duty`, the duty the inspection assessed as posted to /outcomes (text, null when not
+reported), last, so the duty recovered can be learned once ingest reads it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -18,13 +22,18 @@ import typer
 
 from features.adapters import FEEDBACK_FIELDS, labels_from_outcome, newest_outcomes
 from features.schema import DECLARATION_FIELDS
+from serving.audit import read_only, table_columns
 from serving.settings import Settings, SettingsError
 
 DEFAULT_OUTPUT = Path("data/feedback/outcomes.parquet")
+DUTY = "additional_duty"
+# FEEDBACK_FIELDS and, after them, the duty assessed (unless features.adapters lists it already)
+FEEDBACK_COLUMNS = FEEDBACK_FIELDS + ([] if DUTY in FEEDBACK_FIELDS else [DUTY])
 # /outcomes result -> (fraud, critical_fraud)
 OUTCOME_LABELS = {"clean": ("0", "0"), "fraud": ("1", "0"), "critical": ("1", "1")}
 _OUTCOMES_WITH_RECORDS = """
-SELECT o.declaration_id, o.inspected_on, o.result, o.received_at AS outcome_received_at, d.record
+SELECT o.declaration_id, o.inspected_on, o.result, o.received_at AS outcome_received_at, {duty} AS additional_duty,
+       d.record
 FROM outcomes AS o
 LEFT JOIN decisions AS d
   ON d.id = (SELECT MAX(id) FROM decisions WHERE declaration_id = o.declaration_id)
@@ -33,7 +42,7 @@ ORDER BY o.declaration_id
 
 
 def _as_text(value) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def labelled_declarations(outcomes: pd.DataFrame) -> pd.DataFrame:
@@ -46,19 +55,33 @@ def labelled_declarations(outcomes: pd.DataFrame) -> pd.DataFrame:
         dtype="str",
     )
     labels = labels_from_outcome("result", OUTCOME_LABELS)(scored)
-    feedback = pd.concat([declarations, labels, scored[["inspected_on", "outcome_received_at"]]], axis=1)
-    return feedback[FEEDBACK_FIELDS]
+    duty = pd.Series([_as_text(value) for value in scored[DUTY].astype(object)], name=DUTY, dtype="str")
+    feedback = pd.concat([declarations, labels, scored[["inspected_on", "outcome_received_at"]], duty], axis=1)
+    return feedback[FEEDBACK_COLUMNS]
+
+
+def _earlier_export(output: Path) -> pd.DataFrame:
+    """The file as an earlier export left it; one written before the duty was exported has it null."""
+    earlier = pd.read_parquet(output)
+    if DUTY not in earlier.columns:
+        earlier[DUTY] = pd.Series([None] * len(earlier), dtype="str")
+    return earlier[FEEDBACK_COLUMNS]
 
 
 def export_feedback(audit_db: Path, output: Path) -> dict:
     if not audit_db.exists():
         raise FileNotFoundError(f"no audit store at {audit_db} (set --audit-db or RISK_AUDIT_DB)")
-    with sqlite3.connect(audit_db) as db:
-        outcomes = pd.read_sql_query(_OUTCOMES_WITH_RECORDS, db)
+    db = read_only(audit_db)  # the export never writes to the store
+    try:
+        # a store of an earlier layout, not opened for writing since: no outcome reported a duty
+        duty = f"o.{DUTY}" if DUTY in table_columns(db, "outcomes") else "NULL"
+        outcomes = pd.read_sql_query(_OUTCOMES_WITH_RECORDS.format(duty=duty), db)
+    finally:
+        db.close()
     exported = labelled_declarations(outcomes)
     merged = exported
     if output.exists():
-        merged = newest_outcomes(pd.concat([pd.read_parquet(output)[FEEDBACK_FIELDS], exported], ignore_index=True))
+        merged = newest_outcomes(pd.concat([_earlier_export(output), exported], ignore_index=True))
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     merged.to_parquet(partial, index=False)

@@ -126,6 +126,10 @@ def contract_document(max_batch: int, secured: bool) -> dict:
                 "declaration_id": _ID,
                 "inspected_on": _DATE,
                 "result": {"type": "string", "enum": list(OUTCOME_RESULTS)},
+                "additional_duty": {
+                    **_NUMBER, "nullable": True,
+                    "description": "duty the inspection assessed beyond the declared duty (local currency); null or absent: not reported",
+                },
                 "notes": {"type": "string", "maxLength": MAX_NOTES_CHARACTERS, "nullable": True},
             },
         },
@@ -135,7 +139,7 @@ def contract_document(max_batch: int, secured: bool) -> dict:
             "properties": {
                 "feature": {"type": "string"},
                 "value": {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}]},
-                "contribution": {"type": "number"},
+                "contribution": {"type": "number", "nullable": True},  # null: a rule's or an alert's reason
                 "text": {"type": "string"},
             },
         },
@@ -147,7 +151,7 @@ def contract_document(max_batch: int, secured: bool) -> dict:
                 "risk_score": {"type": "number", "minimum": 0, "maximum": 1},
                 "critical_score": {"type": "number", "minimum": 0, "maximum": 1},
                 "lane": {"type": "string", "enum": ["red", "yellow", "green"]},
-                "selected_by": {"type": "string", "enum": ["model", "rule", "random"]},
+                "selected_by": {"type": "string", "enum": ["model", "rule", "alert", "random"]},
                 "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
             },
         },

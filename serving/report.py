@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import html
 import io
 import json
+import logging
 import math
 import sqlite3
 from dataclasses import dataclass, field
@@ -26,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serving.audit import read_only
+from serving.audit import read_only, table_columns
+
+logger = logging.getLogger("customs_risk.report")
 
 LANES = ("red", "yellow", "green")
 SOURCES = ("model", "value", "critical", "rule", "alert", "random")
@@ -47,7 +51,7 @@ REQUIRED_COLUMNS = {
 PERIOD_DECISIONS = """
 SELECT d.id, d.declaration_id, d.scored_at, d.model_version, d.record, d.risk_score, d.lane, d.selected_by,
        substr(json_extract(d.record, '$.declaration_date'), 1, 10) AS declaration_date,
-       o.result AS outcome, o.inspected_on, o.received_at
+       o.result AS outcome, o.inspected_on, o.received_at, {duty} AS additional_duty
 FROM decisions d
 JOIN (SELECT declaration_id, MAX(id) AS id FROM decisions GROUP BY declaration_id) latest ON latest.id = d.id
 LEFT JOIN outcomes o ON o.declaration_id = d.declaration_id
@@ -107,7 +111,7 @@ def read_period(path: Path, since: dt.date, until: dt.date, timeout: float = LOC
     db = _connect(path, timeout)
     try:
         for table, needed in REQUIRED_COLUMNS.items():
-            columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            columns = table_columns(db, table)
             missing = [column for column in needed if column not in columns]
             if missing:
                 what = f"has no {table} table" if not columns else f"its {table} lack {', '.join(missing)}"
@@ -115,7 +119,9 @@ def read_period(path: Path, since: dt.date, until: dt.date, timeout: float = LOC
                     f"the audit store {path} is from an older or another version: {what}. Open it once with "
                     "the current service to bring it up to date (the report only reads it)"
                 )
-        rows = pd.read_sql_query(PERIOD_DECISIONS, db, params=(since.isoformat(), until.isoformat()))
+        # a store of the layout before version 2, not opened for writing since: no duty was reported
+        duty = "o.additional_duty" if "additional_duty" in table_columns(db, "outcomes") else "NULL"
+        rows = pd.read_sql_query(PERIOD_DECISIONS.format(duty=duty), db, params=(since.isoformat(), until.isoformat()))
         if rows.empty:
             first, last, count = db.execute(DATE_RANGE).fetchone()
             held = f"its {count:,} decisions are dated {first} to {last}" if count else "it holds no decisions"
@@ -172,9 +178,16 @@ def lane_figures(rows: pd.DataFrame, lanes=None) -> dict:
             "outcomes": group["outcomes"],
             "hit_rate": group["hit_rate"],
             "critical_found": int((part["outcome"] == "critical").sum()),
-            "additional_duty": None,  # the outcomes table does not store the duty assessed yet
+            "additional_duty": additional_duty(part),
         }
     return figures
+
+
+def additional_duty(rows: pd.DataFrame) -> float | None:
+    """The duty the rows' inspections assessed beyond the declared duty, as reported with their
+    outcomes; null when no outcome reported one (not zero: an unreported duty is unknown)."""
+    reported = pd.to_numeric(rows["additional_duty"], errors="coerce").dropna() if "additional_duty" in rows else ()
+    return float(reported.sum()) if len(reported) else None
 
 
 def random_vs_targeted(rows: pd.DataFrame) -> float | None:
@@ -277,6 +290,20 @@ def outcomes_reported(figures: dict) -> int:
     return sum(lane["outcomes"] for lane in figures["lanes"].values())
 
 
+VALIDATION_SCORES = Path("data/model/validation_scores.parquet")
+
+
+def validation_scores(checkout: Path | None) -> tuple[np.ndarray | None, str | None]:
+    """The risk scores of the champion's validation window as the train stage left them in the
+    checkout, or None and why not: the one reference of the report's and the service's drift."""
+    if checkout is None:
+        return None, "not run in a checkout: no validation window to compare with, risk score drift not computed"
+    path = Path(checkout) / VALIDATION_SCORES
+    if not path.exists():
+        return None, f"{path} is missing (run `make run`): risk score drift not computed"
+    return pd.read_parquet(path, columns=["risk_score"])["risk_score"].to_numpy(dtype="float64"), None
+
+
 def load_reference(settings) -> Reference:
     """The packaged champion (as `customs-risk score` finds it) and the checkout's validation
     window: data/model/validation_scores.parquet and the window's rows of the feature matrix."""
@@ -301,11 +328,10 @@ def load_reference(settings) -> Reference:
     if root is None:
         reference.notes.append("not run in a checkout: no validation window to compare with, drift not computed")
         return reference
-    scores, matrix = root / "data/model/validation_scores.parquet", root / "data/features/matrix.parquet"
-    if scores.exists():
-        reference.scores = pd.read_parquet(scores, columns=["risk_score"])["risk_score"].to_numpy(dtype="float64")
-    else:
-        reference.notes.append(f"{scores} is missing (run `make run`): risk score drift not computed")
+    reference.scores, missing = validation_scores(root)
+    if missing:
+        reference.notes.append(missing)
+    matrix = root / "data/features/matrix.parquet"
     if matrix.exists():
         windows = yaml.safe_load((root / "params.yaml").read_text())["windows"]
         window = [("declaration_date", ">=", pd.Timestamp(windows["valid_start"])),
@@ -314,6 +340,66 @@ def load_reference(settings) -> Reference:
     else:
         reference.notes.append(f"{matrix} is missing (run `make run`): feature drift not computed")
     return reference
+
+
+# --- the same figures for live dashboards (GET /metrics) --------------------------------------
+
+
+@functools.cache
+def _instruments() -> dict:
+    """The service's Prometheus instruments, made once per process, on first use: a BentoML
+    worker has PROMETHEUS_MULTIPROC_DIR set by then, so each worker writes its own file and
+    BentoML's /metrics adds them up across workers (BentoML documents prometheus_client for
+    custom metrics; it must not be imported before the worker starts)."""
+    import prometheus_client as prometheus
+
+    return {
+        "decisions": prometheus.Counter(
+            "customs_risk_decisions", "Decisions answered by /score, by lane and selection source", ["lane", "selected_by"]),
+        "outcomes": prometheus.Counter("customs_risk_outcomes", "Outcomes stored by /outcomes, by result", ["result"]),
+        # every worker computes the same figure from the audit store: the most recent one is right
+        "psi": prometheus.Gauge(
+            "customs_risk_score_psi", "Population stability index of the risk score of the last serving.drift_window "
+            "decisions against the champion's validation window (NaN: no reference or no decision)",
+            multiprocess_mode="mostrecent"),
+        "psi_declarations": prometheus.Gauge(
+            "customs_risk_score_psi_declarations", "How many decisions customs_risk_score_psi was computed on",
+            multiprocess_mode="mostrecent"),
+    }
+
+
+class LiveMetrics:
+    """Counters of decisions by lane and `selected_by` and of outcomes by result, and the risk
+    score's PSI over the last `window` decisions of the audit store (all workers' and all
+    restarts', so every worker computes the same value) against the validation window, with the
+    report's `psi`. The PSI is computed again after every /score, from one indexed query."""
+
+    def __init__(self, audit, reference_scores: np.ndarray | None, window: int):
+        self.audit = audit
+        self.reference = reference_scores
+        self.window = int(window)
+        self.instruments = _instruments()
+        self.update_drift()  # a restarted worker shows the store's figure, not 0
+
+    def decided(self, results: pd.DataFrame) -> None:
+        for (lane, source), count in results.groupby(["lane", "selected_by"]).size().items():
+            self.instruments["decisions"].labels(lane=lane, selected_by=source).inc(int(count))
+        self.update_drift()
+
+    def reported(self, outcomes: list[dict]) -> None:
+        for result, count in pd.Series([o["result"] for o in outcomes]).value_counts().items():
+            self.instruments["outcomes"].labels(result=result).inc(int(count))
+
+    def update_drift(self) -> float | None:
+        try:
+            recent = self.audit.recent_risk_scores(self.window)
+        except sqlite3.Error as failed:  # the answer is stored already: a gauge never fails it
+            logger.warning("the risk score drift gauge was not updated: %s", failed)
+            return None
+        value = psi(self.reference, recent) if self.reference is not None and recent else None
+        self.instruments["psi"].set(math.nan if value is None else value)
+        self.instruments["psi_declarations"].set(len(recent))
+        return value
 
 
 # --- the page ----------------------------------------------------------------------------------
@@ -352,6 +438,10 @@ def _table(header: list[str], body: list[list[str]], caption: str = "") -> str:
     lines = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in body)
     title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"
+
+
+def _duty_cell(value) -> str:
+    return "–" if value is None else f"{value:,.0f}"
 
 
 def _hit_cell(rate, outcomes: int) -> str:
@@ -440,12 +530,13 @@ def render_html(figures: dict, rows: pd.DataFrame, reference: Reference, feature
     body = [
         [lane, _number(v["decisions"], "count"), _number(v["share"]), _number(v["share_setting"]),
          _number(v["outcomes"], "count"), _hit_cell(v["hit_rate"], v["outcomes"]), _number(v["critical_found"], "count"),
-         "not recorded yet"]
+         _duty_cell(v["additional_duty"])]
         for lane, v in lanes.items()
     ]
     parts.append("<h2>Lanes</h2>" + _table(
         ["lane", "decisions", "share", "share setting", "outcomes", "hit rate", "critical frauds found", "additional duty"],
-        body, "share setting: the shares the champion's params set (random picks and analysts' rules add to red)",
+        body, "share setting: the shares the champion's params set (random picks and analysts' rules add to red); "
+        "additional duty: the sum of what the outcomes reported, – where none reported it",
     ))
     figure, axes = _figure(6, 2.5)
     x = np.arange(len(LANES))

@@ -10,6 +10,7 @@ import sys
 from features.schema import (
     EARLIEST_DATE,
     ISO_DATE,
+    LARGEST_INTEGER,
     LATEST_DATE,
     MAX_ID_CHARACTERS,
     NOT_BLANK,
@@ -24,7 +25,8 @@ DATE_PATTERN = r"^(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}$"
 LARGEST_NUMBER = sys.float_info.max  # a JSON number beyond it is parsed as infinity or overflows
 MAX_NOTES_CHARACTERS = 4000
 OUTCOME_RESULTS = ("clean", "fraud", "critical")
-OUTCOME_FIELDS = {"declaration_id", "inspected_on", "result", "notes"}
+OUTCOME_FIELDS = {"declaration_id", "inspected_on", "result", "additional_duty", "notes"}
+ADDITIONAL_DUTY_MESSAGE = "must be a finite JSON number of at least 0 (the duty assessed beyond the declared duty), or null"
 
 
 def error(index: int | None, field: str, message: str) -> dict:
@@ -74,6 +76,18 @@ def _is_date(value) -> bool:
     return EARLIEST_DATE <= value <= LATEST_DATE
 
 
+def _is_duty(value) -> bool:
+    """Null (not reported) or a number from 0 to the largest the OpenAPI document states: true is
+    no amount, and an integer past that largest number would be stored as infinity."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return 0 <= value <= LARGEST_INTEGER
+    return math.isfinite(value) and value >= 0
+
+
 def outcome_errors(outcomes: list[dict]) -> list[dict]:
     errors = []
     for i, outcome in enumerate(outcomes):
@@ -90,6 +104,8 @@ def outcome_errors(outcomes: list[dict]) -> list[dict]:
             errors.append(error(i, "inspected_on", f"must be a date YYYY-MM-DD from {EARLIEST_DATE} to {LATEST_DATE}"))
         if outcome.get("result") not in OUTCOME_RESULTS:
             errors.append(error(i, "result", f"must be one of {', '.join(OUTCOME_RESULTS)}"))
+        if not _is_duty(outcome.get("additional_duty")):
+            errors.append(error(i, "additional_duty", ADDITIONAL_DUTY_MESSAGE))
         notes = outcome.get("notes")
         if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_NOTES_CHARACTERS):
             errors.append(error(i, "notes", f"must be a string of at most {MAX_NOTES_CHARACTERS} characters"))

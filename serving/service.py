@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import typing as t
 from pathlib import Path
@@ -15,6 +16,7 @@ from serving.alerts import LiveAlerts, apply_alerts
 from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.http import RequestGuard, quiet_client_errors
 from serving.loading import load_packaged, model_tag, packaged_champion
+from serving.report import LiveMetrics, validation_scores
 from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors
 from serving.rules import RiskProfiles, score_routed
 from serving.settings import Settings, SettingsError
@@ -91,6 +93,11 @@ class CustomsRisk:
         self.profiles = RiskProfiles.from_environment(SETTINGS)
         # partner alerts in the audit store's `alerts` table, re-read when an import changed it
         self.alerts = LiveAlerts(self.audit.path, _partner_keys_path())
+        # GET /metrics: decisions, outcomes, and the risk score's drift from the validation window
+        reference, missing = validation_scores(SETTINGS.checkout)
+        if missing:
+            logger.warning("customs_risk_score_psi is NaN: %s", missing)
+        self.live = LiveMetrics(self.audit, reference, int(LIMITS["drift_window"]))
         if not SETTINGS.api_keys:
             logger.warning("RISK_API_KEYS is not set: only loopback clients are served")
         logger.info(
@@ -136,6 +143,7 @@ class CustomsRisk:
             self.audit.record_decisions(declarations, results, self.identity["version"])
         except AuditStoreUnavailable as failed:
             return self._unavailable(ctx, failed)
+        self.live.decided(results)
         return {"model": self.identity, "results": results.to_dict(orient="records")}
 
     @bentoml.api(input_spec=OutcomesRequest)
@@ -144,9 +152,11 @@ class CustomsRisk:
         if errors:
             return self._reject(ctx, errors)
         try:
-            return {"stored": self.audit.record_outcomes(outcomes)}
+            stored = self.audit.record_outcomes(outcomes)
         except AuditStoreUnavailable as failed:
             return self._unavailable(ctx, failed)
+        self.live.reported(outcomes)
+        return {"stored": stored}
 
     @bentoml.api(input_spec=MetadataRequest)
     def metadata(self) -> dict:
@@ -168,7 +178,14 @@ class CustomsRisk:
             # which declarations carry reasons unless a request says otherwise, and how many each
             "reasons": {"default": "selected", "options": list(t.get_args(Reasons)), "max_reasons": self.max_reasons},
             "risk_profiles": self.profiles.describe(),
+            "alerts": self._active_alerts(),
         }
+
+    def _active_alerts(self) -> dict:
+        """Partner alerts in force today (UTC) per issuer, from the store as the lanes see it now."""
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        index = self.alerts.current()
+        return {"on": today, "active_by_issuer": index.active_by_issuer(today), "stored": len(index)}
 
 
 CustomsRisk.add_asgi_middleware(

@@ -50,6 +50,7 @@ def test_decisions_are_recorded_with_every_field(store):
             "declaration_id": ["97061800", "00012345"],
             "risk_score": [0.93, 0.02],
             "critical_score": [0.04, 0.001],
+            "duty_at_risk": [1840000.0, 0.2],
             "lane": ["red", "red"],
             "selected_by": ["model", "random"],
             "reasons": reasons,

@@ -12,7 +12,7 @@ from features.schema import DECLARATION_FIELDS, LABELLED, check_declarations
 from pipelines.validate import validate
 from serving.audit import AuditStore
 from serving.cli import app
-from serving.feedback import export_feedback
+from serving.feedback import FEEDBACK_COLUMNS, export_feedback
 
 
 def _score(store: AuditStore, records: list[dict]) -> None:
@@ -40,7 +40,8 @@ def store(tmp_path, client_records) -> AuditStore:
     _score(store, [dict(client_records[0], item_price=123.25)])  # D0 scored again, corrected
     store.record_outcomes(
         [
-            {"declaration_id": "D0", "inspected_on": "2021-04-01", "result": "fraud", "notes": "undervalued"},
+            {"declaration_id": "D0", "inspected_on": "2021-04-01", "result": "fraud", "notes": "undervalued",
+             "additional_duty": 1840000.5},
             {"declaration_id": "D1", "inspected_on": "2021-04-01", "result": "critical"},
             {"declaration_id": "D2", "inspected_on": "2021-04-02", "result": "clean"},
             {"declaration_id": "NEVER-SCORED", "inspected_on": "2021-04-02", "result": "fraud"},
@@ -55,7 +56,9 @@ def test_outcomes_become_labelled_declarations_as_last_scored(store, client_reco
     assert summary == {"outcomes": 4, "exported": 3, "unscored": 1, "in_file": 3,
                        "by_result": {"fraud": 1, "critical": 1, "clean": 1}}
     feedback = pd.read_parquet(output).set_index("declaration_id")
-    assert list(feedback.reset_index().columns) == FEEDBACK_FIELDS
+    assert list(feedback.reset_index().columns) == FEEDBACK_COLUMNS == [*FEEDBACK_FIELDS, "additional_duty"]
+    assert feedback.loc["D0", "additional_duty"] == "1840000.5"  # text, as every value of a source
+    assert feedback.loc[["D1", "D2"], "additional_duty"].isna().all()  # not reported: null
     assert feedback.loc[["D0", "D1", "D2"], ["fraud", "critical_fraud"]].values.tolist() == [
         ["1", "0"], ["1", "1"], ["0", "0"]]
     assert feedback.loc["D0", "item_price"] == "123.25"  # the corrected record, as received
@@ -108,3 +111,34 @@ def test_cli_without_an_audit_store_says_so(tmp_path):
     result = CliRunner().invoke(app, ["export-feedback", "--audit-db", str(tmp_path / "none.db")])
     assert result.exit_code == 2
     assert "no audit store at" in result.stderr
+
+
+def test_a_file_exported_before_the_duty_merges_with_the_duty_null(store, tmp_path):
+    output = tmp_path / "outcomes.parquet"
+    export_feedback(store.path, output)
+    older = pd.read_parquet(output)[FEEDBACK_FIELDS]  # as the release before additional_duty wrote it
+    older.loc[older["declaration_id"] == "D2", "inspected_on"] = "2021-05-01"  # a later inspection of D2 elsewhere
+    older.to_parquet(output, index=False)
+    export_feedback(store.path, output)
+    feedback = pd.read_parquet(output).set_index("declaration_id")
+    assert list(feedback.reset_index().columns) == FEEDBACK_COLUMNS
+    assert feedback.loc["D0", "additional_duty"] == "1840000.5"
+    assert feedback.loc["D2", "inspected_on"] == "2021-05-01" and pd.isna(feedback.loc["D2", "additional_duty"])
+
+
+def test_a_store_of_the_layout_before_the_duty_exports_it_null(tmp_path, client_records):
+    import sqlite3
+
+    path = tmp_path / "audit.db"
+    store = AuditStore(path)
+    _score(store, client_records[:1])
+    store.record_outcomes([{"declaration_id": "D0", "inspected_on": "2021-04-01", "result": "fraud"}])
+    store._db.close()
+    with sqlite3.connect(path) as db:  # the outcomes table as version 1 had it
+        db.execute("ALTER TABLE outcomes DROP COLUMN additional_duty")
+        db.execute("PRAGMA user_version = 1")
+    export_feedback(path, tmp_path / "outcomes.parquet")
+    feedback = pd.read_parquet(tmp_path / "outcomes.parquet")
+    assert feedback["declaration_id"].tolist() == ["D0"] and feedback["additional_duty"].isna().all()
+    with sqlite3.connect(path) as db:  # read only: the store is not migrated by an export
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1

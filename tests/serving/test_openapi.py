@@ -94,8 +94,11 @@ def test_the_document_and_the_service_agree_on_every_declaration(changes):
 
 @settings(max_examples=300, deadline=None)
 @given(changes=st.dictionaries(
-    st.sampled_from(["declaration_id", "inspected_on", "result", "notes", "inspector"]),
-    st.one_of(st.none(), st.integers(), st.text(max_size=6), st.sampled_from(["fraud", "2099-12-31", "2100-01-01", "\u3000"])),
+    st.sampled_from(["declaration_id", "inspected_on", "result", "additional_duty", "notes", "inspector"]),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6),
+        st.sampled_from(["fraud", "2099-12-31", "2100-01-01", "\u3000", 0, 0.0, -0.0, -1e-9, 1.5e9, 10**308, 2 * 10**308]),
+    ),
     max_size=3,
 ))
 def test_the_document_and_the_service_agree_on_every_outcome(changes):

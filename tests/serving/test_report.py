@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import sqlite3
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from features.matrix import FEATURE_NAMES, model_input, serving_inputs, training_features
 from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel, validated_declarations
-from models.lanes import LanePolicy
+from models.lanes import LanePolicy, LaneShares
 from models.training import fit_target
 from serving import report as reporting
 from serving.audit import AuditStore
@@ -43,7 +44,9 @@ def trained(history):
         label: fit_target(matrix, history[label].to_numpy(), ~is_valid, is_valid, TRAIN_PARAMS)
         for label in ("fraud", "critical_fraud")
     }
-    lanes = LanePolicy.from_shares(fitted["fraud"].validation_scores, 0.05, 0.10, 0.2, "report-test")
+    risk, critical = fitted["fraud"].validation_scores, fitted["critical_fraud"].validation_scores
+    shares = LaneShares(0.03, 0.01, 0.01, 0.10, 0.03, 0.2)
+    lanes = LanePolicy.fit(shares, "report-test", risk, critical, risk * matrix.loc[is_valid, "duty_exposure"].to_numpy())
     model = RiskModel(fitted["fraud"].booster, fitted["critical_fraud"].booster, fitted["fraud"].calibration,
                       fitted["critical_fraud"].calibration, lanes, state)
     reference = reporting.Reference(
@@ -90,8 +93,14 @@ def scored_store(trained, history, tmp_path_factory):
     truth = sample.assign(lane=results["lane"], selected_by=results["selected_by"], outcome=None)
     inspected = truth["lane"].ne("green") & (truth.index % 10 != 0)  # one in ten never reported
     truth.loc[inspected, "outcome"] = [_truth(row) for row in truth[inspected].itertuples()]
+    # the duty assessed, reported with a third of the frauds; a clean one found none (0)
+    truth["additional_duty"] = pd.Series([
+        (round(row.item_price * 0.08, 2) if row.outcome != "clean" else 0.0) if inspected[i] and i % 3 == 0 else None
+        for i, row in enumerate(truth.itertuples())
+    ], dtype=object)
     store.record_outcomes([
-        {"declaration_id": row.declaration_id, "inspected_on": "2021-05-01", "result": row.outcome}
+        {"declaration_id": row.declaration_id, "inspected_on": "2021-05-01", "result": row.outcome,
+         **({} if row.additional_duty is None else {"additional_duty": row.additional_duty})}
         for row in truth[inspected].itertuples()
     ])
     in_period = truth["declaration_date"].between(pd.Timestamp(SINCE), pd.Timestamp(UNTIL))
@@ -128,14 +137,18 @@ def test_every_count_share_and_hit_rate_matches_the_declarations(trained, scored
         assert got["outcomes"] == rows["outcome"].notna().sum()
         assert got["hit_rate"] == pytest.approx(_rate(rows))
         assert got["critical_found"] == (rows["outcome"] == "critical").sum()
-        assert got["additional_duty"] is None
+        duties = [duty for duty in rows["additional_duty"] if duty is not None]
+        assert got["additional_duty"] == (pytest.approx(sum(duties)) if duties else None)
+    assert kpis["lanes"]["red"]["additional_duty"] > 0
     assert kpis["lanes"]["green"]["hit_rate"] is None  # no green declaration was inspected
+    assert kpis["lanes"]["green"]["additional_duty"] is None  # nothing reported: unknown, not 0
     assert set(kpis["selected_by"]) == {"model", "value", "critical", "rule", "alert", "random"}
     for source, got in kpis["selected_by"].items():
         rows = truth[truth["selected_by"] == source]
         assert got == {"decisions": len(rows), "outcomes": rows["outcome"].notna().sum(),
                        "hit_rate": pytest.approx(_rate(rows)) if _rate(rows) is not None else None}
-    assert kpis["selected_by"]["value"]["decisions"] <= 1  # the stale "value" decisions were overtaken
+    # the 200 stale "value" decisions were overtaken: only the policy's own value picks count
+    assert kpis["selected_by"]["value"]["decisions"] == (truth["selected_by"] == "value").sum() < 200
     random = truth["selected_by"] == "random"
     assert kpis["selected_by"]["random"]["outcomes"] > 0
     assert kpis["random_vs_targeted_hit_ratio"] == pytest.approx(_rate(truth[~random]) / _rate(truth[random]))
@@ -364,3 +377,49 @@ def test_the_page_is_self_contained_with_its_tables_and_plots(trained, scored_st
     for heading in ("Decisions per day", "Lanes", "Selection sources", "Hit rate per lane", "Outcome coverage", "Drift"):
         assert heading in text
     assert "too few" in text  # the small sources have fewer than 30 outcomes
+
+
+# --- GET /metrics: the same figures live --------------------------------------------------------
+
+
+def _sample(name: str, **labels) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(trained, history, tmp_path):
+    """The service's instruments, fed as its /score and /outcomes feed them: the gauge is the
+    report's PSI of the store's last `window` risk scores, whoever wrote them."""
+    model, reference = trained
+    store = AuditStore(tmp_path / "audit.db")
+    live = reporting.LiveMetrics(store, reference.scores, window=150)
+    assert math.isnan(_sample("customs_risk_score_psi")) and _sample("customs_risk_score_psi_declarations") == 0
+    before = {(lane, source): _sample("customs_risk_decisions_total", lane=lane, selected_by=source)
+              for lane in reporting.LANES for source in reporting.SOURCES}
+    sent = _as_sent(history.iloc[-400:])
+    first = _score(store, model, sent[:300], {0: "alert", 1: "rule"})
+    live.decided(first)
+    other_worker = AuditStore(store.path)  # another process's decisions count in the window too
+    second = _score(other_worker, model, sent[300:])
+    live.decided(second)
+    both = pd.concat([first, second])
+    for (lane, source), was in before.items():
+        made = int(((both["lane"] == lane) & (both["selected_by"] == source)).sum())
+        assert _sample("customs_risk_decisions_total", lane=lane, selected_by=source) - was == made
+    assert _sample("customs_risk_decisions_total", lane="red", selected_by="alert") - before["red", "alert"] == 1
+    last = both["risk_score"].to_numpy()[-150:]
+    assert _sample("customs_risk_score_psi") == pytest.approx(reporting.psi(reference.scores, last))
+    assert _sample("customs_risk_score_psi_declarations") == 150
+
+    frauds = _sample("customs_risk_outcomes_total", result="fraud")
+    live.reported([{"declaration_id": "A", "result": "fraud"}, {"declaration_id": "B", "result": "fraud"},
+                   {"declaration_id": "C", "result": "clean"}])
+    assert _sample("customs_risk_outcomes_total", result="fraud") - frauds == 2
+
+    # shifted prices drive the gauge over the flag; a service without a reference says NaN
+    live.decided(_score(store, model, [dict(d, item_price=d["item_price"] * 10) for d in _as_sent(history.iloc[:300])]))
+    assert _sample("customs_risk_score_psi") >= reporting.PSI_FLAG
+    reporting.LiveMetrics(store, None, window=150)
+    assert math.isnan(_sample("customs_risk_score_psi")) and _sample("customs_risk_score_psi_declarations") == 150

@@ -122,6 +122,20 @@ def test_bad_notes(notes):
     assert _where(errors) == [(0, "notes")]
 
 
+@pytest.mark.parametrize("additional_duty", [0, 0.0, 1840000.0, 125, None, _DROP, float(2**53), 10**308])
+def test_additional_duty_is_optional_and_any_amount_from_zero(additional_duty):
+    assert outcome_errors([_outcome(additional_duty=additional_duty)]) == []
+
+
+@pytest.mark.parametrize(
+    "additional_duty", [-0.01, -1, "1200", True, False, float("nan"), float("inf"), float("-inf"), 2 * 10**308, [1], {}]
+)
+def test_a_negative_non_finite_or_non_number_additional_duty_is_named(additional_duty):
+    errors = outcome_errors([_outcome(), _outcome(additional_duty=additional_duty)])
+    assert _where(errors) == [(1, "additional_duty")]
+    assert "at least 0" in errors[0]["message"] and "finite" in errors[0]["message"]
+
+
 def test_extra_field_is_rejected_by_name():
     errors = outcome_errors([_outcome(), _outcome(inspector="Kim", zeta=1)])
     assert _where(errors) == [(1, "inspector"), (1, "zeta")]
