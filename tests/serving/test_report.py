@@ -7,7 +7,9 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import shutil
 import sqlite3
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -378,6 +380,30 @@ def test_the_page_is_self_contained_with_its_tables_and_plots(trained, scored_st
         assert heading in text
     assert "too few" in text  # the small sources have fewer than 30 outcomes
 
+
+BROWSER = next((path for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+                if (path := shutil.which(name))), None)
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium or Chrome installed; the page is parsed above")
+def test_the_page_renders_in_a_headless_browser_without_console_messages(trained, scored_store, tmp_path):
+    """What a head of targeting opens: the page as a browser builds it, with JavaScript (the page
+    has none: an error or warning logged to the console would be one)."""
+    _, reference = trained
+    path, _ = scored_store
+    _run(tmp_path, path, reference)
+    page = (tmp_path / "out" / "index.html").resolve().as_uri()
+    rendered = subprocess.run(
+        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    assert ":CONSOLE" not in rendered.stderr, rendered.stderr[-2000:]
+    dom = _Page()
+    dom.feed(rendered.stdout)
+    assert dom.tags.count("table") >= 5 and dom.tags.count("img") >= 5
+    assert "Targeting report, 2021-02-01 to 2021-04-30" in " ".join(dom.text)
 
 # --- GET /metrics: the same figures live --------------------------------------------------------
 
