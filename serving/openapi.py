@@ -145,13 +145,14 @@ def contract_document(max_batch: int, secured: bool) -> dict:
         },
         "Result": {
             "type": "object",
-            "required": ["declaration_id", "risk_score", "critical_score", "lane", "selected_by", "reasons"],
+            "required": ["declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"],
             "properties": {
                 "declaration_id": {"type": "string"},
                 "risk_score": {"type": "number", "minimum": 0, "maximum": 1},
                 "critical_score": {"type": "number", "minimum": 0, "maximum": 1},
+                "duty_at_risk": {"type": "number", "minimum": 0},
                 "lane": {"type": "string", "enum": ["red", "yellow", "green"]},
-                "selected_by": {"type": "string", "enum": ["model", "rule", "alert", "random"]},
+                "selected_by": {"type": "string", "enum": ["model", "value", "critical", "rule", "alert", "random"]},
                 "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
             },
         },
