@@ -18,11 +18,21 @@ import pandas as pd
 class Target:
     name: str
     url: str
-    body: Callable[[list[dict]], dict]  # declarations -> request body
+    body: Callable[[list[dict]], dict] | None  # declarations -> request body; None: a GET probe
     count: Callable[[dict], int]  # response body -> declarations scored
 
 
+def probe(name: str, url: str) -> Target:
+    """A GET that answers 200, timed like a request: what a server costs before any work."""
+    return Target(name, url, None, lambda _: 1)
+
+
 async def _post(client: httpx.AsyncClient, target: Target, declarations: list[dict]) -> int:
+    if target.body is None:
+        response = await client.get(target.url)
+        if response.status_code != 200:
+            raise RuntimeError(f"{target.name}: HTTP {response.status_code}: {response.text[:300]}")
+        return len(declarations)
     response = await client.post(target.url, json=target.body(declarations))
     return answered(target, response, len(declarations))
 

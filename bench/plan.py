@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "register", "package"]
-SECTIONS = ["pipeline", "serving", "batch"]
+SECTIONS = ["scoring", "pipeline", "serving", "batch"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,15 @@ class Plan:
     batch_rows: int
     batch_runs: int
     breakdown_rows: int
+    scoring_runs: int  # issue 14 on make run's champion: runs of the HTTP measurements
+    scoring_seconds: float  # each HTTP measurement
+    single_calls: int  # one-declaration calls in process
 
 
-QUICK = Plan("quick", (3000, 1000), 1, 1, 5, 0.5, 1, 2_000, 1, 200)
-FULL = Plan("full", None, 3, 3, 10, 0.5, 1, 10_000, 1, 2_000)
+QUICK = Plan("quick", (3000, 1000), 1, 1, 5, 0.5, 1, 2_000, 1, 200, 1, 5, 200)
+FULL = Plan("full", None, 3, 3, 10, 0.5, 1, 10_000, 1, 2_000, 3, 15, 1_000)
+# Issue 14's sizes: a batch in process, a batch over HTTP, and the open-loop rate of single
+# declarations and health probes (far below capacity, so latency is a request's own).
+SCORING_BATCH_ROWS = 1_000
+HTTP_BATCH_ROWS = 500
+SINGLE_RATE = 20.0

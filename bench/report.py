@@ -42,6 +42,45 @@ def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
+def _scoring(s: dict) -> list[str]:
+    """Issue 14's figures: each beside the baseline it is a ratio of, measured in the same run."""
+    inproc, http = s["in_process"], s["http"]
+    single, batch, audit = inproc["single"], inproc["batch"], inproc["audit_store"]
+    lines = [
+        "",
+        "**0. Scoring at the speed of the model** (issue 14; the champion of `make run`, the checkout's code)",
+        "",
+        "| what | measured | baseline | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        f"| one declaration in process, p50 of {single['calls']:,} (p99 {single['p99_ms']:.1f} ms) | "
+        f"{single['p50_ms']:.2f} ms | raw fraud predict, one prepared row: {inproc['raw_predict_ms']:.3f} ms | "
+        f"{single['p50_over_raw_predict']:.0f}x |",
+        f"| {batch['rows']:,} declarations in process, default reasons ({batch['breakdown']['rows_with_reasons']} "
+        f"carry them) | {batch['seconds']:.3f} s ({batch['declarations_per_second']:,.0f}/s) | features + both "
+        f"predicts: {batch['baseline_seconds']:.3f} s | {batch['over_baseline']:.1f}x |",
+        f"| HTTP, one declaration a request at {http['single_rate']:.0f}/s: p50 (p99 {http['single_p99_ms']:.1f} ms) | "
+        f"{http['single_p50_ms']:.1f} ms | GET /healthz p50, same server: {http['healthz_p50_ms']:.1f} ms | "
+        f"{http['single_p50_over_healthz_p50']:.1f}x |",
+        f"| HTTP, batches of {http['batch_rows']}, one in flight | {http['batch_per_second']:,.0f} declarations/s | "
+        f"`mlflow models serve`: {http['mlflow_batch_per_second']:,.0f}/s | {http['batch_over_mlflow']:.1f}x |",
+        f"| service RSS (process tree), idle / after the load | {_gib(http['idle_rss_bytes'])} / "
+        f"{_gib(http['peak_rss_bytes'])} | | |",
+        f"| audit store write (WAL, synchronous=FULL), one declaration / {batch['rows']:,} | "
+        f"{audit['single_full_ms']:.2f} / {audit['batch_full_ms']:.1f} ms | synchronous=NORMAL: "
+        f"{audit['single_normal_ms']:.2f} / {audit['batch_normal_ms']:.1f} ms | |",
+        "",
+        f"Where the time goes (fastest of 5 calls each, one declaration / {batch['rows']:,}):",
+        "",
+        "| step | ms, one declaration | ms, batch |",
+        "| --- | ---: | ---: |",
+    ]
+    for step, seconds in batch["breakdown"]["seconds"].items():
+        lines.append(f"| {step} | {single['steps'].get(step, float('nan')) * 1e3:.2f} | {seconds * 1e3:.1f} |")
+    if http["failed_requests"]:
+        lines += ["", f"{http['failed_requests']} HTTP request(s) failed."]
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = []
     m = results["machine"]
@@ -50,6 +89,8 @@ def markdown(results: dict) -> str:
         f"LightGBM {m['versions']['lightgbm']}, pandas {m['versions']['pandas']}; load average at start "
         f"{m['load_average_at_start'][0]:.1f} (shared machine); `{results['mode']}` mode, medians of {results['runs']}."
     )
+    if "scoring" in results:
+        lines += _scoring(results["scoring"])
     if "pipeline" in results:
         p = results["pipeline"]
         lines += ["", f"**1. Pipeline** (`dvc repro --force --single-item STAGE`, {p['rows']:,} rows of KCS history)", "",
@@ -99,6 +140,27 @@ def markdown(results: dict) -> str:
 
 def targets(results: dict) -> list[dict]:
     out = []
+    if "scoring" in results:
+        inproc, http = results["scoring"]["in_process"], results["scoring"]["http"]
+        single, batch = inproc["single"], inproc["batch"]
+        out += [
+            {"target": "one declaration in process <= 50x a raw predict of one prepared row",
+             "measured": f"{single['p50_over_raw_predict']:.0f}x", "met": single["p50_over_raw_predict"] <= 50},
+            {"target": "HTTP single declaration p50 <= 10 ms", "measured": f"{http['single_p50_ms']:.1f} ms",
+             "met": http["single_p50_ms"] <= 10},
+            {"target": "HTTP single declaration p99 <= 25 ms", "measured": f"{http['single_p99_ms']:.1f} ms",
+             "met": http["single_p99_ms"] <= 25},
+            {"target": "HTTP single declaration p50 <= 5x the same server's GET /healthz p50",
+             "measured": f"{http['single_p50_over_healthz_p50']:.1f}x", "met": http["single_p50_over_healthz_p50"] <= 5},
+            {"target": f"{batch['rows']:,} declarations, default reasons, <= 2x features + both predicts",
+             "measured": f"{batch['over_baseline']:.1f}x", "met": batch["over_baseline"] <= 2},
+            {"target": ">= 5,000 declarations/s in process", "measured": f"{batch['declarations_per_second']:,.0f}/s",
+             "met": batch["declarations_per_second"] >= 5000},
+            {"target": f">= 3,000 declarations/s over HTTP in batches of {http['batch_rows']}",
+             "measured": f"{http['batch_per_second']:,.0f}/s", "met": http["batch_per_second"] >= 3000},
+            {"target": f"HTTP throughput >= 3x `mlflow models serve` (batches of {http['batch_rows']})",
+             "measured": f"{http['batch_over_mlflow']:.1f}x", "met": http["batch_over_mlflow"] >= 3},
+        ]
     if "serving" in results:
         r = results["serving"]["ratios"]
         out.append({"target": "service p99 within 2x of minimal FastAPI", "measured": f"{r['p99_over_minimal']:.2f}x", "met": r["p99_over_minimal"] <= 2})

@@ -8,7 +8,7 @@ bench/results.json and prints a markdown table.
 
 `make scale` measures the pipeline's stages on synthetic histories (bench/scale.py).
 
-This module holds the three measurements and the command line; the plan (bench/plan.py), the
+This module holds the four measurements and the command line; the plan (bench/plan.py), the
 workspace and measured children (bench/workspace.py), the servers (bench/servers.py) and the
 report (bench/report.py) are modules of their own.
 """
@@ -26,12 +26,33 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import psutil
 
-from bench.load import latency, throughput
-from bench.plan import FULL, QUICK, SECTIONS, STAGES, Plan
+from bench.load import as_sent, latency, probe, throughput
+from bench.plan import FULL, HTTP_BATCH_ROWS, QUICK, SCORING_BATCH_ROWS, SECTIONS, SINGLE_RATE, STAGES, Plan
 from bench.report import machine, markdown, targets
-from bench.servers import PYTHON, REPO, Server, bentoml_serve, minimal_fastapi, mlflow_serve, stop_servers, wait_ready
-from bench.workspace import Workspace, batch_input, declaration_pool, dvc, make_workspace, run_child, worker
+from bench.servers import (
+    PYTHON,
+    REPO,
+    Server,
+    bentoml_serve,
+    minimal_fastapi,
+    mlflow_serve,
+    server_env,
+    stop_servers,
+    wait_ready,
+)
+from bench.workspace import (
+    VALIDATED,
+    Workspace,
+    batch_input,
+    declaration_pool,
+    dvc,
+    make_workspace,
+    run_child,
+    worker,
+)
+from features.schema import DECLARATION_FIELDS
 
 
 def median(values) -> float:
@@ -40,6 +61,84 @@ def median(values) -> float:
 
 def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("inf")
+
+
+# --- 0. scoring at the speed of the model (issue 14), on make run's champion -------------------
+
+
+def tree_rss_bytes(server: Server) -> int:
+    """RSS of a server and every process under it (BentoML's workers are children)."""
+    leader = psutil.Process(server.process.pid)
+    return sum(p.memory_info().rss for p in [leader, *leader.children(recursive=True)])
+
+
+def bench_scoring(plan: Plan, tmp: Path) -> dict:
+    """The checkout's code on the champion `make run` left (data/model/bundle, the BentoML store's
+    packaged model, the MLflow registry): in process, one declaration against a raw predict and
+    a batch against features + both predicts; over HTTP, our service (one worker, served from
+    the checkout, a scratch audit store) against its own GET /healthz and against `mlflow models
+    serve` of the registered champion, interleaved run by run."""
+    env = server_env(REPO / ".bentoml", tmp / "audit.db", mlflow_db=REPO / "mlflow.db", pythonpath=str(REPO))
+    in_process, _ = worker(
+        ["scoring", "--bundle", str(REPO / "data/model/bundle"), "--validated", str(REPO / VALIDATED),
+         "--batch-rows", str(SCORING_BATCH_ROWS), "--single-calls", str(plan.single_calls), "--repeats", "5",
+         "--audit-db", str(tmp / "in-process-audit.db")],
+        REPO, env,
+    )
+    print(
+        f"  in process: one declaration p50 {in_process['single']['p50_ms']:.2f} ms "
+        f"({in_process['single']['p50_over_raw_predict']:.0f}x a raw predict); {SCORING_BATCH_ROWS:,} declarations "
+        f"{in_process['batch']['over_baseline']:.1f}x features + both predicts",
+        flush=True,
+    )
+    history = pd.read_parquet(REPO / VALIDATED, columns=DECLARATION_FIELDS).sort_values("declaration_date")
+    pool = as_sent(history.tail(5_000))
+    ours = bentoml_serve("serving.service:CustomsRisk", REPO, env, tmp / "customs-risk.log")
+    mlflow = mlflow_serve(REPO, env, tmp / "mlflow.log")
+    health = probe("GET /healthz", f"{ours.base}/healthz")
+    runs = []
+    try:
+        for server in (ours, mlflow):
+            wait_ready(server)
+            throughput(server.target, pool, HTTP_BATCH_ROWS, 1, 2)  # warm-up
+        idle_rss = tree_rss_bytes(ours)
+        for run in range(plan.scoring_runs):
+            seconds = plan.scoring_seconds
+            measured = {
+                "healthz": latency(health, pool, SINGLE_RATE, seconds),
+                "single": latency(ours.target, pool, SINGLE_RATE, seconds),
+                "batch": throughput(ours.target, pool, HTTP_BATCH_ROWS, 1, seconds),
+                "mlflow_batch": throughput(mlflow.target, pool, HTTP_BATCH_ROWS, 1, seconds),
+                "rss_bytes": tree_rss_bytes(ours),
+            }
+            runs.append(measured)
+            print(
+                f"  scoring run {run + 1}: single p50 {measured['single']['p50_ms']:.1f} ms, p99 "
+                f"{measured['single']['p99_ms']:.1f} ms, /healthz p50 {measured['healthz']['p50_ms']:.1f} ms; batches of "
+                f"{HTTP_BATCH_ROWS}: {measured['batch']['declarations_per_second']:.0f} declarations/s, mlflow "
+                f"{measured['mlflow_batch']['declarations_per_second']:.0f}",
+                flush=True,
+            )
+    finally:
+        stop_servers([ours, mlflow])
+    http = {
+        "single_p50_ms": median(r["single"]["p50_ms"] for r in runs),
+        "single_p99_ms": median(r["single"]["p99_ms"] for r in runs),
+        "healthz_p50_ms": median(r["healthz"]["p50_ms"] for r in runs),
+        "single_p50_over_healthz_p50": median(r["single"]["p50_ms"] / r["healthz"]["p50_ms"] for r in runs),
+        "batch_per_second": median(r["batch"]["declarations_per_second"] for r in runs),
+        "mlflow_batch_per_second": median(r["mlflow_batch"]["declarations_per_second"] for r in runs),
+        "batch_over_mlflow": median(
+            ratio(r["batch"]["declarations_per_second"], r["mlflow_batch"]["declarations_per_second"]) for r in runs
+        ),
+        "idle_rss_bytes": idle_rss,
+        "peak_rss_bytes": max(r["rss_bytes"] for r in runs),
+        "failed_requests": sum(r[k]["errors"] for r in runs for k in ("healthz", "single", "batch", "mlflow_batch")),
+        "single_rate": SINGLE_RATE,
+        "batch_rows": HTTP_BATCH_ROWS,
+        "seconds": plan.scoring_seconds,
+    }
+    return {"in_process": in_process, "http": http, "runs": runs}
 
 
 # --- 1. the pipeline, stage by stage, against a bare LightGBM fit -----------------------------
@@ -191,6 +290,8 @@ def main() -> None:
         args.output.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
     try:
+        if "scoring" in sections:  # first: it needs no workspace, only what `make run` left
+            save("scoring", bench_scoring(plan, tmp))
         if {"pipeline", "serving", "batch"} & set(sections):
             print(f"workspace {tmp / 'workspace'}", flush=True)
             ws = make_workspace(tmp / "workspace", plan)

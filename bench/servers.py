@@ -133,14 +133,15 @@ def minimal_fastapi(root: Path, env: dict) -> Server:
     )
 
 
-def mlflow_serve(root: Path, env: dict) -> Server:
-    """`mlflow models serve` of the registered champion, in this environment."""
+def mlflow_serve(root: Path, env: dict, log: Path | None = None) -> Server:
+    """`mlflow models serve` of the registered champion, in this environment (its log in `root`
+    unless `log` says where)."""
     port = free_port()
     return launch(
         "mlflow models serve",
         [str(BIN / "mlflow"), "models", "serve", "-m", "models:/customs-risk@champion", "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
-        port, root, env, root / "mlflow.log", "/ping",
+        port, root, env, log or root / "mlflow.log", "/ping",
         ("/invocations", lambda d: {"dataframe_records": d}, lambda b: len(b["predictions"])),
     )
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import resource
 import time
+from functools import partial
 from pathlib import Path
 
 import lightgbm as lgb
@@ -18,10 +19,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bench.load import as_sent
 from features.matrix import FEATURE_NAMES, serving_features, serving_inputs
-from features.schema import RECORD, check_declarations
+from features.schema import DECLARATION_FIELDS, RECORD, check_declarations, check_requests
 from models.bundle import RiskModel, reason_rows, reasons_for, score_declarations
 from models.training import booster_params
+from serving.audit import AuditStore
 
 SINGLE_CALLS = 100  # single-declaration calls, as the service sees them one request at a time
 
@@ -91,25 +94,20 @@ def score_breakdown(model: RiskModel, records: pd.DataFrame, max_reasons: int, r
         steps[name] = steps.get(name, 0.0) + time.perf_counter() - started
         return value
 
-    typed = timed("check_declarations (pandera, one pass)", lambda: check_declarations(records, RECORD).valid)
+    typed = timed("check_requests (the contract's rules, online)", lambda: check_requests(records).valid)
     inputs = timed("serving_inputs (indexed lookups, arrays)", lambda: serving_inputs(typed, model.state))
-    margin = timed("fraud predict (raw score)", lambda: model.fraud_booster.predict(inputs.matrix, raw_score=True))
-    critical_margin = timed(
-        "critical predict (raw score)", lambda: model.critical_booster.predict(inputs.matrix, raw_score=True)
-    )
-    risk = model.fraud_calibration(margin)
-    critical = model.critical_calibration(critical_margin)
-    ids = typed["declaration_id"].astype(str).tolist()
-    lane, _ = timed("lanes (keyed hash per ID)", lambda: model.lanes.assign(risk, ids, critical))
-    rows = reason_rows(lane, reasons)
+    timed("fraud predict (raw score)", lambda: model.fraud_booster.predict(inputs.matrix, raw_score=True))
+    timed("critical predict (raw score)", lambda: model.critical_booster.predict(inputs.matrix, raw_score=True))
+    assessed = timed("assess: the three steps above, calibration and lanes", lambda: model.assess(typed))
+    rows = reason_rows(assessed.lane, reasons)
     contributions = timed(
-        f"fraud pred_contrib (SHAP), rows with reasons ({reasons})",
+        f"fraud pred_contrib (TreeSHAP), rows with reasons ({reasons})",
         lambda: model.fraud_booster.predict(inputs.matrix[rows], pred_contrib=True)[:, :-1]
         if len(rows)
         else np.zeros((0, len(FEATURE_NAMES))),  # LightGBM refuses an empty matrix; the scorer skips it
     )
     found = timed(
-        "reasons (from arrays, rows with reasons)",
+        "reasons_for (sentences, rows with reasons)",
         lambda: reasons_for(inputs, model.state, rows, contributions, max_reasons),
     )
     timed("JSON encode of reasons", lambda: [json.dumps(r) for r in found])
@@ -118,6 +116,91 @@ def score_breakdown(model: RiskModel, records: pd.DataFrame, max_reasons: int, r
         lambda: score_declarations(model, records, max_reasons, reasons),
     )
     return {"rows": len(records), "rows_with_reasons": len(rows), "seconds": steps}
+
+
+def fastest_steps(model: RiskModel, records: pd.DataFrame, max_reasons: int, repeats: int) -> dict:
+    """`score_breakdown`, each step's fastest of `repeats` passes."""
+    runs = [score_breakdown(model, records, max_reasons) for _ in range(repeats)]
+    return {**runs[0], "seconds": {step: min(run["seconds"][step] for run in runs) for step in runs[0]["seconds"]}}
+
+
+def _seconds(call, repeats: int) -> float:
+    """The fastest of `repeats` calls after one warm-up: the call's own cost, not a neighbour's."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def audit_writes(audit_db: Path, sent: list[dict], results: pd.DataFrame, repeats: int) -> dict:
+    """Milliseconds the service's durable write of its decisions takes, for one declaration and
+    for the batch, as the store is (WAL, synchronous=FULL: the WAL is synced at each commit) and,
+    for comparison only, with synchronous=NORMAL (WAL synced at checkpoints: a process crash
+    loses nothing, a power cut may lose the last commits)."""
+    store = AuditStore(audit_db)
+    out = {}
+    for synchronous in ("FULL", "NORMAL"):
+        store._db.execute(f"PRAGMA synchronous={synchronous}")  # the bench's own connection
+        for name, rows in (("single", 1), ("batch", len(sent))):
+            write = partial(store.record_decisions, sent[:rows], results.head(rows), "bench")
+            out[f"{name}_{synchronous.lower()}_ms"] = _seconds(write, repeats) * 1e3
+    return out
+
+
+def scoring(
+    bundle: Path, validated: Path, batch_rows: int, single_calls: int, repeats: int, max_reasons: int, audit_db: Path
+) -> dict:
+    """Issue 14, in one process: one declaration as the service scores it (its JSON values in a
+    frame, `score_declarations`) against the raw predict of one prepared row, and a batch with
+    default reasons against features + both predicts, with the steps between and the audit
+    store's write the service adds."""
+    model = RiskModel.load(bundle)
+    history = pd.read_parquet(validated, columns=DECLARATION_FIELDS).sort_values("declaration_date")
+    pool = as_sent(history.tail(max(batch_rows, single_calls)))
+    one_row = serving_inputs(check_requests(pd.DataFrame(pool[:1])).valid, model.state).matrix
+    raw_predict = _seconds(lambda: model.fraud_booster.predict(one_row, raw_score=True), 200)
+
+    single = []
+    for declaration in pool[:single_calls]:  # each timed once, as requests come: green and red alike
+        started = time.perf_counter()
+        score_declarations(model, pd.DataFrame([declaration]), max_reasons)
+        single.append(time.perf_counter() - started)
+    single_ms = np.array(single) * 1e3
+
+    sent = pd.DataFrame(pool[:batch_rows])
+    typed = check_requests(sent).valid
+
+    def features_and_predicts() -> None:
+        matrix = serving_inputs(typed, model.state).matrix
+        model.fraud_booster.predict(matrix, raw_score=True)
+        model.critical_booster.predict(matrix, raw_score=True)
+
+    baseline = _seconds(features_and_predicts, repeats)
+    batch = _seconds(lambda: score_declarations(model, sent, max_reasons), repeats)
+    return {
+        "raw_predict_ms": raw_predict * 1e3,
+        "single": {
+            "calls": single_calls,
+            "p50_ms": float(np.percentile(single_ms, 50)),
+            "p99_ms": float(np.percentile(single_ms, 99)),
+            "mean_ms": float(single_ms.mean()),
+            "p50_over_raw_predict": float(np.percentile(single_ms, 50)) / (raw_predict * 1e3),
+            "steps": fastest_steps(model, pd.DataFrame(pool[:1]), max_reasons, repeats)["seconds"],
+        },
+        "batch": {
+            "rows": batch_rows,
+            "baseline_seconds": baseline,
+            "seconds": batch,
+            "over_baseline": batch / baseline,
+            "declarations_per_second": batch_rows / batch,
+            "breakdown": fastest_steps(model, sent, max_reasons, repeats),
+        },
+        "audit_store": audit_writes(audit_db, pool[:batch_rows], score_declarations(model, sent, max_reasons), repeats),
+        "peak_rss_bytes": _peak_rss_bytes(),
+    }
 
 
 def main() -> None:
@@ -129,11 +212,24 @@ def main() -> None:
     batch_args.add_argument("--input", type=Path, required=True)
     batch_args.add_argument("--breakdown-rows", type=int, required=True)
     batch_args.add_argument("--max-reasons", type=int, default=3)
+    scoring_args = sub.add_parser("scoring")
+    scoring_args.add_argument("--bundle", type=Path, required=True)
+    scoring_args.add_argument("--validated", type=Path, required=True)
+    scoring_args.add_argument("--batch-rows", type=int, required=True)
+    scoring_args.add_argument("--single-calls", type=int, required=True)
+    scoring_args.add_argument("--repeats", type=int, required=True)
+    scoring_args.add_argument("--max-reasons", type=int, default=3)
+    scoring_args.add_argument("--audit-db", type=Path, required=True)
     args = parser.parse_args()
-    result = (
-        bare_fit(args.workspace) if args.task == "bare-fit"
-        else batch_baseline(args.bundle, args.input, args.breakdown_rows, args.max_reasons)
-    )
+    if args.task == "bare-fit":
+        result = bare_fit(args.workspace)
+    elif args.task == "scoring":
+        result = scoring(
+            args.bundle, args.validated, args.batch_rows, args.single_calls, args.repeats, args.max_reasons,
+            args.audit_db,
+        )
+    else:
+        result = batch_baseline(args.bundle, args.input, args.breakdown_rows, args.max_reasons)
     print(json.dumps(result))
 
 
