@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -382,13 +383,13 @@ class LiveMetrics:
         self.update_drift()  # a restarted worker shows the store's figure, not 0
 
     def decided(self, results: pd.DataFrame) -> None:
-        for (lane, source), count in results.groupby(["lane", "selected_by"]).size().items():
-            self.instruments["decisions"].labels(lane=lane, selected_by=source).inc(int(count))
+        for (lane, source), count in Counter(zip(results["lane"], results["selected_by"])).items():
+            self.instruments["decisions"].labels(lane=lane, selected_by=source).inc(count)
         self.update_drift()
 
     def reported(self, outcomes: list[dict]) -> None:
-        for result, count in pd.Series([o["result"] for o in outcomes]).value_counts().items():
-            self.instruments["outcomes"].labels(result=result).inc(int(count))
+        for result, count in Counter(o["result"] for o in outcomes).items():
+            self.instruments["outcomes"].labels(result=result).inc(count)
 
     def update_drift(self) -> float | None:
         try:
