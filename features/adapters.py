@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, OPTIONAL_FIELDS
+from features.schema import DECLARATION_FIELDS, LABELLED_FIELDS, OPTIONAL_FIELDS, RECOVERED_DUTY
 
 # Where each ingested row came from, so a steward can find a quarantined row in its file.
 SOURCE_FIELDS = ["source_file", "source_row"]  # source_row counts data rows from 1
-# A feedback file: canonical declaration, labels, and when the outcome was known.
+# A feedback file: a labelled record, and when the outcome was known.
 OUTCOME_TIME_FIELDS = ["inspected_on", "outcome_received_at"]
-FEEDBACK_FIELDS = DECLARATION_FIELDS + LABEL_FIELDS + OUTCOME_TIME_FIELDS
+FEEDBACK_FIELDS = LABELLED_FIELDS + OUTCOME_TIME_FIELDS
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,15 @@ class SourceLayout:
             raise ValueError(f"{self.name} layout: missing columns {missing}")
         records = _with_optional_fields(source[list(self.columns)].rename(columns=self.columns))
         labels = self.labels(source)
-        return pd.concat([records, labels], axis=1)[DECLARATION_FIELDS + LABEL_FIELDS]
+        return pd.concat([records, labels], axis=1)[LABELLED_FIELDS]
 
 
 def _with_optional_fields(records: pd.DataFrame) -> pd.DataFrame:
-    """Optional fields a source does not have (KCS has no container number or bill of lading;
-    feedback exported before they existed) as null, so every source has the record's columns."""
-    missing = [field for field in DECLARATION_FIELDS if field in OPTIONAL_FIELDS and field not in records.columns]
+    """Optional fields a source does not have (KCS has no container number or bill of lading,
+    and no duty assessed; feedback exported before they existed) as null, so every source has
+    the labelled record's columns."""
+    optional = [field for field in DECLARATION_FIELDS if field in OPTIONAL_FIELDS] + [RECOVERED_DUTY]
+    missing = [field for field in optional if field not in records.columns]
     return records.assign(**{field: pd.Series(None, index=records.index, dtype="str") for field in missing})
 
 

@@ -27,13 +27,14 @@ import pyarrow.parquet as pq
 
 from features.history import ENTITIES, HISTORY_FIELDS, Entity, FeatureState, entity_history, with_derived_fields
 from features.matrix import CATEGORICAL, FEATURE_NAMES, feature_matrix, model_input
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
+from features.schema import LABELLED_FIELDS, RECOVERED_DUTY
 
 PART_ROWS = 500_000  # rows per sorted and matrix part: bounds the memory of passes 1 and 3
 ROW_GROUP_ROWS = 65_536  # the matrix is read back a row group at a time while training
-CARRIED = ["declaration_id", "declaration_date", "fraud", "critical_fraud"]  # beside the features
+# beside the features: the row's key, its labels and the duty its inspection assessed
+CARRIED = ["declaration_id", "declaration_date", "fraud", "critical_fraud", RECOVERED_DUTY]
 SORT_KEY = ["declaration_date", "declaration_id"]
-HISTORY_COLUMNS = DECLARATION_FIELDS + LABEL_FIELDS  # what a validated part holds
+HISTORY_COLUMNS = LABELLED_FIELDS  # what a validated part holds
 
 
 class HistoryFileError(ValueError):

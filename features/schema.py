@@ -85,6 +85,11 @@ DECLARATION_FIELDS = [
     "bill_of_lading",
 ]
 LABEL_FIELDS = ["fraud", "critical_fraud"]
+# The duty an inspection assessed beyond the declared duty (/outcomes, optional): history holds
+# it where outcomes reported it, null elsewhere (the KCS data never do), and it teaches the duty
+# model what a fraud's inspection actually recovers.
+RECOVERED_DUTY = "additional_duty"
+LABELLED_FIELDS = DECLARATION_FIELDS + LABEL_FIELDS + [RECOVERED_DUTY]  # a row of history
 OPTIONAL_FIELDS = {"seller_id", "courier_id", "container_number", "bill_of_lading"}
 NUMERIC_FIELDS = ["tax_rate", "net_mass_kg", "item_price"]
 STRING_FIELDS = [
@@ -166,6 +171,11 @@ class LabelledDeclarationSchema(DeclarationSchema):
 
     fraud: Series[float] = pa.Field()
     critical_fraud: Series[float] = pa.Field()
+    additional_duty: Series[float] = pa.Field(nullable=True)
+
+    @pa.check(RECOVERED_DUTY, error="must be a finite number >= 0 (the duty the inspection assessed), or empty")
+    def duty_not_negative(cls, duty: Series[float]) -> Series[bool]:
+        return (duty >= 0) & (duty != math.inf)
 
     @pa.check(*LABEL_FIELDS, error="must be 0 or 1")
     def label_0_or_1(cls, labels: Series[float]) -> Series[bool]:
@@ -313,15 +323,18 @@ class Rules:
 
     schema: pa.DataFrameSchema
     labels: tuple[str, ...] = ()
+    amounts: tuple[str, ...] = ()  # numbers beside the labels, null where unknown
 
     @property
     def fields(self) -> list[str]:
         """A valid row's columns, in order."""
-        return DECLARATION_FIELDS + list(self.labels)
+        return DECLARATION_FIELDS + list(self.labels) + list(self.amounts)
 
 
 RECORD = Rules(with_record_rules(DeclarationSchema.to_schema()))  # what is sent for scoring
-LABELLED = Rules(with_record_rules(LabelledDeclarationSchema.to_schema()), tuple(LABEL_FIELDS))  # history, no limits
+LABELLED = Rules(  # history, without limits
+    with_record_rules(LabelledDeclarationSchema.to_schema()), tuple(LABEL_FIELDS), (RECOVERED_DUTY,)
+)
 
 
 @dataclass(frozen=True)
@@ -363,7 +376,7 @@ def history_rules(limits: HistoryRules) -> Rules:
     schema = schema.update_columns(  # a copy: LABELLED keeps its checks
         {field: {"checks": schema.columns[field].checks + checks} for field, checks in added.items()}
     )
-    return Rules(schema, LABELLED.labels)
+    return Rules(schema, LABELLED.labels, LABELLED.amounts)
 
 
 def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, str, str]]]:
@@ -376,7 +389,7 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
     for field in typed.columns:
         values = typed[field]
         present = values.notna()
-        if field in NUMERIC_FIELDS or field in LABEL_FIELDS:
+        if field in NUMERIC_FIELDS or field in LABEL_FIELDS or field == RECOVERED_DUTY:
             parsed = _parse_numbers(values)
             check = IS_A_NUMBER
         elif field == "declaration_date":
@@ -470,7 +483,11 @@ def check_declarations(records: pd.DataFrame, rules: Rules) -> Checked:
     Column-level problems (a missing or extra field) are reported against every row, because
     each row then lacks or carries that field.
     """
-    typed, rows = _typed(records.reset_index(drop=True))
+    records = records.reset_index(drop=True)
+    for amount in rules.amounts:  # an amount a source never reports is unknown, not missing
+        if amount not in records.columns:
+            records = records.assign(**{amount: None})
+    typed, rows = _typed(records)
     unparsed = {(i, field) for i, field, _, _ in rows}
     try:
         coerced = rules.schema.validate(typed, lazy=True)
@@ -496,6 +513,8 @@ def _canonical(coerced: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     typed["declaration_date"] = typed["declaration_date"].astype("datetime64[ns]")
     if rules.labels:
         typed[list(rules.labels)] = typed[list(rules.labels)].astype("int8")
+    if rules.amounts:
+        typed[list(rules.amounts)] = typed[list(rules.amounts)].astype("float64")
     return typed
 
 
@@ -509,16 +528,18 @@ def check_requests(records: pd.DataFrame) -> Checked:
     decides them."""
     if not set(records.columns) <= _FIELDS:
         return check_declarations(records, RECORD)
-    records = records.reset_index(drop=True)
     rows = range(len(records))
+    # one conversion for every column: a frame's column access alone costs more than its checks
+    sent = dict(zip(records.columns, records.to_numpy(dtype=object).T.tolist()))
+    typed_dates = "declaration_date" in sent and pd.api.types.is_datetime64_any_dtype(records["declaration_date"])
     failures, columns = [], {}
     for field in DECLARATION_FIELDS:
-        if field not in records.columns:
+        if field not in sent:
             if field not in OPTIONAL_FIELDS:
                 failures.extend((i, field, *_REQUIRED) for i in rows)
             values = [None] * len(records)
         else:
-            values = _checked_values(field, records[field], failures)
+            values = _checked_values(field, sent[field], typed_dates, failures)
             if values is None:
                 return check_declarations(records, RECORD)
         columns[field] = values
@@ -533,13 +554,13 @@ _REQUIRED = BUILT_IN_CHECKS["not_nullable"]
 _EARLIEST, _LATEST = np.datetime64(EARLIEST_DATE, "D"), np.datetime64(LATEST_DATE, "D")
 
 
-def _checked_values(field: str, column: pd.Series, failures: list) -> list | None:
+def _checked_values(field: str, sent: list, typed_dates: bool, failures: list) -> list | None:
     """A field's values parsed (None where missing or failed), their failures appended; None when
-    a value is of a kind only `check_declarations` parses."""
+    a value is of a kind only `check_declarations` parses. `typed_dates`: the frame's dates are
+    datetimes already, not text."""
     required, rules = field not in OPTIONAL_FIELDS, RULES_BY_FIELD[field]
-    typed_dates = field == "declaration_date" and pd.api.types.is_datetime64_any_dtype(column)
     values = []
-    for i, value in enumerate(column.tolist()):
+    for i, value in enumerate(sent):
         if _missing(value):
             if required:
                 failures.append((i, field, *_REQUIRED))
@@ -591,4 +612,7 @@ def _typed_column(field: str, values: list):
         return np.array([math.nan if v is None else v for v in values], dtype="float64")
     if field == "declaration_date":
         return np.array([np.datetime64("NaT") if v is None else v for v in values], dtype="datetime64[ns]")
-    return pd.array(values, dtype="str")
+    return pd.array(values, dtype=_TEXT)
+
+
+_TEXT = pd.StringDtype(na_value=np.nan)  # the "str" dtype, resolved once

@@ -60,7 +60,7 @@ class LaneShares:
 def _threshold(values: np.ndarray, available: np.ndarray, share: float) -> float:
     """The score of the last declaration the share takes among those still available (infinite
     when it takes none): every available declaration at or above it is picked, ties included."""
-    count = int(round(share * len(values)))
+    count = round(share * len(values))
     pool = values[available]
     if count <= 0 or not len(pool):
         return float("inf")

@@ -44,10 +44,10 @@ def lane_frontier(
     exploration stay as packaged. `scores` are the validation window's (out-of-sample)."""
     red = policy.red_share
     ids = scores["declaration_id"].astype(str).tolist()
-    fixed = dict(
-        yellow_share=policy.yellow_share, yellow_critical_share=policy.yellow_critical_share,
-        exploration_share=policy.exploration_share,
-    )
+    fixed = {
+        "yellow_share": policy.yellow_share, "yellow_critical_share": policy.yellow_critical_share,
+        "exploration_share": policy.exploration_share,
+    }
     grid = np.round(np.arange(0, red + step / 2, step), 6)
     rows = []
     for value in grid:

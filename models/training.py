@@ -129,12 +129,14 @@ def rows_of(x: Data, mask: np.ndarray) -> Data:
     return x.subset(mask) if isinstance(x, MatrixRows) else x[mask]
 
 
-def dataset(x: Data, y: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+def dataset(
+    x: Data, y: np.ndarray, reference: lgb.Dataset | None = None, weight: np.ndarray | None = None
+) -> lgb.Dataset:
     # numbers, not a frame: a booster that never saw a pandas frame keeps no category lists of
     # its own, and scores the state's categorical frames and their codes alike
     data = x if isinstance(x, MatrixRows) else model_input(x).to_numpy()
     return lgb.Dataset(
-        data, y, reference=reference, feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL,
+        data, y, reference=reference, weight=weight, feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL,
         free_raw_data=False,
     )
 
@@ -208,6 +210,44 @@ def fit_target(
     rounds = refit_rounds(early.best_iteration, int(is_train.sum()), len(x))
     final = trainer.fit_rounds(x, y, train_params, rounds)
     return FittedTarget(final, calibration, calibration(margins), early.best_iteration, rounds)
+
+
+@dataclass(frozen=True)
+class FittedDuty:
+    booster: lgb.Booster  # refit on all of history: the served one
+    validation_estimates: np.ndarray  # from the training-window booster: out of sample
+    train_rows: int  # frauds with a reported duty it learned from
+    valid_rows: int
+
+
+# Recovered duty is zero for most and huge for a few frauds: Tweedie fits such amounts (never
+# negative, variance growing with the mean) and its mean is the expected duty a pick recovers.
+DUTY_OBJECTIVE = {"objective": "tweedie", "metric": "tweedie"}
+
+
+def fit_duty(
+    x: Data, duty: np.ndarray, fraud: np.ndarray, is_train: np.ndarray, is_valid: np.ndarray,
+    train_params: dict, min_rows: int,
+) -> FittedDuty | None:
+    """The duty an inspection of a fraud recovers, learned from the frauds whose outcome reported
+    it (`additional_duty`), or None when either window holds fewer than `min_rows` of them: the
+    declared duty is then the estimate. Every other row is in the data with weight 0, so the
+    matrix streams as it does for the classifiers (a window is one run of rows)."""
+    known = (np.asarray(fraud) == 1) & ~np.isnan(np.asarray(duty, dtype=float))
+    if min((known & is_train).sum(), (known & is_valid).sum()) < min_rows:
+        return None
+    label, weight = np.where(known, duty, 0.0), known.astype("float64")
+    params = {**booster_params(train_params), **DUTY_OBJECTIVE}
+    train_set = dataset(rows_of(x, is_train), label[is_train], weight=weight[is_train])
+    valid_set = dataset(rows_of(x, is_valid), label[is_valid], reference=train_set, weight=weight[is_valid])
+    early = lgb.train(
+        params, train_set, num_boost_round=train_params["max_rounds"], valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(train_params["early_stopping_rounds"], verbose=False)],
+    )
+    estimates = predict(early, rows_of(x, is_valid), num_iteration=early.best_iteration)
+    rounds = refit_rounds(early.best_iteration, int(is_train.sum()), len(x))
+    final = lgb.train(params, dataset(x, label, weight=weight), num_boost_round=rounds)
+    return FittedDuty(final, estimates, int((known & is_train).sum()), int((known & is_valid).sum()))
 
 
 def window_masks(dates: np.ndarray, windows: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -3,13 +3,12 @@ the top 5%, the critical model by how well it ranks the rare critical frauds (PR
 
 from __future__ import annotations
 
-import numpy as np
-import optuna
-import pandas as pd
-
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+import optuna
+import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from models.metrics import top_share

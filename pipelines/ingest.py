@@ -19,14 +19,14 @@ from features.adapters import (
     read_source_chunks,
     with_source,
 )
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
+from features.schema import LABELLED_FIELDS
 from pipelines.common import load_params, part_path, staged_output
 from pipelines.paths import INTERIM
 
 CHUNK_ROWS = 500_000  # source rows in memory at a time, and rows per part
 # Every part has the same columns and types, even a chunk whose optional field is all empty.
 SCHEMA = pa.schema(
-    [(field, pa.large_string()) for field in DECLARATION_FIELDS + LABEL_FIELDS]
+    [(field, pa.large_string()) for field in LABELLED_FIELDS]
     + [("source_file", pa.large_string()), ("source_row", pa.int64())]
 )
 

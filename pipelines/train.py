@@ -6,17 +6,18 @@ from __future__ import annotations
 import time
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
 from features.history import FeatureState
 from features.matrix import FEATURE_NAMES
-from features.schema import DECLARATION_FIELDS
+from features.schema import DECLARATION_FIELDS, RECOVERED_DUTY
 from models.bundle import RiskModel, RiskPyfunc
 from models.cluster import ClusterTrainer, connect
 from models.lanes import LanePolicy, LaneShares
 from models.registry import configure_tracking, use_experiment
-from models.training import LOCAL, FeatureMatrix, fit_target, window_masks
+from models.training import LOCAL, FeatureMatrix, fit_duty, fit_target, window_masks
 from pipelines.common import data_version, git_commit, load_params, read_json, staged_output, write_json
 from pipelines.paths import BUNDLE, MATRIX, RUN, STATE, TRIALS, TUNED, VALIDATED, VALIDATION_REPORT, VALIDATION_SCORES
 
@@ -49,15 +50,21 @@ def main() -> None:
         fit_target(x, matrix.column(label), is_train, is_valid, target_params[label], trainer)
         for label in ("fraud", "critical_fraud")
     )
+    # in-process on every trainer: one booster on the few frauds whose outcome reported a duty
+    duty = fit_duty(
+        x, matrix.column(RECOVERED_DUTY), matrix.column("fraud"), is_train, is_valid, train_params,
+        params["duty_model"]["min_rows"],
+    )
     first_valid = int(is_valid.argmax())
     scores = matrix.frame(
         first_valid, first_valid + int(is_valid.sum()),
         ["declaration_id", "declaration_date", "fraud", "critical_fraud", "duty_exposure"],
     )
+    expected_duty = scores["duty_exposure"].to_numpy() if duty is None else np.maximum(duty.validation_estimates, 0)
     scores = scores.assign(
         risk_score=fraud.validation_scores,
         critical_score=critical.validation_scores,
-        duty_at_risk=fraud.validation_scores * scores["duty_exposure"].to_numpy(),
+        duty_at_risk=fraud.validation_scores * expected_duty,
     )
     # thresholds from out-of-sample scores, so served shares match the capacity set
     lanes = LanePolicy.fit(
@@ -82,13 +89,20 @@ def main() -> None:
             "features": FEATURE_NAMES,
             "fraud_rounds": fraud.refit_rounds,
             "critical_rounds": critical.refit_rounds,
+            "duty_estimate": "declared" if duty is None else "learned",
         },
+        duty_booster=None if duty is None else duty.booster,
     )
     with staged_output(BUNDLE) as bundle:
         model.save(bundle)
     with staged_output(VALIDATION_SCORES) as path:
         scores.to_parquet(path, index=False)
     elapsed = time.perf_counter() - started
+    if duty is None:
+        print(f"train: duty at risk = risk x declared duty (fewer than {params['duty_model']['min_rows']:,} "
+              "frauds with a reported additional_duty in a window)")
+    else:
+        print(f"train: duty at risk = risk x learned recovered duty ({duty.train_rows:,} + {duty.valid_rows:,} frauds)")
     print(
         f"train: fraud best iteration {fraud.best_iteration} -> refit {fraud.refit_rounds} rounds; "
         f"critical {critical.best_iteration} -> {critical.refit_rounds}; {elapsed:.1f}s"
@@ -123,6 +137,8 @@ def main() -> None:
              "critical_best_iteration": critical.best_iteration, "critical_refit_rounds": critical.refit_rounds}
         )
         mlflow.log_metric("train_seconds", elapsed)
+        mlflow.log_params({"duty_estimate": model.info["duty_estimate"], **{
+            f"duty_model.{k}": v for k, v in params["duty_model"].items()}})
         mlflow.log_artifact(str(VALIDATION_REPORT))  # what validate let through and held back
         output = model.score(example.assign(declaration_date=pd.to_datetime(example["declaration_date"])))
         output["reasons"] = output["reasons"].map(str)

@@ -28,7 +28,9 @@ from features.schema import (
     DECLARATION_FIELDS,
     LABEL_FIELDS,
     LABELLED,
+    LABELLED_FIELDS,
     NUMERIC_FIELDS,
+    RECOVERED_DUTY,
     HistoryRules,
     Rules,
     check_declarations,
@@ -39,7 +41,7 @@ from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
 
 CHUNK_ROWS = 500_000  # rows checked at a time: the stage peaks near 0.8 GB, plus 33 bytes per row
 EXAMPLES = 5  # example values per failed check in the report
-INTERIM_FIELDS = DECLARATION_FIELDS + LABEL_FIELDS + SOURCE_FIELDS  # what ingest writes
+INTERIM_FIELDS = LABELLED_FIELDS + SOURCE_FIELDS  # what ingest writes
 # Two keys, 128 bits per row: no two distinct rows of a national history share both hashes, so
 # a row is never dropped as the repeat of another.
 HASH_KEYS = ("0123456789123456", "6543210987654321")
@@ -55,6 +57,7 @@ VALID_SCHEMA = pa.schema(
         for name in DECLARATION_FIELDS
     ]
     + [(name, pa.int8()) for name in LABEL_FIELDS]
+    + [(RECOVERED_DUTY, pa.float64())]
 )
 
 

@@ -5,9 +5,9 @@ Each outcome posted to /outcomes is joined to the declaration as the service las
 like any administration's export: values as received, as text, typed and checked by validate.
 Exporting again merges into the file, newest outcome first, so a reset audit store loses nothing.
 
-Besides the columns ingest reads (features.adapters.FEEDBACK_FIELDS) the file carries
-`additional_duty`, the duty the inspection assessed as posted to /outcomes (text, null when not
-reported), last, so the duty recovered can be learned once ingest reads it.
+Besides the labels the file carries `additional_duty`, the duty the inspection assessed as
+posted to /outcomes (text, null when not reported): ingest takes it into history, where the duty
+model learns what an inspection recovers.
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ import pandas as pd
 import typer
 
 from features.adapters import FEEDBACK_FIELDS, labels_from_outcome, newest_outcomes
-from features.schema import DECLARATION_FIELDS
+from features.schema import DECLARATION_FIELDS, RECOVERED_DUTY
 from serving.audit import read_only, table_columns
 from serving.settings import Settings, SettingsError
 
 DEFAULT_OUTPUT = Path("data/feedback/outcomes.parquet")
-DUTY = "additional_duty"
-# FEEDBACK_FIELDS and, after them, the duty assessed (unless features.adapters lists it already)
-FEEDBACK_COLUMNS = FEEDBACK_FIELDS + ([] if DUTY in FEEDBACK_FIELDS else [DUTY])
 # /outcomes result -> (fraud, critical_fraud)
 OUTCOME_LABELS = {"clean": ("0", "0"), "fraud": ("1", "0"), "critical": ("1", "1")}
 _OUTCOMES_WITH_RECORDS = """
@@ -55,17 +52,17 @@ def labelled_declarations(outcomes: pd.DataFrame) -> pd.DataFrame:
         dtype="str",
     )
     labels = labels_from_outcome("result", OUTCOME_LABELS)(scored)
-    duty = pd.Series([_as_text(value) for value in scored[DUTY].astype(object)], name=DUTY, dtype="str")
+    duty = pd.Series([_as_text(value) for value in scored[RECOVERED_DUTY].astype(object)], name=RECOVERED_DUTY, dtype="str")
     feedback = pd.concat([declarations, labels, scored[["inspected_on", "outcome_received_at"]], duty], axis=1)
-    return feedback[FEEDBACK_COLUMNS]
+    return feedback[FEEDBACK_FIELDS]
 
 
 def _earlier_export(output: Path) -> pd.DataFrame:
     """The file as an earlier export left it; one written before the duty was exported has it null."""
     earlier = pd.read_parquet(output)
-    if DUTY not in earlier.columns:
-        earlier[DUTY] = pd.Series([None] * len(earlier), dtype="str")
-    return earlier[FEEDBACK_COLUMNS]
+    if RECOVERED_DUTY not in earlier.columns:
+        earlier[RECOVERED_DUTY] = pd.Series([None] * len(earlier), dtype="str")
+    return earlier[FEEDBACK_FIELDS]
 
 
 def export_feedback(audit_db: Path, output: Path) -> dict:
@@ -74,7 +71,7 @@ def export_feedback(audit_db: Path, output: Path) -> dict:
     db = read_only(audit_db)  # the export never writes to the store
     try:
         # a store of an earlier layout, not opened for writing since: no outcome reported a duty
-        duty = f"o.{DUTY}" if DUTY in table_columns(db, "outcomes") else "NULL"
+        duty = f"o.{RECOVERED_DUTY}" if RECOVERED_DUTY in table_columns(db, "outcomes") else "NULL"
         outcomes = pd.read_sql_query(_OUTCOMES_WITH_RECORDS.format(duty=duty), db)
     finally:
         db.close()

@@ -167,13 +167,9 @@ class CustomsRisk:
             "training_window": self.model.info["training_window"],
             "validation_window": self.model.info["validation_window"],
             "validation_metrics": self.packaged["validation_metrics"],
-            "lanes": {
-                "red_share": lanes.red_share,
-                "yellow_share": lanes.yellow_share,
-                "exploration_share": lanes.exploration_share,
-                "red_threshold": lanes.red_threshold,
-                "yellow_threshold": lanes.yellow_threshold,
-            },
+            "lanes": lanes.describe(),  # the policy: shares per source, their order and thresholds
+            # duty_at_risk: risk x the declared duty, or x the duty inspections were learned to recover
+            "duty_estimate": self.model.info.get("duty_estimate", "declared"),
             "features": self.model.info["features"],
             # which declarations carry reasons unless a request says otherwise, and how many each
             "reasons": {"default": "selected", "options": list(t.get_args(Reasons)), "max_reasons": self.max_reasons},

@@ -14,7 +14,13 @@ from sklearn.metrics import roc_auc_score
 from bench.synthesize import Cardinalities, blocks, main
 from features.adapters import SOURCE_FIELDS
 from features.matrix import FEATURE_NAMES, training_features
-from features.schema import DECLARATION_FIELDS, HS_CHAPTERS, LABEL_FIELDS, LABELLED, OPTIONAL_FIELDS, check_declarations
+from features.schema import (
+    HS_CHAPTERS,
+    LABELLED,
+    LABELLED_FIELDS,
+    OPTIONAL_FIELDS,
+    check_declarations,
+)
 from pipelines.common import part_path
 
 
@@ -40,7 +46,7 @@ def test_rows_are_valid_canonical_records_in_their_canonical_types():
     checked = check_declarations(as_sent, LABELLED)
     assert checked.failures.empty
     typed = checked.valid
-    assert list(records.columns) == DECLARATION_FIELDS + LABEL_FIELDS
+    assert list(records.columns) == LABELLED_FIELDS
     pd.testing.assert_frame_equal(typed, records, check_dtype=True)
 
 
@@ -48,9 +54,9 @@ def test_as_ingested_the_rows_are_text_the_validate_stage_parses_back_to_the_sam
     output = tmp_path / "interim"
     main(["--rows", "2500", "--seed", "3", "--output", str(output), "--block-rows", "1000", "--ingested-as", "synthetic"])
     interim = pd.read_parquet(output)
-    assert list(interim.columns) == DECLARATION_FIELDS + LABEL_FIELDS + SOURCE_FIELDS
+    assert list(interim.columns) == LABELLED_FIELDS + SOURCE_FIELDS
     assert (interim["source_file"] == "synthetic").all() and interim["source_row"].tolist() == list(range(1, 2501))
-    as_read = interim[DECLARATION_FIELDS + LABEL_FIELDS].astype(object).where(interim.notna(), None)
+    as_read = interim[LABELLED_FIELDS].astype(object).where(interim.notna(), None)
     checked = check_declarations(as_read, LABELLED)
     assert checked.failures.empty
     typed = checked.valid
@@ -62,7 +68,12 @@ def test_time_order_unique_ids_and_nulls_where_the_contract_allows(large):
     assert large["declaration_date"].is_monotonic_increasing  # across blocks too
     assert large["declaration_date"].min() == pd.Timestamp("2020-01-01")
     assert large["declaration_date"].max() >= pd.Timestamp("2021-12-01")  # well over 18 months
-    assert large.drop(columns=list(OPTIONAL_FIELDS)).notna().all().all()
+    assert large.drop(columns=[*OPTIONAL_FIELDS, "additional_duty"]).notna().all().all()
+    # the duty assessed: reported for about half, 0 for clean declarations, more for undervaluations
+    reported = large[large["additional_duty"].notna()]
+    assert 0.45 < len(reported) / len(large) < 0.55
+    assert (reported.loc[reported["fraud"] == 0, "additional_duty"] == 0).all()
+    assert (reported.loc[reported["fraud"] == 1, "additional_duty"] > 0).mean() > 0.6  # duty-free goods: 0
     assert large[["container_number", "bill_of_lading"]].isna().all().all()  # not declared, as in KCS
     assert 0.05 < large["seller_id"].isna().mean() < 0.15 and 0.7 < large["courier_id"].isna().mean() < 0.9
     assert ((large["critical_fraud"] == 0) | (large["fraud"] == 1)).all()

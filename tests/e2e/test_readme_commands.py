@@ -22,7 +22,7 @@ from tests.e2e.stack import BIN
 
 pytestmark = pytest.mark.e2e
 
-RESULT_FIELDS = ["declaration_id", "risk_score", "critical_score", "lane", "selected_by", "reasons"]
+RESULT_FIELDS = ["declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"]
 
 
 def readme_commands(text: str, program: str) -> list[str]:

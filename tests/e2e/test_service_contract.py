@@ -164,9 +164,14 @@ def test_metadata_names_the_registered_champion_and_its_settings(service, worksp
     assert body["validation_metrics"]["precision_at_5"] == pytest.approx(metrics["precision_at_5"])
     serving = workspace["params"]["serving"]
     lanes = body["lanes"]
-    assert (lanes["red_share"], lanes["yellow_share"], lanes["exploration_share"]) == (
-        serving["red_share"], serving["yellow_share"], serving["exploration_share"])
+    shares = ("red_risk_share", "red_value_share", "red_critical_share", "yellow_share", "yellow_critical_share",
+              "exploration_share")
+    assert {name: lanes[name] for name in shares} == {name: serving[name] for name in shares}
+    assert lanes["red_share"] == pytest.approx(serving["red_risk_share"] + serving["red_value_share"]
+                                               + serving["red_critical_share"])
+    assert lanes["order"] == {"red": ["critical", "value", "model"], "yellow": ["critical", "model"]}
     assert 0 < lanes["yellow_threshold"] <= lanes["red_threshold"] < 1
+    assert lanes["yellow_critical_threshold"] <= lanes["red_critical_threshold"]
     assert "exploration_key" not in json.dumps(body)
     assert {"importer_fraud_rate", "log_value_per_kg", "hs_chapter"} <= set(body["features"])
     assert body["risk_profiles"]["rules"] == [
@@ -181,13 +186,19 @@ def test_score_answers_every_contract_field(service, workspace, held_back):
     registration = _registered(workspace)
     assert body["model"] == {"name": "customs-risk", "version": registration["version"], "run_id": registration["run_id"]}
     assert [r["declaration_id"] for r in body["results"]] == [d["declaration_id"] for d in held_back[:50]]
-    for result in body["results"]:
-        assert set(result) == {"declaration_id", "risk_score", "critical_score", "lane", "selected_by", "reasons"}
+    for result, sent in zip(body["results"], held_back[:50]):
+        assert set(result) == {
+            "declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"
+        }
         assert 0 <= result["risk_score"] <= 1 and 0 <= result["critical_score"] <= 1
+        declared_duty = float(sent["item_price"]) * float(sent["tax_rate"]) / 100
+        assert result["duty_at_risk"] == pytest.approx(result["risk_score"] * declared_duty, rel=1e-9, abs=1e-9)
         assert result["lane"] in {"red", "yellow", "green"}
-        assert result["selected_by"] in {"model", "random"}  # no held-back declaration meets the rule
+        # no held-back declaration meets the rule
+        assert result["selected_by"] in {"model", "value", "critical", "random"}
         assert len(result["reasons"]) <= workspace["params"]["serving"]["max_reasons"]
-        assert [r["contribution"] for r in result["reasons"]] == sorted((r["contribution"] for r in result["reasons"]), reverse=True)
+        model_reasons = result["reasons"][result["selected_by"] in ("value", "critical"):]  # the policy's first
+        assert [r["contribution"] for r in model_reasons] == sorted((r["contribution"] for r in model_reasons), reverse=True)
         for reason in result["reasons"]:
             assert set(reason) == {"feature", "value", "contribution", "text"} and reason["text"]
 
@@ -228,12 +239,13 @@ def test_lane_shares_on_the_held_back_month_are_the_settings(held_back_results, 
     """Thresholds come from the validation model's out-of-sample scores; the served model has
     never seen the held-back month. Shares are of lanes the model chose (not rules, not random)."""
     lanes = pd.DataFrame(held_back_results)
-    by_model = lanes[lanes["selected_by"] == "model"]["lane"]
-    red = (by_model == "red").sum() / len(lanes)
+    by_score = lanes[lanes["selected_by"].isin(["model", "value", "critical"])]["lane"]
+    red = (by_score == "red").sum() / len(lanes)
     yellow = (lanes["lane"] == "yellow").mean()
     serving = workspace["params"]["serving"]
     measured = f"{len(lanes)} held-back declarations: red {red:.2%} yellow {yellow:.2%}"
-    assert abs(red - serving["red_share"]) <= 0.01, measured
+    red_share = serving["red_risk_share"] + serving["red_value_share"] + serving["red_critical_share"]
+    assert abs(red - red_share) <= 0.01, measured
     assert abs(yellow - serving["yellow_share"]) <= 0.01, measured
 
 

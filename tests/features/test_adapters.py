@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from features.adapters import KCS, LAYOUTS, read_feedback, read_source, read_source_chunks, with_source
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS
+from features.schema import DECLARATION_FIELDS, LABELLED_FIELDS
 
 KCS_COLUMNS = {
     "Declaration ID": "declaration_id",
@@ -48,13 +48,14 @@ def _source(rows: int = 4) -> pd.DataFrame:
     return pd.DataFrame(data, dtype="str")
 
 
-NOT_IN_KCS = ["container_number", "bill_of_lading"]  # the KCS export has no such columns
+NOT_IN_KCS = ["container_number", "bill_of_lading", "additional_duty"]  # the KCS export has no such columns
 
 
 def test_kcs_layout_is_registered():
     assert LAYOUTS["kcs"] is KCS
     assert KCS.columns == KCS_COLUMNS
     assert sorted(KCS.columns.values()) == sorted(set(DECLARATION_FIELDS) - set(NOT_IN_KCS))
+    assert "additional_duty" not in DECLARATION_FIELDS  # a label of history, never sent for scoring
 
 
 def test_fields_kcs_does_not_have_are_null():
@@ -75,7 +76,7 @@ def test_feedback_written_before_containers_reads_them_as_null(tmp_path):
 def test_columns_are_mapped_and_values_kept_as_strings():
     source = _source()
     records = KCS.to_canonical(source)
-    assert list(records.columns) == DECLARATION_FIELDS + LABEL_FIELDS
+    assert list(records.columns) == LABELLED_FIELDS
     assert len(records) == len(source)
     for column, field in KCS_COLUMNS.items():
         assert records[field].tolist() == source[column].tolist(), field
@@ -168,7 +169,7 @@ def test_read_source_keeps_na_like_strings(tmp_path):
 
 
 def test_embedded_history_reads_as_strings(kcs_records):
-    assert list(kcs_records.columns) == DECLARATION_FIELDS + LABEL_FIELDS
+    assert list(kcs_records.columns) == LABELLED_FIELDS
     assert len(kcs_records) > 40_000
     sample = kcs_records.sample(200, random_state=1)
     for field in kcs_records.columns:

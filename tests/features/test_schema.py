@@ -17,6 +17,7 @@ from features.schema import (
     NUMERIC_FIELDS,
     OPTIONAL_FIELDS,
     RECORD,
+    RECOVERED_DUTY,
     DeclarationSchema,
     LabelledDeclarationSchema,
     Rules,
@@ -45,7 +46,8 @@ def good_records(kcs_records) -> pd.DataFrame:
 
 
 def _records(good_records: pd.DataFrame, rules: Rules) -> pd.DataFrame:
-    return good_records[rules.fields].copy()
+    """The rules' fields, without the amounts a source may leave out (additional_duty)."""
+    return good_records[[f for f in rules.fields if f not in rules.amounts]].copy()
 
 
 def _failures(records: pd.DataFrame, rules: Rules) -> pd.DataFrame:
@@ -239,7 +241,7 @@ def test_optional_fields_may_be_missing(good_records, rules, how):
         records = records.drop(columns=sorted(OPTIONAL_FIELDS))
     typed = _valid(records, rules)
     assert typed[sorted(OPTIONAL_FIELDS)].isna().all().all()
-    assert list(typed.columns) == DECLARATION_FIELDS + (LABEL_FIELDS if rules is LABELLED else [])
+    assert list(typed.columns) == DECLARATION_FIELDS + (LABEL_FIELDS + [RECOVERED_DUTY] if rules is LABELLED else [])
 
 
 def test_boundary_values_are_valid(good_records):
@@ -268,7 +270,8 @@ def test_valid_rows_have_the_canonical_types(good_records):
     records = _with_value(records, "critical_fraud", "1")
     typed = _valid(records, LABELLED)
 
-    assert list(typed.columns) == DECLARATION_FIELDS + LABEL_FIELDS
+    assert list(typed.columns) == DECLARATION_FIELDS + LABEL_FIELDS + [RECOVERED_DUTY]
+    assert typed[RECOVERED_DUTY].dtype == np.dtype("float64") and typed[RECOVERED_DUTY].isna().all()
     row = typed.iloc[BAD_ROW]
     assert row["hs6_code"] == "010121"
     assert row["office_id"] == "030"
@@ -364,3 +367,19 @@ def test_integers_past_the_largest_float_are_not_finite(good_records, value):
     as the OpenAPI document's maximum says (found by `make fuzz`)."""
     records = _with_value(_records(good_records, RECORD), "item_price", value)
     _assert_only_row(_failures(records, RECORD), BAD_ROW, "item_price", FINITE_MESSAGE)
+
+
+@pytest.mark.parametrize(
+    ("sent", "failed"),
+    [("1840.5", False), ("0", False), (None, False), ("-1", True), ("inf", True), ("lots", True)],
+)
+def test_the_duty_an_inspection_assessed_is_a_number_at_least_0_or_unknown(good_records, sent, failed):
+    records = _with_value(_records(good_records, LABELLED).assign(**{RECOVERED_DUTY: None}), RECOVERED_DUTY, sent)
+    checked = check_declarations(records, LABELLED)
+    found = checked.failures[checked.failures["field"] == RECOVERED_DUTY]
+    assert (len(found) == 1) is failed, found
+    if failed:
+        assert found["index"].tolist() == [BAD_ROW]
+    else:
+        value = checked.valid[RECOVERED_DUTY].iloc[BAD_ROW]
+        assert (np.isnan(value) if sent is None else value == float(sent))

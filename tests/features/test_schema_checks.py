@@ -57,7 +57,7 @@ def test_the_history_checks_extend_the_contract_checks():
     labelled = {c.name for c in _all_checks(LABELLED.schema)}
     history = {c.name for c in _all_checks(RULES.schema)}
     assert contract < labelled < history
-    assert labelled - contract == {"label_0_or_1", "critical_implies_fraud"}
+    assert labelled - contract == {"label_0_or_1", "critical_implies_fraud", "duty_not_negative"}
     assert history - labelled == {
         "hs_chapter_exists", "not_after_run_date", "not_before_history_start", "mass_physically_possible",
         "no_surrounding_spaces",

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from features.adapters import FEEDBACK_FIELDS, KCS, LAYOUTS, SourceLayout, labels_from_outcome
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, LABELLED, check_declarations
+from features.schema import DECLARATION_FIELDS, LABELLED, LABELLED_FIELDS, check_declarations
 from pipelines import ingest as stage
 from pipelines.paths import INTERIM
 from pipelines.validate import validate
@@ -133,7 +133,7 @@ def test_the_newest_outcome_wins_over_older_ones_and_the_files(kcs_file):
     assert by_id.loc[second["Declaration ID"], ["fraud", "critical_fraud"]].tolist() == ["1", "1"]
     assert by_id.loc[second["Declaration ID"], "source_row"] == 2
     assert by_id.loc["NEW-1", "fraud"] == "1"
-    assert list(records.columns) == DECLARATION_FIELDS + LABEL_FIELDS + ["source_file", "source_row"]
+    assert list(records.columns) == LABELLED_FIELDS + ["source_file", "source_row"]
     _valid, rejected, report = validate(records)
     assert rejected.empty and report["rows_in_by_source"][str(feedback / "replica-b.parquet")] == 2
 

@@ -17,10 +17,9 @@ from features.adapters import KCS, SOURCE_FIELDS, with_source
 from features.schema import (
     BUILT_IN_CHECKS,
     DATE_IN_RANGE,
-    DECLARATION_FIELDS,
     IS_A_DATE,
     IS_A_NUMBER,
-    LABEL_FIELDS,
+    LABELLED_FIELDS,
 )
 from pipelines import validate as stage
 from pipelines.common import part_path
@@ -31,7 +30,7 @@ from tests.conftest import HISTORY_RULES as RULES
 from tests.conftest import RAW
 from tests.corrupt_history import CONFLICTING_DUPLICATE, EXACT_DUPLICATE, corrupt_kcs
 
-COLUMNS = DECLARATION_FIELDS + LABEL_FIELDS
+COLUMNS = LABELLED_FIELDS
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,7 @@ BREAKERS = [
     Breaker("finite", "item_price", {"item_price": "inf"}),
     Breaker("label_0_or_1", "fraud", {"fraud": "2"}),
     Breaker("critical_implies_fraud", "critical_fraud", {"fraud": "0", "critical_fraud": "1"}),
+    Breaker("duty_not_negative", "additional_duty", {"additional_duty": "-120.5"}),
     Breaker("not_after_run_date", "declaration_date", {"declaration_date": "2021-07-01"}),
     Breaker("not_before_history_start", "declaration_date", {"declaration_date": "2019-12-31"}),
     Breaker("mass_physically_possible", "net_mass_kg", {"net_mass_kg": "500000001"}),

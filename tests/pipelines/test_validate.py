@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.adapters import with_source
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, LABELLED, check_declarations
+from features.schema import LABELLED, LABELLED_FIELDS, check_declarations
 from pipelines import validate as stage
 from pipelines.common import part_path
 from pipelines.ingest import SCHEMA as INTERIM_SCHEMA
@@ -24,7 +24,7 @@ from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
 from pipelines.validate import validate
 from tests.conftest import HISTORY_RULES
 
-COLUMNS = DECLARATION_FIELDS + LABEL_FIELDS
+COLUMNS = LABELLED_FIELDS
 MISSING = "<null>"
 
 

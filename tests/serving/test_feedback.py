@@ -12,7 +12,7 @@ from features.schema import DECLARATION_FIELDS, LABELLED, check_declarations
 from pipelines.validate import validate
 from serving.audit import AuditStore
 from serving.cli import app
-from serving.feedback import FEEDBACK_COLUMNS, export_feedback
+from serving.feedback import export_feedback
 
 
 def _score(store: AuditStore, records: list[dict]) -> None:
@@ -56,7 +56,7 @@ def test_outcomes_become_labelled_declarations_as_last_scored(store, client_reco
     assert summary == {"outcomes": 4, "exported": 3, "unscored": 1, "in_file": 3,
                        "by_result": {"fraud": 1, "critical": 1, "clean": 1}}
     feedback = pd.read_parquet(output).set_index("declaration_id")
-    assert list(feedback.reset_index().columns) == FEEDBACK_COLUMNS == [*FEEDBACK_FIELDS, "additional_duty"]
+    assert list(feedback.reset_index().columns) == FEEDBACK_FIELDS and "additional_duty" in FEEDBACK_FIELDS
     assert feedback.loc["D0", "additional_duty"] == "1840000.5"  # text, as every value of a source
     assert feedback.loc[["D1", "D2"], "additional_duty"].isna().all()  # not reported: null
     assert feedback.loc[["D0", "D1", "D2"], ["fraud", "critical_fraud"]].values.tolist() == [
@@ -93,8 +93,11 @@ def test_the_exported_file_validates_into_typed_history(store, client_records, t
     valid, rejected, report = validate(records)
     assert rejected.empty and report["rows_valid"] == 3
     sent = pd.DataFrame([dict(client_records[0], item_price=123.25), *client_records[1:3]])
-    expected = check_declarations(sent.assign(fraud=[1, 1, 0], critical_fraud=[0, 1, 0]), LABELLED).valid
+    labelled = sent.assign(fraud=[1, 1, 0], critical_fraud=[0, 1, 0], additional_duty=[1840000.5, None, None])
+    expected = check_declarations(labelled, LABELLED).valid
     pd.testing.assert_frame_equal(valid.reset_index(drop=True), expected)
+    # the duty an inspection assessed reaches history typed, for the duty model to learn from
+    assert valid["additional_duty"].tolist()[0] == 1840000.5 and valid["additional_duty"].isna().sum() == 2
     assert records["source_file"].eq(str(tmp_path / "outcomes.parquet")).all()
 
 
@@ -116,12 +119,13 @@ def test_cli_without_an_audit_store_says_so(tmp_path):
 def test_a_file_exported_before_the_duty_merges_with_the_duty_null(store, tmp_path):
     output = tmp_path / "outcomes.parquet"
     export_feedback(store.path, output)
-    older = pd.read_parquet(output)[FEEDBACK_FIELDS]  # as the release before additional_duty wrote it
+    # as the release before additional_duty wrote it
+    older = pd.read_parquet(output)[[f for f in FEEDBACK_FIELDS if f != "additional_duty"]]
     older.loc[older["declaration_id"] == "D2", "inspected_on"] = "2021-05-01"  # a later inspection of D2 elsewhere
     older.to_parquet(output, index=False)
     export_feedback(store.path, output)
     feedback = pd.read_parquet(output).set_index("declaration_id")
-    assert list(feedback.reset_index().columns) == FEEDBACK_COLUMNS
+    assert list(feedback.reset_index().columns) == FEEDBACK_FIELDS
     assert feedback.loc["D0", "additional_duty"] == "1840000.5"
     assert feedback.loc["D2", "inspected_on"] == "2021-05-01" and pd.isna(feedback.loc["D2", "additional_duty"])
 
