@@ -147,6 +147,13 @@ def test_typed_rows_pass_through_unchanged(kcs_records):
     pd.testing.assert_frame_equal(checked.valid, typed)
 
 
+def test_failures_name_positions_not_index_labels():
+    frame = pd.DataFrame([contract_example(), {**contract_example(), "hs6_code": "4408"}], index=[7, 3])
+    expected, found = _both(frame)
+    _assert_same(expected, found)
+    assert found.failures["index"].tolist() == [1]
+
+
 def test_typed_dates_out_of_range_fail_alike():
     frame = check_declarations(pd.DataFrame([contract_example()] * 2), RECORD).valid
     frame["declaration_date"] = np.array(["1800-01-01", "2020-01-01"], dtype="datetime64[ns]")
