@@ -47,8 +47,10 @@ report: $(INSTALLED)
 	$(BIN)/customs-risk report --since "$$(date -u -d '7 days ago' +%F)" --until "$$(date -u +%F)" --output "$(REPORT_DIR)"
 
 # Benchmarks (bench/run.py): `make bench` (under an hour), `make bench QUICK=1` or `make bench-quick`
-# (under 5 minutes). OpenMP threads sleep instead of spinning while they wait (models/__init__.py),
-# so a busy neighbour on a shared machine does not make a 2-thread LightGBM call 40x slower.
+# (under 5 minutes); ONLY=scoring (or pipeline, serving, batch, comma-separated) runs those sections
+# alone: scoring (issue 14) needs only what `make run` left, a few minutes. OpenMP threads sleep
+# instead of spinning while they wait (models/__init__.py), so a busy neighbour on a shared machine
+# does not make a 2-thread LightGBM call 40x slower.
 BENCH_INSTALLED := $(VENV)/.installed-bench
 
 $(BENCH_INSTALLED): $(INSTALLED)
@@ -56,7 +58,7 @@ $(BENCH_INSTALLED): $(INSTALLED)
 	touch $@
 
 bench: $(BENCH_INSTALLED)
-	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 bench-quick: $(BENCH_INSTALLED)
 	$(BIN)/python -m bench.run --quick

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "register", "package"]
+STAGES = ["ingest", "validate", "featurize", "tune", "train", "evaluate", "register", "package"]  # dvc.yaml order
 SECTIONS = ["scoring", "pipeline", "serving", "batch"]
 
 
