@@ -42,7 +42,7 @@ def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def _scoring(s: dict) -> list[str]:
+def scoring_table(s: dict) -> list[str]:
     """Issue 14's figures: each beside the baseline it is a ratio of, measured in the same run."""
     inproc, http = s["in_process"], s["http"]
     single, batch, audit = inproc["single"], inproc["batch"], inproc["audit_store"]
@@ -90,7 +90,7 @@ def markdown(results: dict) -> str:
         f"{m['load_average_at_start'][0]:.1f} (shared machine); `{results['mode']}` mode, medians of {results['runs']}."
     )
     if "scoring" in results:
-        lines += _scoring(results["scoring"])
+        lines += scoring_table(results["scoring"])
     if "pipeline" in results:
         p = results["pipeline"]
         lines += ["", f"**1. Pipeline** (`dvc repro --force --single-item STAGE`, {p['rows']:,} rows of KCS history)", "",

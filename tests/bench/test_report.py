@@ -1,0 +1,72 @@
+"""The scoring section's report (issue 14): every figure a run measures reaches the table, and
+each acceptance point is judged from the ratio or rate it names, so that an hour of
+measurement never ends in a KeyError or a verdict read off the wrong figure."""
+
+from __future__ import annotations
+
+from bench.report import scoring_table, targets
+
+STEPS = {"check_requests (the contract's rules, online)": 0.001, "= score_declarations, end to end": 0.004}
+
+
+def _results(single_p50_over_raw: float, batch_over_baseline: float, http_p50_ms: float) -> dict:
+    in_process = {
+        "raw_predict_ms": 0.05,
+        "single": {
+            "calls": 100,
+            "p50_ms": 4.0,
+            "p99_ms": 20.0,
+            "mean_ms": 6.0,
+            "p50_over_raw_predict": single_p50_over_raw,
+            "steps": STEPS,
+        },
+        "batch": {
+            "rows": 1000,
+            "baseline_seconds": 0.1,
+            "seconds": 0.1 * batch_over_baseline,
+            "over_baseline": batch_over_baseline,
+            "declarations_per_second": 1000 / (0.1 * batch_over_baseline),
+            "breakdown": {"rows": 1000, "rows_with_reasons": 150, "seconds": STEPS},
+        },
+        "audit_store": {"single_full_ms": 1.0, "batch_full_ms": 20.0, "single_normal_ms": 0.5, "batch_normal_ms": 18.0},
+        "peak_rss_bytes": 4e8,
+    }
+    http = {
+        "single_p50_ms": http_p50_ms,
+        "single_p99_ms": 20.0,
+        "healthz_p50_ms": 2.0,
+        "single_p50_over_healthz_p50": http_p50_ms / 2.0,
+        "batch_per_second": 3500.0,
+        "mlflow_batch_per_second": 1000.0,
+        "batch_over_mlflow": 3.5,
+        "idle_rss_bytes": 7e8,
+        "peak_rss_bytes": 7.5e8,
+        "failed_requests": 0,
+        "single_rate": 20.0,
+        "batch_rows": 500,
+        "seconds": 15,
+    }
+    return {"scoring": {"in_process": in_process, "http": http}}
+
+
+def _verdicts(results: dict) -> dict[str, bool]:
+    return {t["target"]: t["met"] for t in targets(results)}
+
+
+def test_each_acceptance_point_is_judged_on_its_own_figure():
+    met = _verdicts(_results(single_p50_over_raw=40, batch_over_baseline=1.5, http_p50_ms=8))
+    assert all(met.values()), met
+    unmet = _verdicts(_results(single_p50_over_raw=60, batch_over_baseline=2.5, http_p50_ms=12))
+    assert {target for target, ok in unmet.items() if not ok} == {
+        "one declaration in process <= 50x a raw predict of one prepared row",
+        "1,000 declarations, default reasons, <= 2x features + both predicts",
+        "HTTP single declaration p50 <= 10 ms",
+        "HTTP single declaration p50 <= 5x the same server's GET /healthz p50",
+        ">= 5,000 declarations/s in process",
+    }
+
+
+def test_the_table_shows_every_step_measured():
+    table = "\n".join(scoring_table(_results(100, 5, 10)["scoring"]))
+    assert all(step in table for step in STEPS)
+    assert "100x" in table and "5.0x" in table and "3.5x" in table
