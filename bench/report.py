@@ -45,7 +45,7 @@ def _verdict(met: bool) -> str:
 def scoring_table(s: dict) -> list[str]:
     """Issue 14's figures: each beside the baseline it is a ratio of, measured in the same run."""
     inproc, http = s["in_process"], s["http"]
-    single, batch, audit = inproc["single"], inproc["batch"], inproc["audit_store"]
+    single, batch, audit, checks = inproc["single"], inproc["batch"], inproc["audit_store"], inproc["validation_ms"]
     lines = [
         "",
         "**0. Scoring at the speed of the model** (issue 14; the champion of `make run`, the checkout's code)",
@@ -65,6 +65,10 @@ def scoring_table(s: dict) -> list[str]:
         f"`mlflow models serve`: {http['mlflow_batch_per_second']:,.0f}/s | {http['batch_over_mlflow']:.1f}x |",
         f"| service RSS (process tree), idle / after the load | {_gib(http['idle_rss_bytes'])} / "
         f"{_gib(http['peak_rss_bytes'])} | | |",
+        f"| `check_requests`, one declaration / {batch['rows']:,} | {checks['online_single']:.2f} / "
+        f"{checks['online_batch']:.1f} ms | pandera (`check_declarations`): {checks['pandera_single']:.1f} / "
+        f"{checks['pandera_batch']:.1f} ms | {checks['pandera_single'] / checks['online_single']:.0f}x / "
+        f"{checks['pandera_batch'] / checks['online_batch']:.1f}x faster |",
         f"| audit store write (WAL, synchronous=FULL), one declaration / {batch['rows']:,} | "
         f"{audit['single_full_ms']:.2f} / {audit['batch_full_ms']:.1f} ms | synchronous=NORMAL: "
         f"{audit['single_normal_ms']:.2f} / {audit['batch_normal_ms']:.1f} ms | |",

@@ -198,6 +198,13 @@ def scoring(
             "declarations_per_second": batch_rows / batch,
             "breakdown": fastest_steps(model, sent, max_reasons, repeats),
         },
+        # the online checker beside the pandera pass it replaced, on the same records
+        "validation_ms": {
+            "online_single": _seconds(lambda: check_requests(pd.DataFrame(pool[:1])), repeats) * 1e3,
+            "pandera_single": _seconds(lambda: check_declarations(pd.DataFrame(pool[:1]), RECORD), repeats) * 1e3,
+            "online_batch": _seconds(lambda: check_requests(sent), repeats) * 1e3,
+            "pandera_batch": _seconds(lambda: check_declarations(sent, RECORD), repeats) * 1e3,
+        },
         "audit_store": audit_writes(audit_db, pool[:batch_rows], score_declarations(model, sent, max_reasons), repeats),
         "peak_rss_bytes": _peak_rss_bytes(),
     }
