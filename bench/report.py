@@ -63,6 +63,8 @@ def scoring_table(s: dict) -> list[str]:
         f"{http['single_p50_over_healthz_p50']:.1f}x |",
         f"| HTTP, batches of {http['batch_rows']}, one in flight | {http['batch_per_second']:,.0f} declarations/s | "
         f"`mlflow models serve`: {http['mlflow_batch_per_second']:,.0f}/s | {http['batch_over_mlflow']:.1f}x |",
+        f"| HTTP, batches of {http['batch_rows']}, `\"reasons\": \"none\"` (no contributions) | "
+        f"{http['batch_no_reasons_per_second']:,.0f} declarations/s | | |",
         f"| service RSS (process tree), idle / after the load | {_gib(http['idle_rss_bytes'])} / "
         f"{_gib(http['peak_rss_bytes'])} | | |",
         f"| `check_requests`, one declaration / {batch['rows']:,} | {checks['online_single']:.2f} / "
