@@ -182,13 +182,13 @@ def rule_hits(typed: pd.DataFrame, rules: tuple[Rule, ...], state, features=None
 
 def routed_lanes(lanes, selected_by, hits: np.ndarray, rules: tuple[Rule, ...]) -> tuple[list, list]:
     """Lanes and selected_by after the rules that fired (`rule_hits`): a hit raises the lane to
-    the rule's when the rule is stricter and is `selected_by: rule`. A rule is applied before
-    exploration, so a declaration a rule holds is never counted as a random pick."""
+    the rule's when the rule is stricter, never lowers it, and is `selected_by: rule`, so a
+    declaration a rule holds is never counted as a random pick (the yardstick stays unbiased)
+    even where the exploration's red is kept."""
     lanes, selected_by = list(lanes), list(selected_by)
     for row in np.flatnonzero(hits.any(axis=1)):
         fired = [rule for rule, hit in zip(rules, hits[row]) if hit]
-        model_lane = "green" if selected_by[row] == "random" else lanes[row]
-        lanes[row] = max([model_lane, *(rule.lane for rule in fired)], key=SEVERITY.__getitem__)
+        lanes[row] = max([lanes[row], *(rule.lane for rule in fired)], key=SEVERITY.__getitem__)
         selected_by[row] = "rule"
     return lanes, selected_by
 

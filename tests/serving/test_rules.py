@@ -9,15 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.matrix import FEATURE_NAMES, serving_features, serving_inputs, training_features
-from features.schema import RECORD, check_declarations
+from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from serving.rules import (
     DEFAULT_PATH,
+    SEVERITY,
     RiskProfileError,
     RiskProfiles,
+    Rule,
     parse_rules,
     route,
+    routed_lanes,
     rule_hits,
     score_routed,
 )
@@ -142,9 +147,34 @@ def test_a_rule_raises_a_lane_but_never_lowers_it(declarations, state):
     rules = _rules("rules:\n" + _rule("watched", "yellow", '{importer_id: {in: ["WATCHED"]}}'))
     model = _model_results(records, ["green", "yellow", "red", "red"], ["model", "model", "model", "random"])
     routed = route(model, _typed(records), rules, state, max_reasons=3)
-    # a random pick was green for the model: the rule applies before exploration
-    assert routed["lane"].tolist() == ["yellow", "yellow", "red", "yellow"]
+    # a random pick keeps its red; held by a rule, it no longer counts as random
+    assert routed["lane"].tolist() == ["yellow", "yellow", "red", "red"]
     assert routed["selected_by"].tolist() == ["rule"] * 4
+
+
+SOURCES = ["model", "value", "critical", "random"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    decided=st.lists(st.sampled_from([(lane, source) for lane in SEVERITY for source in SOURCES]), min_size=1, max_size=30),
+    rule_lanes=st.lists(st.sampled_from(list(SEVERITY)), min_size=1, max_size=4),
+    data=st.data(),
+)
+def test_rules_never_lower_a_lane_whatever_selected_it(decided, rule_lanes, data):
+    lanes, selected_by = (list(column) for column in zip(*decided))
+    hits = np.array(data.draw(st.lists(st.lists(st.booleans(), min_size=len(rule_lanes), max_size=len(rule_lanes)),
+                                       min_size=len(lanes), max_size=len(lanes))), dtype=bool)
+    rules = tuple(Rule(name=f"r{i}", lane=lane, reason="r", conditions=()) for i, lane in enumerate(rule_lanes))
+    routed, routed_by = routed_lanes(lanes, selected_by, hits, rules)
+    for row, (before, after) in enumerate(zip(lanes, routed)):
+        assert SEVERITY[after] >= SEVERITY[before]
+        fired = [rule.lane for rule, hit in zip(rules, hits[row]) if hit]
+        if fired:
+            assert SEVERITY[after] == max(SEVERITY[before], *(SEVERITY[lane] for lane in fired))
+            assert routed_by[row] == "rule"
+        else:
+            assert (after, routed_by[row]) == (before, selected_by[row])
 
 
 def test_value_per_kg_bounds_and_missing_values(declarations, state):
@@ -255,7 +285,7 @@ def test_score_routed_gives_reasons_by_the_lane_after_the_rules(model, history):
     rule raises carries the rule's reason and then the model's; "none" keeps the rule's reason
     alone; "all" gives every declaration the model's reasons; scores never change."""
 
-    records = history[[c for c in history.columns if c not in ("fraud", "critical_fraud")]].iloc[-200:]
+    records = history[DECLARATION_FIELDS].iloc[-200:]
     records = records.reset_index(drop=True)
     plain = score_routed(model, records, (), max_reasons=3)
     every = score_routed(model, records, (), max_reasons=3, reasons="all")
@@ -289,7 +319,7 @@ def test_score_routed_gives_reasons_by_the_lane_after_the_rules(model, history):
 def test_score_routed_is_route_over_the_model_answer(model, history):
     """The routed answer equals `route` over `RiskModel.score` whenever the rules leave the
     lanes that carry reasons as they were (here: a yellow rule on red and yellow declarations)."""
-    records = history[[c for c in history.columns if c not in ("fraud", "critical_fraud")]].iloc[-200:]
+    records = history[DECLARATION_FIELDS].iloc[-200:]
     records = records.reset_index(drop=True)
     typed = _typed(records)
     scored = model.score(typed, max_reasons=3)
@@ -302,7 +332,7 @@ def test_score_routed_is_route_over_the_model_answer(model, history):
 def test_a_feature_rule_reads_the_same_features_from_the_model_inputs(model, history):
     """Rules on model features see the serving features, whether `route` computes them or
     `score_routed` hands over the model's own arrays."""
-    records = _typed(history[[c for c in history.columns if c not in ("fraud", "critical_fraud")]].iloc[-100:])
+    records = _typed(history[DECLARATION_FIELDS].iloc[-100:])
     rules = _rules("rules:\n" + _rule("busy-importer", "yellow", "{importer_declarations: {above: 3}}"))
     matrix = serving_inputs(records, model.state).matrix
     given = rule_hits(records, rules, model.state, {n: matrix[:, j] for j, n in enumerate(FEATURE_NAMES)})
