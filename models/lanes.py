@@ -36,7 +36,8 @@ class LaneShares:
     exploration_share: float
 
     def __post_init__(self) -> None:
-        for name, share in asdict(self).items():
+        for name in LaneShares.__dataclass_fields__:
+            share = getattr(self, name)
             if not 0 <= share <= 1:
                 raise ValueError(f"serving.{name} must be between 0 and 1, got {share}")
         if self.yellow_critical_share > self.yellow_share:
@@ -49,12 +50,13 @@ class LaneShares:
 
     @property
     def red_share(self) -> float:
-        """Red by score (risk, value and critical together); exploration comes on top."""
+        """Red by score (risk, value and critical together); the random picks come on top
+        (report.md: share_setting)."""
         return self.red_risk_share + self.red_value_share + self.red_critical_share
 
-    @classmethod
-    def from_params(cls, serving: dict) -> LaneShares:
-        return cls(**{name: float(serving[name]) for name in cls.__dataclass_fields__})
+    @staticmethod
+    def from_params(serving: dict) -> LaneShares:
+        return LaneShares(**{name: float(serving[name]) for name in LaneShares.__dataclass_fields__})
 
 
 def _threshold(values: np.ndarray, available: np.ndarray, share: float) -> float:
@@ -69,24 +71,15 @@ def _threshold(values: np.ndarray, available: np.ndarray, share: float) -> float
 
 
 @dataclass(frozen=True)
-class LanePolicy:
-    red_risk_share: float
-    red_value_share: float
-    red_critical_share: float
-    yellow_share: float
-    yellow_critical_share: float
-    exploration_share: float
+class LanePolicy(LaneShares):
+    """The shares, and the thresholds that give each source its share."""
+
     exploration_key: str
     red_critical_threshold: float
     red_value_threshold: float
     red_threshold: float  # fraud risk
     yellow_critical_threshold: float
     yellow_threshold: float  # fraud risk
-
-    @property
-    def red_share(self) -> float:
-        """Red by score; the random picks come on top (report.md: share_setting)."""
-        return self.red_risk_share + self.red_value_share + self.red_critical_share
 
     @classmethod
     def fit(
@@ -110,7 +103,8 @@ class LanePolicy:
         ):
             thresholds[name] = _threshold(scores, available, share)
             available &= scores < thresholds[name]
-        return cls(**asdict(shares), exploration_key=exploration_key, **thresholds)
+        shared = {name: getattr(shares, name) for name in LaneShares.__dataclass_fields__}
+        return cls(**shared, exploration_key=exploration_key, **thresholds)
 
     def explored(self, declaration_ids: list[str]) -> np.ndarray:
         """Whether each ID falls in the exploration share: the same ID always answers the same."""
