@@ -104,16 +104,19 @@ def stage_env(workspace: Path) -> dict:
 
 
 def validation_metrics(workspace: Path, rates: list[float]) -> dict:
-    """The evaluate stage's targeting metrics on the train stage's validation scores."""
-    from models.metrics import targeting_metrics
+    """The evaluate stage's targeting metrics and lane table on the train stage's validation
+    scores, and which duty estimate the lanes' value picks used."""
+    from models.metrics import lane_metrics, targeting_metrics
 
     scores = pd.read_parquet(workspace / paths.VALIDATION_SCORES)
+    fraud, critical, duty = (scores[c].to_numpy() for c in ("fraud", "critical_fraud", "duty_exposure"))
     metrics = targeting_metrics(
-        scores["fraud"].to_numpy(), scores["critical_fraud"].to_numpy(), scores["duty_exposure"].to_numpy(),
-        scores["risk_score"].to_numpy(), scores["critical_score"].to_numpy(), rates,
+        fraud, critical, duty, scores["risk_score"].to_numpy(), scores["critical_score"].to_numpy(), rates
     )
+    metrics.update(lane_metrics(scores["lane"].to_numpy(), fraud, critical, duty))
     rows = int(metrics.pop("validation_rows"))
-    return {"metrics": metrics, "validation_rows": rows}
+    info = json.loads((workspace / paths.BUNDLE / "model.json").read_text())["info"]
+    return {"metrics": metrics, "validation_rows": rows, "duty_estimate": info["duty_estimate"]}
 
 
 def emit(line: dict) -> None:

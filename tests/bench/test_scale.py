@@ -22,6 +22,10 @@ def test_one_line_per_stage_then_the_validation_metrics(tmp_path, capsys):
     assert 0 < last["validation_rows"] < 3000
     assert {"precision_at_5", "recall_at_5", "duty_recovered_at_5", "roc_auc", "brier"} <= set(last["metrics"])
     assert all(0 <= value <= 1 for value in last["metrics"].values()), last
+    shares = [last["metrics"][f"lane_{lane}_share"] for lane in ("red", "yellow", "green")]
+    assert sum(shares) == pytest.approx(1) and last["metrics"]["lane_red_share"] > 0
+    # 3,000 rows hold fewer than duty_model.min_rows frauds with a reported duty
+    assert last["duty_estimate"] == "declared"
     assert list(tmp_path.iterdir()) == []  # the workspace is scratch
 
 
