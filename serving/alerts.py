@@ -355,14 +355,16 @@ def declaration_identifiers(records: pd.DataFrame) -> tuple[list[dict[str, str]]
     """Per declaration, its identifiers by alert target (those declared), and its date
     YYYY-MM-DD. `records` are declarations as given or typed (serving.rules' `typed`)."""
     rows = len(records)
+    # one conversion for every column: a frame's column access costs more than the lookups
+    given = dict(zip(records.columns, records.to_numpy(dtype=object).T.tolist()))
 
     def column(name: str) -> list:
-        if name not in records.columns:
+        if name not in given:
             return [None] * rows
-        return [None if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v) for v in records[name]]
+        return [None if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v) for v in given[name]]
 
-    if "declaration_date" in records.columns:
-        days = pd.to_datetime(records["declaration_date"], errors="coerce").dt.strftime("%Y-%m-%d")
+    if "declaration_date" in given:
+        days = pd.to_datetime(pd.Series(given["declaration_date"]), errors="coerce").dt.strftime("%Y-%m-%d")
         dates = [None if pd.isna(d) else d for d in days]
     else:
         dates = [None] * rows
@@ -449,11 +451,11 @@ def apply_alerts(results: pd.DataFrame, records: pd.DataFrame, index: AlertIndex
     if not len(index) or results.empty:
         return results
     identifiers, dates = declaration_identifiers(records.reset_index(drop=True))
+    matched = {row: fired for row, (found, day) in enumerate(zip(identifiers, dates)) if (fired := index.matching(found, day))}
+    if not matched:  # the usual case: the results as they are, not a copy
+        return results
     lanes, selected_by, reasons = list(results["lane"]), list(results["selected_by"]), list(results["reasons"])
-    for row, (found, day) in enumerate(zip(identifiers, dates)):
-        fired = index.matching(found, day)
-        if not fired:
-            continue
+    for row, fired in matched.items():
         strictest = fired[0].lane
         if SEVERITY[strictest] >= SEVERITY[lanes[row]]:
             lanes[row], selected_by[row] = strictest, "alert"
