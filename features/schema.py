@@ -600,8 +600,8 @@ def _parse_date(text: str) -> tuple[tuple[str, str] | None, np.datetime64 | None
     """As `_parse_dates` reads text: exactly YYYY-MM-DD, and a day of the calendar."""
     if not re.fullmatch(ISO_DATE, text):
         return IS_A_DATE, None
-    try:
-        dt.date.fromisoformat(text)
+    try:  # pandas, unlike Python, takes the year 0, a leap year as 2000 is
+        dt.date.fromisoformat(f"2000{text[4:]}" if text.startswith("0000") else text)
     except ValueError:
         return IS_A_DATE, None
     return None, np.datetime64(text, "D")

@@ -225,7 +225,7 @@ def test_extra_field_is_rejected_not_dropped(good_records, rules):
 
 def test_labels_are_never_sent_for_scoring(good_records):
     failures = _failures(good_records, RECORD)
-    assert set(failures["field"]) == set(LABEL_FIELDS)
+    assert set(failures["field"]) == {*LABEL_FIELDS, RECOVERED_DUTY}
     assert set(failures["message"]) == {"is not a declaration field"}
 
 

@@ -54,7 +54,9 @@ CONTAINER = st.builds(
 )
 DATE = st.one_of(
     st.dates().map(str),  # years 0001 to 9999: many outside EARLIEST_DATE..LATEST_DATE
-    st.sampled_from([EARLIEST_DATE, LATEST_DATE, "1899-12-31", "2100-01-01", "2020-02-30", "2020-1-5", "0000-01-01"]),
+    st.sampled_from(
+        [EARLIEST_DATE, LATEST_DATE, "1899-12-31", "2100-01-01", "2020-02-30", "2020-1-5", "0000-02-29", "0000-02-30"]
+    ),
     st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", fullmatch=True),
 )
 COUNTRY = st.one_of(
@@ -115,6 +117,9 @@ PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 @example([{**contract_example(), "tax_rate": float("inf"), "net_mass_kg": -float("inf"), "item_price": float("nan")}])
 @example([{**contract_example(), "hs6_code": 440890, "seller_id": True, "declaration_date": None}])
 @example([contract_example(), {k: v for k, v in contract_example().items() if k != "importer_id"}])
+@example(
+    [{**contract_example(), "declaration_date": "0000-02-29"}, {**contract_example(), "declaration_date": "0000-02-30"}]
+)
 def test_any_batch_gets_the_same_verdict_and_failures_both_ways(batch):
     expected, found = _both(pd.DataFrame(batch))
     if expected is not None:
