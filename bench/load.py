@@ -89,7 +89,7 @@ async def _latency(target: Target, pool: list[dict], rate: float, seconds: float
             try:
                 await _post(client, target, next(batches))
             except (RuntimeError, httpx.HTTPError) as failed:
-                errors.append(str(failed)[:200])
+                errors.append(f"{type(failed).__name__}: {failed}"[:200])
                 return
             latencies.append(time.perf_counter() - due)
 
@@ -120,7 +120,7 @@ async def _throughput(target: Target, pool: list[dict], batch: int, concurrency:
                     done["declarations"] += await _post(client, target, next(batches))
                 except (RuntimeError, httpx.HTTPError) as failed:
                     done["errors"] += 1
-                    done["first_error"] = done["first_error"] or str(failed)[:200]
+                    done["first_error"] = done["first_error"] or f"{type(failed).__name__}: {failed}"[:200]
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
