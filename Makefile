@@ -11,7 +11,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test serve ui install bench bench-quick fuzz soak scale report
+.PHONY: run test serve ui install bench bench-quick fuzz soak scale report backtest
 
 install: $(INSTALLED)
 
@@ -87,3 +87,10 @@ SCALE_ROUNDS ?= 50
 scale: $(INSTALLED)
 	$(BIN)/python -m bench.scale --rows $(ROWS) --rounds $(SCALE_ROUNDS) \
 	  $(if $(filter 1,$(KEEP)),--keep) $(if $(SCALE_DIR),--dir "$(SCALE_DIR)")
+
+# Backtest (bench/backtest.py): the whole pipeline in a scratch workspace on the history before MONTH
+# (default: the last month of data/raw/; validation the 3 months before it), then MONTH scored by
+# `customs-risk score` and by the packaged service, which must agree; lane shares against the
+# settings and issue 13's policy figures, MONTH beside the validation window. KEEP=1 keeps the workspace.
+backtest: $(INSTALLED)
+	@$(BIN)/python -m bench.backtest $(if $(MONTH),--month $(MONTH)) $(if $(filter 1,$(KEEP)),--keep)
