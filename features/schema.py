@@ -92,9 +92,7 @@ RECOVERED_DUTY = "additional_duty"
 LABELLED_FIELDS = DECLARATION_FIELDS + LABEL_FIELDS + [RECOVERED_DUTY]  # a row of history
 OPTIONAL_FIELDS = {"seller_id", "courier_id", "container_number", "bill_of_lading"}
 NUMERIC_FIELDS = ["tax_rate", "net_mass_kg", "item_price"]
-STRING_FIELDS = [
-    f for f in DECLARATION_FIELDS if f not in NUMERIC_FIELDS and f != "declaration_date"
-]
+STRING_FIELDS = [f for f in DECLARATION_FIELDS if f not in NUMERIC_FIELDS and f != "declaration_date"]
 # With a format of their own, which also bounds their length.
 CODE_FIELDS = ["hs6_code", "departure_country", "origin_country", "container_number"]
 BOUNDED_FIELDS = [f for f in STRING_FIELDS if f not in CODE_FIELDS]  # at most MAX_ID_CHARACTERS
@@ -115,6 +113,7 @@ def iso6346_check_digit(first_ten: str) -> int:
 def is_container_number(value: str) -> bool:
     """An ISO 6346 container number: the format, and a check digit that matches."""
     return bool(re.fullmatch(CONTAINER_NUMBER, value)) and iso6346_check_digit(value[:10]) == int(value[10])
+
 
 # Checks pandera itself runs, and the parsing in `_typed`: (check name, message).
 BUILT_IN_CHECKS = {
@@ -274,7 +273,10 @@ RECORD_RULES = (
     ValueRule("not_blank", tuple(STRING_FIELDS), "must be a non-empty string", Matches(NOT_BLANK, whole=False)),
     ValueRule("at_most_64_characters", tuple(BOUNDED_FIELDS), TOO_LONG, AtMostCharacters(MAX_ID_CHARACTERS)),
     ValueRule(
-        "hs6_six_digits", ("hs6_code",), "must be exactly 6 digits (5 digits: a leading zero was lost)", Matches(HS6_CODE)
+        "hs6_six_digits",
+        ("hs6_code",),
+        "must be exactly 6 digits (5 digits: a leading zero was lost)",
+        Matches(HS6_CODE),
     ),
     ValueRule(
         "iso_country",
@@ -304,16 +306,17 @@ RECORD_RULES = (
     ),
 )
 # Per field, in the order pandera runs and reports them.
-RULES_BY_FIELD = {
-    field: tuple(rule for rule in RECORD_RULES if field in rule.fields) for field in DECLARATION_FIELDS
-}
+RULES_BY_FIELD = {field: tuple(rule for rule in RECORD_RULES if field in rule.fields) for field in DECLARATION_FIELDS}
 
 
 def with_record_rules(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
     """`schema` (a copy) with the contract's rules as pandera checks on their fields."""
     return schema.update_columns(
-        {field: {"checks": schema.columns[field].checks + [rule.check() for rule in rules]}
-         for field, rules in RULES_BY_FIELD.items() if rules}
+        {
+            field: {"checks": schema.columns[field].checks + [rule.check() for rule in rules]}
+            for field, rules in RULES_BY_FIELD.items()
+            if rules
+        }
     )
 
 
@@ -352,26 +355,41 @@ def history_rules(limits: HistoryRules) -> Rules:
     run_date, start = limits.run_date.normalize(), limits.history_start.normalize()
     added = {
         "declaration_date": [
-            pa.Check(lambda dates: dates <= run_date, name="not_after_run_date",
-                     error=f"must not be after the run date {run_date:%Y-%m-%d} (validate.run_date)"),
-            pa.Check(lambda dates: dates >= start, name="not_before_history_start",
-                     error=f"must not be before the history start {start:%Y-%m-%d} (validate.history_start)"),
+            pa.Check(
+                lambda dates: dates <= run_date,
+                name="not_after_run_date",
+                error=f"must not be after the run date {run_date:%Y-%m-%d} (validate.run_date)",
+            ),
+            pa.Check(
+                lambda dates: dates >= start,
+                name="not_before_history_start",
+                error=f"must not be before the history start {start:%Y-%m-%d} (validate.history_start)",
+            ),
         ],
         "hs6_code": [
             # a malformed code is hs6_six_digits' finding, not a second one here
-            pa.Check(lambda codes: codes.str[:2].isin(HS_CHAPTERS) | ~codes.str.fullmatch(HS6_CODE),
-                     name="hs_chapter_exists", error="must be in an HS chapter, 01 to 97 (77 is reserved)"),
+            pa.Check(
+                lambda codes: codes.str[:2].isin(HS_CHAPTERS) | ~codes.str.fullmatch(HS6_CODE),
+                name="hs_chapter_exists",
+                error="must be in an HS chapter, 01 to 97 (77 is reserved)",
+            ),
         ],
         "net_mass_kg": [
-            pa.Check(lambda mass: mass <= limits.max_net_mass_kg, name="mass_physically_possible",
-                     error=f"must be at most {limits.max_net_mass_kg:,.0f} kg (validate.max_net_mass_kg)"),
+            pa.Check(
+                lambda mass: mass <= limits.max_net_mass_kg,
+                name="mass_physically_possible",
+                error=f"must be at most {limits.max_net_mass_kg:,.0f} kg (validate.max_net_mass_kg)",
+            ),
         ],
     }
     for field in [f for f in STRING_FIELDS if f not in CODE_FIELDS]:
         # "QLRUBN9 " would silently be a new importer with no history; blank is not_blank's finding
         added[field] = [
-            pa.Check(lambda values: (values == values.str.strip()) | (values.str.strip() == ""),
-                     name="no_surrounding_spaces", error="must not start or end with spaces")
+            pa.Check(
+                lambda values: (values == values.str.strip()) | (values.str.strip() == ""),
+                name="no_surrounding_spaces",
+                error="must not start or end with spaces",
+            )
         ]
     schema = schema.update_columns(  # a copy: LABELLED keeps its checks
         {field: {"checks": schema.columns[field].checks + checks} for field, checks in added.items()}

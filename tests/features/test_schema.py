@@ -33,9 +33,7 @@ N_ROWS = 7
 def good_records(kcs_records) -> pd.DataFrame:
     """A handful of real, valid KCS records as read (strings), on a non-default index. (Rows with
     the unknown country ZZ are valid too, but left out: the tests put their own bad values in.)"""
-    valid = kcs_records[
-        kcs_records["origin_country"].ne("ZZ") & kcs_records["departure_country"].ne("ZZ")
-    ]
+    valid = kcs_records[kcs_records["origin_country"].ne("ZZ") & kcs_records["departure_country"].ne("ZZ")]
     # one row without seller and courier among rows that have them: optional fields may be null
     with_seller = valid[valid["seller_id"].notna() & valid["courier_id"].notna()].head(N_ROWS - 1)
     without = valid[valid["seller_id"].isna() & valid["courier_id"].isna()].head(1)
@@ -308,7 +306,8 @@ def test_valid_rows_and_failures_come_together(good_records):
     records.iloc[5, records.columns.get_loc("tax_rate")] = "12%"
     checked = check_declarations(records, LABELLED)
     assert checked.failures[["index", "field", "check"]].values.tolist() == [
-        [BAD_ROW, "origin_country", "iso_country"], [5, "tax_rate", "is_a_number"],
+        [BAD_ROW, "origin_country", "iso_country"],
+        [5, "tax_rate", "is_a_number"],
     ]
     passing = [i for i in range(N_ROWS) if i not in (BAD_ROW, 5)]
     assert checked.valid.index.tolist() == passing
@@ -382,4 +381,4 @@ def test_the_duty_an_inspection_assessed_is_a_number_at_least_0_or_unknown(good_
         assert found["index"].tolist() == [BAD_ROW]
     else:
         value = checked.valid[RECOVERED_DUTY].iloc[BAD_ROW]
-        assert (np.isnan(value) if sent is None else value == float(sent))
+        assert np.isnan(value) if sent is None else value == float(sent)

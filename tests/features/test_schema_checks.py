@@ -62,7 +62,10 @@ def test_the_history_checks_extend_the_contract_checks():
     assert contract < labelled < history
     assert labelled - contract == {"label_0_or_1", "critical_implies_fraud", "duty_not_negative"}
     assert history - labelled == {
-        "hs_chapter_exists", "not_after_run_date", "not_before_history_start", "mass_physically_possible",
+        "hs_chapter_exists",
+        "not_after_run_date",
+        "not_before_history_start",
+        "mass_physically_possible",
         "no_surrounding_spaces",
     }
 
@@ -141,7 +144,10 @@ def test_scoring_does_not_apply_the_history_limits(rows):
     scoring = _with(rows, declaration_date="2031-01-01", importer_id="QLRUBN9 ", net_mass_kg="1e12", hs6_code="990100")
     assert check_declarations(scoring.drop(columns=HISTORY_ONLY), RECORD).failures.empty
     assert {check for _, _, check in _checks(scoring)} == {
-        "not_after_run_date", "no_surrounding_spaces", "mass_physically_possible", "hs_chapter_exists",
+        "not_after_run_date",
+        "no_surrounding_spaces",
+        "mass_physically_possible",
+        "hs_chapter_exists",
     }
 
 

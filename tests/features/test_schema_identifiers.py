@@ -76,7 +76,12 @@ def test_an_unknown_country_is_a_category_like_any_other_and_its_reason_says_so(
 
 
 def test_every_string_field_but_the_formatted_codes_is_bounded():
-    assert set(STRING_FIELDS) - set(BOUNDED_FIELDS) == {"hs6_code", "departure_country", "origin_country", "container_number"}
+    assert set(STRING_FIELDS) - set(BOUNDED_FIELDS) == {
+        "hs6_code",
+        "departure_country",
+        "origin_country",
+        "container_number",
+    }
 
 
 @RULE_SETS
@@ -122,10 +127,12 @@ def test_labelled_history_holds_the_new_fields():
 
 
 # ISO 6346 letter values, as the standard's table gives them (A=10, multiples of 11 skipped).
-LETTER_VALUES = dict(zip(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-    [10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 34, 35, 36, 37, 38],
-))
+LETTER_VALUES = dict(
+    zip(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        [10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 34, 35, 36, 37, 38],
+    )
+)
 # Numbers the standard (ISO 6346 Annex A) and the BIC, which keeps the owner-code register, print.
 STANDARD_EXAMPLES = ["CSQU3054383", "BICU1234565"]
 
@@ -186,7 +193,7 @@ def test_every_single_character_change_is_caught_but_the_ones_iso_6346_cannot_se
         for character in REPLACEMENTS:
             if character == number[position]:
                 continue
-            changed = number[:position] + character + number[position + 1:]
+            changed = number[:position] + character + number[position + 1 :]
             in_format = (
                 (position < 3 and character in string.ascii_uppercase)
                 or (position == 3 and character in "UJZ")
@@ -205,7 +212,7 @@ def test_with_a_check_digit_other_than_0_only_equal_letters_mod_11_go_unseen(num
     for position in range(10):
         alphabet = string.digits if position > 3 else "UJZ" if position == 3 else string.ascii_uppercase
         for character in alphabet:
-            changed = number[:position] + character + number[position + 1:]
+            changed = number[:position] + character + number[position + 1 :]
             if character == number[position]:
                 continue
             same_class = character.isalpha() and LETTER_VALUES[character] % 11 == LETTER_VALUES[number[position]] % 11
