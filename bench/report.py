@@ -13,9 +13,17 @@ from bench.plan import STAGES
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kib = int(
+        next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    )
     versions = {}
     for package in ("lightgbm", "pandas", "numpy", "pandera", "bentoml", "mlflow", "fastapi", "uvicorn", "dvc"):
         try:
@@ -63,7 +71,7 @@ def scoring_table(s: dict) -> list[str]:
         f"{http['single_p50_over_healthz_p50']:.1f}x |",
         f"| HTTP, batches of {http['batch_rows']}, one in flight | {http['batch_per_second']:,.0f} declarations/s | "
         f"`mlflow models serve`: {http['mlflow_batch_per_second']:,.0f}/s | {http['batch_over_mlflow']:.1f}x |",
-        f"| HTTP, batches of {http['batch_rows']}, `\"reasons\": \"none\"` (no contributions) | "
+        f'| HTTP, batches of {http["batch_rows"]}, `"reasons": "none"` (no contributions) | '
         f"{http['batch_no_reasons_per_second']:,.0f} declarations/s | | |",
         f"| service RSS (process tree), idle / after the load | {_gib(http['idle_rss_bytes'])} / "
         f"{_gib(http['peak_rss_bytes'])} | | |",
@@ -99,44 +107,75 @@ def markdown(results: dict) -> str:
         lines += scoring_table(results["scoring"])
     if "pipeline" in results:
         p = results["pipeline"]
-        lines += ["", f"**1. Pipeline** (`dvc repro --force --single-item STAGE`, {p['rows']:,} rows of KCS history)", "",
-                  "| stage | seconds | peak RSS |", "| --- | ---: | ---: |"]
+        lines += [
+            "",
+            f"**1. Pipeline** (`dvc repro --force --single-item STAGE`, {p['rows']:,} rows of KCS history)",
+            "",
+            "| stage | seconds | peak RSS |",
+            "| --- | ---: | ---: |",
+        ]
         lines += [f"| {s} | {p['stage_seconds'][s]:.1f} | {_gib(p['stage_peak_rss_bytes'][s])} |" for s in STAGES]
         lines += [
             f"| **total** | **{p['total_seconds']:.1f}** | |",
             f"| bare LightGBM fit, same matrix, {p['bare_fit_rounds']} rounds (lower bound) | {p['bare_fit_seconds']:.1f} | |",
-            "", f"train stage / bare fit: {p['train_over_bare_fit']:.1f}x; whole pipeline / bare fit: {p['total_over_bare_fit']:.1f}x",
+            "",
+            f"train stage / bare fit: {p['train_over_bare_fit']:.1f}x; whole pipeline / bare fit: {p['total_over_bare_fit']:.1f}x",
         ]
     if "serving" in results:
         v = results["serving"]
-        lines += ["", f"**2. Serving over HTTP** (latency: 1 declaration a request, open loop at {v['request_rate']:.1f} req/s, "
-                  f"half the slowest server's sequential rate; throughput: {v['concurrency']} batch requests in flight; "
-                  f"{v['seconds']:.0f} s each)", "",
-                  "| server | sequential req/s | p50 ms | p95 ms | p99 ms | decl/s, batches of 100 | decl/s, batches of 1000 | failed requests |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"**2. Serving over HTTP** (latency: 1 declaration a request, open loop at {v['request_rate']:.1f} req/s, "
+            f"half the slowest server's sequential rate; throughput: {v['concurrency']} batch requests in flight; "
+            f"{v['seconds']:.0f} s each)",
+            "",
+            "| server | sequential req/s | p50 ms | p95 ms | p99 ms | decl/s, batches of 100 | decl/s, batches of 1000 | failed requests |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for name, x in v["servers"].items():
-            lines.append(f"| {name} | {x['sequential_requests_per_second']:.1f} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | {x['p99_ms']:.1f} | "
-                         f"{x['batch_100_per_second']:.0f} | {x['batch_1000_per_second']:.0f} | {x['failed_requests']} |")
-        lines += [f"- {name}: first failure: `{x['first_error']}`" for name, x in v["servers"].items() if x["first_error"]]
+            lines.append(
+                f"| {name} | {x['sequential_requests_per_second']:.1f} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | {x['p99_ms']:.1f} | "
+                f"{x['batch_100_per_second']:.0f} | {x['batch_1000_per_second']:.0f} | {x['failed_requests']} |"
+            )
+        lines += [
+            f"- {name}: first failure: `{x['first_error']}`" for name, x in v["servers"].items() if x["first_error"]
+        ]
         r = v["ratios"]
-        lines += ["", f"ours / minimal FastAPI: p99 {r['p99_over_minimal']:.2f}x, p50 {r['p50_over_minimal']:.2f}x; "
-                  f"throughput ours / mlflow models serve: {r['batch_100_throughput_over_mlflow']:.1f}x (100), "
-                  f"{r['batch_1000_throughput_over_mlflow']:.1f}x (1000)"]
+        lines += [
+            "",
+            f"ours / minimal FastAPI: p99 {r['p99_over_minimal']:.2f}x, p50 {r['p50_over_minimal']:.2f}x; "
+            f"throughput ours / mlflow models serve: {r['batch_100_throughput_over_mlflow']:.1f}x (100), "
+            f"{r['batch_1000_throughput_over_mlflow']:.1f}x (1000)",
+        ]
     if "batch" in results:
         b = results["batch"]
-        lines += ["", f"**3. Batch scoring** ({b['rows']:,} declarations)", "", "| what | seconds |", "| --- | ---: |",
-                  f"| `customs-risk score` (whole command, Parquet in and out) | {b['cli_seconds']:.1f} |",
-                  f"| baseline: `serving_features` + both boosters' `predict` | {b['baseline_seconds']:.1f} |",
-                  f"| ratio | {b['cli_over_baseline']:.1f}x |",
-                  f"| `customs-risk score` on 1,000,000 declarations at this rate (extrapolated) | "
-                  f"{b['cli_seconds'] / b['rows'] * 1e6:,.0f} |",
-                  "", f"Where a scoring call spends its time ({b['breakdown_rows']:,} declarations, step by step):", "",
-                  "| step | seconds | µs per declaration |", "| --- | ---: | ---: |"]
+        lines += [
+            "",
+            f"**3. Batch scoring** ({b['rows']:,} declarations)",
+            "",
+            "| what | seconds |",
+            "| --- | ---: |",
+            f"| `customs-risk score` (whole command, Parquet in and out) | {b['cli_seconds']:.1f} |",
+            f"| baseline: `serving_features` + both boosters' `predict` | {b['baseline_seconds']:.1f} |",
+            f"| ratio | {b['cli_over_baseline']:.1f}x |",
+            f"| `customs-risk score` on 1,000,000 declarations at this rate (extrapolated) | "
+            f"{b['cli_seconds'] / b['rows'] * 1e6:,.0f} |",
+            "",
+            f"Where a scoring call spends its time ({b['breakdown_rows']:,} declarations, step by step):",
+            "",
+            "| step | seconds | µs per declaration |",
+            "| --- | ---: | ---: |",
+        ]
         for step, seconds in b["breakdown_seconds"].items():
             lines.append(f"| {step} | {seconds:.2f} | {seconds / b['breakdown_rows'] * 1e6:.0f} |")
         single = b["single"]
-        lines += ["", f"The same steps for one declaration a call ({single['calls']} calls), as the service sees it:", "",
-                  "| step | ms per call |", "| --- | ---: |"]
+        lines += [
+            "",
+            f"The same steps for one declaration a call ({single['calls']} calls), as the service sees it:",
+            "",
+            "| step | ms per call |",
+            "| --- | ---: |",
+        ]
         lines += [f"| {step} | {seconds / single['calls'] * 1e3:.2f} |" for step, seconds in single["seconds"].items()]
     if results.get("targets"):
         lines += ["", "**Targets**", "", "| target | measured | |", "| --- | --- | --- |"]
@@ -150,31 +189,72 @@ def targets(results: dict) -> list[dict]:
         inproc, http = results["scoring"]["in_process"], results["scoring"]["http"]
         single, batch = inproc["single"], inproc["batch"]
         out += [
-            {"target": "one declaration in process <= 50x a raw predict of one prepared row",
-             "measured": f"{single['p50_over_raw_predict']:.0f}x", "met": single["p50_over_raw_predict"] <= 50},
-            {"target": "HTTP single declaration p50 <= 10 ms", "measured": f"{http['single_p50_ms']:.1f} ms",
-             "met": http["single_p50_ms"] <= 10},
-            {"target": "HTTP single declaration p99 <= 25 ms", "measured": f"{http['single_p99_ms']:.1f} ms",
-             "met": http["single_p99_ms"] <= 25},
-            {"target": "HTTP single declaration p50 <= 5x the same server's GET /healthz p50",
-             "measured": f"{http['single_p50_over_healthz_p50']:.1f}x", "met": http["single_p50_over_healthz_p50"] <= 5},
-            {"target": f"{batch['rows']:,} declarations, default reasons, <= 2x features + both predicts",
-             "measured": f"{batch['over_baseline']:.1f}x", "met": batch["over_baseline"] <= 2},
-            {"target": ">= 5,000 declarations/s in process", "measured": f"{batch['declarations_per_second']:,.0f}/s",
-             "met": batch["declarations_per_second"] >= 5000},
-            {"target": f">= 3,000 declarations/s over HTTP in batches of {http['batch_rows']}",
-             "measured": f"{http['batch_per_second']:,.0f}/s", "met": http["batch_per_second"] >= 3000},
-            {"target": f"HTTP throughput >= 3x `mlflow models serve` (batches of {http['batch_rows']})",
-             "measured": f"{http['batch_over_mlflow']:.1f}x", "met": http["batch_over_mlflow"] >= 3},
+            {
+                "target": "one declaration in process <= 50x a raw predict of one prepared row",
+                "measured": f"{single['p50_over_raw_predict']:.0f}x",
+                "met": single["p50_over_raw_predict"] <= 50,
+            },
+            {
+                "target": "HTTP single declaration p50 <= 10 ms",
+                "measured": f"{http['single_p50_ms']:.1f} ms",
+                "met": http["single_p50_ms"] <= 10,
+            },
+            {
+                "target": "HTTP single declaration p99 <= 25 ms",
+                "measured": f"{http['single_p99_ms']:.1f} ms",
+                "met": http["single_p99_ms"] <= 25,
+            },
+            {
+                "target": "HTTP single declaration p50 <= 5x the same server's GET /healthz p50",
+                "measured": f"{http['single_p50_over_healthz_p50']:.1f}x",
+                "met": http["single_p50_over_healthz_p50"] <= 5,
+            },
+            {
+                "target": f"{batch['rows']:,} declarations, default reasons, <= 2x features + both predicts",
+                "measured": f"{batch['over_baseline']:.1f}x",
+                "met": batch["over_baseline"] <= 2,
+            },
+            {
+                "target": ">= 5,000 declarations/s in process",
+                "measured": f"{batch['declarations_per_second']:,.0f}/s",
+                "met": batch["declarations_per_second"] >= 5000,
+            },
+            {
+                "target": f">= 3,000 declarations/s over HTTP in batches of {http['batch_rows']}",
+                "measured": f"{http['batch_per_second']:,.0f}/s",
+                "met": http["batch_per_second"] >= 3000,
+            },
+            {
+                "target": f"HTTP throughput >= 3x `mlflow models serve` (batches of {http['batch_rows']})",
+                "measured": f"{http['batch_over_mlflow']:.1f}x",
+                "met": http["batch_over_mlflow"] >= 3,
+            },
         ]
     if "serving" in results:
         r = results["serving"]["ratios"]
-        out.append({"target": "service p99 within 2x of minimal FastAPI", "measured": f"{r['p99_over_minimal']:.2f}x", "met": r["p99_over_minimal"] <= 2})
+        out.append(
+            {
+                "target": "service p99 within 2x of minimal FastAPI",
+                "measured": f"{r['p99_over_minimal']:.2f}x",
+                "met": r["p99_over_minimal"] <= 2,
+            }
+        )
         for batch in (100, 1000):
             ratio = r[f"batch_{batch}_throughput_over_mlflow"]
-            out.append({"target": f"throughput >= 3x mlflow models serve (batches of {batch})", "measured": f"{ratio:.1f}x", "met": ratio >= 3})
+            out.append(
+                {
+                    "target": f"throughput >= 3x mlflow models serve (batches of {batch})",
+                    "measured": f"{ratio:.1f}x",
+                    "met": ratio >= 3,
+                }
+            )
     if "batch" in results:
         ratio = results["batch"]["cli_over_baseline"]
-        out.append({"target": f"batch scoring {results['batch']['rows']:,} rows within 1.5x of features + predict",
-                    "measured": f"{ratio:.1f}x", "met": ratio <= 1.5})
+        out.append(
+            {
+                "target": f"batch scoring {results['batch']['rows']:,} rows within 1.5x of features + predict",
+                "measured": f"{ratio:.1f}x",
+                "met": ratio <= 1.5,
+            }
+        )
     return out

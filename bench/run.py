@@ -80,10 +80,23 @@ def bench_scoring(plan: Plan, tmp: Path) -> dict:
     serve` of the registered champion, interleaved run by run."""
     env = server_env(REPO / ".bentoml", tmp / "audit.db", mlflow_db=REPO / "mlflow.db", pythonpath=str(REPO))
     in_process, _ = worker(
-        ["scoring", "--bundle", str(REPO / "data/model/bundle"), "--validated", str(REPO / VALIDATED),
-         "--batch-rows", str(SCORING_BATCH_ROWS), "--single-calls", str(plan.single_calls), "--repeats", "5",
-         "--audit-db", str(tmp / "in-process-audit.db")],
-        REPO, env,
+        [
+            "scoring",
+            "--bundle",
+            str(REPO / "data/model/bundle"),
+            "--validated",
+            str(REPO / VALIDATED),
+            "--batch-rows",
+            str(SCORING_BATCH_ROWS),
+            "--single-calls",
+            str(plan.single_calls),
+            "--repeats",
+            "5",
+            "--audit-db",
+            str(tmp / "in-process-audit.db"),
+        ],
+        REPO,
+        env,
     )
     print(
         f"  in process: one declaration p50 {in_process['single']['p50_ms']:.2f} ms "
@@ -159,7 +172,9 @@ def bench_pipeline(ws: Workspace, plan: Plan) -> dict:
             stages[stage] = {"seconds": child.seconds, "peak_rss_bytes": child.peak_rss_bytes}
         bare, _ = worker(["bare-fit", "--workspace", str(ws.root)], ws.root, ws.env)
         runs.append({"stages": stages, "total_seconds": sum(s["seconds"] for s in stages.values()), "bare_fit": bare})
-        print(f"  pipeline run {run + 1}: {runs[-1]['total_seconds']:.1f}s, bare fit {bare['seconds']:.1f}s", flush=True)
+        print(
+            f"  pipeline run {run + 1}: {runs[-1]['total_seconds']:.1f}s, bare fit {bare['seconds']:.1f}s", flush=True
+        )
     result = {
         "rows": runs[0]["bare_fit"]["rows"],
         "runs": runs,
@@ -201,7 +216,9 @@ def bench_serving(ws: Workspace, plan: Plan) -> dict:
             for server in servers:  # interleaved: each run measures all three under the same noise
                 measured = {"latency": latency(server.target, pool, rate, plan.serving_seconds)}
                 for batch in (100, 1000):
-                    measured[f"batch_{batch}"] = throughput(server.target, pool, batch, plan.concurrency, plan.serving_seconds)
+                    measured[f"batch_{batch}"] = throughput(
+                        server.target, pool, batch, plan.concurrency, plan.serving_seconds
+                    )
                 runs[server.target.name].append(measured)
                 print(
                     f"  serving run {run + 1} {server.target.name}: p99 {measured['latency']['p99_ms']:.1f} ms, "
@@ -216,26 +233,53 @@ def bench_serving(ws: Workspace, plan: Plan) -> dict:
         summary[name] = {
             "sequential_requests_per_second": capacity[name],
             **{k: median(m["latency"][k] for m in measured) for k in ("p50_ms", "p95_ms", "p99_ms")},
-            **{f"batch_{b}_per_second": median(m[f"batch_{b}"]["declarations_per_second"] for m in measured) for b in (100, 1000)},
-            "failed_requests": sum(m["latency"]["errors"] + m["batch_100"]["errors"] + m["batch_1000"]["errors"] for m in measured),
-            "first_error": next((e for m in measured for e in (m["latency"]["first_error"], m["batch_100"]["first_error"],
-                                                                 m["batch_1000"]["first_error"]) if e), None),
+            **{
+                f"batch_{b}_per_second": median(m[f"batch_{b}"]["declarations_per_second"] for m in measured)
+                for b in (100, 1000)
+            },
+            "failed_requests": sum(
+                m["latency"]["errors"] + m["batch_100"]["errors"] + m["batch_1000"]["errors"] for m in measured
+            ),
+            "first_error": next(
+                (
+                    e
+                    for m in measured
+                    for e in (
+                        m["latency"]["first_error"],
+                        m["batch_100"]["first_error"],
+                        m["batch_1000"]["first_error"],
+                    )
+                    if e
+                ),
+                None,
+            ),
         }
     ours, minimal, mlflow_serve = (runs[s.target.name] for s in servers)
     ratios = {
-        "p99_over_minimal": median(ratio(o["latency"]["p99_ms"], m["latency"]["p99_ms"]) for o, m in zip(ours, minimal)),
-        "p50_over_minimal": median(ratio(o["latency"]["p50_ms"], m["latency"]["p50_ms"]) for o, m in zip(ours, minimal)),
+        "p99_over_minimal": median(
+            ratio(o["latency"]["p99_ms"], m["latency"]["p99_ms"]) for o, m in zip(ours, minimal)
+        ),
+        "p50_over_minimal": median(
+            ratio(o["latency"]["p50_ms"], m["latency"]["p50_ms"]) for o, m in zip(ours, minimal)
+        ),
     }
     for batch in (100, 1000):
         key = f"batch_{batch}"
         ratios[f"{key}_throughput_over_mlflow"] = median(
-            ratio(o[key]["declarations_per_second"], f[key]["declarations_per_second"]) for o, f in zip(ours, mlflow_serve)
+            ratio(o[key]["declarations_per_second"], f[key]["declarations_per_second"])
+            for o, f in zip(ours, mlflow_serve)
         )
         ratios[f"{key}_throughput_over_minimal"] = median(
             ratio(o[key]["declarations_per_second"], m[key]["declarations_per_second"]) for o, m in zip(ours, minimal)
         )
-    return {"request_rate": rate, "seconds": plan.serving_seconds, "concurrency": plan.concurrency,
-            "servers": summary, "ratios": ratios, "runs": runs}
+    return {
+        "request_rate": rate,
+        "seconds": plan.serving_seconds,
+        "concurrency": plan.concurrency,
+        "servers": summary,
+        "ratios": ratios,
+        "runs": runs,
+    }
 
 
 # --- 3. batch scoring: `customs-risk score` against features + booster.predict ---------------
@@ -246,15 +290,28 @@ def bench_batch(ws: Workspace, plan: Plan, tmp: Path) -> dict:
     batch_input(ws, plan.batch_rows, source)
     runs = []
     for run in range(plan.batch_runs):
-        ours = run_child([PYTHON, "-m", "serving.cli", "score", "--input", str(source), "--output", str(scored)], ws.root, ws.env)
+        ours = run_child(
+            [PYTHON, "-m", "serving.cli", "score", "--input", str(source), "--output", str(scored)], ws.root, ws.env
+        )
         assert len(pd.read_parquet(scored, columns=["declaration_id"])) == plan.batch_rows
         baseline, _ = worker(
-            ["batch-baseline", "--bundle", str(ws.root / "data/model/bundle"), "--input", str(source),
-             "--breakdown-rows", str(plan.breakdown_rows)],
-            ws.root, ws.env,
+            [
+                "batch-baseline",
+                "--bundle",
+                str(ws.root / "data/model/bundle"),
+                "--input",
+                str(source),
+                "--breakdown-rows",
+                str(plan.breakdown_rows),
+            ],
+            ws.root,
+            ws.env,
         )
         runs.append({"cli_seconds": ours.seconds, "cli_peak_rss_bytes": ours.peak_rss_bytes, "baseline": baseline})
-        print(f"  batch run {run + 1}: customs-risk score {ours.seconds:.1f}s, features + predict {baseline['seconds']:.1f}s", flush=True)
+        print(
+            f"  batch run {run + 1}: customs-risk score {ours.seconds:.1f}s, features + predict {baseline['seconds']:.1f}s",
+            flush=True,
+        )
     breakdown = runs[-1]["baseline"]["breakdown"]
     return {
         "rows": plan.batch_rows,
@@ -280,9 +337,12 @@ def main() -> None:
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     sections = [s for s in SECTIONS if s in args.only.split(",")]
-    results: dict = {"mode": plan.mode, "plan": asdict(plan), "machine": machine(),
-                     "runs": f"{plan.pipeline_runs} (pipeline), {plan.serving_runs} (serving), "
-                             f"{plan.batch_runs} (batch)"}
+    results: dict = {
+        "mode": plan.mode,
+        "plan": asdict(plan),
+        "machine": machine(),
+        "runs": f"{plan.pipeline_runs} (pipeline), {plan.serving_runs} (serving), {plan.batch_runs} (batch)",
+    }
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="customs-risk-bench-"))
 

@@ -66,7 +66,9 @@ def server_env(
     return with_service_settings(env, audit_db=audit_db, api_keys=api_keys)
 
 
-def with_service_settings(env: dict[str, str], *, audit_db: Path | None = None, api_keys: str | None = None) -> dict[str, str]:
+def with_service_settings(
+    env: dict[str, str], *, audit_db: Path | None = None, api_keys: str | None = None
+) -> dict[str, str]:
     """`env` with the service's audit store and/or API keys (comma-separated) replaced."""
     changed = dict(env)
     if audit_db is not None:
@@ -114,7 +116,11 @@ def bentoml_serve(bento: str, cwd: Path, env: dict, log: Path, wrapper: Sequence
     return launch(
         "customs-risk (BentoML)",
         [str(BIN / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
-        port, cwd, env, log, "/readyz",
+        port,
+        cwd,
+        env,
+        log,
+        "/readyz",
         ("/score", lambda d: {"declarations": d}, lambda b: len(b["results"])),
         wrapper,
     )
@@ -125,10 +131,23 @@ def minimal_fastapi(root: Path, env: dict) -> Server:
     port = free_port()
     return launch(
         "minimal FastAPI + uvicorn",
-        [PYTHON, "-m", "uvicorn", "bench.minimal_api:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        port, root,
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "bench.minimal_api:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        port,
+        root,
         {**env, "PYTHONPATH": f"{root}{os.pathsep}{REPO}", "RISK_BUNDLE": str(root / "data/model/bundle")},
-        root / "minimal.log", "/healthz",
+        root / "minimal.log",
+        "/healthz",
         ("/score", lambda d: {"declarations": d}, lambda b: len(b["results"])),
     )
 
@@ -139,9 +158,24 @@ def mlflow_serve(root: Path, env: dict, log: Path | None = None) -> Server:
     port = free_port()
     return launch(
         "mlflow models serve",
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/customs-risk@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        port, root, env, log or root / "mlflow.log", "/ping",
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/customs-risk@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        port,
+        root,
+        env,
+        log or root / "mlflow.log",
+        "/ping",
         ("/invocations", lambda d: {"dataframe_records": d}, lambda b: len(b["predictions"])),
     )
 

@@ -102,9 +102,11 @@ def score_breakdown(model: RiskModel, records: pd.DataFrame, max_reasons: int, r
     rows = reason_rows(assessed.lane, reasons)
     contributions = timed(
         f"fraud pred_contrib (TreeSHAP), rows with reasons ({reasons})",
-        lambda: model.fraud_booster.predict(inputs.matrix[rows], pred_contrib=True)[:, :-1]
-        if len(rows)
-        else np.zeros((0, len(FEATURE_NAMES))),  # LightGBM refuses an empty matrix; the scorer skips it
+        lambda: (
+            model.fraud_booster.predict(inputs.matrix[rows], pred_contrib=True)[:, :-1]
+            if len(rows)
+            else np.zeros((0, len(FEATURE_NAMES)))
+        ),  # LightGBM refuses an empty matrix; the scorer skips it
     )
     found = timed(
         "reasons_for (sentences, rows with reasons)",
@@ -232,7 +234,12 @@ def main() -> None:
         result = bare_fit(args.workspace)
     elif args.task == "scoring":
         result = scoring(
-            args.bundle, args.validated, args.batch_rows, args.single_calls, args.repeats, args.max_reasons,
+            args.bundle,
+            args.validated,
+            args.batch_rows,
+            args.single_calls,
+            args.repeats,
+            args.max_reasons,
             args.audit_db,
         )
     else:
