@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from features.adapters import KCS, read_source
-from features.schema import NUMERIC_FIELDS
+from features.schema import DECLARATION_FIELDS, NUMERIC_FIELDS
 from models.bundle import RiskModel, score_declarations
 from tests.e2e.stack import BIN, _run, contract_example
 
@@ -39,7 +39,7 @@ def _history_declaration(root: Path) -> dict:
     history = read_source(root / "data/raw/df_syn_train_eng.csv", KCS)
     clean = history[history["fraud"].eq("0") & history["declaration_id"].ne("97061800")
                     & history["origin_country"].ne("ZZ") & history["departure_country"].ne("ZZ")]
-    record = clean.iloc[0].drop(["fraud", "critical_fraud"])
+    record = clean.iloc[0][DECLARATION_FIELDS]
     record = record.astype(object).where(record.notna(), None).to_dict()
     return {**record, **{field: float(record[field]) for field in NUMERIC_FIELDS}}  # JSON numbers
 
