@@ -183,78 +183,41 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _target(target: str, value: float, shown: str, at_most: float | None = None, at_least: float | None = None) -> dict:
+    """One target judged on its own figure: `shown` formats the value."""
+    met = value <= at_most if at_most is not None else value >= at_least
+    return {"target": target, "measured": shown.format(value), "met": met}
+
+
 def targets(results: dict) -> list[dict]:
     out = []
     if "scoring" in results:
         inproc, http = results["scoring"]["in_process"], results["scoring"]["http"]
-        single, batch = inproc["single"], inproc["batch"]
+        single, batch, rows = inproc["single"], inproc["batch"], http["batch_rows"]
         out += [
-            {
-                "target": "one declaration in process <= 50x a raw predict of one prepared row",
-                "measured": f"{single['p50_over_raw_predict']:.0f}x",
-                "met": single["p50_over_raw_predict"] <= 50,
-            },
-            {
-                "target": "HTTP single declaration p50 <= 10 ms",
-                "measured": f"{http['single_p50_ms']:.1f} ms",
-                "met": http["single_p50_ms"] <= 10,
-            },
-            {
-                "target": "HTTP single declaration p99 <= 25 ms",
-                "measured": f"{http['single_p99_ms']:.1f} ms",
-                "met": http["single_p99_ms"] <= 25,
-            },
-            {
-                "target": "HTTP single declaration p50 <= 5x the same server's GET /healthz p50",
-                "measured": f"{http['single_p50_over_healthz_p50']:.1f}x",
-                "met": http["single_p50_over_healthz_p50"] <= 5,
-            },
-            {
-                "target": f"{batch['rows']:,} declarations, default reasons, <= 2x features + both predicts",
-                "measured": f"{batch['over_baseline']:.1f}x",
-                "met": batch["over_baseline"] <= 2,
-            },
-            {
-                "target": ">= 5,000 declarations/s in process",
-                "measured": f"{batch['declarations_per_second']:,.0f}/s",
-                "met": batch["declarations_per_second"] >= 5000,
-            },
-            {
-                "target": f">= 3,000 declarations/s over HTTP in batches of {http['batch_rows']}",
-                "measured": f"{http['batch_per_second']:,.0f}/s",
-                "met": http["batch_per_second"] >= 3000,
-            },
-            {
-                "target": f"HTTP throughput >= 3x `mlflow models serve` (batches of {http['batch_rows']})",
-                "measured": f"{http['batch_over_mlflow']:.1f}x",
-                "met": http["batch_over_mlflow"] >= 3,
-            },
+            _target("one declaration in process <= 50x a raw predict of one prepared row",
+                    single["p50_over_raw_predict"], "{:.0f}x", at_most=50),
+            _target("HTTP single declaration p50 <= 10 ms", http["single_p50_ms"], "{:.1f} ms", at_most=10),
+            _target("HTTP single declaration p99 <= 25 ms", http["single_p99_ms"], "{:.1f} ms", at_most=25),
+            _target("HTTP single declaration p50 <= 5x the same server's GET /healthz p50",
+                    http["single_p50_over_healthz_p50"], "{:.1f}x", at_most=5),
+            _target(f"{batch['rows']:,} declarations, default reasons, <= 2x features + both predicts",
+                    batch["over_baseline"], "{:.1f}x", at_most=2),
+            _target(">= 5,000 declarations/s in process", batch["declarations_per_second"], "{:,.0f}/s", at_least=5000),
+            _target(f">= 3,000 declarations/s over HTTP in batches of {rows}", http["batch_per_second"], "{:,.0f}/s",
+                    at_least=3000),
+            _target(f"HTTP throughput >= 3x `mlflow models serve` (batches of {rows})", http["batch_over_mlflow"],
+                    "{:.1f}x", at_least=3),
         ]
     if "serving" in results:
         r = results["serving"]["ratios"]
-        out.append(
-            {
-                "target": "service p99 within 2x of minimal FastAPI",
-                "measured": f"{r['p99_over_minimal']:.2f}x",
-                "met": r["p99_over_minimal"] <= 2,
-            }
-        )
-        for batch in (100, 1000):
-            ratio = r[f"batch_{batch}_throughput_over_mlflow"]
-            out.append(
-                {
-                    "target": f"throughput >= 3x mlflow models serve (batches of {batch})",
-                    "measured": f"{ratio:.1f}x",
-                    "met": ratio >= 3,
-                }
-            )
+        out.append(_target("service p99 within 2x of minimal FastAPI", r["p99_over_minimal"], "{:.2f}x", at_most=2))
+        out += [
+            _target(f"throughput >= 3x mlflow models serve (batches of {batch})",
+                    r[f"batch_{batch}_throughput_over_mlflow"], "{:.1f}x", at_least=3)
+            for batch in (100, 1000)
+        ]
     if "batch" in results:
-        ratio = results["batch"]["cli_over_baseline"]
-        out.append(
-            {
-                "target": f"batch scoring {results['batch']['rows']:,} rows within 1.5x of features + predict",
-                "measured": f"{ratio:.1f}x",
-                "met": ratio <= 1.5,
-            }
-        )
+        out.append(_target(f"batch scoring {results['batch']['rows']:,} rows within 1.5x of features + predict",
+                           results["batch"]["cli_over_baseline"], "{:.1f}x", at_most=1.5))
     return out
