@@ -157,9 +157,13 @@ def fit_early_stopped(
 ) -> lgb.Booster:
     """Trees are added while the validation window improves; the booster keeps the best count."""
     train_set = dataset(train_x, train_y)
-    valid_set = dataset(valid_x, valid_y, reference=train_set)
+    return _early_stopped(booster_params(train_params), train_set, dataset(valid_x, valid_y, reference=train_set),
+                          train_params)
+
+
+def _early_stopped(params: dict, train_set: lgb.Dataset, valid_set: lgb.Dataset, train_params: dict) -> lgb.Booster:
     return lgb.train(
-        booster_params(train_params),
+        params,
         train_set,
         num_boost_round=train_params["max_rounds"],
         valid_sets=[valid_set],
@@ -240,10 +244,7 @@ def fit_duty(
     params = {**booster_params(train_params), **DUTY_OBJECTIVE}
     train_set = dataset(rows_of(x, is_train), label[is_train], weight=weight[is_train])
     valid_set = dataset(rows_of(x, is_valid), label[is_valid], reference=train_set, weight=weight[is_valid])
-    early = lgb.train(
-        params, train_set, num_boost_round=train_params["max_rounds"], valid_sets=[valid_set],
-        callbacks=[lgb.early_stopping(train_params["early_stopping_rounds"], verbose=False)],
-    )
+    early = _early_stopped(params, train_set, valid_set, train_params)
     estimates = predict(early, rows_of(x, is_valid), num_iteration=early.best_iteration)
     rounds = refit_rounds(early.best_iteration, int(is_train.sum()), len(x))
     final = lgb.train(params, dataset(x, label, weight=weight), num_boost_round=rounds)
