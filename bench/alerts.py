@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from bench.workers import fastest_seconds
 from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel
 from pipelines.paths import BUNDLE, VALIDATED
@@ -51,23 +52,13 @@ def alerts_in_force(count: int, importers: list[str], day: str, seed: int = 0) -
     return alerts
 
 
-def _seconds(call, repeat: int) -> float:
-    """The median of `repeat` timed calls."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
-
-
 def measure(model: RiskModel, declarations: pd.DataFrame, index: AlertIndex) -> dict:
     def score(records: pd.DataFrame) -> pd.DataFrame:
         return apply_alerts(score_routed(model, records, (), 3), records, index, 3)
 
     single = [declarations.iloc[[i]] for i in range(CALLS)]
-    one = float(np.median([_seconds(lambda r=r: score(r), 1) for r in single]))
-    batch = _seconds(lambda: score(declarations), 3)
+    one = float(np.median([fastest_seconds(lambda r=r: score(r), 1) for r in single]))
+    batch = fastest_seconds(lambda: score(declarations), 3)
     fired = int((score(declarations)["selected_by"] == "alert").sum())
     return {"one_declaration_ms": one * 1e3, "batch_seconds": batch, "batch_alert_picks": fired}
 

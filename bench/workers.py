@@ -126,7 +126,7 @@ def fastest_steps(model: RiskModel, records: pd.DataFrame, max_reasons: int, rep
     return {**runs[0], "seconds": {step: min(run["seconds"][step] for run in runs) for step in runs[0]["seconds"]}}
 
 
-def _seconds(call, repeats: int) -> float:
+def fastest_seconds(call, repeats: int) -> float:
     """The fastest of `repeats` calls after one warm-up: the call's own cost, not a neighbour's."""
     call()
     best = float("inf")
@@ -148,7 +148,7 @@ def audit_writes(audit_db: Path, sent: list[dict], results: pd.DataFrame, repeat
         store._db.execute(f"PRAGMA synchronous={synchronous}")  # the bench's own connection
         for name, rows in (("single", 1), ("batch", len(sent))):
             write = partial(store.record_decisions, sent[:rows], results.head(rows), "bench")
-            out[f"{name}_{synchronous.lower()}_ms"] = _seconds(write, repeats) * 1e3
+            out[f"{name}_{synchronous.lower()}_ms"] = fastest_seconds(write, repeats) * 1e3
     return out
 
 
@@ -163,7 +163,7 @@ def scoring(
     history = pd.read_parquet(validated, columns=DECLARATION_FIELDS).sort_values("declaration_date")
     pool = as_sent(history.tail(max(batch_rows, single_calls)))
     one_row = serving_inputs(check_requests(pd.DataFrame(pool[:1])).valid, model.state).matrix
-    raw_predict = _seconds(lambda: model.fraud_booster.predict(one_row, raw_score=True), 200)
+    raw_predict = fastest_seconds(lambda: model.fraud_booster.predict(one_row, raw_score=True), 200)
 
     single = []
     for declaration in pool[:single_calls]:  # each timed once, as requests come: green and red alike
@@ -180,8 +180,8 @@ def scoring(
         model.fraud_booster.predict(matrix, raw_score=True)
         model.critical_booster.predict(matrix, raw_score=True)
 
-    baseline = _seconds(features_and_predicts, repeats)
-    batch = _seconds(lambda: score_declarations(model, sent, max_reasons), repeats)
+    baseline = fastest_seconds(features_and_predicts, repeats)
+    batch = fastest_seconds(lambda: score_declarations(model, sent, max_reasons), repeats)
     return {
         "raw_predict_ms": raw_predict * 1e3,
         "single": {
@@ -202,10 +202,10 @@ def scoring(
         },
         # the online checker beside the pandera pass it replaced, on the same records
         "validation_ms": {
-            "online_single": _seconds(lambda: check_requests(pd.DataFrame(pool[:1])), repeats) * 1e3,
-            "pandera_single": _seconds(lambda: check_declarations(pd.DataFrame(pool[:1]), RECORD), repeats) * 1e3,
-            "online_batch": _seconds(lambda: check_requests(sent), repeats) * 1e3,
-            "pandera_batch": _seconds(lambda: check_declarations(sent, RECORD), repeats) * 1e3,
+            "online_single": fastest_seconds(lambda: check_requests(pd.DataFrame(pool[:1])), repeats) * 1e3,
+            "pandera_single": fastest_seconds(lambda: check_declarations(pd.DataFrame(pool[:1]), RECORD), repeats) * 1e3,
+            "online_batch": fastest_seconds(lambda: check_requests(sent), repeats) * 1e3,
+            "pandera_batch": fastest_seconds(lambda: check_declarations(sent, RECORD), repeats) * 1e3,
         },
         "audit_store": audit_writes(audit_db, pool[:batch_rows], score_declarations(model, sent, max_reasons), repeats),
         "peak_rss_bytes": _peak_rss_bytes(),
