@@ -35,6 +35,17 @@ def targeting_curve(fraud: np.ndarray, duty: np.ndarray, scores: np.ndarray) -> 
     return pd.DataFrame(rows)
 
 
+def _refitted_lanes(policy: LanePolicy, scores: pd.DataFrame, ids: list[str], **shares: float) -> dict[str, float]:
+    """The lane figures of the packaged policy with some shares changed, its thresholds refitted
+    on the same (out-of-sample) scores."""
+    changed = LaneShares(**{**{name: getattr(policy, name) for name in LaneShares.__dataclass_fields__}, **shares})
+    candidate = LanePolicy.fit(
+        changed, policy.exploration_key, scores["risk_score"], scores["critical_score"], scores["duty_at_risk"]
+    )
+    lane, _ = candidate.assign(scores["risk_score"], scores["critical_score"], scores["duty_at_risk"], ids)
+    return lane_metrics(lane, scores["fraud"], scores["critical_fraud"], scores["duty_exposure"])
+
+
 def lane_frontier(
     policy: LanePolicy, scores: pd.DataFrame, step: float = 0.005
 ) -> pd.DataFrame:
@@ -44,25 +55,33 @@ def lane_frontier(
     exploration stay as packaged. `scores` are the validation window's (out-of-sample)."""
     red = policy.red_share
     ids = scores["declaration_id"].astype(str).tolist()
-    fixed = {
-        "yellow_share": policy.yellow_share, "yellow_critical_share": policy.yellow_critical_share,
-        "exploration_share": policy.exploration_share,
-    }
     grid = np.round(np.arange(0, red + step / 2, step), 6)
     rows = []
     for value in grid:
         for critical in grid[grid <= red - value + 1e-9]:
-            shares = LaneShares(
-                red_risk_share=round(red - value - critical, 6), red_value_share=value, red_critical_share=critical, **fixed
+            risk = round(red - value - critical, 6)
+            figures = _refitted_lanes(
+                policy, scores, ids, red_risk_share=risk, red_value_share=value, red_critical_share=critical
             )
-            candidate = LanePolicy.fit(
-                shares, policy.exploration_key, scores["risk_score"], scores["critical_score"], scores["duty_at_risk"]
-            )
-            lane, _ = candidate.assign(scores["risk_score"], scores["critical_score"], scores["duty_at_risk"], ids)
-            figures = lane_metrics(lane, scores["fraud"], scores["critical_fraud"], scores["duty_exposure"])
-            rows.append({"setting_risk": shares.red_risk_share, "setting_value": value, "setting_critical": critical,
+            rows.append({"setting_risk": risk, "setting_value": value, "setting_critical": critical,
                          **{f"red_{name}": figures[f"lane_red_{name}"] for name in LANE_FIGURES},
                          "red_yellow_critical_share": figures["lane_red_yellow_critical_share"]})
+    return pd.DataFrame(rows)
+
+
+def yellow_frontier(policy: LanePolicy, scores: pd.DataFrame, step: float = 0.01) -> pd.DataFrame:
+    """Yellow's capacity split every way between critical score and fraud risk (red as
+    packaged): what yellow finds of the frauds against what red and yellow together hold of the
+    critical frauds. A document check is where safety certificates are verified, so a center may
+    give yellow to dangerous goods; this is what it costs in frauds found."""
+    ids = scores["declaration_id"].astype(str).tolist()
+    rows = []
+    for critical in np.round(np.arange(0, policy.yellow_share + step / 2, step), 6):
+        critical = min(float(critical), policy.yellow_share)
+        figures = _refitted_lanes(policy, scores, ids, yellow_critical_share=critical)
+        rows.append({"setting_yellow_critical": critical,
+                     **{f"yellow_{name}": figures[f"lane_yellow_{name}"] for name in LANE_FIGURES},
+                     "red_yellow_critical_share": figures["lane_red_yellow_critical_share"]})
     return pd.DataFrame(rows)
 
 
@@ -88,6 +107,22 @@ def plot_lane_frontier(frontier: pd.DataFrame, policy: LanePolicy, path: Path) -
     ax.set_title(f"Splits of the same red capacity ({policy.red_share:.1%} by score; marker size: value share)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_yellow_frontier(frontier: pd.DataFrame, policy: LanePolicy, path: Path) -> Path:
+    """Yellow's split: dangerous goods held by red and yellow against frauds found by yellow."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    x = frontier["setting_yellow_critical"]
+    ax.plot(x, frontier["red_yellow_critical_share"], marker="o", label="critical frauds held by red + yellow")
+    ax.plot(x, frontier["yellow_hit_rate"], marker="o", label="yellow hit rate (share of fraud)")
+    ax.plot(x, frontier["yellow_fraud_share"], marker="o", label="frauds held by yellow")
+    ax.axvline(policy.yellow_critical_share, color="red", linestyle="--", label="packaged split")
+    ax.set(xlabel=f"part of yellow ({policy.yellow_share:.0%} of declarations) taken by critical score",
+           ylim=(-0.02, 1.02))
+    ax.set_title("Splits of the same yellow capacity (red as packaged)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", fontsize="small")
     return _save(fig, path)
 
 

@@ -7,7 +7,20 @@ import pandas as pd
 import pytest
 
 from features.matrix import training_features
-from models.reports import model_card, plot_bars, plot_reliability, plot_roc_pr, plot_targeting_curve, targeting_curve
+from models.lanes import LanePolicy, LaneShares
+from models.metrics import lane_metrics
+from models.reports import (
+    lane_frontier,
+    model_card,
+    plot_bars,
+    plot_lane_frontier,
+    plot_reliability,
+    plot_roc_pr,
+    plot_targeting_curve,
+    plot_yellow_frontier,
+    targeting_curve,
+    yellow_frontier,
+)
 from models.tuning import SEARCH_SPACE, precision_at, tune
 
 BASE = {
@@ -99,3 +112,55 @@ def test_model_card_states_data_metrics_lanes_and_limits():
     assert "Searched in 6 trials on every training row." in everything
     untuned = model_card(identity, windows, metrics, lanes, {"params": {"num_leaves": 63}, "trials": 0}, [5])
     assert "Not searched" in untuned
+
+
+@pytest.fixture(scope="module")
+def packaged():
+    """Out-of-sample-like scores of a validation window and the policy fitted on them."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    fraud = (rng.random(n) < 0.2).astype(float)
+    critical = fraud * (rng.random(n) < 0.1)
+    scores = pd.DataFrame({
+        "declaration_id": [f"D{i}" for i in range(n)],
+        "fraud": fraud,
+        "critical_fraud": critical,
+        "duty_exposure": rng.lognormal(8, 2, n),
+        "risk_score": np.clip(0.5 * fraud + rng.random(n) * 0.6, 0, 1),
+        "critical_score": np.clip(0.4 * critical + rng.random(n) * 0.3, 0, 1),
+    })
+    scores["duty_at_risk"] = scores["risk_score"] * scores["duty_exposure"]
+    shares = LaneShares(red_risk_share=0.03, red_value_share=0.01, red_critical_share=0.02, yellow_share=0.1,
+                        yellow_critical_share=0.04, exploration_share=0.01)
+    policy = LanePolicy.fit(shares, "key", scores["risk_score"], scores["critical_score"], scores["duty_at_risk"])
+    lane, _ = policy.assign(scores["risk_score"], scores["critical_score"], scores["duty_at_risk"],
+                            scores["declaration_id"].tolist())
+    return policy, scores, lane_metrics(lane, scores["fraud"], scores["critical_fraud"], scores["duty_exposure"])
+
+
+def test_lane_frontier_splits_the_same_red_capacity_and_holds_the_packaged_point(packaged, tmp_path):
+    policy, scores, figures = packaged
+    frontier = lane_frontier(policy, scores, step=0.01)
+    settings = frontier[["setting_risk", "setting_value", "setting_critical"]].sum(axis=1)
+    assert np.allclose(settings, policy.red_share)
+    chosen = frontier[np.isclose(frontier["setting_value"], policy.red_value_share)
+                      & np.isclose(frontier["setting_critical"], policy.red_critical_share)]
+    assert len(chosen) == 1
+    for name in ("hit_rate", "duty_share", "critical_share"):
+        assert chosen[f"red_{name}"].item() == pytest.approx(figures[f"lane_red_{name}"])
+    assert plot_lane_frontier(frontier, policy, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_yellow_frontier_moves_yellow_only_and_holds_the_packaged_point(packaged, tmp_path):
+    policy, scores, figures = packaged
+    frontier = yellow_frontier(policy, scores, step=0.02)
+    assert frontier["setting_yellow_critical"].iloc[0] == 0
+    assert frontier["setting_yellow_critical"].iloc[-1] == pytest.approx(policy.yellow_share)
+    # yellow's capacity is the same whatever the split; red is as packaged, so red + yellow hold
+    # at least what red alone holds
+    assert np.allclose(frontier["yellow_share"], figures["lane_yellow_share"], atol=1 / len(scores))
+    assert (frontier["red_yellow_critical_share"] >= figures["lane_red_critical_share"]).all()
+    chosen = frontier[np.isclose(frontier["setting_yellow_critical"], policy.yellow_critical_share)]
+    assert chosen["yellow_hit_rate"].item() == pytest.approx(figures["lane_yellow_hit_rate"])
+    assert chosen["red_yellow_critical_share"].item() == pytest.approx(figures["lane_red_yellow_critical_share"])
+    assert plot_yellow_frontier(frontier, policy, tmp_path / "y.png").read_bytes()[:4] == b"\x89PNG"
