@@ -16,6 +16,7 @@ from features.history import FeatureState
 from features.matrix import CATEGORICAL, FEATURE_NAMES, FEATURES_BY_NAME, ServingInputs, serving_inputs
 from features.schema import check_requests
 from models.calibration import Calibration
+from models.contributions import PathContributions
 from models.lanes import LanePolicy
 
 RESULT_COLUMNS = [
@@ -158,11 +159,21 @@ class RiskModel:
     # expected recovered duty of a fraud, learned from inspections' additional_duty where history
     # holds enough of it; None: the declared duty is the estimate (docs/api.md, duty_at_risk)
     duty_booster: lgb.Booster | None = None
+    # the fraud booster's per-leaf attribution table (models.contributions), built by `load` (or
+    # on first use for a model made in memory), never per request
+    _contributions: PathContributions | None = field(default=None, init=False, repr=False, compare=False)
+
+    def contributions(self, matrix) -> np.ndarray:
+        """The fraud booster's contributions to its raw score (log-odds), by path attribution:
+        `pred_contrib`'s shape (one column per feature, then the bias), summing to the raw score."""
+        if self._contributions is None:
+            self._contributions = PathContributions(self.fraud_booster)
+        return self._contributions(matrix)
 
     def score(self, records: pd.DataFrame, max_reasons: int = 3, reasons: str = "selected") -> pd.DataFrame:
         """Scores, lanes and reasons for typed canonical declarations, in their order. Reasons
-        ("selected": red and yellow declarations; "all"; "none") cost a TreeSHAP pass each, so
-        only the declarations that carry them pay for it."""
+        ("selected": red and yellow declarations; "all"; "none") cost a leaf-index predict and a
+        table lookup each (models.contributions), so only the declarations that carry them pay for it."""
         check_reasons(reasons)
         assessed = self.assess(records)
         rows = reason_rows(assessed.lane, reasons)
@@ -191,7 +202,7 @@ class RiskModel:
         reasons: list[list[dict]] = [[] for _ in assessed.ids]
         if len(rows) and max_reasons > 0:
             matrix = assessed.inputs.matrix[rows]
-            contributions = self.fraud_booster.predict(matrix, pred_contrib=True)[:, :-1]
+            contributions = self.contributions(matrix)[:, :-1]
             found_all = reasons_for(assessed.inputs, self.state, rows, contributions, max_reasons)
             for row, found in zip(rows.tolist(), found_all):
                 stated = policy_reason(assessed, row, self.duty_booster is not None)
@@ -216,7 +227,7 @@ class RiskModel:
     @classmethod
     def load(cls, directory: Path) -> RiskModel:
         config = json.loads((directory / "model.json").read_text())
-        return cls(
+        model = cls(
             fraud_booster=lgb.Booster(model_file=str(directory / "fraud.txt")),
             critical_booster=lgb.Booster(model_file=str(directory / "critical.txt")),
             fraud_calibration=Calibration(**config["fraud_calibration"]),
@@ -226,6 +237,8 @@ class RiskModel:
             info=config["info"],
             duty_booster=lgb.Booster(model_file=str(duty)) if (duty := directory / "duty.txt").exists() else None,
         )
+        model._contributions = PathContributions(model.fraud_booster)  # once, at load (about 0.5 s)
+        return model
 
 
 class InvalidDeclarations(ValueError):

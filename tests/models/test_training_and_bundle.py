@@ -219,7 +219,8 @@ def test_value_and_critical_picks_say_why_first(scored):
 
 
 def test_reasons_are_the_largest_contributions(model, scored_all, features):
-    contributions = model.fraud_booster.predict(features, pred_contrib=True)
+    """The model's contributions by path attribution (models.contributions), in log-odds."""
+    contributions = model.contributions(features)
     assert contributions.shape[1] == len(FEATURE_NAMES) + 1
     with_reasons = 0
     for row, (reasons, source) in enumerate(zip(scored_all["reasons"], scored_all["selected_by"])):
@@ -274,7 +275,7 @@ def _row_by_row_reasons(model: RiskModel, records: pd.DataFrame, max_reasons: in
     """The reasons as first written: every row's contributions, and a context per row from the
     feature frame's, the counts' and the derived records' rows (an oracle for the arrays)."""
     x, counts = serving_features(records, model.state)
-    contributions = model.fraud_booster.predict(x, pred_contrib=True)[:, :-1]
+    contributions = model.contributions(x)[:, :-1]
     derived = with_derived_fields(records)
     top = np.argsort(-contributions, axis=1, kind="stable")[:, :max_reasons]
     out = []
@@ -312,7 +313,7 @@ def test_reasons_assembled_from_arrays_equal_the_row_by_row_ones(model, history,
     # and for any subset of rows, with their own contributions
     inputs = serving_inputs(records, model.state)
     rows = np.arange(0, len(records), 3)
-    contributions = model.fraud_booster.predict(inputs.matrix[rows], pred_contrib=True)[:, :-1]
+    contributions = model.contributions(inputs.matrix[rows])[:, :-1]
     assert reasons_for(inputs, model.state, rows, contributions, MAX_REASONS) == [expected[r] for r in rows]
 
 
@@ -368,6 +369,7 @@ def test_save_load_round_trip_gives_identical_scores(model, bundle_dir, records,
     assert loaded.critical_calibration == model.critical_calibration
     assert loaded.info == json.loads(json.dumps(model.info))
     assert loaded.state.history_end == model.state.history_end
+    assert loaded._contributions is not None  # the reasons' leaf table is built at load, not per request
     pd.testing.assert_frame_equal(loaded.score(records, max_reasons=MAX_REASONS), scored)
 
 

@@ -1,0 +1,102 @@
+"""Per-feature contributions of a LightGBM booster's raw score by path attribution (Saabas;
+"treeinterpreter"), from a table of every leaf's attribution built once, when the model loads.
+
+Why not TreeSHAP: LightGBM's `predict(..., pred_contrib=True)` cost 2.9 ms for each declaration
+that carries reasons on the champion (425 trees of 56 leaves, mean depth 14): 519 of the 624 ms
+that scoring 1,000 declarations took, against 14 ms for the predict itself. TreeSHAP's cost per
+row grows with trees x leaves x depth squared, and depends on which way every split would go for
+every subset of the path's features, so nothing of it can be computed ahead of the row.
+
+Path attribution: each tree starts at the expected value of its root (the count-weighted mean of
+its leaves' values; the sum over trees is the bias), and each split on the row's path credits
+its feature with the change it makes, the expected value of the child taken minus that of the
+node. The changes along a path add up to the leaf's value, so contributions plus bias are the raw
+score exactly (as TreeSHAP's are); the cost is linear in depth, and because a row's attribution in
+a tree depends only on the leaf it reaches, all of it is precomputed: one table row per leaf of
+every tree, one column per feature and the bias. Contributions of n rows are then LightGBM's leaf
+indices (`pred_leaf=True`, about a predict) and a sum of n x trees table rows.
+
+How it differs from TreeSHAP: where features interact on a path, path attribution gives the
+credit for the change to the split nearest it, so a feature split on near the root gets less and
+one near the leaves more than TreeSHAP's average over orders gives them; with one split per tree
+(stumps) the two coincide. Node expected values are weighted by the training rows that reached
+each leaf (`leaf_count`), as LightGBM's TreeSHAP weights them; LightGBM's own `internal_value`
+(hessian-weighted, and dumped to six digits) is not used.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import scipy.sparse
+
+
+def _expected(node: dict) -> tuple[float, float]:
+    """(expected value, training rows) of `node`: its leaves' values weighted by the rows that
+    reached each; stored on the node (`_value`) for the pass down."""
+    if "left_child" not in node:  # a leaf (or a tree of one leaf)
+        value, count = float(node["leaf_value"]), float(node.get("leaf_count", 0))
+    else:
+        (left, n_left), (right, n_right) = _expected(node["left_child"]), _expected(node["right_child"])
+        count = n_left + n_right
+        value = (left * n_left + right * n_right) / count if count > 0 else (left + right) / 2
+    node["_value"] = value
+    return value, count
+
+
+def _attribute(node: dict, path: np.ndarray, out: np.ndarray) -> None:
+    """Each leaf under `node` gets `path` (the credits of the splits above) plus its own splits'."""
+    if "left_child" not in node:
+        out[int(node.get("leaf_index", 0))] = path
+        return
+    feature = int(node["split_feature"])
+    for child in (node["left_child"], node["right_child"]):
+        credited = path.copy()
+        credited[feature] += child["_value"] - node["_value"]
+        _attribute(child, credited, out)
+
+
+def leaf_table(booster: lgb.Booster) -> tuple[np.ndarray, np.ndarray]:
+    """Every leaf's path attribution, trees in order: (table, offsets), where table has one row
+    per leaf of every tree (tree t's leaf i is row offsets[t] + i) and one column per feature
+    then the bias (the tree's root expected value); each row sums to its leaf's value."""
+    dumped = booster.dump_model()
+    n_columns = int(dumped["max_feature_idx"]) + 2
+    tables, offsets, at = [], [], 0
+    for tree in dumped["tree_info"]:
+        root = tree["tree_structure"]
+        bias, _ = _expected(root)
+        table = np.zeros((int(tree["num_leaves"]), n_columns))
+        start = np.zeros(n_columns)
+        start[-1] = bias
+        _attribute(root, start, table)
+        tables.append(table)
+        offsets.append(at)
+        at += len(table)
+    return np.concatenate(tables), np.asarray(offsets, dtype=np.int64)
+
+
+class PathContributions:
+    """Contributions of a booster's raw score (log-odds for a binary booster), in the shape of
+    `booster.predict(x, pred_contrib=True)`: one row per row of x, one column per feature then
+    the bias; features plus bias sum to `predict(x, raw_score=True)`. Build it once per booster."""
+
+    def __init__(self, booster: lgb.Booster):
+        if booster.num_model_per_iteration() != 1:
+            raise ValueError("path contributions are for one model per iteration (not multiclass)")
+        self.booster = booster
+        self.table, self.offsets = leaf_table(booster)
+        self.n_leaves = len(self.table)
+
+    def __call__(self, x) -> np.ndarray:
+        """`x` as `booster.predict` takes it (a matrix or a frame of the features)."""
+        if not len(x):  # LightGBM refuses an empty matrix
+            return np.zeros((0, self.table.shape[1]))
+        leaves = self.booster.predict(x, pred_leaf=True).astype(np.int64, copy=False).reshape(len(x), -1)
+        trees = leaves.shape[1]  # the trees predict uses (best_iteration, when the booster has one)
+        columns = (leaves + self.offsets[:trees]).ravel()
+        indptr = np.arange(0, columns.size + 1, trees, dtype=np.int64)
+        one_hot = scipy.sparse.csr_matrix(
+            (np.ones(columns.size), columns, indptr), shape=(len(x), self.n_leaves)
+        )
+        return np.asarray(one_hot @ self.table)
