@@ -17,7 +17,9 @@ from models.reports import (
     plot_reliability,
     plot_roc_pr,
     plot_targeting_curve,
+    plot_yellow_frontier,
     targeting_curve,
+    yellow_frontier,
 )
 from pipelines.common import load_params, read_json, staged_output, write_json
 from pipelines.paths import BUNDLE, MATRIX, MODEL_CARD, PLOTS, RUN, TUNED
@@ -26,6 +28,7 @@ from pipelines.paths import VALIDATION_SCORES as SCORES
 
 CURVE = PLOTS / "targeting_curve.csv"
 FRONTIER = PLOTS / "lane_frontier.csv"
+YELLOW_FRONTIER = PLOTS / "yellow_frontier.csv"
 
 
 def main() -> None:
@@ -46,6 +49,9 @@ def main() -> None:
     frontier = lane_frontier(model.lanes, scores)
     with staged_output(FRONTIER) as path:
         frontier.to_csv(path, index=False)
+    yellow = yellow_frontier(model.lanes, scores)
+    with staged_output(YELLOW_FRONTIER) as path:
+        yellow.to_csv(path, index=False)
     valid_start = pd.Timestamp(params["windows"]["valid_start"])
     valid_rows = (
         pd.read_parquet(MATRIX, columns=["declaration_id", *FEATURE_NAMES], filters=[("declaration_date", ">=", valid_start)])
@@ -58,6 +64,7 @@ def main() -> None:
     images = [
         plot_targeting_curve(curve, PLOTS / "targeting_curve.png"),
         plot_lane_frontier(frontier, model.lanes, PLOTS / "lane_frontier.png"),
+        plot_yellow_frontier(yellow, model.lanes, PLOTS / "yellow_frontier.png"),
         *plot_roc_pr(fraud, risk, PLOTS / "roc.png", PLOTS / "precision_recall.png"),
         plot_reliability(
             {"fraud": (fraud, risk), "critical fraud": (critical, critical_risk)}, PLOTS / "reliability.png"
@@ -82,7 +89,7 @@ def main() -> None:
         path.write_text(card)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
-        for path in [*images, CURVE, FRONTIER, MODEL_CARD]:
+        for path in [*images, CURVE, FRONTIER, YELLOW_FRONTIER, MODEL_CARD]:
             mlflow.log_artifact(str(path), "reports")
     shown = ", ".join(
         f"{k}={metrics[k]:.3f}"

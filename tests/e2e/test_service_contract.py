@@ -170,7 +170,10 @@ def test_metadata_names_the_registered_champion_and_its_settings(service, worksp
     assert lanes["red_share"] == pytest.approx(serving["red_risk_share"] + serving["red_value_share"]
                                                + serving["red_critical_share"])
     assert lanes["order"] == {"red": ["critical", "value", "model"], "yellow": ["critical", "model"]}
-    assert 0 < lanes["yellow_threshold"] <= lanes["red_threshold"] < 1
+    if serving["yellow_share"] > serving["yellow_critical_share"]:
+        assert 0 < lanes["yellow_threshold"] <= lanes["red_threshold"] < 1
+    else:  # all of yellow goes by critical score: fraud risk picks none for it
+        assert lanes["yellow_threshold"] is None and 0 < lanes["red_threshold"] < 1
     assert lanes["yellow_critical_threshold"] <= lanes["red_critical_threshold"]
     assert "exploration_key" not in json.dumps(body)
     assert {"importer_fraud_rate", "log_value_per_kg", "hs_chapter"} <= set(body["features"])
