@@ -346,61 +346,112 @@ def load_reference(settings) -> Reference:
 # --- the same figures for live dashboards (GET /metrics) --------------------------------------
 
 
+PSI_HELP = ("Population stability index of the risk score of the last serving.drift_window decisions against the "
+            "champion's validation window (NaN: no reference or no decision)")
+PSI_DECLARATIONS_HELP = "How many decisions customs_risk_score_psi was computed on"
+
+
 @functools.cache
 def _instruments() -> dict:
-    """The service's Prometheus instruments, made once per process, on first use: a BentoML
-    worker has PROMETHEUS_MULTIPROC_DIR set by then, so each worker writes its own file and
-    BentoML's /metrics adds them up across workers (BentoML documents prometheus_client for
-    custom metrics; it must not be imported before the worker starts)."""
+    """The service's Prometheus counters, made once per process, on first use: a BentoML worker
+    has PROMETHEUS_MULTIPROC_DIR set by then, so each worker writes its own file and BentoML's
+    /metrics adds them up across workers (BentoML documents prometheus_client for custom metrics;
+    it must not be imported before the worker starts). The drift gauges are not among them: they
+    are computed when collected (`LiveMetrics.exposition`, `_LatestDrift`)."""
     import prometheus_client as prometheus
 
     return {
         "decisions": prometheus.Counter(
             "customs_risk_decisions", "Decisions answered by /score, by lane and selection source", ["lane", "selected_by"]),
         "outcomes": prometheus.Counter("customs_risk_outcomes", "Outcomes stored by /outcomes, by result", ["result"]),
-        # every worker computes the same figure from the audit store: the most recent one is right
-        "psi": prometheus.Gauge(
-            "customs_risk_score_psi", "Population stability index of the risk score of the last serving.drift_window "
-            "decisions against the champion's validation window (NaN: no reference or no decision)",
-            multiprocess_mode="mostrecent"),
-        "psi_declarations": prometheus.Gauge(
-            "customs_risk_score_psi_declarations", "How many decisions customs_risk_score_psi was computed on",
-            multiprocess_mode="mostrecent"),
     }
+
+
+class _DriftCollector:
+    """customs_risk_score_psi and customs_risk_score_psi_declarations, computed each time they
+    are collected from the LiveMetrics that `live()` gives (None: nothing to show)."""
+
+    def __init__(self, live):
+        self.live = live
+
+    def describe(self):
+        return self._families(None)
+
+    def collect(self):
+        live = self.live()
+        return self._families(live.drift()) if live is not None else []
+
+    @staticmethod
+    def _families(drift):
+        from prometheus_client.core import GaugeMetricFamily
+
+        psi_family = GaugeMetricFamily("customs_risk_score_psi", PSI_HELP)
+        count_family = GaugeMetricFamily("customs_risk_score_psi_declarations", PSI_DECLARATIONS_HELP)
+        if drift is not None:
+            value, count = drift
+            psi_family.add_metric([], math.nan if value is None else value)
+            count_family.add_metric([], count)
+        return [psi_family, count_family]
+
+
+@functools.cache
+def _latest_drift() -> dict:
+    """Prometheus' default registry shows the drift of the LiveMetrics made last in the process
+    (a process without PROMETHEUS_MULTIPROC_DIR, where the counters are in that registry too)."""
+    from prometheus_client import REGISTRY
+
+    latest: dict = {"live": None}
+    REGISTRY.register(_DriftCollector(lambda: latest["live"]))
+    return latest
 
 
 class LiveMetrics:
     """Counters of decisions by lane and `selected_by` and of outcomes by result, and the risk
     score's PSI over the last `window` decisions of the audit store (all workers' and all
     restarts', so every worker computes the same value) against the validation window, with the
-    report's `psi`. The PSI is computed again after every /score, from one indexed query."""
+    report's `psi`. The PSI is computed when /metrics is scraped (one indexed query and the PSI,
+    about 2 ms), not after every /score: BentoML's multiprocess /metrics reads only the workers'
+    files, so the service appends `exposition()` to the page it renders (serving.service)."""
 
     def __init__(self, audit, reference_scores: np.ndarray | None, window: int):
         self.audit = audit
         self.reference = reference_scores
         self.window = int(window)
         self.instruments = _instruments()
-        self.update_drift()  # a restarted worker shows the store's figure, not 0
+        self._last: tuple[float | None, int] = (None, 0)  # shown when the store cannot be read
+        from prometheus_client import CollectorRegistry
+
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_DriftCollector(lambda: self))
+        _latest_drift()["live"] = self
 
     def decided(self, results: pd.DataFrame) -> None:
         for (lane, source), count in Counter(zip(results["lane"], results["selected_by"])).items():
             self.instruments["decisions"].labels(lane=lane, selected_by=source).inc(count)
-        self.update_drift()
 
     def reported(self, outcomes: list[dict]) -> None:
         for result, count in Counter(o["result"] for o in outcomes).items():
             self.instruments["outcomes"].labels(result=result).inc(count)
 
-    def update_drift(self) -> float | None:
+    def drift(self) -> tuple[float | None, int]:
+        """(PSI or None, decisions it was computed on) of the store's last `window` decisions."""
         try:
             recent = self.audit.recent_risk_scores(self.window)
-        except sqlite3.Error as failed:  # the answer is stored already: a gauge never fails it
+        except sqlite3.Error as failed:  # a scrape never fails for it: the last figure stays
             logger.warning("the risk score drift gauge was not updated: %s", failed)
-            return None
+            return self._last
         value = psi(self.reference, recent) if self.reference is not None and recent else None
-        self.instruments["psi"].set(math.nan if value is None else value)
-        self.instruments["psi_declarations"].set(len(recent))
-        return value
+        self._last = (value, len(recent))
+        return self._last
+
+    def exposition(self, page: str = "") -> str:
+        """The drift gauges in Prometheus' text format, to append to a /metrics `page` that does
+        not hold them already (BentoML's, rendered from the workers' multiprocess files)."""
+        if "# TYPE customs_risk_score_psi gauge" in page:
+            return ""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self._registry).decode()
 
 
 # --- the page ----------------------------------------------------------------------------------

@@ -114,6 +114,11 @@ class CustomsRisk:
         RiskProfiles.from_environment(SETTINGS)
         load_packaged(CHAMPION)
 
+    def __metrics__(self, page: str) -> str:
+        """BentoML's hook on GET /metrics: the page it rendered from the workers' counters, and
+        the drift gauges computed now, from the audit store (not after every /score)."""
+        return page + self.live.exposition(page)
+
     def _reject(self, ctx: bentoml.Context, errors: list[dict]) -> dict:
         ctx.response.status_code = 422
         return {"errors": errors}

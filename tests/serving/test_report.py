@@ -449,3 +449,31 @@ def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(t
     assert _sample("customs_risk_score_psi") >= reporting.PSI_FLAG
     reporting.LiveMetrics(store, None, window=150)
     assert math.isnan(_sample("customs_risk_score_psi")) and _sample("customs_risk_score_psi_declarations") == 150
+
+
+def test_the_drift_gauge_is_computed_when_scraped_not_after_each_score(trained, history, tmp_path):
+    """/score no longer pays for the PSI (about 2 ms); the page the service appends to BentoML's
+    /metrics holds the store's figure at scrape time, once, and keeps the last figure when the
+    store cannot be read."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    model, reference = trained
+    store = AuditStore(tmp_path / "audit.db")
+    live = reporting.LiveMetrics(store, reference.scores, window=150)
+    reads = []
+    read = store.recent_risk_scores
+    store.recent_risk_scores = lambda count: reads.append(count) or read(count)
+    live.decided(_score(store, model, _as_sent(history.iloc[-200:])))
+    assert reads == []
+    page = live.exposition()
+    assert reads == [150]
+    shown = {sample.name: sample.value for family in text_string_to_metric_families(page) for sample in family.samples}
+    assert shown == {"customs_risk_score_psi": pytest.approx(reporting.psi(reference.scores, read(150))),
+                     "customs_risk_score_psi_declarations": 150}
+    assert live.exposition(page) == ""  # a page that has the gauges already (no multiprocess dir) gets no copy
+
+    def unreadable(count):
+        raise sqlite3.OperationalError("database is locked")
+
+    store.recent_risk_scores = unreadable
+    assert live.exposition() == page
