@@ -78,7 +78,9 @@ def bench_scoring(plan: Plan, tmp: Path) -> dict:
     a batch against features + both predicts; over HTTP, our service (one worker, served from
     the checkout, a scratch audit store) against its own GET /healthz and against `mlflow models
     serve` of the registered champion, interleaved run by run."""
-    env = server_env(REPO / ".bentoml", tmp / "audit.db", mlflow_db=REPO / "mlflow.db", pythonpath=str(REPO))
+    # the store `make` names (BENTOML_HOME: the checkout's .bentoml unless given), where make run packaged the champion
+    store = Path(os.environ.get("BENTOML_HOME") or REPO / ".bentoml")
+    env = server_env(store, tmp / "audit.db", mlflow_db=REPO / "mlflow.db", pythonpath=str(REPO))
     in_process, _ = worker(
         [
             "scoring",
