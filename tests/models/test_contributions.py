@@ -87,7 +87,7 @@ def test_the_table_has_a_row_per_leaf_summing_to_its_value_and_a_bias_per_tree(b
     assert table.shape == (sum(tree["num_leaves"] for tree in trees), N_FEATURES + 1)
     np.testing.assert_array_equal(offsets, np.cumsum([0] + [tree["num_leaves"] for tree in trees[:-1]]))
     for t, tree in enumerate(trees):
-        own = table[offsets[t] : offsets[t] + tree["num_leaves"]]
+        own = table[offsets[t] : offsets[t] + tree["num_leaves"]].toarray()
         values = np.array([booster.get_leaf_output(t, leaf) for leaf in range(tree["num_leaves"])])
         np.testing.assert_allclose(own.sum(axis=1), values, rtol=0, atol=1e-12)
         # the bias: the same for every leaf of a tree, its leaves' values weighted by training rows
