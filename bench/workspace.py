@@ -100,7 +100,13 @@ def run_child(command: list[str], cwd: Path, env: dict) -> Child:
         stop, tripped = threading.Event(), []
         watchdog = threading.Thread(target=_watch_memory, args=(process, stop, tripped), daemon=True)
         watchdog.start()
-        _, status, usage = os.wait4(process.pid, 0)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # Ctrl-C or the bench's own error: its own session never sees the signal
+            stop.set()
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
         seconds = time.perf_counter() - started
         stop.set()
         watchdog.join()
