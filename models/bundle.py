@@ -194,7 +194,7 @@ class RiskModel:
         the declared duty."""
         if self.duty_booster is None:
             return matrix[:, DECLARED_DUTY]
-        return np.maximum(self.duty_booster.predict(matrix), 0.0)
+        return self.duty_booster.predict(matrix)  # Tweedie's log link: never negative
 
     def explain(self, assessed: Assessment, rows: np.ndarray, max_reasons: int) -> list[list[dict]]:
         """Reasons for every declaration: from the fraud booster's contributions for `rows`

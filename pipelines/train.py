@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
@@ -60,7 +59,7 @@ def main() -> None:
         first_valid, first_valid + int(is_valid.sum()),
         ["declaration_id", "declaration_date", "fraud", "critical_fraud", "duty_exposure"],
     )
-    expected_duty = scores["duty_exposure"].to_numpy() if duty is None else np.maximum(duty.validation_estimates, 0)
+    expected_duty = scores["duty_exposure"].to_numpy() if duty is None else duty.validation_estimates
     scores = scores.assign(
         risk_score=fraud.validation_scores,
         critical_score=critical.validation_scores,
