@@ -97,6 +97,17 @@ def test_the_table_has_a_row_per_leaf_summing_to_its_value_and_a_bias_per_tree(b
         assert ((own[:, :-1] != 0).sum(axis=1) <= _leaf_depths(tree["tree_structure"], tree["num_leaves"])).all()
 
 
+def test_a_tree_without_a_split_is_all_bias():
+    """LightGBM keeps one leaf when no split is worth making: its value is the bias."""
+    x, y = _data(1000, seed=4)
+    flat = lgb.train({"objective": "binary", "min_gain_to_split": 1e9, "verbose": -1, "num_threads": 1},
+                     lgb.Dataset(x, y), num_boost_round=3)
+    assert [tree["num_leaves"] for tree in flat.dump_model()["tree_info"]] == [1]
+    contributions = PathContributions(flat)(x[:20])
+    assert not contributions[:, :-1].any()
+    np.testing.assert_allclose(contributions[:, -1], flat.predict(x[:20], raw_score=True), rtol=0, atol=1e-12)
+
+
 def test_no_rows_give_no_contributions(booster):
     assert PathContributions(booster)(np.zeros((0, N_FEATURES))).shape == (0, N_FEATURES + 1)
 
