@@ -70,6 +70,11 @@ def main() -> None:
     result = {
         "lanes": carried["lane"].value_counts().to_dict(),
         **agreement(path[:, :-1], shap[:, :-1], args.max_reasons),
+        "by_lane": {
+            lane: agreement(path[at, :-1], shap[at, :-1], args.max_reasons)
+            for lane in ("red", "yellow")
+            if len(at := np.flatnonzero(carried["lane"].to_numpy() == lane))
+        },
         "max_reasons": args.max_reasons,
         "path_sum_error": float(np.abs(path.sum(axis=1) - raw).max()),
         "treeshap_sum_error": float(np.abs(shap.sum(axis=1) - raw).max()),
