@@ -108,6 +108,15 @@ def test_a_tree_without_a_split_is_all_bias():
     np.testing.assert_allclose(contributions[:, -1], flat.predict(x[:20], raw_score=True), rtol=0, atol=1e-12)
 
 
+def test_linear_trees_are_refused():
+    """A linear tree's leaf output depends on the row, so no table holds its attribution."""
+    x, y = _data(1000, seed=5)
+    linear = lgb.train({"objective": "binary", "linear_tree": True, "verbose": -1, "num_threads": 1},
+                       lgb.Dataset(np.nan_to_num(x), y), num_boost_round=3)
+    with pytest.raises(ValueError, match="linear trees"):
+        PathContributions(linear)
+
+
 def test_no_rows_give_no_contributions(booster):
     assert PathContributions(booster)(np.zeros((0, N_FEATURES))).shape == (0, N_FEATURES + 1)
 
