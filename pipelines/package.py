@@ -8,6 +8,7 @@ must find the same files, and the service refuses to start on files that differ 
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from models.registry import champion, configure_tracking
 from pipelines.common import load_params, read_json, write_json
 from pipelines.paths import PACKAGE, REGISTRATION
 from serving.loading import file_digests, tree_digest, verify_files
+from serving.settings import Settings, use_stores
 
 SERVICE = "serving.service:CustomsRisk"
 SERVING_LIMITS = ("max_batch", "max_reasons", "max_body_bytes", "timeout_seconds", "body_timeout_seconds", "drift_window")
@@ -72,6 +74,9 @@ def import_champion(name: str, serving: dict) -> bentoml.Model:
 
 
 def main() -> None:
+    # the store the service and `customs-risk` read: BENTOML_HOME, else this checkout's .bentoml
+    # (BentoML's own default, ~/bentoml, would leave the new champion where they never look)
+    use_stores(Settings.from_environment())
     params = load_params()
     read_json(REGISTRATION)  # the stage runs after register, on its decision
     configure_tracking()
@@ -86,7 +91,8 @@ def main() -> None:
         args={"model_tag": str(model.tag)},
     )
     write_json(PACKAGE, {"model": str(model.tag), "bento": str(bento.tag), FILES_TAG: model.info.metadata[FILES_TAG]})
-    print(f"package: model {model.tag} ({FILES_TAG} {model.info.metadata[FILES_TAG][:12]}) -> bento {bento.tag}")
+    print(f"package: model {model.tag} ({FILES_TAG} {model.info.metadata[FILES_TAG][:12]}) -> bento {bento.tag} "
+          f"in {os.environ.get('BENTOML_HOME', '~/bentoml')}")
 
 
 if __name__ == "__main__":

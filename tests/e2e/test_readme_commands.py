@@ -5,6 +5,7 @@ are read from README.md's code blocks, so this test follows any change the READM
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -117,3 +118,17 @@ def test_the_readme_score_command_keeps_the_valid_rows_of_a_partly_bad_file(clon
     assert scored["declaration_id"].tolist() == records["declaration_id"].iloc[kept].tolist()
     rejected = pd.read_csv(output.with_name(f"{output.stem}.rejected{output.suffix}"), dtype=str)
     assert rejected[["row", "field"]].values.tolist() == [["3", "hs6_code"], ["6", "importer_id"], ["10", "container_number"]]
+
+
+def test_the_readme_retraining_packages_into_the_checkouts_store(clone, tmp_path):
+    """README "Retraining": `dvc repro` with the venv active and nothing else set. The package
+    stage must leave the champion where `customs-risk` and the service look (the checkout's
+    .bentoml), not in BentoML's own default under the user's home."""
+    assert "dvc repro" in readme_commands((REPO / "README.md").read_text(), "dvc repro")
+    result = _run("dvc repro --force --single-item package", clone, tmp_path)  # as `dvc repro` runs it
+    assert result.returncode == 0, result.stdout + result.stderr
+    bento = json.loads((clone / "data/model/package.json").read_text())["bento"]
+    name, version = bento.split(":")
+    assert (clone / ".bentoml" / "bentos" / name / version).is_dir(), result.stdout
+    assert f"in {clone.resolve() / '.bentoml'}" in result.stdout
+    assert not (tmp_path / "home" / "bentoml").exists()
