@@ -224,7 +224,6 @@ def build_workspace(root: Path, split: Split) -> Workspace:
     copy_project(root)
     raw = root / "data" / "raw"
     raw.mkdir(parents=True)
-    (root / "data" / "feedback").mkdir()
     for frame, name in ((split.train, RAW_FILES[0]), (split.valid, RAW_FILES[1])):
         frame.to_csv(raw / name, index=False)
     params = yaml.safe_load((root / "params.yaml").read_text())

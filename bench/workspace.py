@@ -34,11 +34,13 @@ RSS_LIMIT_BYTES = 18 * 2**30
 
 
 def copy_project(root: Path) -> None:
-    """The code and configuration `dvc repro` runs, copied into `root` (created)."""
+    """The code and configuration `dvc repro` runs, copied into `root` (created), and the empty
+    folder of exported outcomes that a clone holds (data/feedback/: ingest depends on it)."""
     for name in CODE:
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in CONFIG:
         shutil.copy(REPO / name, root / name)
+    (root / "data" / "feedback").mkdir(parents=True)
 
 
 def sample_kcs(source: Path, target: Path, rows: int | None, keep: Iterable[str] = ()) -> None:

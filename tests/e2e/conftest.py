@@ -22,7 +22,6 @@ def workspace(tmp_path_factory, _migrated_mlflow_db) -> dict:
     copy_project(root)
     raw = root / "data" / "raw"
     raw.mkdir(parents=True)
-    (root / "data" / "feedback").mkdir()
     for name, rows in zip(RAW_FILES, (TRAIN_ROWS, VALID_ROWS)):
         sample_kcs(REPO / "data/raw" / name, raw / name, rows, keep=[contract_example()["declaration_id"]])
     shutil.copy(_migrated_mlflow_db, root / "mlflow.db")
