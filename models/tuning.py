@@ -52,8 +52,9 @@ CRITICAL = Objective(
 
 
 # searched parameter -> (low, high, log scale); integers where params.yaml has integers. Bounded
-# on purpose: every served reason costs TreeSHAP over all trees and leaves (measured per 1,000
-# declarations: 63 leaves at rate 0.05, about 1,200 trees: 50 s; 31 leaves at 0.1: 6 s, loaded machine).
+# on purpose: every score walks every tree (twice for a declaration with reasons: its leaf indices
+# read the reasons' table, models.contributions), and that table holds a row per leaf of every tree.
+# (When reasons were TreeSHAP, 1,000 declarations took 50 s at 63 leaves and rate 0.05.)
 SEARCH_SPACE = {
     "num_leaves": (15, 63, True),
     "learning_rate": (0.08, 0.2, True),
