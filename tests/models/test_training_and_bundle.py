@@ -369,7 +369,7 @@ def test_save_load_round_trip_gives_identical_scores(model, bundle_dir, records,
     assert loaded.critical_calibration == model.critical_calibration
     assert loaded.info == json.loads(json.dumps(model.info))
     assert loaded.state.history_end == model.state.history_end
-    assert loaded._contributions is not None  # the reasons' leaf table is built at load, not per request
+    assert "path_contributions" in vars(loaded)  # the reasons' leaf table is built at load, not per request
     pd.testing.assert_frame_equal(loaded.score(records, max_reasons=MAX_REASONS), scored)
 
 
