@@ -16,7 +16,7 @@ from features.history import (
     entity_history,
     with_derived_fields,
 )
-from features.schema import UNKNOWN_COUNTRY
+from features.schema import UNKNOWN_COUNTRY, Declarations
 
 CATEGORICAL = [
     "office_id",
@@ -299,30 +299,32 @@ class ServingInputs:
     matrix: np.ndarray  # rows x FEATURE_NAMES, float64, encoded as `model_input` encodes a frame
     counts: dict[str, np.ndarray]  # the columns of `FeatureState.counts_for`
     fields: dict[str, np.ndarray]  # the record columns features read, hs_chapter, day, log_value_per_kg
-    records: pd.DataFrame  # the typed declarations, for the fields reason texts may name
+    records: Declarations  # the typed declarations, for the fields reason texts may name
 
 
-def serving_inputs(records: pd.DataFrame, state: FeatureState) -> ServingInputs:
+def serving_inputs(records: pd.DataFrame | Declarations, state: FeatureState) -> ServingInputs:
     """`serving_features` without frames: numpy in, numpy out, the same values bit for bit
-    (`model_input` of its matrix, its counts), for typed declarations."""
-    fields = {column: records[column].to_numpy() for column in _SERVING_COLUMNS}
+    (`model_input` of its matrix, its counts), for typed declarations (a frame or its columns)."""
+    records = Declarations.of(records)
+    rows = records.rows
+    fields = {column: records[column] for column in _SERVING_COLUMNS}
     # with_derived_fields, on arrays
     fields["hs_chapter"] = np.array(
         [code[:2] if isinstance(code, str) else np.nan for code in fields["hs6_code"].tolist()], dtype=object
     )
-    fields["day"] = records["declaration_date"].to_numpy(dtype="datetime64[D]").astype("int64")
-    fields["log_value_per_kg"] = np.log1p(records["item_price"].to_numpy(dtype="float64")) - np.log1p(
-        records["net_mass_kg"].to_numpy(dtype="float64")
+    fields["day"] = records["declaration_date"].astype("datetime64[D]").astype("int64")
+    fields["log_value_per_kg"] = np.log1p(records["item_price"].astype("float64")) - np.log1p(
+        records["net_mass_kg"].astype("float64")
     )
-    counts = state.lookup(fields, len(records))
+    counts = state.lookup(fields, rows)
     columns = _numeric_features(fields, counts, state.smoothing)
     codes = state.category_codes()
     for column in CATEGORICAL:
         code = codes[column].get
         columns[column] = np.fromiter(
-            (code(value, np.nan) for value in fields[column].tolist()), dtype="float64", count=len(records)
+            (code(value, np.nan) for value in fields[column].tolist()), dtype="float64", count=rows
         )
-    matrix = np.empty((len(records), len(FEATURE_NAMES)))
+    matrix = np.empty((rows, len(FEATURE_NAMES)))
     for j, name in enumerate(FEATURE_NAMES):
         matrix[:, j] = columns[name]
     return ServingInputs(matrix, counts, fields, records)

@@ -27,7 +27,7 @@ import decimal
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -485,12 +485,84 @@ def _describe(schema: pa.DataFrameSchema, case) -> tuple[str, str, str | None]:
 FAILURE_COLUMNS = ["index", "field", "check", "message"]
 
 
+class Declarations(Mapping):
+    """Typed declarations as numpy columns by field name, as a typed frame's `to_numpy()` gives
+    them (float64 numbers, datetime64[ns] dates, object strings with NaN where missing): what
+    scoring reads. For one declaration, building a frame and reading its columns back would cost
+    more than scoring it, so a frame is made only where one is needed (`frame()`)."""
+
+    def __init__(self, columns: dict[str, np.ndarray]):
+        self._columns = columns
+
+    @classmethod
+    def of(cls, records: pd.DataFrame | Declarations) -> Declarations:
+        """The columns of a typed frame (`check_declarations`' `valid`), or the declarations as they are."""
+        if isinstance(records, Declarations):
+            return records
+        return cls({str(name): records[name].to_numpy() for name in records.columns})
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._columns[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        """The number of fields, as for any mapping; `rows` is the number of declarations."""
+        return len(self._columns)
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self._columns.values()))) if self._columns else 0
+
+    def take(self, positions) -> Declarations:
+        return Declarations({name: column[positions] for name, column in self._columns.items()})
+
+    def frame(self, index=None) -> pd.DataFrame:
+        """In canonical dtypes, as `check_declarations` types them (strings as the "str" dtype)."""
+        return pd.DataFrame(
+            {name: pd.array(c, dtype=_TEXT) if c.dtype == object else c for name, c in self._columns.items()},
+            index=index,
+            copy=False,
+        )
+
+
 @dataclass(frozen=True)
 class Checked:
     """What `check_declarations` found in a batch of records."""
 
     valid: pd.DataFrame  # the rows that passed every check, canonical dtypes, indexed by position
     failures: pd.DataFrame  # one row per failed check: FAILURE_COLUMNS, index the row's position
+
+    @property
+    def passed(self) -> bool:
+        return self.failures.empty
+
+    @cached_property
+    def declarations(self) -> Declarations:
+        return Declarations.of(self.valid)
+
+
+@dataclass(frozen=True)
+class CheckedRequests:
+    """What `check_requests` found: `Checked`'s two frames, made when first read, and the valid
+    rows as `Declarations`, which is what scoring reads without them."""
+
+    declarations: Declarations  # the rows that passed every check, in order
+    positions: np.ndarray | None  # their positions in the batch; None when every row passed
+    failure_rows: list[tuple]  # (index, field, check, message), by index then field
+
+    @property
+    def passed(self) -> bool:
+        return not self.failure_rows
+
+    @cached_property
+    def valid(self) -> pd.DataFrame:
+        return self.declarations.frame(index=self.positions)
+
+    @cached_property
+    def failures(self) -> pd.DataFrame:
+        return pd.DataFrame(self.failure_rows, columns=FAILURE_COLUMNS)
 
 
 def check_declarations(records: pd.DataFrame, rules: Rules) -> Checked:
@@ -536,38 +608,67 @@ def _canonical(coerced: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     return typed
 
 
-def check_requests(records: pd.DataFrame) -> Checked:
+def check_requests(records: pd.DataFrame | list[dict]) -> Checked | CheckedRequests:
     """`check_declarations(records, RECORD)` for what is sent for scoring, without a pandera pass,
     which costs tens of milliseconds a call whatever the batch's size: the same rules
     (RECORD_RULES, the built-in checks, the same parsing), one value at a time, and the same
     result. A batch with a field the record does not have is refused whatever else it holds, and
     values a client's JSON or a typed frame cannot hold (numbers written as text, numpy integers)
     are rare: both are left to `check_declarations` itself, so that its parsing, not a copy of it,
-    decides them."""
-    if not set(records.columns) <= _FIELDS:
-        return check_declarations(records, RECORD)
-    rows = range(len(records))
-    # one conversion for every column: a frame's column access alone costs more than its checks
-    sent = dict(zip(records.columns, records.to_numpy(dtype=object).T.tolist()))
-    typed_dates = "declaration_date" in sent and pd.api.types.is_datetime64_any_dtype(records["declaration_date"])
+    decides them.
+
+    `records` is a frame or the JSON objects a client sent, which are checked as their frame
+    would be without making it (a text field holding anything but a string takes the frame's
+    path, where pandas may have turned the value into another)."""
+    if not isinstance(records, pd.DataFrame) and not _all_text(records):
+        return check_requests(pd.DataFrame(records))
+    sent = sent_columns(records)
+    if not set(sent) <= _FIELDS:
+        return check_declarations(pd.DataFrame(records), RECORD)
+    count = len(records)
+    rows = range(count)
+    typed_dates = isinstance(records, pd.DataFrame) and "declaration_date" in sent and (
+        pd.api.types.is_datetime64_any_dtype(records["declaration_date"])
+    )
     failures, columns = [], {}
     for field in DECLARATION_FIELDS:
         if field not in sent:
             if field not in OPTIONAL_FIELDS:
                 failures.extend((i, field, *_REQUIRED) for i in rows)
-            values = [None] * len(records)
+            values = [None] * count
         else:
             values = _checked_values(field, sent[field], typed_dates, failures)
             if values is None:
-                return check_declarations(records, RECORD)
+                return check_declarations(pd.DataFrame(records), RECORD)
         columns[field] = values
     failures.sort(key=lambda failure: (failure[0], failure[1]))  # stable: rule order within a field
-    failed = sorted({failure[0] for failure in failures})
-    typed = pd.DataFrame({field: _typed_column(field, values) for field, values in columns.items()}, copy=False)
-    return Checked(typed.drop(index=failed) if failed else typed, pd.DataFrame(failures, columns=FAILURE_COLUMNS))
+    typed = Declarations({field: _typed_column(field, values) for field, values in columns.items()})
+    if not failures:
+        return CheckedRequests(typed, None, failures)
+    positions = np.setdiff1d(np.arange(count), [failure[0] for failure in failures])
+    return CheckedRequests(typed.take(positions), positions, failures)
+
+
+def sent_columns(records: pd.DataFrame | list[dict]) -> dict[str, list]:
+    """Each field's values as given, by name: a frame in one conversion (reading its columns one
+    by one costs more than checking them), JSON objects transposed (None where a key is absent)."""
+    if isinstance(records, pd.DataFrame):
+        return dict(zip(records.columns, records.to_numpy(dtype=object).T.tolist()))
+    names = dict.fromkeys(name for record in records for name in record)
+    return {name: [record.get(name) for record in records] for name in names}
+
+
+def _all_text(records: list[dict]) -> bool:
+    return all(
+        value is None or isinstance(value, str)
+        for record in records
+        for name, value in record.items()
+        if name in _TEXT_FIELDS
+    )
 
 
 _FIELDS = frozenset(DECLARATION_FIELDS)
+_TEXT_FIELDS = frozenset([*STRING_FIELDS, "declaration_date"])
 _REQUIRED = BUILT_IN_CHECKS["not_nullable"]
 _EARLIEST, _LATEST = np.datetime64(EARLIEST_DATE, "D"), np.datetime64(LATEST_DATE, "D")
 
@@ -630,7 +731,7 @@ def _typed_column(field: str, values: list):
         return np.array([math.nan if v is None else v for v in values], dtype="float64")
     if field == "declaration_date":
         return np.array([np.datetime64("NaT") if v is None else v for v in values], dtype="datetime64[ns]")
-    return pd.array(values, dtype=_TEXT)
+    return np.array([math.nan if v is None else v for v in values], dtype=object)
 
 
 _TEXT = pd.StringDtype(na_value=np.nan)  # the "str" dtype, resolved once

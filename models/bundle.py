@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.history import FeatureState
 from features.matrix import CATEGORICAL, FEATURE_NAMES, FEATURES_BY_NAME, ServingInputs, serving_inputs
-from features.schema import check_requests
+from features.schema import Declarations, check_requests
 from models.calibration import Calibration
 from models.contributions import PathContributions
 from models.lanes import LanePolicy
@@ -79,6 +79,13 @@ class Assessment:
         )
 
 
+def result_records(results: pd.DataFrame) -> list[dict]:
+    """`results.to_dict(orient="records")`, the same Python values, column by column: pandas
+    reads a frame row by row, which costs more than scoring one declaration."""
+    columns = list(results.columns)
+    return [dict(zip(columns, row)) for row in zip(*(results[column].tolist() for column in columns))]
+
+
 def reasons_for(
     inputs: ServingInputs, state: FeatureState, rows: np.ndarray, contributions: np.ndarray, max_reasons: int
 ) -> list[list[dict]]:
@@ -103,8 +110,8 @@ def reasons_for(
         values[column] = [np.nan if code != code else categories[int(code)] for code in values[column]]
     context_columns = dict(values)
     context_columns.update({name: column[at].tolist() for name, column in inputs.counts.items()})
-    for name in inputs.records.columns:
-        column = inputs.fields[name] if name in inputs.fields else inputs.records[name].to_numpy()
+    for name, column in inputs.records.items():
+        column = inputs.fields.get(name, column)
         # dates as the Timestamps a frame's row holds, not numpy's integer nanoseconds
         context_columns[name] = pd.DatetimeIndex(column[at]).tolist() if column.dtype.kind == "M" else column[at].tolist()
     for name in ("hs_chapter", "day", "log_value_per_kg"):
@@ -171,8 +178,8 @@ class RiskModel:
         `pred_contrib`'s shape (one column per feature, then the bias), summing to the raw score."""
         return self.path_contributions(matrix)
 
-    def score(self, records: pd.DataFrame, max_reasons: int = 3, reasons: str = "selected") -> pd.DataFrame:
-        """Scores, lanes and reasons for typed canonical declarations, in their order. Reasons
+    def score(self, records: pd.DataFrame | Declarations, max_reasons: int = 3, reasons: str = "selected") -> pd.DataFrame:
+        """Scores, lanes and reasons for typed canonical declarations (a frame or its columns), in their order. Reasons
         ("selected": red and yellow declarations; "all"; "none") cost a leaf-index predict and a
         table lookup each (models.contributions), so only the declarations that carry them pay for it."""
         check_reasons(reasons)
@@ -180,13 +187,13 @@ class RiskModel:
         rows = reason_rows(assessed.lane, reasons)
         return assessed.results(self.explain(assessed, rows, max_reasons))
 
-    def assess(self, records: pd.DataFrame) -> Assessment:
+    def assess(self, records: pd.DataFrame | Declarations) -> Assessment:
         """Features, calibrated scores and lanes; no contributions yet."""
         inputs = serving_inputs(records, self.state)
         risk = self.fraud_calibration(self.fraud_booster.predict(inputs.matrix, raw_score=True))
         critical = self.critical_calibration(self.critical_booster.predict(inputs.matrix, raw_score=True))
         duty_at_risk = risk * self.expected_duty(inputs.matrix)
-        ids = records["declaration_id"].astype(str).tolist()
+        ids = [str(i) for i in inputs.records["declaration_id"].tolist()]
         lane, selected_by = self.lanes.assign(risk, critical, duty_at_risk, ids)
         return Assessment(ids, risk, critical, duty_at_risk, lane, selected_by, inputs)
 
@@ -254,18 +261,19 @@ class InvalidDeclarations(ValueError):
         super().__init__(f"{len(failures)} invalid field(s): {shown}{more}")
 
 
-def validated_declarations(records: pd.DataFrame) -> pd.DataFrame:
-    """Canonical declarations as given (strings, JSON values) in their typed form; any invalid
-    record rejects the whole batch, so nothing is half-scored. Checked online (`check_requests`:
-    the contract's rules without a pandera pass, which would cost more than scoring)."""
+def validated_declarations(records: pd.DataFrame | list[dict]) -> Declarations:
+    """Canonical declarations as given (a frame, or the JSON objects a client sent) in their
+    typed form; any invalid record rejects the whole batch, so nothing is half-scored. Checked
+    online (`check_requests`: the contract's rules without a pandera pass, which would cost more
+    than scoring)."""
     checked = check_requests(records)
-    if not checked.failures.empty:
+    if not checked.passed:
         raise InvalidDeclarations(checked.failures)
-    return checked.valid
+    return checked.declarations
 
 
 def score_declarations(
-    model: RiskModel, records: pd.DataFrame, max_reasons: int, reasons: str = "selected"
+    model: RiskModel, records: pd.DataFrame | list[dict], max_reasons: int, reasons: str = "selected"
 ) -> pd.DataFrame:
     return model.score(validated_declarations(records), max_reasons, reasons)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.schema import COUNTRY_CODES, is_container_number
+from features.schema import COUNTRY_CODES, is_container_number, sent_columns
 from serving.audit import read_only
 from serving.settings import CENTER_CODE
 
@@ -351,12 +351,12 @@ class AlertStore:
 # matching
 
 
-def declaration_identifiers(records: pd.DataFrame) -> tuple[list[dict[str, str]], list[str | None]]:
+def declaration_identifiers(records: pd.DataFrame | list[dict]) -> tuple[list[dict[str, str]], list[str | None]]:
     """Per declaration, its identifiers by alert target (those declared), and its date
-    YYYY-MM-DD. `records` are declarations as given or typed (serving.rules' `typed`)."""
+    YYYY-MM-DD. `records` are declarations as given (a frame, or the JSON objects a client
+    sent) or typed (serving.rules' `typed`)."""
     rows = len(records)
-    # one conversion for every column: a frame's column access costs more than the lookups
-    given = dict(zip(records.columns, records.to_numpy(dtype=object).T.tolist()))
+    given = sent_columns(records)
 
     def column(name: str) -> list:
         if name not in given:
@@ -442,7 +442,7 @@ def alert_reason(alert: Alert) -> dict:
     }
 
 
-def apply_alerts(results: pd.DataFrame, records: pd.DataFrame, index: AlertIndex, max_reasons: int) -> pd.DataFrame:
+def apply_alerts(results: pd.DataFrame, records: pd.DataFrame | list[dict], index: AlertIndex, max_reasons: int) -> pd.DataFrame:
     """Lanes after partner alerts, for the declarations of `results` in the same order (after
     serving.rules.score_routed). A matching active alert raises the lane to its own when it is
     stricter and never lowers it; `selected_by` becomes "alert" unless the lane was already
@@ -450,7 +450,7 @@ def apply_alerts(results: pd.DataFrame, records: pd.DataFrame, index: AlertIndex
     reasons come first, whatever reasons were asked for, as a rule's do."""
     if not len(index) or results.empty:
         return results
-    identifiers, dates = declaration_identifiers(records.reset_index(drop=True))
+    identifiers, dates = declaration_identifiers(records)
     matched = {row: fired for row, (found, day) in enumerate(zip(identifiers, dates)) if (fired := index.matching(found, day))}
     if not matched:  # the usual case: the results as they are, not a copy
         return results

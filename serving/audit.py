@@ -130,20 +130,24 @@ class AuditStore:
 
     def record_decisions(self, records: list[dict], results: pd.DataFrame, model_version: str) -> None:
         scored_at = _now()
+        # column by column: a frame's rows cost more to read one by one than the write itself
+        columns = ("declaration_id", "risk_score", "critical_score", "lane", "selected_by", "reasons")
         rows = [
             (
-                result.declaration_id,
+                declaration_id,
                 scored_at,
                 model_version,
                 json.dumps(record, default=str),
-                float(result.risk_score),
-                float(result.critical_score),
-                result.lane,
-                result.selected_by,
-                json.dumps(result.reasons),
+                float(risk_score),
+                float(critical_score),
+                lane,
+                selected_by,
+                json.dumps(reasons),
                 *(_text(record.get(column)) for column in DECISION_IDENTIFIERS),
             )
-            for record, result in zip(records, results.itertuples(index=False))
+            for record, declaration_id, risk_score, critical_score, lane, selected_by, reasons in zip(
+                records, *(results[column].tolist() for column in columns)
+            )
         ]
         self._write(
             "INSERT INTO decisions (declaration_id, scored_at, model_version, record, risk_score,"

@@ -19,7 +19,7 @@ import yaml
 
 from features.history import with_derived_fields
 from features.matrix import CATEGORICAL, FEATURE_NAMES, serving_features
-from features.schema import COUNTRY_CODES, NUMERIC_FIELDS, STRING_FIELDS
+from features.schema import COUNTRY_CODES, NUMERIC_FIELDS, STRING_FIELDS, Declarations
 from models.bundle import RiskModel, check_reasons, reason_rows, validated_declarations
 from serving.settings import PACKAGED_PROFILES, Settings, SettingsError
 
@@ -173,9 +173,9 @@ def rule_fields(records: pd.DataFrame, needed: set[str], state, features=None) -
     return fields
 
 
-def rule_hits(typed: pd.DataFrame, rules: tuple[Rule, ...], state, features=None) -> np.ndarray:
+def rule_hits(typed: pd.DataFrame | Declarations, rules: tuple[Rule, ...], state, features=None) -> np.ndarray:
     """Per declaration (rows) and rule (columns), whether the rule fires."""
-    typed = typed.reset_index(drop=True)
+    typed = typed.frame() if isinstance(typed, Declarations) else typed.reset_index(drop=True)
     fields = rule_fields(typed, {c.field for rule in rules for c in rule.conditions}, state, features)
     return np.column_stack([rule.matches(fields) for rule in rules])
 
@@ -194,7 +194,7 @@ def routed_lanes(lanes, selected_by, hits: np.ndarray, rules: tuple[Rule, ...]) 
 
 
 def route(
-    results: pd.DataFrame, typed: pd.DataFrame, rules: tuple[Rule, ...], state, max_reasons: int,
+    results: pd.DataFrame, typed: pd.DataFrame | Declarations, rules: tuple[Rule, ...], state, max_reasons: int,
     hits: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Lanes after the analysts' rules, for typed declarations in the order of `results`: a hit
@@ -219,10 +219,11 @@ def route(
 
 
 def score_routed(
-    model: RiskModel, records: pd.DataFrame, rules: tuple[Rule, ...], max_reasons: int, reasons: str = "selected"
+    model: RiskModel, records: pd.DataFrame | list[dict], rules: tuple[Rule, ...], max_reasons: int, reasons: str = "selected"
 ) -> pd.DataFrame:
     """What the service answers and the batch scorer writes: the model's scores and lanes, then
-    the analysts' rules. Raises InvalidDeclarations, scoring nothing, on any invalid record.
+    the analysts' rules, for declarations as given (a frame, or the JSON objects a client sent).
+    Raises InvalidDeclarations, scoring nothing, on any invalid record.
 
     `reasons` ("selected": red and yellow declarations, "all", "none") picks the declarations
     whose model contributions are computed, by their lane after the rules: a declaration a rule

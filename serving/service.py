@@ -8,10 +8,9 @@ import typing as t
 from pathlib import Path
 
 import bentoml
-import pandas as pd
 import pydantic
 
-from models.bundle import InvalidDeclarations
+from models.bundle import InvalidDeclarations, result_records
 from serving.alerts import LiveAlerts, apply_alerts
 from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.http import RequestGuard, quiet_client_errors
@@ -136,20 +135,19 @@ class CustomsRisk:
         errors = batch_errors(declarations, "declarations", self.max_batch) or declaration_type_errors(declarations)
         if errors:
             return self._reject(ctx, errors)
-        records = pd.DataFrame(declarations)
         try:
-            results = score_routed(self.model, records, self.profiles.current(), self.max_reasons, reasons)
+            results = score_routed(self.model, declarations, self.profiles.current(), self.max_reasons, reasons)
         except InvalidDeclarations as invalid:
             return self._reject(
                 ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()]
             )
-        results = apply_alerts(results, records, self.alerts.current(), self.max_reasons)  # partner alerts
+        results = apply_alerts(results, declarations, self.alerts.current(), self.max_reasons)  # partner alerts
         try:
             self.audit.record_decisions(declarations, results, self.identity["version"])
         except AuditStoreUnavailable as failed:
             return self._unavailable(ctx, failed)
         self.live.decided(results)
-        return {"model": self.identity, "results": results.to_dict(orient="records")}
+        return {"model": self.identity, "results": result_records(results)}
 
     @bentoml.api(input_spec=OutcomesRequest)
     def outcomes(self, outcomes: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:

@@ -138,6 +138,23 @@ def test_what_the_service_lets_through_is_checked_without_pandera(batch):
     _assert_same(check_declarations(frame, RECORD), found)
 
 
+@PROPERTY
+@given(records())
+def test_json_objects_are_checked_as_their_frame_would_be(batch):
+    """The service checks the objects it received without making a frame of them: the same
+    verdicts, failures and typed rows as the frame gets."""
+    try:
+        expected = check_requests(pd.DataFrame(batch))
+    except Exception as failed:  # noqa: BLE001 - the objects must then fail alike
+        with pytest.raises(type(failed)):
+            check_requests(batch)
+        return
+    found = check_requests(batch)
+    _assert_same(expected, found)
+    assert found.passed == expected.failures.empty
+    pd.testing.assert_frame_equal(found.declarations.frame(), expected.valid.reset_index(drop=True))
+
+
 def _refuse(*_):
     raise AssertionError("check_requests fell back to pandera")
 

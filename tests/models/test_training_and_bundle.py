@@ -24,6 +24,7 @@ from models.bundle import (
     RiskPyfunc,
     _json_value,
     reasons_for,
+    result_records,
     score_declarations,
 )
 from models.lanes import LanePolicy, LaneShares
@@ -381,6 +382,21 @@ def test_score_declarations_matches_score_on_client_records(model, declarations)
     expected = model.score(check_declarations(declarations, RECORD).valid, MAX_REASONS)
     pd.testing.assert_frame_equal(results, expected)
     assert results["declaration_id"].tolist() == declarations["declaration_id"].tolist()
+
+
+def test_json_objects_score_as_their_frame_does(model, declarations):
+    """The service passes the objects a client sent, not a frame of them."""
+    sent = declarations.astype(object).where(declarations.notna(), None).to_dict(orient="records")
+    pd.testing.assert_frame_equal(
+        score_declarations(model, sent, MAX_REASONS), score_declarations(model, declarations, MAX_REASONS)
+    )
+
+
+def test_result_records_are_the_frames_records(scored_all):
+    assert result_records(scored_all) == scored_all.to_dict(orient="records")
+    assert [type(v) for v in result_records(scored_all)[0].values()] == [
+        type(v) for v in scored_all.to_dict(orient="records")[0].values()
+    ]
 
 
 def test_an_invalid_record_rejects_the_batch_with_index_and_field(model, declarations):
