@@ -84,7 +84,7 @@ def batch_baseline(bundle: Path, input_path: Path, breakdown_rows: int, max_reas
     return result
 
 
-def score_breakdown(model: RiskModel, records: pd.DataFrame, max_reasons: int, reasons: str = "selected") -> dict:
+def score_breakdown(model: RiskModel, records: pd.DataFrame | list[dict], max_reasons: int, reasons: str = "selected") -> dict:
     """Seconds per step of `score_declarations` + `RiskModel.score`, called step by step."""
     steps = {}
 
@@ -94,7 +94,7 @@ def score_breakdown(model: RiskModel, records: pd.DataFrame, max_reasons: int, r
         steps[name] = steps.get(name, 0.0) + time.perf_counter() - started
         return value
 
-    typed = timed("check_requests (the contract's rules, online)", lambda: check_requests(records).valid)
+    typed = timed("check_requests (the contract's rules, online)", lambda: check_requests(records).declarations)
     inputs = timed("serving_inputs (indexed lookups, arrays)", lambda: serving_inputs(typed, model.state))
     timed("fraud predict (raw score)", lambda: model.fraud_booster.predict(inputs.matrix, raw_score=True))
     timed("critical predict (raw score)", lambda: model.critical_booster.predict(inputs.matrix, raw_score=True))
@@ -120,7 +120,7 @@ def score_breakdown(model: RiskModel, records: pd.DataFrame, max_reasons: int, r
     return {"rows": len(records), "rows_with_reasons": len(rows), "seconds": steps}
 
 
-def fastest_steps(model: RiskModel, records: pd.DataFrame, max_reasons: int, repeats: int) -> dict:
+def fastest_steps(model: RiskModel, records: pd.DataFrame | list[dict], max_reasons: int, repeats: int) -> dict:
     """`score_breakdown`, each step's fastest of `repeats` passes."""
     runs = [score_breakdown(model, records, max_reasons) for _ in range(repeats)]
     return {**runs[0], "seconds": {step: min(run["seconds"][step] for run in runs) for step in runs[0]["seconds"]}}
@@ -155,25 +155,25 @@ def audit_writes(audit_db: Path, sent: list[dict], results: pd.DataFrame, repeat
 def scoring(
     bundle: Path, validated: Path, batch_rows: int, single_calls: int, repeats: int, max_reasons: int, audit_db: Path
 ) -> dict:
-    """Issue 14, in one process: one declaration as the service scores it (its JSON values in a
-    frame, `score_declarations`) against the raw predict of one prepared row, and a batch with
+    """Issue 14, in one process: one declaration as the service scores it (the JSON object it
+    received, `score_declarations`) against the raw predict of one prepared row, and a batch with
     default reasons against features + both predicts, with the steps between and the audit
     store's write the service adds."""
     model = RiskModel.load(bundle)
     history = pd.read_parquet(validated, columns=DECLARATION_FIELDS).sort_values("declaration_date")
     pool = as_sent(history.tail(max(batch_rows, single_calls)))
-    one_row = serving_inputs(check_requests(pd.DataFrame(pool[:1])).valid, model.state).matrix
+    one_row = serving_inputs(check_requests(pool[:1]).declarations, model.state).matrix
     raw_predict = fastest_seconds(lambda: model.fraud_booster.predict(one_row, raw_score=True), 200)
 
     single = []
     for declaration in pool[:single_calls]:  # each timed once, as requests come: green and red alike
         started = time.perf_counter()
-        score_declarations(model, pd.DataFrame([declaration]), max_reasons)
+        score_declarations(model, [declaration], max_reasons)
         single.append(time.perf_counter() - started)
     single_ms = np.array(single) * 1e3
 
-    sent = pd.DataFrame(pool[:batch_rows])
-    typed = check_requests(sent).valid
+    sent = pool[:batch_rows]
+    typed = check_requests(sent).declarations
 
     def features_and_predicts() -> None:
         matrix = serving_inputs(typed, model.state).matrix
@@ -190,7 +190,7 @@ def scoring(
             "p99_ms": float(np.percentile(single_ms, 99)),
             "mean_ms": float(single_ms.mean()),
             "p50_over_raw_predict": float(np.percentile(single_ms, 50)) / (raw_predict * 1e3),
-            "steps": fastest_steps(model, pd.DataFrame(pool[:1]), max_reasons, repeats)["seconds"],
+            "steps": fastest_steps(model, pool[:1], max_reasons, repeats)["seconds"],
         },
         "batch": {
             "rows": batch_rows,
@@ -202,12 +202,12 @@ def scoring(
         },
         # the online checker beside the pandera pass it replaced, on the same records
         "validation_ms": {
-            "online_single": fastest_seconds(lambda: check_requests(pd.DataFrame(pool[:1])), repeats) * 1e3,
+            "online_single": fastest_seconds(lambda: check_requests(pool[:1]), repeats) * 1e3,
             "pandera_single": fastest_seconds(lambda: check_declarations(pd.DataFrame(pool[:1]), RECORD), repeats) * 1e3,
             "online_batch": fastest_seconds(lambda: check_requests(sent), repeats) * 1e3,
-            "pandera_batch": fastest_seconds(lambda: check_declarations(sent, RECORD), repeats) * 1e3,
+            "pandera_batch": fastest_seconds(lambda: check_declarations(pd.DataFrame(sent), RECORD), repeats) * 1e3,
         },
-        "audit_store": audit_writes(audit_db, pool[:batch_rows], score_declarations(model, sent, max_reasons), repeats),
+        "audit_store": audit_writes(audit_db, sent, score_declarations(model, sent, max_reasons), repeats),
         "peak_rss_bytes": _peak_rss_bytes(),
     }
 

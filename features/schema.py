@@ -29,7 +29,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -678,6 +678,8 @@ def _checked_values(field: str, sent: list, typed_dates: bool, failures: list) -
     a value is of a kind only `check_declarations` parses. `typed_dates`: the frame's dates are
     datetimes already, not text."""
     required, rules = field not in OPTIONAL_FIELDS, RULES_BY_FIELD[field]
+    numeric, date = field in NUMERIC_FIELDS, field == "declaration_date"
+    failed_rules: dict = {}  # (name, message) of the rules a value fails, by value: a batch repeats its codes
     values = []
     for i, value in enumerate(sent):
         if _missing(value):
@@ -685,11 +687,11 @@ def _checked_values(field: str, sent: list, typed_dates: bool, failures: list) -
                 failures.append((i, field, *_REQUIRED))
             values.append(None)
             continue
-        if field in NUMERIC_FIELDS:
+        if numeric:
             if not isinstance(value, (int, float)):
                 return None
             value = _parse_number(value)
-        elif field == "declaration_date":
+        elif date:
             failure, value = (None, value.to_datetime64()) if typed_dates else _parse_date(str(value))
             if failure is None and not _EARLIEST <= value <= _LATEST:
                 failure = DATE_IN_RANGE
@@ -699,7 +701,11 @@ def _checked_values(field: str, sent: list, typed_dates: bool, failures: list) -
                 continue
         else:
             value = str(value)
-        failures.extend((i, field, rule.name, rule.message) for rule in rules if not rule.test.value(value))
+        failed = failed_rules.get(value)
+        if failed is None:
+            failed = failed_rules[value] = [(rule.name, rule.message) for rule in rules if not rule.test.value(value)]
+        if failed:
+            failures.extend((i, field, *found) for found in failed)
         values.append(value)
     return values
 
@@ -715,6 +721,7 @@ def _missing(value) -> bool:
     return pd.api.types.is_scalar(value) and pd.isna(value)
 
 
+@lru_cache(maxsize=4096)  # a batch's declarations share a few days
 def _parse_date(text: str) -> tuple[tuple[str, str] | None, np.datetime64 | None]:
     """As `_parse_dates` reads text: exactly YYYY-MM-DD, and a day of the calendar."""
     if not re.fullmatch(ISO_DATE, text):
