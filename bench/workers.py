@@ -72,13 +72,13 @@ def batch_baseline(bundle: Path, input_path: Path, breakdown_rows: int, max_reas
         "lean_predict_seconds": lean_predicted - prepared,
         "lean_seconds": lean_predicted - predicted,
     }
-    as_sent = records.head(max(breakdown_rows, SINGLE_CALLS)).reset_index(drop=True)
-    as_sent["declaration_date"] = as_sent["declaration_date"].dt.strftime("%Y-%m-%d")
-    result["breakdown"] = score_breakdown(model, as_sent.head(breakdown_rows), max_reasons)
+    given = records.head(breakdown_rows).reset_index(drop=True)  # a frame, as the batch scorer has them
+    given["declaration_date"] = given["declaration_date"].dt.strftime("%Y-%m-%d")
+    result["breakdown"] = score_breakdown(model, given, max_reasons)
+    sent = as_sent(typed.head(SINGLE_CALLS))  # JSON objects, as the service receives them
     single: dict[str, float] = {}
     for i in range(SINGLE_CALLS):
-        one = as_sent.iloc[[i]].reset_index(drop=True)
-        for step, seconds in score_breakdown(model, one, max_reasons)["seconds"].items():
+        for step, seconds in score_breakdown(model, sent[i : i + 1], max_reasons)["seconds"].items():
             single[step] = single.get(step, 0.0) + seconds
     result["single"] = {"calls": SINGLE_CALLS, "seconds": single}
     return result
