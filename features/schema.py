@@ -89,6 +89,14 @@ LABEL_FIELDS = ["fraud", "critical_fraud"]
 # it where outcomes reported it, null elsewhere (the KCS data never do), and it teaches the duty
 # model what a fraud's inspection actually recovers.
 RECOVERED_DUTY = "additional_duty"
+
+
+def is_recovered_duty(duty):
+    """What an inspection may report as recovered duty: a finite amount of at least 0. For a
+    number or a column alike: history's check and /outcomes' share it."""
+    return (duty >= 0) & (duty != math.inf)
+
+
 LABELLED_FIELDS = DECLARATION_FIELDS + LABEL_FIELDS + [RECOVERED_DUTY]  # a row of history
 OPTIONAL_FIELDS = {"seller_id", "courier_id", "container_number", "bill_of_lading"}
 NUMERIC_FIELDS = ["tax_rate", "net_mass_kg", "item_price"]
@@ -174,7 +182,7 @@ class LabelledDeclarationSchema(DeclarationSchema):
 
     @pa.check(RECOVERED_DUTY, error="must be a finite number >= 0 (the duty the inspection assessed), or empty")
     def duty_not_negative(cls, duty: Series[float]) -> Series[bool]:
-        return (duty >= 0) & (duty != math.inf)
+        return is_recovered_duty(duty)
 
     @pa.check(*LABEL_FIELDS, error="must be 0 or 1")
     def label_0_or_1(cls, labels: Series[float]) -> Series[bool]:

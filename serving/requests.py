@@ -17,6 +17,7 @@ from features.schema import (
     NUMERIC_FIELDS,
     STRING_FIELDS,
     TOO_LONG,
+    is_recovered_duty,
 )
 
 # The dates the service takes, as the OpenAPI document states them: YYYY-MM-DD from EARLIEST_DATE
@@ -85,7 +86,7 @@ def _is_duty(value) -> bool:
         return False
     if isinstance(value, int):
         return 0 <= value <= LARGEST_INTEGER
-    return math.isfinite(value) and value >= 0
+    return bool(is_recovered_duty(value))
 
 
 def outcome_errors(outcomes: list[dict]) -> list[dict]:
