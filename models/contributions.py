@@ -26,12 +26,11 @@ each leaf (`leaf_count`), as LightGBM's TreeSHAP weights them; LightGBM's own `i
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-
 import lightgbm as lgb
 import numpy as np
 import scipy.sparse
+
+from models import release_freed_memory
 
 
 def _trees(booster: lgb.Booster):
@@ -109,14 +108,6 @@ def leaf_table(booster: lgb.Booster) -> tuple[scipy.sparse.csr_matrix, np.ndarra
     return table, np.asarray(offsets, dtype=np.int64)
 
 
-def _release_freed_memory() -> None:
-    """Give back to the system what building the table freed (the model's text, 2.5 MiB for the
-    champion, and LightGBM's buffers for it): glibc keeps freed heap memory in the process, which
-    left the service 16 MiB larger per process (measured); elsewhere this does nothing."""
-    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
-        ctypes.CDLL(None).malloc_trim(0)
-
-
 class PathContributions:
     """Contributions of a booster's raw score (log-odds for a binary booster), in the shape of
     `booster.predict(x, pred_contrib=True)`: one row per row of x, one column per feature then
@@ -128,7 +119,7 @@ class PathContributions:
         self.booster = booster
         self.table, self.offsets = leaf_table(booster)
         self.n_leaves = self.table.shape[0]
-        _release_freed_memory()
+        release_freed_memory()  # the model's text and LightGBM's buffers for it
 
     def __call__(self, x) -> np.ndarray:
         """`x` as `booster.predict` takes it (a matrix or a frame of the features)."""

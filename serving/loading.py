@@ -3,12 +3,14 @@ MLflow registry holds: one loader for the service and the CLI."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from pathlib import Path
 
 import bentoml
 
+from models import release_freed_memory
 from models.bundle import RiskModel
 from serving.settings import Settings
 
@@ -88,6 +90,20 @@ def verify_files(bento_model: bentoml.Model) -> None:
 def load_packaged(bento_model: bentoml.Model) -> RiskModel:
     verify_files(bento_model)
     try:
-        return bentoml.mlflow.load_model(bento_model).unwrap_python_model().model
+        model = bentoml.mlflow.load_model(bento_model).unwrap_python_model().model
     except Exception as err:  # any failure to load means: do not serve
         raise ChampionUnavailable(f"champion {bento_model.tag} cannot be loaded: {err}") from err
+    _give_back_memory()  # what MLflow's and BentoML's loading left behind
+    return model
+
+
+def check_loadable(bento_model: bentoml.Model) -> None:
+    """`load_packaged`, for a process that only checks the champion and serves nothing
+    (`bentoml serve`'s own process, before its workers start): it does not keep the model."""
+    load_packaged(bento_model)
+    _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    gc.collect()
+    release_freed_memory()

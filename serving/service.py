@@ -15,7 +15,7 @@ from models.bundle import InvalidDeclarations, result_records
 from serving.alerts import LiveAlerts, apply_alerts
 from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.http import RequestGuard, quiet_client_errors
-from serving.loading import load_packaged, model_tag, packaged_champion
+from serving.loading import check_loadable, load_packaged, model_tag, packaged_champion
 from serving.report import LiveMetrics, validation_scores
 from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors
 from serving.rules import RiskProfiles, score_routed
@@ -115,7 +115,7 @@ class CustomsRisk:
         stops the server with the reason; a failing worker would be restarted forever."""
         AuditStore(audit_path())
         RiskProfiles.from_environment(SETTINGS)
-        load_packaged(CHAMPION)
+        check_loadable(CHAMPION)
 
     def __metrics__(self, page: str) -> str:
         """BentoML's hook on GET /metrics: the page it rendered from the workers' counters, and
