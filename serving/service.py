@@ -10,6 +10,8 @@ from pathlib import Path
 
 import bentoml
 import pydantic
+import pydantic_core
+from starlette.responses import Response
 
 from models.bundle import InvalidDeclarations, result_records
 from serving.alerts import LiveAlerts, apply_alerts
@@ -151,7 +153,10 @@ class CustomsRisk:
         except AuditStoreUnavailable as failed:
             return self._unavailable(ctx, failed)
         self.live.decided(results)
-        return {"model": self.identity, "results": result_records(results)}
+        # the answer as JSON bytes (pydantic's encoder, as BentoML's own): BentoML would first
+        # validate the whole dict against the return annotation, dump it, then encode it
+        answer = {"model": self.identity, "results": result_records(results)}
+        return Response(pydantic_core.to_json(answer), media_type="application/json")
 
     @bentoml.api(input_spec=OutcomesRequest)
     def outcomes(self, outcomes: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict:
