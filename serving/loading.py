@@ -88,11 +88,7 @@ def verify_files(bento_model: bentoml.Model) -> None:
 
 
 def load_packaged(bento_model: bentoml.Model) -> RiskModel:
-    verify_files(bento_model)
-    try:
-        model = bentoml.mlflow.load_model(bento_model).unwrap_python_model().model
-    except Exception as err:  # any failure to load means: do not serve
-        raise ChampionUnavailable(f"champion {bento_model.tag} cannot be loaded: {err}") from err
+    model = _loaded(bento_model)
     _give_back_memory()  # what MLflow's and BentoML's loading left behind
     return model
 
@@ -100,8 +96,16 @@ def load_packaged(bento_model: bentoml.Model) -> RiskModel:
 def check_loadable(bento_model: bentoml.Model) -> None:
     """`load_packaged`, for a process that only checks the champion and serves nothing
     (`bentoml serve`'s own process, before its workers start): it does not keep the model."""
-    load_packaged(bento_model)
+    _loaded(bento_model)
     _give_back_memory()
+
+
+def _loaded(bento_model: bentoml.Model) -> RiskModel:
+    verify_files(bento_model)
+    try:
+        return bentoml.mlflow.load_model(bento_model).unwrap_python_model().model
+    except Exception as err:  # any failure to load means: do not serve
+        raise ChampionUnavailable(f"champion {bento_model.tag} cannot be loaded: {err}") from err
 
 
 def _give_back_memory() -> None:
