@@ -13,6 +13,7 @@ from bench.backtest import (
     disagreements,
     lane_shares,
     lane_table,
+    lanes_following_traffic,
     last_month,
     markdown,
     month_split,
@@ -110,14 +111,31 @@ def test_the_tables_judge_the_month_through_the_service_against_settings_and_tar
     settings = dict.fromkeys(("red_by_score", "red_risk", "red_value", "red_critical", "red_random",
                               "red_rule_alert", "red", "yellow", "green"), 0.1)
     service = {**settings, "red_by_score": 0.111, "yellow": 0.109}
-    lanes = lane_table(settings, service, dict(settings, yellow=0.5), settings)
+    followed = dict(settings, red_by_score=0.102)
+    lanes = lane_table(settings, service, dict(settings, yellow=0.5), settings, followed)
     judged = {row["row"]: row["within_1_point"] for row in lanes}
     assert not judged["red_by_score"] and judged["yellow"]  # the service's share is judged, not the CLI's
     month = {"lane_red_hit_rate": 0.6, "lane_red_duty_share": 0.84, "lane_red_critical_share": 0.7,
              "lane_red_yellow_critical_share": 0.9}
-    policy = policy_table(month, {**month, "lane_red_hit_rate": 0.5})
+    policy = policy_table(month, {**month, "lane_red_hit_rate": 0.5}, {**month, "lane_red_duty_share": 0.91})
     assert [row["month_met"] for row in policy] == [True, False, True, True]
     assert [row["validation_met"] for row in policy] == [False, False, True, True]
     text = markdown(lanes, policy, "header")
-    assert "| red by score (risk + value + critical) | 10.00% | 11.10% | 10.00% | 10.00% | NO |" in text
-    assert "| red share of duty at risk on frauds | 0.840 (NOT met) | 0.840 (NOT met) | >= 0.85 |" in text
+    assert "| red by score (risk + value + critical) | 10.00% | 11.10% | 10.00% | 10.00% | NO | 10.20% |" in text
+    assert "| red share of duty at risk on frauds | 0.840 (NOT met) | 0.840 (NOT met) | >= 0.85 | 0.910 |" in text
+
+
+def test_thresholds_following_traffic_are_fitted_each_day_on_the_declarations_before_it(monkeypatch):
+    monkeypatch.setattr("bench.backtest.FOLLOWED_DECLARATIONS", 4)
+    shares = LaneShares(red_risk_share=0.5, red_value_share=0, red_critical_share=0, yellow_share=0,
+                        yellow_critical_share=0, exploration_share=0)
+    earlier = pd.DataFrame({"risk_score": [0.1, 0.2, 0.3, 0.4], "critical_score": 0.0, "duty_at_risk": 0.0})
+    # the second day's rows come first: the days are taken in date order, not row order
+    month = pd.DataFrame({"declaration_id": ["C", "D", "A", "B"], "risk_score": [0.32, 0.36, 0.35, 0.25],
+                          "critical_score": 0.0, "duty_at_risk": 0.0})
+    dates = np.array(["2021-03-02", "2021-03-02", "2021-03-01", "2021-03-01"], dtype="datetime64[ns]")
+    lane, selected_by = lanes_following_traffic(shares, "key", earlier, month, dates)
+    # day 1: the top half of 0.1..0.4 starts at 0.3, so A (0.35) is red and B (0.25) green; day 2:
+    # the last 4 scored are 0.3, 0.4, 0.35, 0.25, whose top half starts at 0.35: D red, C green
+    assert list(lane) == ["green", "red", "red", "green"]
+    assert list(selected_by) == ["model"] * 4
