@@ -29,7 +29,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 
 import numpy as np
 import pandas as pd
@@ -330,11 +330,17 @@ def with_record_rules(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
 
 @dataclass(frozen=True, eq=False)
 class Rules:
-    """What a record is held to: the checks, and the labels a valid row carries."""
+    """What a record is held to: the checks, and the labels a valid row carries. The pandera
+    schema is built when first used: building one imports pandera's Dask typing (half a second
+    and some 40 MiB a process), which the service, checking requests without pandera, never uses."""
 
-    schema: pa.DataFrameSchema
+    build_schema: Callable[[], pa.DataFrameSchema]
     labels: tuple[str, ...] = ()
     amounts: tuple[str, ...] = ()  # numbers beside the labels, null where unknown
+
+    @cached_property
+    def schema(self) -> pa.DataFrameSchema:
+        return self.build_schema()
 
     @property
     def fields(self) -> list[str]:
@@ -342,9 +348,9 @@ class Rules:
         return DECLARATION_FIELDS + list(self.labels) + list(self.amounts)
 
 
-RECORD = Rules(with_record_rules(DeclarationSchema.to_schema()))  # what is sent for scoring
+RECORD = Rules(lambda: with_record_rules(DeclarationSchema.to_schema()))  # what is sent for scoring
 LABELLED = Rules(  # history, without limits
-    with_record_rules(LabelledDeclarationSchema.to_schema()), tuple(LABEL_FIELDS), (RECOVERED_DUTY,)
+    lambda: with_record_rules(LabelledDeclarationSchema.to_schema()), tuple(LABEL_FIELDS), (RECOVERED_DUTY,)
 )
 
 
@@ -359,6 +365,10 @@ class HistoryRules:
 
 def history_rules(limits: HistoryRules) -> Rules:
     """`LABELLED` and the checks only a history is held to."""
+    return Rules(partial(_history_schema, limits), LABELLED.labels, LABELLED.amounts)
+
+
+def _history_schema(limits: HistoryRules) -> pa.DataFrameSchema:
     schema = LABELLED.schema
     run_date, start = limits.run_date.normalize(), limits.history_start.normalize()
     added = {
@@ -399,10 +409,9 @@ def history_rules(limits: HistoryRules) -> Rules:
                 error="must not start or end with spaces",
             )
         ]
-    schema = schema.update_columns(  # a copy: LABELLED keeps its checks
+    return schema.update_columns(  # a copy: LABELLED keeps its checks
         {field: {"checks": schema.columns[field].checks + checks} for field, checks in added.items()}
     )
-    return Rules(schema, LABELLED.labels, LABELLED.amounts)
 
 
 def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, str, str]]]:
