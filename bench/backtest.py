@@ -9,7 +9,9 @@ declarations they were not fitted on. So a scratch workspace gets the history be
 window set to the three months before it, and the whole `dvc repro`, which trains, registers and
 packages a champion in the workspace's own MLflow and BentoML stores. The month is then scored as
 a center would: through `customs-risk score` and through the packaged service over HTTP, which
-must agree exactly, since both claim to run the same code on the same model.
+must agree exactly, since both claim to run the same code on the same model. Beside them, a
+what-if: the month's lanes had each day's thresholds followed the last declarations scored, which
+says what holding the shares would cost (the service's thresholds are fixed at packaging).
 
 Prints one JSON line per step and per table row on stdout; progress and the readable tables go
 to stderr. Exits 1 when the CLI and the service disagree on any declaration's scores or lane.
@@ -169,11 +171,12 @@ def lanes_following_traffic(
     cannot do, a controller following the traffic would: this measures what it would buy."""
     dates = np.asarray(dates, dtype="datetime64[ns]")
     order = np.argsort(dates, kind="stable")
+    in_date_order = dates[order]
     scored = pd.concat([earlier[SCORE_COLUMNS], month[SCORE_COLUMNS].iloc[order]], ignore_index=True)
     ids = month["declaration_id"].astype(str).to_numpy()
     lane, selected_by = np.empty(len(month), dtype=object), np.empty(len(month), dtype=object)
     for day in np.unique(dates):
-        before = len(earlier) + int(np.searchsorted(dates[order], day, side="left"))
+        before = len(earlier) + int(np.searchsorted(in_date_order, day, side="left"))
         past = scored.iloc[max(0, before - FOLLOWED_DECLARATIONS):before]
         policy = LanePolicy.fit(shares, exploration_key, *(past[column] for column in SCORE_COLUMNS))
         rows = np.flatnonzero(dates == day)

@@ -332,7 +332,7 @@ def with_record_rules(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
 class Rules:
     """What a record is held to: the checks, and the labels a valid row carries. The pandera
     schema is built when first used: building one imports pandera's Dask typing (half a second
-    and some 40 MiB a process), which the service, checking requests without pandera, never uses."""
+    at every start, and memory), which the service, checking requests without pandera, never uses."""
 
     build_schema: Callable[[], pa.DataFrameSchema]
     labels: tuple[str, ...] = ()
