@@ -172,12 +172,13 @@ class AuditStore:
         )
         return len(rows)
 
-    def recent_risk_scores(self, count: int) -> list[float]:
-        """The risk scores of the last `count` decisions (newest first), whichever process made
-        them: what every service worker's drift gauge is computed on, so they agree."""
+    def recent_decisions(self, count: int) -> list[tuple[float, str]]:
+        """(risk score, lane) of the last `count` decisions (newest first), whichever process
+        made them: what every service worker's live gauges are computed on, so they agree."""
         with self._lock:
-            rows = self._db.execute("SELECT risk_score FROM decisions ORDER BY id DESC LIMIT ?", (int(count),)).fetchall()
-        return [row[0] for row in rows]
+            return self._db.execute(
+                "SELECT risk_score, lane FROM decisions ORDER BY id DESC LIMIT ?", (int(count),)
+            ).fetchall()
 
     def read(self, table: str) -> pd.DataFrame:
         if table not in ("decisions", "outcomes"):

@@ -348,7 +348,10 @@ def load_reference(settings) -> Reference:
 
 PSI_HELP = ("Population stability index of the risk score of the last serving.drift_window decisions against the "
             "champion's validation window (NaN: no reference or no decision)")
-PSI_DECLARATIONS_HELP = "How many decisions customs_risk_score_psi was computed on"
+PSI_DECLARATIONS_HELP = "How many decisions customs_risk_score_psi and customs_risk_lane_share were computed on"
+LANE_SHARE_HELP = "Share of the last serving.drift_window decisions in each lane"
+LANE_SETTING_HELP = ("Share of declarations the packaged lane policy sets for each lane (red: by score; the random "
+                     "exploration picks come on top)")
 
 
 @functools.cache
@@ -367,31 +370,47 @@ def _instruments() -> dict:
     }
 
 
-class _DriftCollector:
-    """customs_risk_score_psi and customs_risk_score_psi_declarations, computed each time they
-    are collected from the LiveMetrics that `live()` gives (None: nothing to show)."""
+@dataclass(frozen=True)
+class RecentDecisions:
+    """What the live gauges show of the store's last decisions."""
+
+    psi: float | None  # None: no reference or no decision
+    count: int
+    lane_shares: dict[str, float]  # empty without decisions
+
+
+class _RecentCollector:
+    """customs_risk_score_psi, customs_risk_score_psi_declarations, customs_risk_lane_share and
+    customs_risk_lane_share_setting, computed each time they are collected from the LiveMetrics
+    that `live()` gives (None: nothing to show)."""
 
     def __init__(self, live):
         self.live = live
 
     def describe(self):
-        return self._families(None)
+        return self._families(None, {})
 
     def collect(self):
         live = self.live()
-        return self._families(live.drift()) if live is not None else []
+        return self._families(live.recent(), live.settings) if live is not None else []
 
     @staticmethod
-    def _families(drift):
+    def _families(recent: RecentDecisions | None, settings: dict[str, float | None]):
         from prometheus_client.core import GaugeMetricFamily
 
         psi_family = GaugeMetricFamily("customs_risk_score_psi", PSI_HELP)
         count_family = GaugeMetricFamily("customs_risk_score_psi_declarations", PSI_DECLARATIONS_HELP)
-        if drift is not None:
-            value, count = drift
-            psi_family.add_metric([], math.nan if value is None else value)
-            count_family.add_metric([], count)
-        return [psi_family, count_family]
+        share_family = GaugeMetricFamily("customs_risk_lane_share", LANE_SHARE_HELP, labels=["lane"])
+        setting_family = GaugeMetricFamily("customs_risk_lane_share_setting", LANE_SETTING_HELP, labels=["lane"])
+        if recent is not None:
+            psi_family.add_metric([], math.nan if recent.psi is None else recent.psi)
+            count_family.add_metric([], recent.count)
+            for lane, share in recent.lane_shares.items():
+                share_family.add_metric([lane], share)
+        for lane, setting in settings.items():
+            if setting is not None:
+                setting_family.add_metric([lane], setting)
+        return [psi_family, count_family, share_family, setting_family]
 
 
 @functools.cache
@@ -401,28 +420,31 @@ def _latest_drift() -> dict:
     from prometheus_client import REGISTRY
 
     latest: dict = {"live": None}
-    REGISTRY.register(_DriftCollector(lambda: latest["live"]))
+    REGISTRY.register(_RecentCollector(lambda: latest["live"]))
     return latest
 
 
 class LiveMetrics:
-    """Counters of decisions by lane and `selected_by` and of outcomes by result, and the risk
-    score's PSI over the last `window` decisions of the audit store (all workers' and all
-    restarts', so every worker computes the same value) against the validation window, with the
-    report's `psi`. The PSI is computed when /metrics is scraped (one indexed query and the PSI,
-    about 2 ms), not after every /score: BentoML's multiprocess /metrics reads only the workers'
-    files, so the service appends `exposition()` to the page it renders (serving.service)."""
+    """Counters of decisions by lane and `selected_by` and of outcomes by result; over the last
+    `window` decisions of the audit store (all workers' and all restarts', so every worker
+    computes the same value), the risk score's PSI against the validation window (the report's
+    `psi`) and each lane's share beside the share the packaged policy (`lanes`) sets: thresholds
+    fixed at packaging let the shares move with the traffic, and a center alerts on it. These
+    are computed when /metrics is scraped (one indexed query, about 2 ms), not after every
+    /score: BentoML's multiprocess /metrics reads only the workers' files, so the service
+    appends `exposition()` to the page it renders (serving.service)."""
 
-    def __init__(self, audit, reference_scores: np.ndarray | None, window: int):
+    def __init__(self, audit, reference_scores: np.ndarray | None, window: int, lanes=None):
         self.audit = audit
         self.reference = reference_scores
         self.window = int(window)
+        self.settings = share_settings(lanes)
         self.instruments = _instruments()
-        self._last: tuple[float | None, int] = (None, 0)  # shown when the store cannot be read
+        self._last = RecentDecisions(None, 0, {})  # shown when the store cannot be read
         from prometheus_client import CollectorRegistry
 
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_DriftCollector(lambda: self))
+        self._registry.register(_RecentCollector(lambda: self))
         _latest_drift()["live"] = self
 
     def decided(self, results: pd.DataFrame) -> None:
@@ -433,15 +455,20 @@ class LiveMetrics:
         for result, count in Counter(o["result"] for o in outcomes).items():
             self.instruments["outcomes"].labels(result=result).inc(count)
 
-    def drift(self) -> tuple[float | None, int]:
-        """(PSI or None, decisions it was computed on) of the store's last `window` decisions."""
+    def recent(self) -> RecentDecisions:
+        """The PSI and the lane shares of the store's last `window` decisions."""
         try:
-            recent = self.audit.recent_risk_scores(self.window)
-        except sqlite3.Error as failed:  # a scrape never fails for it: the last figure stays
-            logger.warning("the risk score drift gauge was not updated: %s", failed)
+            decisions = self.audit.recent_decisions(self.window)
+        except sqlite3.Error as failed:  # a scrape never fails for it: the last figures stay
+            logger.warning("the drift and lane share gauges were not updated: %s", failed)
             return self._last
-        value = psi(self.reference, recent) if self.reference is not None and recent else None
-        self._last = (value, len(recent))
+        scores = [score for score, _ in decisions]
+        lanes = Counter(lane for _, lane in decisions)
+        self._last = RecentDecisions(
+            psi(self.reference, scores) if self.reference is not None and scores else None,
+            len(decisions),
+            {lane: lanes[lane] / len(decisions) for lane in LANES} if decisions else {},
+        )
         return self._last
 
     def exposition(self, page: str = "") -> str:

@@ -99,7 +99,7 @@ class CustomsRisk:
         reference, missing = validation_scores(SETTINGS.checkout)
         if missing:
             logger.warning("customs_risk_score_psi is NaN: %s", missing)
-        self.live = LiveMetrics(self.audit, reference, int(LIMITS["drift_window"]))
+        self.live = LiveMetrics(self.audit, reference, int(LIMITS["drift_window"]), self.model.lanes)
         # the model's feature state is some 250,000 long-lived objects: a full garbage collection
         # walks them all (85 ms), inside whichever request triggered it; frozen, it skips them
         gc.freeze()

@@ -366,3 +366,17 @@ def test_the_drift_gauge_is_the_psi_of_the_last_n_scores_against_the_validation_
     assert gauge == pytest.approx(reporting.psi(reference, last))
     assert session["metrics_after"][("customs_risk_score_psi_declarations", ())] == min(window, len(session["answered"]))
     assert 0 <= gauge < reporting.PSI_FLAG
+
+
+def test_the_lane_share_gauges_are_the_last_n_decisions_beside_the_packaged_settings(session):
+    """A center alerts when a lane takes more than its capacity: thresholds fixed at packaging
+    let the shares move with the traffic (README, Backtest)."""
+    serving = session["params"]["serving"]
+    last = [result["lane"] for result in session["answered"]][-serving["drift_window"]:]
+    red = serving["red_risk_share"] + serving["red_value_share"] + serving["red_critical_share"]
+    settings = {"red": red, "yellow": serving["yellow_share"], "green": 1 - red - serving["yellow_share"]}
+    assert {"red", "yellow", "green"} <= set(last)
+    for lane, setting in settings.items():
+        labels = (("lane", lane),)
+        assert session["metrics_after"][("customs_risk_lane_share", labels)] == pytest.approx(last.count(lane) / len(last))
+        assert session["metrics_after"][("customs_risk_lane_share_setting", labels)] == pytest.approx(setting)

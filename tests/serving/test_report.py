@@ -416,12 +416,17 @@ def _sample(name: str, **labels) -> float:
 
 
 def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(trained, history, tmp_path):
-    """The service's instruments, fed as its /score and /outcomes feed them: the gauge is the
-    report's PSI of the store's last `window` risk scores, whoever wrote them."""
+    """The service's instruments, fed as its /score and /outcomes feed them: the gauges are the
+    report's PSI of the store's last `window` risk scores and those decisions' lane shares,
+    whoever wrote them, beside the shares the packaged policy sets."""
     model, reference = trained
     store = AuditStore(tmp_path / "audit.db")
-    live = reporting.LiveMetrics(store, reference.scores, window=150)
+    live = reporting.LiveMetrics(store, reference.scores, window=150, lanes=model.lanes)
     assert math.isnan(_sample("customs_risk_score_psi")) and _sample("customs_risk_score_psi_declarations") == 0
+    assert _sample("customs_risk_lane_share_setting", lane="red") == pytest.approx(model.lanes.red_share)
+    assert _sample("customs_risk_lane_share_setting", lane="yellow") == pytest.approx(model.lanes.yellow_share)
+    assert _sample("customs_risk_lane_share_setting", lane="green") == pytest.approx(
+        1 - model.lanes.red_share - model.lanes.yellow_share)
     before = {(lane, source): _sample("customs_risk_decisions_total", lane=lane, selected_by=source)
               for lane in reporting.LANES for source in reporting.SOURCES}
     sent = _as_sent(history.iloc[-400:])
@@ -438,6 +443,10 @@ def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(t
     last = both["risk_score"].to_numpy()[-150:]
     assert _sample("customs_risk_score_psi") == pytest.approx(reporting.psi(reference.scores, last))
     assert _sample("customs_risk_score_psi_declarations") == 150
+    last_lanes = both["lane"].to_numpy()[-150:]
+    assert {"red", "green"} <= set(last_lanes)  # the shares below are not all zero or one
+    for lane in reporting.LANES:
+        assert _sample("customs_risk_lane_share", lane=lane) == pytest.approx((last_lanes == lane).mean())
 
     frauds = _sample("customs_risk_outcomes_total", result="fraud")
     live.reported([{"declaration_id": "A", "result": "fraud"}, {"declaration_id": "B", "result": "fraud"},
@@ -461,19 +470,25 @@ def test_the_drift_gauge_is_computed_when_scraped_not_after_each_score(trained, 
     store = AuditStore(tmp_path / "audit.db")
     live = reporting.LiveMetrics(store, reference.scores, window=150)
     reads = []
-    read = store.recent_risk_scores
-    store.recent_risk_scores = lambda count: reads.append(count) or read(count)
+    read = store.recent_decisions
+    store.recent_decisions = lambda count: reads.append(count) or read(count)
     live.decided(_score(store, model, _as_sent(history.iloc[-200:])))
     assert reads == []
     page = live.exposition()
     assert reads == [150]
-    shown = {sample.name: sample.value for family in text_string_to_metric_families(page) for sample in family.samples}
-    assert shown == {"customs_risk_score_psi": pytest.approx(reporting.psi(reference.scores, read(150))),
-                     "customs_risk_score_psi_declarations": 150}
+    shown = {(sample.name, sample.labels.get("lane")): sample.value
+             for family in text_string_to_metric_families(page) for sample in family.samples}
+    scores, lanes = zip(*read(150))
+    assert shown == {
+        ("customs_risk_score_psi", None): pytest.approx(reporting.psi(reference.scores, list(scores))),
+        ("customs_risk_score_psi_declarations", None): 150,
+        # no packaged policy given: no setting to show
+        **{("customs_risk_lane_share", lane): pytest.approx(lanes.count(lane) / 150) for lane in reporting.LANES},
+    }
     assert live.exposition(page) == ""  # a page that has the gauges already (no multiprocess dir) gets no copy
 
     def unreadable(count):
         raise sqlite3.OperationalError("database is locked")
 
-    store.recent_risk_scores = unreadable
+    store.recent_decisions = unreadable
     assert live.exposition() == page
