@@ -359,8 +359,8 @@ def _instruments() -> dict:
     """The service's Prometheus counters, made once per process, on first use: a BentoML worker
     has PROMETHEUS_MULTIPROC_DIR set by then, so each worker writes its own file and BentoML's
     /metrics adds them up across workers (BentoML documents prometheus_client for custom metrics;
-    it must not be imported before the worker starts). The drift gauges are not among them: they
-    are computed when collected (`LiveMetrics.exposition`, `_LatestDrift`)."""
+    it must not be imported before the worker starts). The gauges are not among them: they
+    are computed when collected (`LiveMetrics.exposition`, `_latest_live`)."""
     import prometheus_client as prometheus
 
     return {
@@ -414,8 +414,8 @@ class _RecentCollector:
 
 
 @functools.cache
-def _latest_drift() -> dict:
-    """Prometheus' default registry shows the drift of the LiveMetrics made last in the process
+def _latest_live() -> dict:
+    """Prometheus' default registry shows the gauges of the LiveMetrics made last in the process
     (a process without PROMETHEUS_MULTIPROC_DIR, where the counters are in that registry too)."""
     from prometheus_client import REGISTRY
 
@@ -445,7 +445,7 @@ class LiveMetrics:
 
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_RecentCollector(lambda: self))
-        _latest_drift()["live"] = self
+        _latest_live()["live"] = self
 
     def decided(self, results: pd.DataFrame) -> None:
         for (lane, source), count in Counter(zip(results["lane"], results["selected_by"])).items():
@@ -472,7 +472,7 @@ class LiveMetrics:
         return self._last
 
     def exposition(self, page: str = "") -> str:
-        """The drift gauges in Prometheus' text format, to append to a /metrics `page` that does
+        """The gauges (drift, lane shares) in Prometheus' text format, to append to a /metrics `page` that does
         not hold them already (BentoML's, rendered from the workers' multiprocess files)."""
         if "# TYPE customs_risk_score_psi gauge" in page:
             return ""

@@ -121,7 +121,7 @@ class CustomsRisk:
 
     def __metrics__(self, page: str) -> str:
         """BentoML's hook on GET /metrics: the page it rendered from the workers' counters, and
-        the drift gauges computed now, from the audit store (not after every /score)."""
+        the drift and lane share gauges computed now, from the audit store (not after every /score)."""
         return page + self.live.exposition(page)
 
     def _reject(self, ctx: bentoml.Context, errors: list[dict]) -> dict:
