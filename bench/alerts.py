@@ -43,11 +43,19 @@ def alerts_in_force(count: int, importers: list[str], day: str, seed: int = 0) -
         value = importers[int(rng.integers(len(importers)))] if planted else f"NOT-DECLARED-{i:07d}"
         issuer = ("KZ", "UZ")[(i // 10) % 2]
         hashed = i % 10 == 1
-        alerts.append(Alert(
-            alert_id=f"{issuer}-BENCH-{i:07d}", issued_by=issuer, issued_on="2000-01-01", valid_until="2099-12-31",
-            target=target, value=digest(PARTNERS[issuer], value) if hashed else value,
-            lane=("red", "yellow")[i % 2], reason="benchmark alert", hashed=hashed,
-        ))
+        alerts.append(
+            Alert(
+                alert_id=f"{issuer}-BENCH-{i:07d}",
+                issued_by=issuer,
+                issued_on="2000-01-01",
+                valid_until="2099-12-31",
+                target=target,
+                value=digest(PARTNERS[issuer], value) if hashed else value,
+                lane=("red", "yellow")[i % 2],
+                reason="benchmark alert",
+                hashed=hashed,
+            )
+        )
     assert all(a.active_on(day) for a in alerts)
     return alerts
 
@@ -77,8 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     built = time.perf_counter() - started
     without, with_alerts = measure(model, declarations, EMPTY_INDEX), measure(model, declarations, index)
     result = {
-        "alerts": args.alerts, "declarations": args.declarations, "index_build_seconds": built,
-        "without_alerts": without, "with_alerts": with_alerts,
+        "alerts": args.alerts,
+        "declarations": args.declarations,
+        "index_build_seconds": built,
+        "without_alerts": without,
+        "with_alerts": with_alerts,
         "one_declaration_ratio": with_alerts["one_declaration_ms"] / without["one_declaration_ms"],
         "batch_ratio": with_alerts["batch_seconds"] / without["batch_seconds"],
     }

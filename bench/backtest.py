@@ -76,8 +76,9 @@ class Split:
 def embedded_history() -> pd.DataFrame:
     """The embedded KCS files as the ingest stage reads them (strings, an empty field null), in
     date order."""
-    frames = [pd.read_csv(REPO / "data/raw" / name, dtype=str, keep_default_na=False, na_values=[""])
-              for name in RAW_FILES]
+    frames = [
+        pd.read_csv(REPO / "data/raw" / name, dtype=str, keep_default_na=False, na_values=[""]) for name in RAW_FILES
+    ]
     return pd.concat(frames, ignore_index=True).sort_values("Date", kind="stable", ignore_index=True)
 
 
@@ -101,10 +102,15 @@ def month_split(kcs: pd.DataFrame, month: str) -> Split:
     if held.empty:
         raise ValueError(f"no declaration in {month}: the embedded history runs {dates.min()} .. {dates.max()}")
     if train.empty or valid.empty:
-        raise ValueError(f"{month} leaves no history before its {VALIDATION_MONTHS}-month validation window "
-                         f"(the embedded history starts {dates.min()})")
-    windows = {"train_start": train["Date"].min(), "valid_start": bounds[0],
-               "valid_end": (first - pd.Timedelta(days=1)).strftime("%Y-%m-%d")}
+        raise ValueError(
+            f"{month} leaves no history before its {VALIDATION_MONTHS}-month validation window "
+            f"(the embedded history starts {dates.min()})"
+        )
+    windows = {
+        "train_start": train["Date"].min(),
+        "valid_start": bounds[0],
+        "valid_end": (first - pd.Timedelta(days=1)).strftime("%Y-%m-%d"),
+    }
     return Split(windows, train, valid, held)
 
 
@@ -177,7 +183,7 @@ def lanes_following_traffic(
     lane, selected_by = np.empty(len(month), dtype=object), np.empty(len(month), dtype=object)
     for day in np.unique(dates):
         before = len(earlier) + int(np.searchsorted(in_date_order, day, side="left"))
-        past = scored.iloc[max(0, before - FOLLOWED_DECLARATIONS):before]
+        past = scored.iloc[max(0, before - FOLLOWED_DECLARATIONS) : before]
         policy = LanePolicy.fit(shares, exploration_key, *(past[column] for column in SCORE_COLUMNS))
         rows = np.flatnonzero(dates == day)
         today = month.iloc[rows]
@@ -212,18 +218,32 @@ def lane_table(settings: dict, service: dict, cli: dict, validation: dict, follo
     validation window, whether the service's month is within SHARE_TOLERANCE of the setting, and
     the month had the thresholds followed the traffic (lanes_following_traffic)."""
     return [
-        {"table": "lanes", "row": name, "setting": settings[name], "service": service[name], "cli": cli[name],
-         "validation": validation[name], "within_1_point": abs(service[name] - settings[name]) <= SHARE_TOLERANCE,
-         "following_traffic": followed[name]}
+        {
+            "table": "lanes",
+            "row": name,
+            "setting": settings[name],
+            "service": service[name],
+            "cli": cli[name],
+            "validation": validation[name],
+            "within_1_point": abs(service[name] - settings[name]) <= SHARE_TOLERANCE,
+            "following_traffic": followed[name],
+        }
         for name in LANE_ROWS
     ]
 
 
 def policy_table(month: dict, validation: dict, followed: dict) -> list[dict]:
     return [
-        {"table": "policy", "row": key, "month": month[key], "validation": validation[key], "target": target,
-         "month_met": month[key] >= target, "validation_met": validation[key] >= target,
-         "following_traffic": followed[key]}
+        {
+            "table": "policy",
+            "row": key,
+            "month": month[key],
+            "validation": validation[key],
+            "target": target,
+            "month_met": month[key] >= target,
+            "validation_met": validation[key] >= target,
+            "following_traffic": followed[key],
+        }
         for key, (_, target) in POLICY_TARGETS.items()
     ]
 
@@ -233,15 +253,29 @@ def markdown(lanes: list[dict], policy: list[dict], header: str) -> str:
         return f"{100 * value:.2f}%"
 
     following = f"what-if: month, thresholds following the last {FOLLOWED_DECLARATIONS:,}"
-    lines = [header, "", "| lane | setting | month, service | month, `customs-risk score` | validation window | "
-             f"within 1 pt | {following} |", "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
-    lines += [f"| {LANE_ROWS[r['row']]} | {pct(r['setting'])} | {pct(r['service'])} | {pct(r['cli'])} | "
-              f"{pct(r['validation'])} | {'yes' if r['within_1_point'] else 'NO'} | {pct(r['following_traffic'])} |"
-              for r in lanes]
-    lines += ["", f"| figure | month | validation window | target | {following} |", "| --- | ---: | ---: | --- | ---: |"]
-    lines += [f"| {POLICY_TARGETS[r['row']][0]} | {r['month']:.3f}{'' if r['month_met'] else ' (NOT met)'} | "
-              f"{r['validation']:.3f}{'' if r['validation_met'] else ' (NOT met)'} | >= {r['target']:.2f} | "
-              f"{r['following_traffic']:.3f} |" for r in policy]
+    lines = [
+        header,
+        "",
+        "| lane | setting | month, service | month, `customs-risk score` | validation window | "
+        f"within 1 pt | {following} |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    lines += [
+        f"| {LANE_ROWS[r['row']]} | {pct(r['setting'])} | {pct(r['service'])} | {pct(r['cli'])} | "
+        f"{pct(r['validation'])} | {'yes' if r['within_1_point'] else 'NO'} | {pct(r['following_traffic'])} |"
+        for r in lanes
+    ]
+    lines += [
+        "",
+        f"| figure | month | validation window | target | {following} |",
+        "| --- | ---: | ---: | --- | ---: |",
+    ]
+    lines += [
+        f"| {POLICY_TARGETS[r['row']][0]} | {r['month']:.3f}{'' if r['month_met'] else ' (NOT met)'} | "
+        f"{r['validation']:.3f}{'' if r['validation_met'] else ' (NOT met)'} | >= {r['target']:.2f} | "
+        f"{r['following_traffic']:.3f} |"
+        for r in policy
+    ]
     return "\n".join(lines)
 
 
@@ -291,7 +325,7 @@ def score_with_service(ws: Workspace, records: pd.DataFrame) -> tuple[pd.DataFra
         with httpx.Client(base_url=server.base, timeout=REQUEST_TIMEOUT_SECONDS) as client:
             lanes = client.post("/metadata", json={}).raise_for_status().json()["lanes"]
             for start in range(0, len(sent), BATCH):
-                answer = client.post("/score", json={"declarations": sent[start:start + BATCH]}).raise_for_status()
+                answer = client.post("/score", json={"declarations": sent[start : start + BATCH]}).raise_for_status()
                 results += answer.json()["results"]
                 progress(f"service: {len(results):,} of {len(sent):,} scored")
     finally:
@@ -312,17 +346,35 @@ def backtest(month: str | None, root: Path) -> int:
     month = month or last_month(kcs)
     split = month_split(kcs, month)
     records, labels, rejected = month_records(split.month)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     # the workspace copies the working tree, which may hold changes not yet committed
-    changed = subprocess.run(["git", "status", "--porcelain", "--", *CODE, "dvc.yaml", "params.yaml"], cwd=REPO,
-                             capture_output=True, text=True).stdout.strip()
-    emit({"step": "split", "month": month, "windows": split.windows, "history_rows": len(split.train) + len(split.valid),
-          "validation_rows": len(split.valid), "month_rows": len(split.month), "month_scored": len(records),
-          "month_rejected": rejected, "commit": commit,
-          "uncommitted_code_changes": bool(changed)})
-    progress(f"{month} held back ({len(records):,} declarations, {rejected} refused by the contract's checks); "
-             f"history {split.windows['train_start']} .. {split.windows['valid_end']}, validation from "
-             f"{split.windows['valid_start']}; workspace {root}")
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", *CODE, "dvc.yaml", "params.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    emit(
+        {
+            "step": "split",
+            "month": month,
+            "windows": split.windows,
+            "history_rows": len(split.train) + len(split.valid),
+            "validation_rows": len(split.valid),
+            "month_rows": len(split.month),
+            "month_scored": len(records),
+            "month_rejected": rejected,
+            "commit": commit,
+            "uncommitted_code_changes": bool(changed),
+        }
+    )
+    progress(
+        f"{month} held back ({len(records):,} declarations, {rejected} refused by the contract's checks); "
+        f"history {split.windows['train_start']} .. {split.windows['valid_end']}, validation from "
+        f"{split.windows['valid_start']}; workspace {root}"
+    )
 
     ws = build_workspace(root, split)
     # Stage by stage, for progress and each stage's time: `dvc repro STAGE` also runs whatever
@@ -355,14 +407,18 @@ def backtest(month: str | None, root: Path) -> int:
     )
     validation = json.loads((root / paths.TARGETING_METRICS).read_text())
     policy = policy_table(
-        policy_figures(service["lane"], fraud, critical, duty), validation, policy_figures(followed, fraud, critical, duty)
+        policy_figures(service["lane"], fraud, critical, duty),
+        validation,
+        policy_figures(followed, fraud, critical, duty),
     )
     for row in lanes + policy:
         emit(row)
-    header = (f"Backtest of {month}: {len(records):,} declarations ({int(fraud.sum())} frauds, {int(critical.sum())} "
-              f"critical) never seen by the model, trained on {split.windows['train_start']} .. "
-              f"{split.windows['valid_end']} (validation window from {split.windows['valid_start']}, "
-              f"{int(validation['validation_rows']):,} declarations, its scores out of sample)")
+    header = (
+        f"Backtest of {month}: {len(records):,} declarations ({int(fraud.sum())} frauds, {int(critical.sum())} "
+        f"critical) never seen by the model, trained on {split.windows['train_start']} .. "
+        f"{split.windows['valid_end']} (validation window from {split.windows['valid_start']}, "
+        f"{int(validation['validation_rows']):,} declarations, its scores out of sample)"
+    )
     print("\n" + markdown(lanes, policy, header), file=sys.stderr, flush=True)
     if any(differ.values()):
         progress(f"the CLI and the service DISAGREE: {differ}")

@@ -72,10 +72,25 @@ def main() -> int:
         base = server.base
         print(f"fuzzing {bento} on {base}: {args.examples} examples per operation, seed {args.seed}", flush=True)
         fuzz = subprocess.run(
-            [str(BIN / "st"), "run", f"{base}/docs.json", "--checks", "all",
-             "--header", f"Authorization: Bearer {key}", "--max-examples", str(args.examples),
-             "--seed", str(args.seed), "--request-timeout", "180", "--workers", "1"],
-            cwd=tmp, env=schemathesis_env(dict(os.environ)),
+            [
+                str(BIN / "st"),
+                "run",
+                f"{base}/docs.json",
+                "--checks",
+                "all",
+                "--header",
+                f"Authorization: Bearer {key}",
+                "--max-examples",
+                str(args.examples),
+                "--seed",
+                str(args.seed),
+                "--request-timeout",
+                "180",
+                "--workers",
+                "1",
+            ],
+            cwd=tmp,
+            env=schemathesis_env(dict(os.environ)),
         )
         ready = httpx.get(server.ready_url, timeout=10).status_code == 200
     finally:
@@ -83,8 +98,10 @@ def main() -> int:
     log = server.log.read_text()
     server_errors = len(re.findall(r"status=5[0-9][0-9]", log))
     tracebacks = log.count("Traceback")
-    print(f"\nschemathesis exit code {fuzz.returncode}; server answers 5xx: {server_errors}; "
-          f"tracebacks logged: {tracebacks}; ready at the end: {ready}; server log: {server.log}")
+    print(
+        f"\nschemathesis exit code {fuzz.returncode}; server answers 5xx: {server_errors}; "
+        f"tracebacks logged: {tracebacks}; ready at the end: {ready}; server log: {server.log}"
+    )
     return 0 if fuzz.returncode == 0 and not server_errors and not tracebacks and ready else 1
 
 

@@ -195,29 +195,59 @@ def targets(results: dict) -> list[dict]:
         inproc, http = results["scoring"]["in_process"], results["scoring"]["http"]
         single, batch, rows = inproc["single"], inproc["batch"], http["batch_rows"]
         out += [
-            _target("one declaration in process <= 50x a raw predict of one prepared row",
-                    single["p50_over_raw_predict"], "{:.0f}x", at_most=50),
+            _target(
+                "one declaration in process <= 50x a raw predict of one prepared row",
+                single["p50_over_raw_predict"],
+                "{:.0f}x",
+                at_most=50,
+            ),
             _target("HTTP single declaration p50 <= 10 ms", http["single_p50_ms"], "{:.1f} ms", at_most=10),
             _target("HTTP single declaration p99 <= 25 ms", http["single_p99_ms"], "{:.1f} ms", at_most=25),
-            _target("HTTP single declaration p50 <= 5x the same server's GET /healthz p50",
-                    http["single_p50_over_healthz_p50"], "{:.1f}x", at_most=5),
-            _target(f"{batch['rows']:,} declarations, default reasons, <= 2x features + both predicts",
-                    batch["over_baseline"], "{:.1f}x", at_most=2),
+            _target(
+                "HTTP single declaration p50 <= 5x the same server's GET /healthz p50",
+                http["single_p50_over_healthz_p50"],
+                "{:.1f}x",
+                at_most=5,
+            ),
+            _target(
+                f"{batch['rows']:,} declarations, default reasons, <= 2x features + both predicts",
+                batch["over_baseline"],
+                "{:.1f}x",
+                at_most=2,
+            ),
             _target(">= 5,000 declarations/s in process", batch["declarations_per_second"], "{:,.0f}/s", at_least=5000),
-            _target(f">= 3,000 declarations/s over HTTP in batches of {rows}", http["batch_per_second"], "{:,.0f}/s",
-                    at_least=3000),
-            _target(f"HTTP throughput >= 3x `mlflow models serve` (batches of {rows})", http["batch_over_mlflow"],
-                    "{:.1f}x", at_least=3),
+            _target(
+                f">= 3,000 declarations/s over HTTP in batches of {rows}",
+                http["batch_per_second"],
+                "{:,.0f}/s",
+                at_least=3000,
+            ),
+            _target(
+                f"HTTP throughput >= 3x `mlflow models serve` (batches of {rows})",
+                http["batch_over_mlflow"],
+                "{:.1f}x",
+                at_least=3,
+            ),
         ]
     if "serving" in results:
         r = results["serving"]["ratios"]
         out.append(_target("service p99 within 2x of minimal FastAPI", r["p99_over_minimal"], "{:.2f}x", at_most=2))
         out += [
-            _target(f"throughput >= 3x mlflow models serve (batches of {batch})",
-                    r[f"batch_{batch}_throughput_over_mlflow"], "{:.1f}x", at_least=3)
+            _target(
+                f"throughput >= 3x mlflow models serve (batches of {batch})",
+                r[f"batch_{batch}_throughput_over_mlflow"],
+                "{:.1f}x",
+                at_least=3,
+            )
             for batch in (100, 1000)
         ]
     if "batch" in results:
-        out.append(_target(f"batch scoring {results['batch']['rows']:,} rows within 1.5x of features + predict",
-                           results["batch"]["cli_over_baseline"], "{:.1f}x", at_most=1.5))
+        out.append(
+            _target(
+                f"batch scoring {results['batch']['rows']:,} rows within 1.5x of features + predict",
+                results["batch"]["cli_over_baseline"],
+                "{:.1f}x",
+                at_most=1.5,
+            )
+        )
     return out

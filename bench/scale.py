@@ -67,8 +67,9 @@ def run_measured(step: str, command: list[str], workspace: Path, env: dict) -> t
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
-        raise StageFailed(f"{step} failed (exit {process.returncode}) after {seconds:.1f} s; "
-                          f"last lines of {log}:\n{tail}")
+        raise StageFailed(
+            f"{step} failed (exit {process.returncode}) after {seconds:.1f} s; last lines of {log}:\n{tail}"
+        )
     return seconds, usage.ru_maxrss * 1024
 
 
@@ -85,8 +86,9 @@ def workspace_params(params: dict, first: pd.Timestamp, last: pd.Timestamp, roun
     validate) and the time each stage takes bounded: no tuning trials, `rounds` boosting rounds."""
     params = copy.deepcopy(params)
     valid_start = last - pd.DateOffset(months=VALIDATION_MONTHS) + pd.Timedelta(days=1)
-    params["windows"].update(train_start=f"{first:%Y-%m-%d}", valid_start=f"{valid_start:%Y-%m-%d}",
-                             valid_end=f"{last:%Y-%m-%d}")
+    params["windows"].update(
+        train_start=f"{first:%Y-%m-%d}", valid_start=f"{valid_start:%Y-%m-%d}", valid_end=f"{last:%Y-%m-%d}"
+    )
     params["validate"].update(history_start=f"{first:%Y-%m-%d}", run_date=f"{last:%Y-%m-%d}")
     params["tune"]["trials"] = 0
     params["train"].update(max_rounds=rounds, early_stopping_rounds=EARLY_STOPPING_ROUNDS)
@@ -137,9 +139,21 @@ def scale(rows: int, seed: int, rounds: int, workspace: Path) -> None:
     interim = workspace / paths.INTERIM
     seconds, peak = run_measured(
         "synthesize",
-        [python, "-m", "bench.synthesize", "--rows", str(rows), "--seed", str(seed), "--output", str(interim),
-         "--ingested-as", f"synthetic, seed {seed}"],
-        workspace, env,
+        [
+            python,
+            "-m",
+            "bench.synthesize",
+            "--rows",
+            str(rows),
+            "--seed",
+            str(seed),
+            "--output",
+            str(interim),
+            "--ingested-as",
+            f"synthetic, seed {seed}",
+        ],
+        workspace,
+        env,
     )
     emit({"stage": "synthesize", "rows": rows, "seconds": round(seconds, 2), "peak_rss_bytes": peak})
 
@@ -157,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="synthetic declarations")
     parser.add_argument("--seed", type=int, default=7, help="the synthesizer's seed")
     parser.add_argument("--rounds", type=int, default=50, help="train.max_rounds (early stopping after 10 more)")
-    parser.add_argument("--dir", type=Path, default=None, help="where the scratch workspace goes (default: the temp dir)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where the scratch workspace goes (default: the temp dir)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the workspace (logs, data, MLflow store)")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.rounds < 1:

@@ -119,15 +119,17 @@ def per_minute(answers: list[Answer], samples: list[tuple[float, int]]) -> list[
         mine = [a for a in answers if int(a.at // 60) == minute]
         single = [a.seconds for a in mine if a.kind == "score 1" and a.error is None]
         rss = [value for t, value in samples if min(int(t // 60), minutes - 1) == minute]
-        rows.append({
-            "minute": minute + 1,
-            "requests": len(mine),
-            "errors": sum(a.error is not None for a in mine),
-            "score_1_p50_ms": percentile_ms(single, 50),
-            "score_1_p99_ms": percentile_ms(single, 99),
-            "all_p99_ms": percentile_ms([a.seconds for a in mine if a.error is None], 99),
-            "rss_mib": rss[-1] / MIB if rss else None,
-        })
+        rows.append(
+            {
+                "minute": minute + 1,
+                "requests": len(mine),
+                "errors": sum(a.error is not None for a in mine),
+                "score_1_p50_ms": percentile_ms(single, 50),
+                "score_1_p99_ms": percentile_ms(single, 99),
+                "all_p99_ms": percentile_ms([a.seconds for a in mine if a.error is None], 99),
+                "rss_mib": rss[-1] / MIB if rss else None,
+            }
+        )
     return rows
 
 
@@ -191,8 +193,9 @@ class Watch:
         return (self.cpu_seconds[last] - self.cpu_seconds[first]) / (self.samples[last][0] - self.samples[first][0])
 
 
-async def drive(server: Server, pool: list[Case], rate: float, seconds: float, sample_seconds: float,
-                seed: int) -> tuple[list[Answer], Watch]:
+async def drive(
+    server: Server, pool: list[Case], rate: float, seconds: float, sample_seconds: float, seed: int
+) -> tuple[list[Answer], Watch]:
     """The answers in request order, and the server as sampled meanwhile."""
     base = server.base
     targets = {
@@ -215,8 +218,15 @@ async def drive(server: Server, pool: list[Case], rate: float, seconds: float, s
             return "metadata", [{}], []
         if kind == "outcomes":
             reported = [scored.popleft() for _ in range(min(OUTCOMES_PER_REQUEST, len(scored)))]
-            outcomes = [{"declaration_id": c.declaration["declaration_id"], "inspected_on": today,
-                         "result": c.found, "notes": "soak"} for c in reported]
+            outcomes = [
+                {
+                    "declaration_id": c.declaration["declaration_id"],
+                    "inspected_on": today,
+                    "result": c.found,
+                    "notes": "soak",
+                }
+                for c in reported
+            ]
             return "outcomes", outcomes, []
         batch = []
         for _ in range(10 if kind == "score 10" else 1):
@@ -272,27 +282,42 @@ def markdown(report: dict) -> str:
         f"{s['rate']:g} requests/s (open loop), {s['warmup_seconds']:.0f} s warm-up; load average "
         f"{m['load_average_at_start'][0]:.1f} at start, {report['load_average_at_end'][0]:.1f} at end (shared machine); "
         f"the server kept {report['server_busy_cores']:.2f} cores busy after the warm-up.",
-        "", "| request | sent | errors | p50 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "",
+        "| request | sent | errors | p50 ms | p99 ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for kind, k in report["requests"].items():
-        lines.append(f"| {kind} | {k['sent']} | {k['errors']} | {_ms(k['p50_ms'])} | {_ms(k['p99_ms'])} | {_ms(k['max_ms'])} |")
+        lines.append(
+            f"| {kind} | {k['sent']} | {k['errors']} | {_ms(k['p50_ms'])} | {_ms(k['p99_ms'])} | {_ms(k['max_ms'])} |"
+        )
     lines += ["", "Responses by status: " + ", ".join(f"{code}: {n}" for code, n in report["statuses"].items())]
     lines += [f"- `{error}`" for error in report["first_errors"]]
-    lines += ["", "| minute | requests | errors | score 1 p50 ms | score 1 p99 ms | all p99 ms | server RSS MiB |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "| minute | requests | errors | score 1 p50 ms | score 1 p99 ms | all p99 ms | server RSS MiB |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in report["minutes"]:
         rss = "" if row["rss_mib"] is None else f"{row['rss_mib']:.0f}"
-        lines.append(f"| {row['minute']} | {row['requests']} | {row['errors']} | {_ms(row['score_1_p50_ms'])} | "
-                     f"{_ms(row['score_1_p99_ms'])} | {_ms(row['all_p99_ms'])} | {rss} |")
-    lines += ["", "| memory (RSS, server process tree) | |", "| --- | ---: |",
-              f"| start (after warm-up) | {mem['start_mib']:.0f} MiB |", f"| end | {mem['end_mib']:.0f} MiB |",
-              f"| growth | {mem['growth_mib']:+.1f} MiB ({mem['growth_percent']:+.1f}%) |",
-              f"| allowed growth | {mem['allowed_growth_mib']:.0f} MiB |",
-              f"| least-squares slope | {mem['slope_mib_per_minute']:+.2f} MiB/min |",
-              "", f"**{'PASSED' if report['passed'] else 'FAILED'}**: {report['errors']} failed requests of "
-              f"{len(report['answers'])}; memory growth {'within' if mem['ok'] else 'BEYOND'} the allowed; "
-              f"{len(report['processes_started_during_soak'])} of the {report['server_processes']} server processes "
-              f"replaced during the soak."]
+        lines.append(
+            f"| {row['minute']} | {row['requests']} | {row['errors']} | {_ms(row['score_1_p50_ms'])} | "
+            f"{_ms(row['score_1_p99_ms'])} | {_ms(row['all_p99_ms'])} | {rss} |"
+        )
+    lines += [
+        "",
+        "| memory (RSS, server process tree) | |",
+        "| --- | ---: |",
+        f"| start (after warm-up) | {mem['start_mib']:.0f} MiB |",
+        f"| end | {mem['end_mib']:.0f} MiB |",
+        f"| growth | {mem['growth_mib']:+.1f} MiB ({mem['growth_percent']:+.1f}%) |",
+        f"| allowed growth | {mem['allowed_growth_mib']:.0f} MiB |",
+        f"| least-squares slope | {mem['slope_mib_per_minute']:+.2f} MiB/min |",
+        "",
+        f"**{'PASSED' if report['passed'] else 'FAILED'}**: {report['errors']} failed requests of "
+        f"{len(report['answers'])}; memory growth {'within' if mem['ok'] else 'BEYOND'} the allowed; "
+        f"{len(report['processes_started_during_soak'])} of the {report['server_processes']} server processes "
+        f"replaced during the soak.",
+    ]
     return "\n".join(lines)
 
 
@@ -300,13 +325,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300, help="traffic duration, warm-up included")
     parser.add_argument("--rate", type=float, default=4, help="requests per second")
-    parser.add_argument("--warmup", type=float, help=f"seconds of traffic before the memory start "
-                        f"(default {WARMUP_SECONDS:.0f}, or a third of a shorter run)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        help=f"seconds of traffic before the memory start (default {WARMUP_SECONDS:.0f}, or a third of a shorter run)",
+    )
     parser.add_argument("--sample-seconds", type=float, default=5, help="seconds between memory samples")
     parser.add_argument("--seed", type=int, default=8)
-    parser.add_argument("--bentoml-home", type=Path,
-                        default=Path(os.environ.get("BENTOML_HOME") or REPO / ".bentoml"),
-                        help="the BentoML store with the packaged bento (default: $BENTOML_HOME, else .bentoml here)")
+    parser.add_argument(
+        "--bentoml-home",
+        type=Path,
+        default=Path(os.environ.get("BENTOML_HOME") or REPO / ".bentoml"),
+        help="the BentoML store with the packaged bento (default: $BENTOML_HOME, else .bentoml here)",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "soak.json")
     args = parser.parse_args()
     if args.warmup is None:
@@ -322,15 +353,26 @@ def main() -> int:
     pool = cases(VALIDATION_HISTORY)
     tmp = Path(tempfile.mkdtemp(prefix="customs-risk-soak-"))
     server = serve_packaged(home, bento, tmp)  # loopback, no key
-    report: dict = {"started_at": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-                    "settings": {"bento": bento, "bentoml_home": str(home), "seconds": args.seconds, "rate": args.rate,
-                                 "warmup_seconds": args.warmup, "sample_seconds": args.sample_seconds, "seed": args.seed,
-                                 "mix": MIX, "outcomes_per_request": OUTCOMES_PER_REQUEST,
-                                 "declarations": len(pool), "audit_db": str(tmp / "audit.db")}}
+    report: dict = {
+        "started_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {
+            "bento": bento,
+            "bentoml_home": str(home),
+            "seconds": args.seconds,
+            "rate": args.rate,
+            "warmup_seconds": args.warmup,
+            "sample_seconds": args.sample_seconds,
+            "seed": args.seed,
+            "mix": MIX,
+            "outcomes_per_request": OUTCOMES_PER_REQUEST,
+            "declarations": len(pool),
+            "audit_db": str(tmp / "audit.db"),
+        },
+    }
     try:
         wait_ready(server)
-        print(f"{bento} ready on {server.base}; "
-              f"{args.seconds:.0f} s at {args.rate:g} requests/s", flush=True)
+        print(f"{bento} ready on {server.base}; {args.seconds:.0f} s at {args.rate:g} requests/s", flush=True)
         answers, watch = asyncio.run(drive(server, pool, args.rate, args.seconds, args.sample_seconds, args.seed))
         exited = server.process.poll()
     finally:
@@ -344,13 +386,17 @@ def main() -> int:
     replaced = watch.replaced()
     report.update(
         load_average_at_end=os.getloadavg(),
-        requests=by_kind(answers), statuses=statuses(answers), errors=len(errors),
+        requests=by_kind(answers),
+        statuses=statuses(answers),
+        errors=len(errors),
         first_errors=[f"{a.kind} at {a.at:.1f} s: {a.error}" for a in errors[:5]],
         minutes=per_minute(answers, watch.samples),
         memory={**memory, "samples": [(round(t, 2), rss) for t, rss in watch.samples]},
         server_busy_cores=watch.busy_cores(args.warmup),
-        server_processes=len(watch.processes[0]), processes_started_during_soak=replaced,
-        passed=not errors and memory["ok"] and not replaced, server_log=str(server.log),
+        server_processes=len(watch.processes[0]),
+        processes_started_during_soak=replaced,
+        passed=not errors and memory["ok"] and not replaced,
+        server_log=str(server.log),
         answers=[asdict(a) for a in answers],
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)

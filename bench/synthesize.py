@@ -43,9 +43,66 @@ BLOCK_ROWS = 1_000_000  # rows per part file: a block's columns take a few hundr
 HS_CODES_IN_USE = 5_300
 # Trade partners, busiest first (drawn with Zipf weights in this order).
 COUNTRIES = [
-    "CN", "JP", "US", "DE", "VN", "HK", "KR", "TW", "IT", "FR", "GB", "TH", "IN", "ID", "MY", "SG", "AU", "NL", "CA", "ES",
-    "BE", "CH", "MX", "BR", "PH", "TR", "PL", "SE", "AT", "DK", "IE", "CZ", "NZ", "FI", "NO", "PT", "HU", "IL", "ZA", "CL",
-    "AR", "RU", "PK", "BD", "LK", "AE", "SA", "EG", "MA", "KH", "MM", "CO", "PE", "UA", "RO", "GR", "SK", "SI", "LT", "EE",
+    "CN",
+    "JP",
+    "US",
+    "DE",
+    "VN",
+    "HK",
+    "KR",
+    "TW",
+    "IT",
+    "FR",
+    "GB",
+    "TH",
+    "IN",
+    "ID",
+    "MY",
+    "SG",
+    "AU",
+    "NL",
+    "CA",
+    "ES",
+    "BE",
+    "CH",
+    "MX",
+    "BR",
+    "PH",
+    "TR",
+    "PL",
+    "SE",
+    "AT",
+    "DK",
+    "IE",
+    "CZ",
+    "NZ",
+    "FI",
+    "NO",
+    "PT",
+    "HU",
+    "IL",
+    "ZA",
+    "CL",
+    "AR",
+    "RU",
+    "PK",
+    "BD",
+    "LK",
+    "AE",
+    "SA",
+    "EG",
+    "MA",
+    "KH",
+    "MM",
+    "CO",
+    "PE",
+    "UA",
+    "RO",
+    "GR",
+    "SK",
+    "SI",
+    "LT",
+    "EE",
 ]
 # Small categorical fields: values and their shares, close to the KCS history's.
 SMALL_FIELDS = {
@@ -148,8 +205,10 @@ class _Entities:
         self.office_zipf = _Zipf(card.offices, 1.1)
         self.seller_zipf = _Zipf(card.sellers, 0.9)
         self.courier_zipf = _Zipf(card.couriers, 1.3)
-        self.small_fields = {field: (list(shares), np.array(list(shares.values())) / sum(shares.values()))
-                             for field, shares in SMALL_FIELDS.items()}
+        self.small_fields = {
+            field: (list(shares), np.array(list(shares.values())) / sum(shares.values()))
+            for field, shares in SMALL_FIELDS.items()
+        }
 
         chapters = np.array(sorted(int(chapter) for chapter in HS_CHAPTERS))
         drawn = np.sort(rng.choice(len(chapters) * 10_000, card.hs_codes, replace=False))
@@ -190,8 +249,10 @@ def _block(e: _Entities, rng: np.random.Generator, first_row: int, day: np.ndarr
     courier = e.courier_zipf.draw(rng, rows)
 
     # Planted fraud, then the undervaluation it shows as.
-    risky_pair = ((hs.astype(np.uint64) * np.uint64(2_654_435_761) + origin.astype(np.uint64) * np.uint64(40_503))
-                  % np.uint64(1_000)) < np.uint64(RISKY_PAIR_SHARE * 1_000)
+    risky_pair = (
+        (hs.astype(np.uint64) * np.uint64(2_654_435_761) + origin.astype(np.uint64) * np.uint64(40_503))
+        % np.uint64(1_000)
+    ) < np.uint64(RISKY_PAIR_SHARE * 1_000)
     log_odds = (
         BASE_LOG_ODDS
         + RISKY_IMPORTER_LOG_ODDS * e.risky_importer[importer]
@@ -209,8 +270,12 @@ def _block(e: _Entities, rng: np.random.Generator, first_row: int, day: np.ndarr
 
     first_id = e.first_id + first_row
     columns = {
-        "declaration_id": pd.Series(pd.array(pc.cast(pa.array(np.arange(first_id, first_id + rows)), pa.string()),
-                                             dtype=pd.StringDtype("pyarrow", na_value=np.nan))),
+        "declaration_id": pd.Series(
+            pd.array(
+                pc.cast(pa.array(np.arange(first_id, first_id + rows)), pa.string()),
+                dtype=pd.StringDtype("pyarrow", na_value=np.nan),
+            )
+        ),
         "declaration_date": pd.Series(np.datetime64(start_date, "D") + day, dtype="datetime64[ns]"),
         "office_id": _strings(e.offices, office),
         "declarant_id": _strings(e.declarant_ids, declarant),
@@ -262,10 +327,14 @@ def as_ingested(block: pd.DataFrame, source: str, first_row: int) -> pa.Table:
     """The block as the ingest stage writes a source file's rows (every field the text a client's
     export holds, and where each row came from), so the validate stage parses it as real input."""
     table = pa.Table.from_pandas(block, preserve_index=False)
-    text = [pc.cast(pc.cast(column, pa.date32()) if pa.types.is_timestamp(column.type) else column, pa.large_string())
-            for column in table.columns]
-    provenance = [pa.array([source] * len(block), pa.large_string()),
-                  pa.array(np.arange(first_row + 1, first_row + 1 + len(block)), pa.int64())]
+    text = [
+        pc.cast(pc.cast(column, pa.date32()) if pa.types.is_timestamp(column.type) else column, pa.large_string())
+        for column in table.columns
+    ]
+    provenance = [
+        pa.array([source] * len(block), pa.large_string()),
+        pa.array(np.arange(first_row + 1, first_row + 1 + len(block)), pa.int64()),
+    ]
     return pa.Table.from_arrays(text + provenance, schema=INGESTED)
 
 
@@ -294,9 +363,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same rows")
     parser.add_argument("--output", type=Path, required=True, help="a directory of Parquet part files")
     parser.add_argument("--block-rows", type=int, default=BLOCK_ROWS, help="rows per part file")
-    parser.add_argument("--ingested-as", metavar="SOURCE", default=None,
-                        help="write what the ingest stage writes (text fields, source_file SOURCE, source_row): "
-                             "a stand-in for data/interim/declarations.parquet")
+    parser.add_argument(
+        "--ingested-as",
+        metavar="SOURCE",
+        default=None,
+        help="write what the ingest stage writes (text fields, source_file SOURCE, source_row): "
+        "a stand-in for data/interim/declarations.parquet",
+    )
     args = parser.parse_args(argv)
     if args.rows < 1 or args.block_rows < 1:
         parser.error("--rows and --block-rows must be at least 1")
@@ -304,8 +377,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.output} exists and is not a directory of part files: not overwriting it")
     started = time.perf_counter()
     parts = write_parts(args.rows, args.seed, args.output, args.block_rows, args.ingested_as)
-    print(f"wrote {args.rows:,} synthetic declarations (seed {args.seed}) in {parts} part(s) to {args.output} "
-          f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(
+        f"wrote {args.rows:,} synthetic declarations (seed {args.seed}) in {parts} part(s) to {args.output} "
+        f"in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -84,7 +84,9 @@ def batch_baseline(bundle: Path, input_path: Path, breakdown_rows: int, max_reas
     return result
 
 
-def score_breakdown(model: RiskModel, records: pd.DataFrame | list[dict], max_reasons: int, reasons: str = "selected") -> dict:
+def score_breakdown(
+    model: RiskModel, records: pd.DataFrame | list[dict], max_reasons: int, reasons: str = "selected"
+) -> dict:
     """Seconds per step of `score_declarations` + `RiskModel.score`, called step by step."""
     steps = {}
 
@@ -203,7 +205,8 @@ def scoring(
         # the online checker beside the pandera pass it replaced, on the same records
         "validation_ms": {
             "online_single": fastest_seconds(lambda: check_requests(pool[:1]), repeats) * 1e3,
-            "pandera_single": fastest_seconds(lambda: check_declarations(pd.DataFrame(pool[:1]), RECORD), repeats) * 1e3,
+            "pandera_single": fastest_seconds(lambda: check_declarations(pd.DataFrame(pool[:1]), RECORD), repeats)
+            * 1e3,
             "online_batch": fastest_seconds(lambda: check_requests(sent), repeats) * 1e3,
             "pandera_batch": fastest_seconds(lambda: check_declarations(pd.DataFrame(sent), RECORD), repeats) * 1e3,
         },

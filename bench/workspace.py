@@ -59,7 +59,9 @@ def sample_kcs(source: Path, target: Path, rows: int | None, keep: Iterable[str]
 def workspace_env(root: Path, pythonpath: str | None = None) -> dict[str, str]:
     """The environment of everything run in the workspace: its MLflow store, BentoML home and
     audit store (data/serving/audit.db)."""
-    return server_env(root / ".bentoml", root / "data/serving/audit.db", mlflow_db=root / "mlflow.db", pythonpath=pythonpath)
+    return server_env(
+        root / ".bentoml", root / "data/serving/audit.db", mlflow_db=root / "mlflow.db", pythonpath=pythonpath
+    )
 
 
 @dataclass

@@ -118,9 +118,7 @@ LAYOUTS = {layout.name: layout for layout in [KCS]}
 def read_source_chunks(path: str | Path, layout: SourceLayout, rows: int | None) -> Iterator[pd.DataFrame]:
     """A source CSV `rows` rows at a time (None: in one piece), so a national export never has
     to fit in memory; every value is read as a string, so leading zeros survive."""
-    with pd.read_csv(
-        path, dtype=str, keep_default_na=False, na_values=[""], chunksize=rows, iterator=True
-    ) as reader:
+    with pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], chunksize=rows, iterator=True) as reader:
         for chunk in reader:
             yield layout.to_canonical(chunk)
 

@@ -141,10 +141,7 @@ class EntityDays:
     def per_key(self, keys: np.ndarray) -> pd.DataFrame:
         """Totals over the whole history, one row per key: what serving looks up."""
         n_keys = len(keys)
-        frame = {
-            column: np.bincount(self.block_code, totals, n_keys)
-            for column, totals in self.block_totals.items()
-        }
+        frame = {column: np.bincount(self.block_code, totals, n_keys) for column, totals in self.block_totals.items()}
         day = self.block_day.astype("float64")
         first = np.full(n_keys, np.inf)
         np.minimum.at(first, self.block_code, day)
@@ -279,9 +276,7 @@ class FeatureState:
     ) -> FeatureState:
         """The state from each entity's totals and the history's declared values (or a frame of
         its distinct values: categories and the last date are all that is read)."""
-        categories = {
-            column: sorted(history[column].dropna().unique().tolist()) for column in categorical
-        }
+        categories = {column: sorted(history[column].dropna().unique().tolist()) for column in categorical}
         history_end = str(history["declaration_date"].max().date())
         return cls(totals, categories, float(smoothing), history_end)
 
@@ -311,10 +306,7 @@ class FeatureState:
             else:
                 parts = [strings[column] for column in entity.columns]
                 positions = np.fromiter(
-                    (
-                        unseen if None in key else get(_KEY_SEPARATOR.join(key), unseen)
-                        for key in zip(*parts)
-                    ),
+                    (unseen if None in key else get(_KEY_SEPARATOR.join(key), unseen) for key in zip(*parts)),
                     dtype=np.intp,
                     count=rows,
                 )
@@ -341,9 +333,11 @@ class FeatureState:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        table = pd.concat(
-            [frame.assign(entity=name) for name, frame in self.totals.items()]
-        ).rename_axis("key").reset_index()
+        table = (
+            pd.concat([frame.assign(entity=name) for name, frame in self.totals.items()])
+            .rename_axis("key")
+            .reset_index()
+        )
         table.to_parquet(directory / "entity_totals.parquet", index=False)
         self.version = hashlib.sha256((directory / "entity_totals.parquet").read_bytes()).hexdigest()
         meta = {

@@ -119,7 +119,9 @@ def _entity_features(entity) -> list[Feature]:
             Feature(
                 f"{name}_first_time",
                 f"1 when this is the {plain}'s first declaration",
-                lambda ctx: f"{who(ctx)}: first declaration ever" if ctx[f"{name}_first_time"] else f"{who(ctx)}: known",
+                lambda ctx: (
+                    f"{who(ctx)}: first declaration ever" if ctx[f"{name}_first_time"] else f"{who(ctx)}: known"
+                ),
             )
         )
     return features
@@ -286,7 +288,11 @@ _SERVING_COLUMNS = list(
         [
             *(column for entity in ENTITIES for column in entity.columns if column != "hs_chapter"),
             *(column for column in CATEGORICAL if column != "hs_chapter"),
-            "hs6_code", "declaration_date", "item_price", "net_mass_kg", "tax_rate",
+            "hs6_code",
+            "declaration_date",
+            "item_price",
+            "net_mass_kg",
+            "tax_rate",
         ]
     )
 )

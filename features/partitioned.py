@@ -104,14 +104,20 @@ def featurize_history(
         started = time.perf_counter()
         rows_per_part, categories, history_end = sort_into_time_order(source, work / "sorted", window, part_rows)
         sorted_at = time.perf_counter()
-        print(f"featurize: {sum(rows_per_part):,} rows in time order, {len(rows_per_part)} parts "
-              f"({sorted_at - started:.1f}s)", flush=True)
+        print(
+            f"featurize: {sum(rows_per_part):,} rows in time order, {len(rows_per_part)} parts "
+            f"({sorted_at - started:.1f}s)",
+            flush=True,
+        )
         totals = {}
         for entity, rows, entity_totals in entities(work / "sorted", rows_per_part):
             _write_counts(rows, rows_per_part, work / "counts" / entity.name)
             totals[entity.name] = entity_totals
-            print(f"featurize: entity {entity.name}: {len(entity_totals):,} keys "
-                  f"({time.perf_counter() - sorted_at:.1f}s)", flush=True)
+            print(
+                f"featurize: entity {entity.name}: {len(entity_totals):,} keys "
+                f"({time.perf_counter() - sorted_at:.1f}s)",
+                flush=True,
+            )
         state = FeatureState(totals, categories, float(smoothing), history_end)
         _write_matrix(work, len(rows_per_part), state, matrix_dir)
         state.save(state_dir)

@@ -644,8 +644,10 @@ def check_requests(records: pd.DataFrame | list[dict]) -> Checked | CheckedReque
         return check_declarations(pd.DataFrame(records), RECORD)
     count = len(records)
     rows = range(count)
-    typed_dates = isinstance(records, pd.DataFrame) and "declaration_date" in sent and (
-        pd.api.types.is_datetime64_any_dtype(records["declaration_date"])
+    typed_dates = (
+        isinstance(records, pd.DataFrame)
+        and "declaration_date" in sent
+        and (pd.api.types.is_datetime64_any_dtype(records["declaration_date"]))
     )
     failures, columns = [], {}
     for field in DECLARATION_FIELDS:

@@ -20,9 +20,7 @@ from models.calibration import Calibration
 from models.contributions import PathContributions
 from models.lanes import LanePolicy
 
-RESULT_COLUMNS = [
-    "declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"
-]
+RESULT_COLUMNS = ["declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"]
 DECLARED_DUTY = FEATURE_NAMES.index("duty_exposure")  # item_price * tax_rate / 100, as a feature
 
 
@@ -113,7 +111,9 @@ def reasons_for(
     for name, column in inputs.records.items():
         column = inputs.fields.get(name, column)
         # dates as the Timestamps a frame's row holds, not numpy's integer nanoseconds
-        context_columns[name] = pd.DatetimeIndex(column[at]).tolist() if column.dtype.kind == "M" else column[at].tolist()
+        context_columns[name] = (
+            pd.DatetimeIndex(column[at]).tolist() if column.dtype.kind == "M" else column[at].tolist()
+        )
     for name in ("hs_chapter", "day", "log_value_per_kg"):
         context_columns[name] = inputs.fields[name][at].tolist()
     names = list(context_columns)
@@ -143,13 +143,17 @@ def policy_reason(assessed: Assessment, row: int, learned_duty: bool) -> dict | 
         duty = duty_at_risk / risk if risk > 0 else 0.0
         estimate = "expected recovered duty" if learned_duty else "declared duty"
         return {
-            "feature": "duty_at_risk", "value": duty_at_risk, "contribution": None,
+            "feature": "duty_at_risk",
+            "value": duty_at_risk,
+            "contribution": None,
             "text": f"{estimate} {duty:,.0f} at {risk:.0%} fraud risk",
         }
     if source == "critical":
         critical = float(assessed.critical[row])
         return {
-            "feature": "critical_score", "value": critical, "contribution": None,
+            "feature": "critical_score",
+            "value": critical,
+            "contribution": None,
             "text": f"{critical:.1%} risk of critical (public-safety) fraud, at {risk:.0%} fraud risk",
         }
     return None
@@ -167,6 +171,7 @@ class RiskModel:
     # expected recovered duty of a fraud, learned from inspections' additional_duty where history
     # holds enough of it; None: the declared duty is the estimate (docs/api.md, duty_at_risk)
     duty_booster: lgb.Booster | None = None
+
     @functools.cached_property
     def path_contributions(self) -> PathContributions:
         """The fraud booster's per-leaf attribution table (models.contributions): built by `load`
@@ -178,7 +183,9 @@ class RiskModel:
         `pred_contrib`'s shape (one column per feature, then the bias), summing to the raw score."""
         return self.path_contributions(matrix)
 
-    def score(self, records: pd.DataFrame | Declarations, max_reasons: int = 3, reasons: str = "selected") -> pd.DataFrame:
+    def score(
+        self, records: pd.DataFrame | Declarations, max_reasons: int = 3, reasons: str = "selected"
+    ) -> pd.DataFrame:
         """Scores, lanes and reasons for typed canonical declarations (a frame or its columns), in their order. Reasons
         ("selected": red and yellow declarations; "all"; "none") cost a leaf-index predict and a
         table lookup each (models.contributions), so only the declarations that carry them pay for it."""
@@ -254,9 +261,7 @@ class InvalidDeclarations(ValueError):
 
     def __init__(self, failures: pd.DataFrame):
         self.failures = failures
-        shown = "; ".join(
-            f"row {f.index}: {f.field} {f.message}" for f in failures.head(20).itertuples()
-        )
+        shown = "; ".join(f"row {f.index}: {f.field} {f.message}" for f in failures.head(20).itertuples())
         more = f" (and {len(failures) - 20} more)" if len(failures) > 20 else ""
         super().__init__(f"{len(failures)} invalid field(s): {shown}{more}")
 

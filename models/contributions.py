@@ -43,7 +43,9 @@ def _trees(booster: lgb.Booster):
         fields = dict(line.split("=", 1) for line in block.split("\n\n", 1)[0].split("\n")[1:] if "=" in line)
         if fields.get("is_linear", "0").strip() != "0":
             raise ValueError("path contributions need constant leaves, not linear trees (linear_tree)")
-        tree = {key: np.array(fields[key].split(), dtype=np.float64) for key in wanted - {"num_leaves"} if key in fields}
+        tree = {
+            key: np.array(fields[key].split(), dtype=np.float64) for key in wanted - {"num_leaves"} if key in fields
+        }
         tree["num_leaves"] = int(fields["num_leaves"])
         yield tree
 
@@ -129,7 +131,5 @@ class PathContributions:
         trees = leaves.shape[1]  # the trees predict uses (best_iteration, when the booster has one)
         columns = (leaves + self.offsets[:trees]).ravel()
         indptr = np.arange(0, columns.size + 1, trees, dtype=np.int64)
-        one_hot = scipy.sparse.csr_matrix(
-            (np.ones(columns.size), columns, indptr), shape=(len(x), self.n_leaves)
-        )
+        one_hot = scipy.sparse.csr_matrix((np.ones(columns.size), columns, indptr), shape=(len(x), self.n_leaves))
         return (one_hot @ self.table).toarray()

@@ -151,4 +151,8 @@ class LanePolicy(LaneShares):
             for name, value in self.to_dict().items()
             if name != "exploration_key"
         }
-        return {**shown, "red_share": self.red_share, "order": {"red": list(RED_SOURCES), "yellow": list(YELLOW_SOURCES)}}
+        return {
+            **shown,
+            "red_share": self.red_share,
+            "order": {"red": list(RED_SOURCES), "yellow": list(YELLOW_SOURCES)},
+        }

@@ -54,9 +54,7 @@ def targeting_metrics(
 LANE_FIGURES = ("share", "hit_rate", "fraud_share", "duty_share", "critical_share")
 
 
-def lane_metrics(
-    lane: np.ndarray, fraud: np.ndarray, critical: np.ndarray, duty: np.ndarray
-) -> dict[str, float]:
+def lane_metrics(lane: np.ndarray, fraud: np.ndarray, critical: np.ndarray, duty: np.ndarray) -> dict[str, float]:
     """The lane policy as packaged, per lane: its share of declarations, its hit rate (share of
     fraud), and the shares of all frauds, of the duty at risk on frauds and of critical frauds
     it holds. Keys `lane_<lane>_<figure>`, and `lane_red_yellow_critical_share`."""

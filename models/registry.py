@@ -91,9 +91,9 @@ def register_version(
         champion_run = client.get_run(current.run_id)
         champion_metrics = champion_run.data.metrics
         champion_value = champion_metrics.get(metric)
-        same_window = champion_run.data.tags.get("validation_window") == client.get_run(
-            run_id
-        ).data.tags.get("validation_window")
+        same_window = champion_run.data.tags.get("validation_window") == client.get_run(run_id).data.tags.get(
+            "validation_window"
+        )
         decision["champion_value"] = champion_value
         decision["previous_champion"] = str(current.version)
         if champion_value is None or not same_window:

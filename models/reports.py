@@ -46,9 +46,7 @@ def _refitted_lanes(policy: LanePolicy, scores: pd.DataFrame, ids: list[str], **
     return lane_metrics(lane, scores["fraud"], scores["critical_fraud"], scores["duty_exposure"])
 
 
-def lane_frontier(
-    policy: LanePolicy, scores: pd.DataFrame, step: float = 0.005
-) -> pd.DataFrame:
+def lane_frontier(policy: LanePolicy, scores: pd.DataFrame, step: float = 0.005) -> pd.DataFrame:
     """The same red capacity split every way on a grid of `step`: for each split of the policy's
     red share between value and critical picks (fraud risk takes the rest), the red lane's hit
     rate and the shares of the duty at risk and of critical frauds it holds. Yellow and
@@ -63,9 +61,15 @@ def lane_frontier(
             figures = _refitted_lanes(
                 policy, scores, ids, red_risk_share=risk, red_value_share=value, red_critical_share=critical
             )
-            rows.append({"setting_risk": risk, "setting_value": value, "setting_critical": critical,
-                         **{f"red_{name}": figures[f"lane_red_{name}"] for name in LANE_FIGURES},
-                         "red_yellow_critical_share": figures["lane_red_yellow_critical_share"]})
+            rows.append(
+                {
+                    "setting_risk": risk,
+                    "setting_value": value,
+                    "setting_critical": critical,
+                    **{f"red_{name}": figures[f"lane_red_{name}"] for name in LANE_FIGURES},
+                    "red_yellow_critical_share": figures["lane_red_yellow_critical_share"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -79,9 +83,13 @@ def yellow_frontier(policy: LanePolicy, scores: pd.DataFrame, step: float = 0.01
     for critical in np.round(np.arange(0, policy.yellow_share + step / 2, step), 6):
         critical = min(float(critical), policy.yellow_share)
         figures = _refitted_lanes(policy, scores, ids, yellow_critical_share=critical)
-        rows.append({"setting_yellow_critical": critical,
-                     **{f"yellow_{name}": figures[f"lane_yellow_{name}"] for name in LANE_FIGURES},
-                     "red_yellow_critical_share": figures["lane_red_yellow_critical_share"]})
+        rows.append(
+            {
+                "setting_yellow_critical": critical,
+                **{f"yellow_{name}": figures[f"lane_yellow_{name}"] for name in LANE_FIGURES},
+                "red_yellow_critical_share": figures["lane_red_yellow_critical_share"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -90,7 +98,10 @@ def plot_lane_frontier(frontier: pd.DataFrame, policy: LanePolicy, path: Path) -
     picks its point; the packaged one is ringed."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
     points = ax.scatter(
-        frontier["red_critical_share"], frontier["red_duty_share"], c=frontier["red_hit_rate"], cmap="viridis",
+        frontier["red_critical_share"],
+        frontier["red_duty_share"],
+        c=frontier["red_hit_rate"],
+        cmap="viridis",
         s=40 + 400 * frontier["setting_value"],
     )
     fig.colorbar(points, ax=ax, label="red hit rate (share of fraud)")
@@ -98,11 +109,20 @@ def plot_lane_frontier(frontier: pd.DataFrame, policy: LanePolicy, path: Path) -
         np.isclose(frontier["setting_value"], policy.red_value_share)
         & np.isclose(frontier["setting_critical"], policy.red_critical_share)
     ]
-    ax.scatter(chosen["red_critical_share"], chosen["red_duty_share"], s=260, facecolors="none", edgecolors="red",
-               linewidths=2, label="packaged split")
+    ax.scatter(
+        chosen["red_critical_share"],
+        chosen["red_duty_share"],
+        s=260,
+        facecolors="none",
+        edgecolors="red",
+        linewidths=2,
+        label="packaged split",
+    )
     ax.set(
-        xlabel="share of critical frauds held by red", ylabel="share of duty at risk (frauds) held by red",
-        xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+        xlabel="share of critical frauds held by red",
+        ylabel="share of duty at risk (frauds) held by red",
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),
     )
     ax.set_title(f"Splits of the same red capacity ({policy.red_share:.1%} by score; marker size: value share)")
     ax.grid(alpha=0.3)
@@ -118,8 +138,9 @@ def plot_yellow_frontier(frontier: pd.DataFrame, policy: LanePolicy, path: Path)
     ax.plot(x, frontier["yellow_hit_rate"], marker="o", label="yellow hit rate (share of fraud)")
     ax.plot(x, frontier["yellow_fraud_share"], marker="o", label="frauds held by yellow")
     ax.axvline(policy.yellow_critical_share, color="red", linestyle="--", label="packaged split")
-    ax.set(xlabel=f"part of yellow ({policy.yellow_share:.0%} of declarations) taken by critical score",
-           ylim=(-0.02, 1.02))
+    ax.set(
+        xlabel=f"part of yellow ({policy.yellow_share:.0%} of declarations) taken by critical score", ylim=(-0.02, 1.02)
+    )
     ax.set_title("Splits of the same yellow capacity (red as packaged)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", fontsize="small")
@@ -198,7 +219,12 @@ def _tuning_sample(tuning: dict) -> str:
 
 
 def model_card(
-    identity: dict, windows: dict, metrics: dict, lanes: dict, tuning: dict, rates: list[float],
+    identity: dict,
+    windows: dict,
+    metrics: dict,
+    lanes: dict,
+    tuning: dict,
+    rates: list[float],
     duty_estimate: str = "risk x declared duty",
 ) -> str:
     """Markdown for the registry version: what it was trained on, how it did, where it is weak.
@@ -220,36 +246,36 @@ def model_card(
         f"| {metrics[f'lane_{lane}_critical_share']:.3f} |"
         for lane in ("red", "yellow", "green")
     )
-    return f"""# Model card: customs-risk (run {identity['run_id']})
+    return f"""# Model card: customs-risk (run {identity["run_id"]})
 
 Classifies import declarations by the probability that inspection finds fraud (`risk_score`) or
 critical fraud (`critical_score`), and routes them to inspection lanes.
 
 ## Data
-- History: {windows['train_start']} .. {windows['valid_end']} (KCS format; data version `{identity['data_version']}`).
-- Validation window: {windows['valid_start']} .. {windows['valid_end']} ({int(metrics['validation_rows']):,} declarations).
-- Code version: `{identity['git_commit']}`.
+- History: {windows["train_start"]} .. {windows["valid_end"]} (KCS format; data version `{identity["data_version"]}`).
+- Validation window: {windows["valid_start"]} .. {windows["valid_end"]} ({int(metrics["validation_rows"]):,} declarations).
+- Code version: `{identity["git_commit"]}`.
 
 ## Validation-window targeting metrics
 | inspected | precision | recall | duty recovered | critical recall |
 | --- | --- | --- | --- | --- |
 {rows}
 
-ROC AUC {metrics.get('roc_auc', float('nan')):.3f}, PR AUC {metrics.get('pr_auc', float('nan')):.3f},
-Brier {metrics['brier']:.4f}; critical ROC AUC {metrics.get('critical_roc_auc', float('nan')):.3f},
-critical Brier {metrics['critical_brier']:.4f}.
+ROC AUC {metrics.get("roc_auc", float("nan")):.3f}, PR AUC {metrics.get("pr_auc", float("nan")):.3f},
+Brier {metrics["brier"]:.4f}; critical ROC AUC {metrics.get("critical_roc_auc", float("nan")):.3f},
+critical Brier {metrics["critical_brier"]:.4f}.
 
 ## Lanes (fixed at training, from validation-window scores)
-Red by score {lanes['red_share']:.1%}: critical score {lanes['red_critical_share']:.1%}, then duty at risk
-{lanes['red_value_share']:.1%} ({duty_estimate}), then fraud risk {lanes['red_risk_share']:.1%};
-{lanes['exploration_share']:.1%} of would-be-green declarations are inspected at random. Yellow
-{lanes['yellow_share']:.1%}: critical score {lanes['yellow_critical_share']:.1%}, then fraud risk.
+Red by score {lanes["red_share"]:.1%}: critical score {lanes["red_critical_share"]:.1%}, then duty at risk
+{lanes["red_value_share"]:.1%} ({duty_estimate}), then fraud risk {lanes["red_risk_share"]:.1%};
+{lanes["exploration_share"]:.1%} of would-be-green declarations are inspected at random. Yellow
+{lanes["yellow_share"]:.1%}: critical score {lanes["yellow_critical_share"]:.1%}, then fraud risk.
 
 | lane | share | hit rate | frauds held | duty at risk held | critical frauds held |
 | --- | --- | --- | --- | --- | --- |
 {lane_rows}
 
-Red and yellow together hold {metrics['lane_red_yellow_critical_share']:.1%} of critical frauds.
+Red and yellow together hold {metrics["lane_red_yellow_critical_share"]:.1%} of critical frauds.
 
 ## Parameters
 Fraud model: {shown_params}

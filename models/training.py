@@ -107,9 +107,7 @@ class MatrixRows(lgb.Sequence):
         """Matrix rows [start, stop) (absolute) as one float array."""
         starts = self.matrix.group_starts
         first, last = np.searchsorted(starts, [start, stop - 1], side="right") - 1
-        pieces = [
-            self._group(g)[max(start - starts[g], 0) : stop - starts[g]] for g in range(first, last + 1)
-        ]
+        pieces = [self._group(g)[max(start - starts[g], 0) : stop - starts[g]] for g in range(first, last + 1)]
         return np.concatenate(pieces) if pieces else np.empty((0, len(FEATURE_NAMES)))
 
     def subset(self, mask: np.ndarray) -> MatrixRows:
@@ -136,7 +134,12 @@ def dataset(
     # its own, and scores the state's categorical frames and their codes alike
     data = x if isinstance(x, MatrixRows) else model_input(x).to_numpy()
     return lgb.Dataset(
-        data, y, reference=reference, weight=weight, feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL,
+        data,
+        y,
+        reference=reference,
+        weight=weight,
+        feature_name=FEATURE_NAMES,
+        categorical_feature=CATEGORICAL,
         free_raw_data=False,
     )
 
@@ -147,7 +150,10 @@ def predict(booster: lgb.Booster, x: Data, **options) -> np.ndarray:
         return booster.predict(model_input(x), **options)
     step = x.batch_size
     return np.concatenate(
-        [booster.predict(x.batch(start, min(start + step, x.stop)), **options) for start in range(x.start, x.stop, step)]
+        [
+            booster.predict(x.batch(start, min(start + step, x.stop)), **options)
+            for start in range(x.start, x.stop, step)
+        ]
         or [np.empty(0)]
     )
 
@@ -157,8 +163,9 @@ def fit_early_stopped(
 ) -> lgb.Booster:
     """Trees are added while the validation window improves; the booster keeps the best count."""
     train_set = dataset(train_x, train_y)
-    return _early_stopped(booster_params(train_params), train_set, dataset(valid_x, valid_y, reference=train_set),
-                          train_params)
+    return _early_stopped(
+        booster_params(train_params), train_set, dataset(valid_x, valid_y, reference=train_set), train_params
+    )
 
 
 def _early_stopped(params: dict, train_set: lgb.Dataset, valid_set: lgb.Dataset, train_params: dict) -> lgb.Booster:
@@ -193,8 +200,9 @@ class Trainer(Protocol):
     """Where boosters are fitted: this process (the module's functions), or a Dask cluster
     (`models.cluster.ClusterTrainer`). Everything else about a target is the same."""
 
-    def fit_early_stopped(self, train_x: Data, train_y: np.ndarray, valid_x: Data, valid_y: np.ndarray,
-                          train_params: dict) -> lgb.Booster: ...
+    def fit_early_stopped(
+        self, train_x: Data, train_y: np.ndarray, valid_x: Data, valid_y: np.ndarray, train_params: dict
+    ) -> lgb.Booster: ...
 
     def fit_rounds(self, x: Data, y: np.ndarray, train_params: dict, rounds: int) -> lgb.Booster: ...
 
@@ -230,8 +238,13 @@ DUTY_OBJECTIVE = {"objective": "tweedie", "metric": "tweedie"}
 
 
 def fit_duty(
-    x: Data, duty: np.ndarray, fraud: np.ndarray, is_train: np.ndarray, is_valid: np.ndarray,
-    train_params: dict, min_rows: int,
+    x: Data,
+    duty: np.ndarray,
+    fraud: np.ndarray,
+    is_train: np.ndarray,
+    is_valid: np.ndarray,
+    train_params: dict,
+    min_rows: int,
 ) -> FittedDuty | None:
     """The duty an inspection of a fraud recovers, learned from the frauds whose outcome reported
     it (`additional_duty`), or None when either window holds fewer than `min_rows` of them: the

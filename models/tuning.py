@@ -46,8 +46,10 @@ FRAUD = Objective(
 CRITICAL = Objective(
     "critical_fraud",
     lambda f: f["pr_auc"],
-    lambda s, y: {"pr_auc": float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else 0.0,
-                  "recall_at_5": recall_at(s, y, 5)},
+    lambda s, y: {
+        "pr_auc": float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else 0.0,
+        "recall_at_5": recall_at(s, y, 5),
+    },
 )
 
 
@@ -108,4 +110,3 @@ def tune(
     best = {**base_params, **study.best_params}
     table = study.trials_dataframe(attrs=("number", "value", "params", "user_attrs"))
     return best, table
-

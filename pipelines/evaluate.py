@@ -54,7 +54,9 @@ def main() -> None:
         yellow.to_csv(path, index=False)
     valid_start = pd.Timestamp(params["windows"]["valid_start"])
     valid_rows = (
-        pd.read_parquet(MATRIX, columns=["declaration_id", *FEATURE_NAMES], filters=[("declaration_date", ">=", valid_start)])
+        pd.read_parquet(
+            MATRIX, columns=["declaration_id", *FEATURE_NAMES], filters=[("declaration_date", ">=", valid_start)]
+        )
         .set_index("declaration_id")
         .loc[scores["declaration_id"], FEATURE_NAMES]
     )
@@ -71,11 +73,15 @@ def main() -> None:
         ),
         plot_bars(
             pd.Series(model.fraud_booster.feature_importance("gain"), index=FEATURE_NAMES),
-            "Fraud model: feature importance (total gain)", "gain", PLOTS / "importance_gain.png",
+            "Fraud model: feature importance (total gain)",
+            "gain",
+            PLOTS / "importance_gain.png",
         ),
         plot_bars(
             pd.Series(abs(contributions).mean(axis=0), index=FEATURE_NAMES),
-            "Fraud model: mean |contribution| on the validation window", "log-odds", PLOTS / "contributions.png",
+            "Fraud model: mean |contribution| on the validation window",
+            "log-odds",
+            PLOTS / "contributions.png",
         ),
     ]
 
@@ -84,7 +90,9 @@ def main() -> None:
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     identity = {"run_id": run_id, "data_version": tags.get("data_version"), "git_commit": tags.get("git_commit")}
     duty_estimate = "risk x expected recovered duty, learned" if model.duty_booster else "risk x declared duty"
-    card = model_card(identity, params["windows"], metrics, model.lanes.describe(), read_json(TUNED), rates, duty_estimate)
+    card = model_card(
+        identity, params["windows"], metrics, model.lanes.describe(), read_json(TUNED), rates, duty_estimate
+    )
     with staged_output(MODEL_CARD) as path:
         path.write_text(card)
     with mlflow.start_run(run_id=run_id):

@@ -19,8 +19,12 @@ def main() -> None:
     entities = cluster_entities(client) if client else local_entities
     with staged_output(MATRIX) as matrix, staged_output(STATE) as state:
         info = featurize_history(
-            VALIDATED, matrix, state, (windows["train_start"], windows["valid_end"]),
-            params["features"]["smoothing"], entities,
+            VALIDATED,
+            matrix,
+            state,
+            (windows["train_start"], windows["valid_end"]),
+            params["features"]["smoothing"],
+            entities,
         )
     print(f"featurize: {info['rows']:,} rows in {info['seconds']:.1f}s -> {MATRIX}, state -> {STATE}")
 

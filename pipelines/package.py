@@ -23,7 +23,14 @@ from serving.loading import file_digests, tree_digest, verify_files
 from serving.settings import Settings, use_stores
 
 SERVICE = "serving.service:CustomsRisk"
-SERVING_LIMITS = ("max_batch", "max_reasons", "max_body_bytes", "timeout_seconds", "body_timeout_seconds", "drift_window")
+SERVING_LIMITS = (
+    "max_batch",
+    "max_reasons",
+    "max_body_bytes",
+    "timeout_seconds",
+    "body_timeout_seconds",
+    "drift_window",
+)
 FILES_TAG = "files_sha256"
 
 
@@ -91,8 +98,10 @@ def main() -> None:
         args={"model_tag": str(model.tag)},
     )
     write_json(PACKAGE, {"model": str(model.tag), "bento": str(bento.tag), FILES_TAG: model.info.metadata[FILES_TAG]})
-    print(f"package: model {model.tag} ({FILES_TAG} {model.info.metadata[FILES_TAG][:12]}) -> bento {bento.tag} "
-          f"in {os.environ.get('BENTOML_HOME', '~/bentoml')}")
+    print(
+        f"package: model {model.tag} ({FILES_TAG} {model.info.metadata[FILES_TAG][:12]}) -> bento {bento.tag} "
+        f"in {os.environ.get('BENTOML_HOME', '~/bentoml')}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,12 @@ def main() -> None:
     rule = ChampionRule(params["champion_metric"], tuple(params["guard_metrics"]), params["guard_tolerance"])
     configure_tracking()
     decision = register_version(
-        run["model_uri"], params["model_name"], run["run_id"], read_json(METRICS), rule, model_card=MODEL_CARD.read_text()
+        run["model_uri"],
+        params["model_name"],
+        run["run_id"],
+        read_json(METRICS),
+        rule,
+        model_card=MODEL_CARD.read_text(),
     )
     write_json(REGISTRATION, decision)
     print(f"register: {decision['name']} version {decision['version']} -> {decision['alias']} ({decision['reason']})")

@@ -24,7 +24,9 @@ from pipelines.paths import BUNDLE, MATRIX, RUN, STATE, TRIALS, TUNED, VALIDATED
 def input_example(windows: dict) -> pd.DataFrame:
     """Real declarations from the validation window, as a client would send them."""
     history = pd.read_parquet(
-        VALIDATED, columns=DECLARATION_FIELDS, filters=[("declaration_date", ">=", pd.Timestamp(windows["valid_start"]))]
+        VALIDATED,
+        columns=DECLARATION_FIELDS,
+        filters=[("declaration_date", ">=", pd.Timestamp(windows["valid_start"]))],
     )
     recent = history.head(3).copy()
     recent["declaration_date"] = recent["declaration_date"].dt.strftime("%Y-%m-%d")
@@ -51,12 +53,18 @@ def main() -> None:
     )
     # in-process on every trainer: one booster on the few frauds whose outcome reported a duty
     duty = fit_duty(
-        x, matrix.column(RECOVERED_DUTY), matrix.column("fraud"), is_train, is_valid, train_params,
+        x,
+        matrix.column(RECOVERED_DUTY),
+        matrix.column("fraud"),
+        is_train,
+        is_valid,
+        train_params,
         params["duty_model"]["min_rows"],
     )
     first_valid = int(is_valid.argmax())
     scores = matrix.frame(
-        first_valid, first_valid + int(is_valid.sum()),
+        first_valid,
+        first_valid + int(is_valid.sum()),
         ["declaration_id", "declaration_date", "fraud", "critical_fraud", "duty_exposure"],
     )
     expected_duty = scores["duty_exposure"].to_numpy() if duty is None else duty.validation_estimates
@@ -67,11 +75,17 @@ def main() -> None:
     )
     # thresholds from out-of-sample scores, so served shares match the capacity set
     lanes = LanePolicy.fit(
-        LaneShares.from_params(serving), serving["exploration_key"],
-        scores["risk_score"], scores["critical_score"], scores["duty_at_risk"],
+        LaneShares.from_params(serving),
+        serving["exploration_key"],
+        scores["risk_score"],
+        scores["critical_score"],
+        scores["duty_at_risk"],
     )
     scores["lane"], scores["selected_by"] = lanes.assign(
-        scores["risk_score"], scores["critical_score"], scores["duty_at_risk"], scores["declaration_id"].astype(str).tolist()
+        scores["risk_score"],
+        scores["critical_score"],
+        scores["duty_at_risk"],
+        scores["declaration_id"].astype(str).tolist(),
     )
     training_window = f"{windows['train_start']}..{windows['valid_end']}"
     validation_window = f"{windows['valid_start']}..{windows['valid_end']}"
@@ -98,8 +112,10 @@ def main() -> None:
         scores.to_parquet(path, index=False)
     elapsed = time.perf_counter() - started
     if duty is None:
-        print(f"train: duty at risk = risk x declared duty (fewer than {params['duty_model']['min_rows']:,} "
-              "frauds with a reported additional_duty in a window)")
+        print(
+            f"train: duty at risk = risk x declared duty (fewer than {params['duty_model']['min_rows']:,} "
+            "frauds with a reported additional_duty in a window)"
+        )
     else:
         print(f"train: duty at risk = risk x learned recovered duty ({duty.train_rows:,} + {duty.valid_rows:,} frauds)")
     print(
@@ -132,12 +148,20 @@ def main() -> None:
         mlflow.log_params({f"features.{k}": v for k, v in params["features"].items()})
         mlflow.log_params({f"serving.{k}": v for k, v in serving.items() if k != "exploration_key"})
         mlflow.log_params(
-            {"fraud_best_iteration": fraud.best_iteration, "fraud_refit_rounds": fraud.refit_rounds,
-             "critical_best_iteration": critical.best_iteration, "critical_refit_rounds": critical.refit_rounds}
+            {
+                "fraud_best_iteration": fraud.best_iteration,
+                "fraud_refit_rounds": fraud.refit_rounds,
+                "critical_best_iteration": critical.best_iteration,
+                "critical_refit_rounds": critical.refit_rounds,
+            }
         )
         mlflow.log_metric("train_seconds", elapsed)
-        mlflow.log_params({"duty_estimate": model.info["duty_estimate"], **{
-            f"duty_model.{k}": v for k, v in params["duty_model"].items()}})
+        mlflow.log_params(
+            {
+                "duty_estimate": model.info["duty_estimate"],
+                **{f"duty_model.{k}": v for k, v in params["duty_model"].items()},
+            }
+        )
         mlflow.log_artifact(str(VALIDATION_REPORT))  # what validate let through and held back
         output = model.score(example.assign(declaration_date=pd.to_datetime(example["declaration_date"])))
         output["reasons"] = output["reasons"].map(str)

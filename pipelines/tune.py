@@ -24,7 +24,9 @@ def main() -> None:
         outcome, table = {"params": base, "critical_params": base, "trials": 0}, pd.DataFrame()
         print("tune: tune.trials is 0: training with params.yaml `train` as is")
     else:
-        print(f"tune: {budget['trials']} trials on the {sample.sum():,} most recent of {is_train.sum():,} training rows")
+        print(
+            f"tune: {budget['trials']} trials on the {sample.sum():,} most recent of {is_train.sum():,} training rows"
+        )
         x = matrix.rows_between(0, matrix.rows)
         outcome, tables = {"trials": budget["trials"]}, []
         # each target its own search: the critical model ranks a rarer, different thing

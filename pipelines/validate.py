@@ -50,8 +50,10 @@ VALID_SCHEMA = pa.schema(
     [
         (
             name,
-            pa.timestamp("ns") if name == "declaration_date"
-            else pa.float64() if name in NUMERIC_FIELDS
+            pa.timestamp("ns")
+            if name == "declaration_date"
+            else pa.float64()
+            if name in NUMERIC_FIELDS
             else pa.large_string(),
         )
         for name in DECLARATION_FIELDS
@@ -105,9 +107,11 @@ def read_chunks(parts: list[Path], rows: int) -> Iterator[pd.DataFrame]:
     for part in parts:
         try:
             file = pq.ParquetFile(part)
-            batches = file.iter_batches(batch_size=rows) if file.metadata.num_rows else [
-                pa.RecordBatch.from_pylist([], schema=file.schema_arrow)
-            ]
+            batches = (
+                file.iter_batches(batch_size=rows)
+                if file.metadata.num_rows
+                else [pa.RecordBatch.from_pylist([], schema=file.schema_arrow)]
+            )
             for batch in batches:
                 yield batch.to_pandas()
         except (pa.ArrowException, OSError) as error:
@@ -198,8 +202,14 @@ class Tally:
 
     def report(self) -> dict:
         failed_checks = [
-            {"check": check, "field": name, "rule": rule, "rows": entry["rows"],
-             "example_values": entry["values"], "example_declaration_ids": entry["ids"]}
+            {
+                "check": check,
+                "field": name,
+                "rule": rule,
+                "rows": entry["rows"],
+                "example_values": entry["values"],
+                "example_declaration_ids": entry["ids"],
+            }
             for (check, name, rule), entry in self.checks.items()
         ]
         report = {
@@ -263,7 +273,9 @@ def validate_parts(parts: list[Path], rows_in: int, rules: Rules, valid_dir: Pat
     order, rejected rows appended to the `quarantine` file; the report."""
     repeats = find_repeats(_counted(read_chunks(parts, CHUNK_ROWS), rows_in, "hashed for repeats"))
     tally = Tally()
-    rejected_schema = pq.read_schema(parts[0]).remove_metadata().append(pa.field("rejection_reasons", pa.large_string()))
+    rejected_schema = (
+        pq.read_schema(parts[0]).remove_metadata().append(pa.field("rejection_reasons", pa.large_string()))
+    )
     valid_dir.mkdir()
     start = 0
     with pq.ParquetWriter(quarantine, rejected_schema) as writer:

@@ -143,7 +143,9 @@ def load_partner_keys(path: Path | None) -> dict[str, bytes]:
         try:
             text = key_path.read_bytes().decode("utf-8")
         except OSError as err:
-            raise PartnerKeysError(f"key file of partner {partner!r} ({key_path}) cannot be read ({err.strerror})") from None
+            raise PartnerKeysError(
+                f"key file of partner {partner!r} ({key_path}) cannot be read ({err.strerror})"
+            ) from None
         except UnicodeDecodeError:
             raise PartnerKeysError(f"key file of partner {partner!r} ({key_path}) is not UTF-8 text") from None
         if not text.strip():
@@ -218,8 +220,12 @@ def line_problems(number: int, line: str, keys: Mapping[str, bytes]) -> tuple[Al
     get = record.get
     if "alert_id" in record and (message := _text_problem(get("alert_id"), MAX_ID)):
         problems.append(problem("alert_id", message))
-    if "issued_by" in record and (not isinstance(get("issued_by"), str) or not re.fullmatch(CENTER_CODE, get("issued_by"))):
-        problems.append(problem("issued_by", "must be a partner code: 2 to 16 capital letters, digits, - or _, such as KZ"))
+    if "issued_by" in record and (
+        not isinstance(get("issued_by"), str) or not re.fullmatch(CENTER_CODE, get("issued_by"))
+    ):
+        problems.append(
+            problem("issued_by", "must be a partner code: 2 to 16 capital letters, digits, - or _, such as KZ")
+        )
     dates = {}
     for field in ("issued_on", "valid_until"):
         if field in record:
@@ -323,9 +329,8 @@ class AlertStore:
                 for start in range(0, len(alerts), 500):  # SQLite's limit on bound parameters
                     ids = [a.alert_id for a in alerts[start : start + 500]]
                     marks = ",".join("?" * len(ids))
-                    replaced += self._db.execute(
-                        f"SELECT count(*) FROM alerts WHERE alert_id IN ({marks})", ids  # noqa: S608 - marks only
-                    ).fetchone()[0]
+                    query = f"SELECT count(*) FROM alerts WHERE alert_id IN ({marks})"  # noqa: S608 - marks only
+                    replaced += self._db.execute(query, ids).fetchone()[0]
                 self._db.executemany(
                     "INSERT INTO alerts (alert_id, issued_by, issued_on, valid_until, target, value, lane, reason,"
                     " hashed, imported_at, import_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -344,7 +349,8 @@ class AlertStore:
 
     def alerts(self) -> list[Alert]:
         with self._lock:
-            return [_alert(row) for row in self._db.execute(f"SELECT {', '.join(FIELDS)} FROM alerts ORDER BY alert_id")]  # noqa: S608
+            query = f"SELECT {', '.join(FIELDS)} FROM alerts ORDER BY alert_id"  # noqa: S608 - fixed field names
+            return [_alert(row) for row in self._db.execute(query)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,7 +403,9 @@ class AlertIndex:
             else:
                 self.without_key.add(alert.issued_by)
         self.plain = {k: tuple(v) for k, v in plain.items()}
-        self.hashed = {issuer: (keys[issuer], {k: tuple(v) for k, v in table.items()}) for issuer, table in hashed.items()}
+        self.hashed = {
+            issuer: (keys[issuer], {k: tuple(v) for k, v in table.items()}) for issuer, table in hashed.items()
+        }
         self.lookups = 0  # dictionary lookups made by `matching`, for tests and benchmarks
 
     def __len__(self) -> int:
@@ -442,7 +450,9 @@ def alert_reason(alert: Alert) -> dict:
     }
 
 
-def apply_alerts(results: pd.DataFrame, records: pd.DataFrame | list[dict], index: AlertIndex, max_reasons: int) -> pd.DataFrame:
+def apply_alerts(
+    results: pd.DataFrame, records: pd.DataFrame | list[dict], index: AlertIndex, max_reasons: int
+) -> pd.DataFrame:
     """Lanes after partner alerts, for the declarations of `results` in the same order (after
     serving.rules.score_routed). A matching active alert raises the lane to its own when it is
     stricter and never lowers it; `selected_by` becomes "alert" unless the lane was already
@@ -451,7 +461,9 @@ def apply_alerts(results: pd.DataFrame, records: pd.DataFrame | list[dict], inde
     if not len(index) or results.empty:
         return results
     identifiers, dates = declaration_identifiers(records)
-    matched = {row: fired for row, (found, day) in enumerate(zip(identifiers, dates)) if (fired := index.matching(found, day))}
+    matched = {
+        row: fired for row, (found, day) in enumerate(zip(identifiers, dates)) if (fired := index.matching(found, day))
+    }
     if not matched:  # the usual case: the results as they are, not a copy
         return results
     lanes, selected_by, reasons = list(results["lane"]), list(results["selected_by"]), list(results["reasons"])
@@ -514,8 +526,10 @@ class LiveAlerts:
                 self.index = AlertIndex((_alert(row) for row in loaded or ()), self.keys)
                 self._stamp = stamp
                 if self.index.without_key:
-                    logger.warning("hashed alerts of %s cannot match: no key in RISK_PARTNER_KEYS",
-                                   ", ".join(sorted(self.index.without_key)))
+                    logger.warning(
+                        "hashed alerts of %s cannot match: no key in RISK_PARTNER_KEYS",
+                        ", ".join(sorted(self.index.without_key)),
+                    )
                 logger.info("partner alerts loaded from %s: %d alert(s)", self.path, len(self.index))
             return self.index
 
@@ -552,7 +566,11 @@ def _present(value) -> bool:
 
 
 def export_findings(
-    path: Path, since: dt.date, until: dt.date, center: str, key: bytes | None = None,
+    path: Path,
+    since: dt.date,
+    until: dt.date,
+    center: str,
+    key: bytes | None = None,
     valid_days: int = DEFAULT_VALID_DAYS,
 ) -> Findings:
     """The declarations whose outcome, inspected from `since` to `until` (both included), was
@@ -574,12 +592,15 @@ def export_findings(
         ).fetchone()[0]
     finally:
         db.close()
-    records = [(declaration_id, inspected_on, result, notes, json.loads(record))
-               for declaration_id, inspected_on, result, notes, record in rows]
+    records = [
+        (declaration_id, inspected_on, result, notes, json.loads(record))
+        for declaration_id, inspected_on, result, notes, record in rows
+    ]
     withheld = sorted(
         {str(r.get(f)) for *_, r in records for f in WITHHELD if _present(r.get(f))}
         | {d for d, *_ in records if _present(d)},
-        key=len, reverse=True,  # longest first: no identifier is left half-replaced
+        key=len,
+        reverse=True,  # longest first: no identifier is left half-replaced
     )
     alerts = []
     for declaration_id, inspected_on, result, notes, record in records:
@@ -599,12 +620,19 @@ def export_findings(
             if not _present(value):
                 continue
             value = str(value)
-            alerts.append(Alert(
-                alert_id=f"{center}-{reference}-{'IMP' if target == 'importer_id' else 'CTR'}",
-                issued_by=center, issued_on=declared, valid_until=until_day.isoformat(), target=target,
-                value=digest(key, value) if key is not None else value, lane="red",
-                reason=_one_line(reason), hashed=key is not None,
-            ))
+            alerts.append(
+                Alert(
+                    alert_id=f"{center}-{reference}-{'IMP' if target == 'importer_id' else 'CTR'}",
+                    issued_by=center,
+                    issued_on=declared,
+                    valid_until=until_day.isoformat(),
+                    target=target,
+                    value=digest(key, value) if key is not None else value,
+                    lane="red",
+                    reason=_one_line(reason),
+                    hashed=key is not None,
+                )
+            )
     return Findings(alerts, outcomes, outcomes - len(records))
 
 

@@ -160,7 +160,14 @@ class AuditStore:
         """Store outcomes; a later outcome for the same declaration replaces the earlier one."""
         received_at = _now()
         rows = [
-            (o["declaration_id"], o["inspected_on"], o["result"], o.get("notes"), received_at, _amount(o.get("additional_duty")))
+            (
+                o["declaration_id"],
+                o["inspected_on"],
+                o["result"],
+                o.get("notes"),
+                received_at,
+                _amount(o.get("additional_duty")),
+            )
             for o in outcomes
         ]
         self._write(
@@ -234,5 +241,7 @@ def export(path: Path, table: str, since: dt.date, until: dt.date) -> pd.DataFra
         # a store of an earlier layout, not opened for writing since: its decisions declared none
         for column in DECISION_IDENTIFIERS:
             if column not in rows.columns:
-                rows.insert(rows.columns.get_loc("reasons") + 1 + list(DECISION_IDENTIFIERS).index(column), column, None)
+                rows.insert(
+                    rows.columns.get_loc("reasons") + 1 + list(DECISION_IDENTIFIERS).index(column), column, None
+                )
     return rows

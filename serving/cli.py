@@ -57,7 +57,9 @@ def score(
     input: Path = typer.Option(..., "--input", exists=True, dir_okay=False, help="CSV or Parquet of declarations"),
     output: Path = typer.Option(..., "--output", help="where to write results, same format as the input"),
     reasons: str = typer.Option(
-        "selected", "--reasons", help="which declarations carry reasons: selected (red and yellow), all or none",
+        "selected",
+        "--reasons",
+        help="which declarations carry reasons: selected (red and yellow), all or none",
     ),
     max_reasons: int | None = typer.Option(
         None, help="reasons per declaration (default: the packaged serving.max_reasons, as the service)"
@@ -73,14 +75,17 @@ def score(
     from features.schema import RECORD, check_declarations
 
     if reasons not in REASON_CHOICES:
-        raise typer.BadParameter(f"expected one of {', '.join(REASON_CHOICES)}, got {reasons!r}", param_hint="--reasons")
+        raise typer.BadParameter(
+            f"expected one of {', '.join(REASON_CHOICES)}, got {reasons!r}", param_hint="--reasons"
+        )
     if input.suffix.lower() != output.suffix.lower():
         raise typer.BadParameter("the output must have the input's format (.csv or .parquet)", param_hint="--output")
     try:
         records = _read(input)
     except (ValueError, OSError) as unreadable:  # pandas' parser and pyarrow errors are ValueErrors
-        console.print(f"[red]nothing scored:[/red] {escape(str(input))} cannot be read: {escape(str(unreadable))}",
-                      soft_wrap=True)
+        console.print(
+            f"[red]nothing scored:[/red] {escape(str(input))} cannot be read: {escape(str(unreadable))}", soft_wrap=True
+        )
         raise typer.Exit(NOTHING_SCORED) from None
     checked = check_declarations(records, RECORD)
     rejected = rejected_rows(checked.failures)
@@ -152,7 +157,9 @@ def _write_results(output: Path, results: pd.DataFrame, rejected: pd.DataFrame, 
     status that says which: 0 every row scored, 3 some rejected, 2 none scored."""
     _write(results, output)
     lanes = results["lane"].value_counts().to_dict()
-    console.print(f"wrote {output}: {len(results):,} scored" + "".join(f", {lane} {n:,}" for lane, n in sorted(lanes.items())))
+    console.print(
+        f"wrote {output}: {len(results):,} scored" + "".join(f", {lane} {n:,}" for lane, n in sorted(lanes.items()))
+    )
     rejects = rejected_path(output)
     if rejected.empty:
         if rejects.exists():  # from an earlier run of the same output: it would misreport this one
@@ -181,7 +188,8 @@ def audit(
     output: Path = typer.Option(..., "--output", help="a .csv or .parquet file"),
     table: str = typer.Option("decisions", help="decisions (each with its outcome, if reported) or outcomes"),
     db: Path | None = typer.Option(
-        None, help="the audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout, as the service)"
+        None,
+        help="the audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout, as the service)",
     ),
 ) -> None:
     """Export the audit store by date range: every decision the service made, or every outcome
@@ -210,7 +218,8 @@ def report(
     until: str = typer.Option(..., "--until", help="last declaration date, YYYY-MM-DD, included"),
     output: Path = typer.Option(..., "--output", help="folder for index.html and kpis.json"),
     db: Path | None = typer.Option(
-        None, help="the audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout, as the service)"
+        None,
+        help="the audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout, as the service)",
     ),
 ) -> None:
     """Targeting performance of the declarations dated in a period, from the audit store (read
@@ -250,7 +259,9 @@ def report(
 
 
 @app.command()
-def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metrics file of the evaluate stage")) -> None:
+def metrics(
+    path: Path = typer.Option(Path("metrics/targeting.json"), help="metrics file of the evaluate stage"),
+) -> None:
     """Print the validation window's targeting metrics as a table."""
     values = json.loads(path.read_text())
     rates = sorted({key.rsplit("_", 1)[1] for key in values if key.startswith("precision_at_")}, key=float)
@@ -261,7 +272,10 @@ def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metr
     for rate in rates:
         table.add_row(
             f"top {rate}%",
-            *(f"{values[f'{name}_at_{rate}']:.3f}" for name in ("precision", "recall", "duty_recovered", "critical_recall")),
+            *(
+                f"{values[f'{name}_at_{rate}']:.3f}"
+                for name in ("precision", "recall", "duty_recovered", "critical_recall")
+            ),
         )
     Console().print(table)
     Console().print(
@@ -285,8 +299,9 @@ def metrics(path: Path = typer.Option(Path("metrics/targeting.json"), help="metr
 
 app.command("export-feedback")(export_feedback_command)
 
-alerts_app = typer.Typer(help="Partner alerts and watch lists in, confirmed findings out (docs/alerts.md).",
-                         no_args_is_help=True)
+alerts_app = typer.Typer(
+    help="Partner alerts and watch lists in, confirmed findings out (docs/alerts.md).", no_args_is_help=True
+)
 app.add_typer(alerts_app, name="alerts")
 ALERTS_IMPORTED, ALERTS_REFUSED = 0, 2  # exit statuses of `alerts import` and `alerts export`
 
@@ -315,7 +330,9 @@ def _partner_keys(settings: Settings) -> dict[str, bytes]:
 
 
 @alerts_app.command("import")
-def alerts_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a JSON Lines alert file")) -> None:
+def alerts_import(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a JSON Lines alert file"),
+) -> None:
     """Import a partner's alerts into the center's store (RISK_AUDIT_DB). Every line is checked;
     when any is invalid, each problem is printed as `line N: field: message`, nothing is
     imported, and the exit status is 2. An alert_id already stored is replaced."""
@@ -328,16 +345,20 @@ def alerts_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, 
     except AlertFileError as invalid:
         for problem in invalid.problems:
             typer.echo(str(problem))
-        console.print(f"[red]nothing imported:[/red] {len(invalid.problems):,} problem(s) in {escape(str(file))}",
-                      soft_wrap=True)
+        console.print(
+            f"[red]nothing imported:[/red] {len(invalid.problems):,} problem(s) in {escape(str(file))}", soft_wrap=True
+        )
         raise typer.Exit(ALERTS_REFUSED) from None
     store = AlertStore(store_path)
     try:
         new, replaced = store.import_alerts(alerts)
     finally:
         store.close()
-    console.print(f"imported {len(alerts):,} alert(s) from {escape(str(file))} into {escape(str(store_path))}: "
-                  f"{new:,} new, {replaced:,} replaced", soft_wrap=True)
+    console.print(
+        f"imported {len(alerts):,} alert(s) from {escape(str(file))} into {escape(str(store_path))}: "
+        f"{new:,} new, {replaced:,} replaced",
+        soft_wrap=True,
+    )
 
 
 @alerts_app.command("export")
@@ -359,13 +380,16 @@ def alerts_export(
     if partner is not None:
         keys = _partner_keys(settings)
         if partner not in keys:
-            console.print(f"[red]nothing exported:[/red] no key for partner {escape(repr(partner))} in RISK_PARTNER_KEYS",
-                          soft_wrap=True)
+            console.print(
+                f"[red]nothing exported:[/red] no key for partner {escape(repr(partner))} in RISK_PARTNER_KEYS",
+                soft_wrap=True,
+            )
             raise typer.Exit(ALERTS_REFUSED)
         key = keys[partner]
     try:
-        findings = export_findings(store_path, _day(since, "--since"), _day(until, "--until"), settings.center_code,
-                                   key, valid_days)
+        findings = export_findings(
+            store_path, _day(since, "--since"), _day(until, "--until"), settings.center_code, key, valid_days
+        )
     except (ValueError, FileNotFoundError) as problem:
         console.print(f"[red]nothing exported:[/red] {escape(str(problem))}", soft_wrap=True)
         raise typer.Exit(ALERTS_REFUSED) from None
@@ -377,6 +401,7 @@ def alerts_export(
         + (f", values hashed for {escape(partner)}" if partner is not None else ""),
         soft_wrap=True,
     )
+
 
 if __name__ == "__main__":
     app()

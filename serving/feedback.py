@@ -52,7 +52,9 @@ def labelled_declarations(outcomes: pd.DataFrame) -> pd.DataFrame:
         dtype="str",
     )
     labels = labels_from_outcome("result", OUTCOME_LABELS)(scored)
-    duty = pd.Series([_as_text(value) for value in scored[RECOVERED_DUTY].astype(object)], name=RECOVERED_DUTY, dtype="str")
+    duty = pd.Series(
+        [_as_text(value) for value in scored[RECOVERED_DUTY].astype(object)], name=RECOVERED_DUTY, dtype="str"
+    )
     feedback = pd.concat([declarations, labels, scored[["inspected_on", "outcome_received_at"]], duty], axis=1)
     return feedback[FEEDBACK_FIELDS]
 

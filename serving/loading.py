@@ -78,7 +78,9 @@ def verify_files(bento_model: bentoml.Model) -> None:
     added = sorted(found.keys() - recorded.keys())
     if changed or missing or added:
         details = "; ".join(
-            f"{label}: {', '.join(names[:5])}" for label, names in (("changed", changed), ("missing", missing), ("unexpected", added)) if names
+            f"{label}: {', '.join(names[:5])}"
+            for label, names in (("changed", changed), ("missing", missing), ("unexpected", added))
+            if names
         )
         raise ChampionUnavailable(
             f"champion {bento_model.tag} does not match registry version {bento_model.info.metadata.get('version')} "

@@ -64,7 +64,10 @@ def _declaration_field(field: str) -> dict:
 
 
 def _errors_response(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+    }
 
 
 def _operation(name: str, body: dict | None, answer: dict, description: str, secured: bool, stores: bool) -> dict:
@@ -107,7 +110,12 @@ def contract_document(max_batch: int, secured: bool) -> dict:
             "required": [name],
             "additionalProperties": False,
             "properties": {
-                name: {"type": "array", "minItems": 1, "maxItems": max_batch, "items": {"$ref": f"#/components/schemas/{item}"}}
+                name: {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": max_batch,
+                    "items": {"$ref": f"#/components/schemas/{item}"},
+                }
             },
         }
 
@@ -127,7 +135,8 @@ def contract_document(max_batch: int, secured: bool) -> dict:
                 "inspected_on": _DATE,
                 "result": {"type": "string", "enum": list(OUTCOME_RESULTS)},
                 "additional_duty": {
-                    **_NUMBER, "nullable": True,
+                    **_NUMBER,
+                    "nullable": True,
                     "description": "duty the inspection assessed beyond the declared duty (local currency); null or absent: not reported",
                 },
                 "notes": {"type": "string", "maxLength": MAX_NOTES_CHARACTERS, "nullable": True},
@@ -145,7 +154,15 @@ def contract_document(max_batch: int, secured: bool) -> dict:
         },
         "Result": {
             "type": "object",
-            "required": ["declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"],
+            "required": [
+                "declaration_id",
+                "risk_score",
+                "critical_score",
+                "duty_at_risk",
+                "lane",
+                "selected_by",
+                "reasons",
+            ],
             "properties": {
                 "declaration_id": {"type": "string"},
                 "risk_score": {"type": "number", "minimum": 0, "maximum": 1},
@@ -202,7 +219,9 @@ def contract_document(max_batch: int, secured: bool) -> dict:
     }
     score_body = batch("declarations", "Declaration")
     score_body["properties"]["reasons"] = {
-        "type": "string", "enum": list(REASONS), "default": "selected",
+        "type": "string",
+        "enum": list(REASONS),
+        "default": "selected",
         "description": "which declarations carry reasons: red and yellow (selected, the default), all, or none; "
         "a rule that fired always states its reason",
     }
@@ -215,15 +234,20 @@ def contract_document(max_batch: int, secured: bool) -> dict:
         },
         "paths": {
             "/score": _operation(
-                "score", score_body, scored,
+                "score",
+                score_body,
+                scored,
                 "Risk scores, lanes and reasons, in request order; every decision is stored before the answer.",
-                secured, stores=True,
+                secured,
+                stores=True,
             ),
             "/outcomes": _operation(
-                "outcomes", batch("outcomes", "Outcome"),
+                "outcomes",
+                batch("outcomes", "Outcome"),
                 {"type": "object", "required": ["stored"], "properties": {"stored": {"type": "integer", "minimum": 1}}},
                 "Inspection results, stored durably before the answer; a later one replaces an earlier one.",
-                secured, stores=True,
+                secured,
+                stores=True,
             ),
             "/metadata": _operation(
                 "metadata", None, metadata, "The served model, its windows, metrics and lanes.", secured, stores=False

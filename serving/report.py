@@ -59,8 +59,10 @@ LEFT JOIN outcomes o ON o.declaration_id = d.declaration_id
 WHERE substr(json_extract(d.record, '$.declaration_date'), 1, 10) BETWEEN ? AND ?
 ORDER BY d.id
 """
-DATE_RANGE = "SELECT MIN(substr(json_extract(record, '$.declaration_date'), 1, 10)), " \
+DATE_RANGE = (
+    "SELECT MIN(substr(json_extract(record, '$.declaration_date'), 1, 10)), "
     "MAX(substr(json_extract(record, '$.declaration_date'), 1, 10)), COUNT(*) FROM decisions"
+)
 
 
 class ReportError(RuntimeError):
@@ -267,7 +269,12 @@ def kpis(rows: pd.DataFrame, since: dt.date, until: dt.date, reference: Referenc
 
 
 def make_report(
-    store: Path, since: dt.date, until: dt.date, output: Path, reference: Reference, timeout: float | None = None,
+    store: Path,
+    since: dt.date,
+    until: dt.date,
+    output: Path,
+    reference: Reference,
+    timeout: float | None = None,
 ) -> dict:
     """Write OUTPUT/kpis.json and OUTPUT/index.html; returns the KPIs. Raises ReportError when
     nothing could be reported (see `outcomes_reported` for a period without outcomes)."""
@@ -277,7 +284,9 @@ def make_report(
     if reference.state is not None and reference.features is not None:
         features, untyped = period_features(rows, reference.state)
         if untyped:
-            notes.append(f"{untyped:,} stored declaration(s) could not be read back as records: left out of feature drift")
+            notes.append(
+                f"{untyped:,} stored declaration(s) could not be read back as records: left out of feature drift"
+            )
     drifted = drift(reference.scores, rows["risk_score"].to_numpy(dtype="float64"), reference.features, features)
     figures = kpis(rows, since, until, reference, drifted)
     output.mkdir(parents=True, exist_ok=True)
@@ -335,8 +344,10 @@ def load_reference(settings) -> Reference:
     matrix = root / "data/features/matrix.parquet"
     if matrix.exists():
         windows = yaml.safe_load((root / "params.yaml").read_text())["windows"]
-        window = [("declaration_date", ">=", pd.Timestamp(windows["valid_start"])),
-                  ("declaration_date", "<=", pd.Timestamp(windows["valid_end"]))]
+        window = [
+            ("declaration_date", ">=", pd.Timestamp(windows["valid_start"])),
+            ("declaration_date", "<=", pd.Timestamp(windows["valid_end"])),
+        ]
         reference.features = pd.read_parquet(matrix, columns=FEATURE_NAMES, filters=window).astype("float64")
     else:
         reference.notes.append(f"{matrix} is missing (run `make run`): feature drift not computed")
@@ -346,12 +357,16 @@ def load_reference(settings) -> Reference:
 # --- the same figures for live dashboards (GET /metrics) --------------------------------------
 
 
-PSI_HELP = ("Population stability index of the risk score of the last serving.drift_window decisions against the "
-            "champion's validation window (NaN: no reference or no decision)")
+PSI_HELP = (
+    "Population stability index of the risk score of the last serving.drift_window decisions against the "
+    "champion's validation window (NaN: no reference or no decision)"
+)
 PSI_DECLARATIONS_HELP = "How many decisions customs_risk_score_psi and customs_risk_lane_share were computed on"
 LANE_SHARE_HELP = "Share of the last serving.drift_window decisions in each lane"
-LANE_SETTING_HELP = ("Share of declarations the packaged lane policy sets for each lane (red: by score; the random "
-                     "exploration picks come on top)")
+LANE_SETTING_HELP = (
+    "Share of declarations the packaged lane policy sets for each lane (red: by score; the random "
+    "exploration picks come on top)"
+)
 
 
 @functools.cache
@@ -365,7 +380,10 @@ def _instruments() -> dict:
 
     return {
         "decisions": prometheus.Counter(
-            "customs_risk_decisions", "Decisions answered by /score, by lane and selection source", ["lane", "selected_by"]),
+            "customs_risk_decisions",
+            "Decisions answered by /score, by lane and selection source",
+            ["lane", "selected_by"],
+        ),
         "outcomes": prometheus.Counter("customs_risk_outcomes", "Outcomes stored by /outcomes, by result", ["result"]),
     }
 
@@ -607,16 +625,36 @@ def render_html(figures: dict, rows: pd.DataFrame, reference: Reference, feature
     ratio = figures["random_vs_targeted_hit_ratio"]
     lanes = figures["lanes"]
     body = [
-        [lane, _number(v["decisions"], "count"), _number(v["share"]), _number(v["share_setting"]),
-         _number(v["outcomes"], "count"), _hit_cell(v["hit_rate"], v["outcomes"]), _number(v["critical_found"], "count"),
-         _duty_cell(v["additional_duty"])]
+        [
+            lane,
+            _number(v["decisions"], "count"),
+            _number(v["share"]),
+            _number(v["share_setting"]),
+            _number(v["outcomes"], "count"),
+            _hit_cell(v["hit_rate"], v["outcomes"]),
+            _number(v["critical_found"], "count"),
+            _duty_cell(v["additional_duty"]),
+        ]
         for lane, v in lanes.items()
     ]
-    parts.append("<h2>Lanes</h2>" + _table(
-        ["lane", "decisions", "share", "share setting", "outcomes", "hit rate", "critical frauds found", "additional duty"],
-        body, "share setting: the shares the champion's params set (random picks and analysts' rules add to red); "
-        "additional duty: the sum of what the outcomes reported, – where none reported it",
-    ))
+    parts.append(
+        "<h2>Lanes</h2>"
+        + _table(
+            [
+                "lane",
+                "decisions",
+                "share",
+                "share setting",
+                "outcomes",
+                "hit rate",
+                "critical frauds found",
+                "additional duty",
+            ],
+            body,
+            "share setting: the shares the champion's params set (random picks and analysts' rules add to red); "
+            "additional duty: the sum of what the outcomes reported, – where none reported it",
+        )
+    )
     figure, axes = _figure(6, 2.5)
     x = np.arange(len(LANES))
     axes.bar(x - 0.2, [lanes[lane]["share"] or 0 for lane in LANES], 0.4, label="share")
@@ -628,12 +666,21 @@ def render_html(figures: dict, rows: pd.DataFrame, reference: Reference, feature
 
     # sources
     sources = figures["selected_by"]
-    body = [[source, _number(v["decisions"], "count"), _number(v["outcomes"], "count"), _hit_cell(v["hit_rate"], v["outcomes"])]
-            for source, v in sources.items()]
+    body = [
+        [
+            source,
+            _number(v["decisions"], "count"),
+            _number(v["outcomes"], "count"),
+            _hit_cell(v["hit_rate"], v["outcomes"]),
+        ]
+        for source, v in sources.items()
+    ]
     parts.append("<h2>Selection sources</h2>" + _table(["selected by", "decisions", "outcomes", "hit rate"], body))
     random_outcomes = sources["random"]["outcomes"]
-    yardstick = "no random pick has an outcome yet, so there is no yardstick" if ratio is None else (
-        f"declarations not picked at random find fraud {ratio:.2f} times as often as the random picks"
+    yardstick = (
+        "no random pick has an outcome yet, so there is no yardstick"
+        if ratio is None
+        else (f"declarations not picked at random find fraud {ratio:.2f} times as often as the random picks")
     )
     if ratio is not None and random_outcomes < FEW_OUTCOMES:
         yardstick += f' <span class="few">(only {random_outcomes} random outcomes: too few to mean anything)</span>'
@@ -647,23 +694,37 @@ def render_html(figures: dict, rows: pd.DataFrame, reference: Reference, feature
     for lane in ("red", "yellow"):
         part = rows[rows["lane"] == lane]
         reported = part[part["outcome"].notna()]
-        days = (pd.to_datetime(reported["received_at"], utc=True, format="ISO8601")
-                - pd.to_datetime(reported["scored_at"], utc=True, format="ISO8601")).dt.total_seconds() / 86400
-        body.append([lane, _number(len(part), "count"), _number(len(reported), "count"),
-                     _number(len(reported) / len(part) if len(part) else None),
-                     f"{days.median():.1f}" if len(days) else "–"])
-    parts.append("<h2>Outcome coverage</h2>" + _table(
-        ["lane", "decisions", "with an outcome", "coverage", "median days from decision to outcome"], body))
+        days = (
+            pd.to_datetime(reported["received_at"], utc=True, format="ISO8601")
+            - pd.to_datetime(reported["scored_at"], utc=True, format="ISO8601")
+        ).dt.total_seconds() / 86400
+        body.append(
+            [
+                lane,
+                _number(len(part), "count"),
+                _number(len(reported), "count"),
+                _number(len(reported) / len(part) if len(part) else None),
+                f"{days.median():.1f}" if len(days) else "–",
+            ]
+        )
+    parts.append(
+        "<h2>Outcome coverage</h2>"
+        + _table(["lane", "decisions", "with an outcome", "coverage", "median days from decision to outcome"], body)
+    )
 
     # drift
     drifted = figures["drift"]
     flagged = set(drifted["flagged"])
     items = [("risk_score", drifted["risk_score"]["psi"])] + [(n, v["psi"]) for n, v in drifted["features"].items()]
     ordered = sorted(items, key=lambda item: -1 if item[1] is None else item[1], reverse=True)
-    body = [[html.escape(name), _number(value, "psi"),
-             '<span class="flag">drifted</span>' if name in flagged else ""] for name, value in ordered]
-    parts.append(f"<h2>Drift against the validation window</h2><p>Population stability index; {PSI_FLAG} or more is "
-                 "flagged.</p>" + _table(["", "PSI", ""], body))
+    body = [
+        [html.escape(name), _number(value, "psi"), '<span class="flag">drifted</span>' if name in flagged else ""]
+        for name, value in ordered
+    ]
+    parts.append(
+        f"<h2>Drift against the validation window</h2><p>Population stability index; {PSI_FLAG} or more is "
+        "flagged.</p>" + _table(["", "PSI", ""], body)
+    )
     shown = [(name, value) for name, value in ordered if value is not None][:10]
     if shown:
         figure, axes = _figure(8, 0.3 * len(shown) + 1)

@@ -27,7 +27,9 @@ LARGEST_NUMBER = sys.float_info.max  # a JSON number beyond it is parsed as infi
 MAX_NOTES_CHARACTERS = 4000
 OUTCOME_RESULTS = ("clean", "fraud", "critical")
 OUTCOME_FIELDS = {"declaration_id", "inspected_on", "result", "additional_duty", "notes"}
-ADDITIONAL_DUTY_MESSAGE = "must be a finite JSON number of at least 0 (the duty assessed beyond the declared duty), or null"
+ADDITIONAL_DUTY_MESSAGE = (
+    "must be a finite JSON number of at least 0 (the duty assessed beyond the declared duty), or null"
+)
 
 
 def error(index: int | None, field: str, message: str) -> dict:
@@ -100,7 +102,9 @@ def outcome_errors(outcomes: list[dict]) -> list[dict]:
             or not re.search(NOT_BLANK, declaration_id)
             or len(declaration_id) > MAX_ID_CHARACTERS
         ):
-            errors.append(error(i, "declaration_id", f"must be a non-empty string of at most {MAX_ID_CHARACTERS} characters"))
+            errors.append(
+                error(i, "declaration_id", f"must be a non-empty string of at most {MAX_ID_CHARACTERS} characters")
+            )
         if not _is_date(outcome.get("inspected_on")):
             errors.append(error(i, "inspected_on", f"must be a date YYYY-MM-DD from {EARLIEST_DATE} to {LATEST_DATE}"))
         if outcome.get("result") not in OUTCOME_RESULTS:

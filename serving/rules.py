@@ -139,7 +139,10 @@ def parse_rules(text: str, path: Path) -> tuple[Rule, ...]:
         raise RiskProfileError(path, ["expected a mapping with one key, 'rules', holding a list (it may be empty)"])
     problems = [problem for i, rule in enumerate(document["rules"]) for problem in _rule_problems(i, rule)]
     names = [rule.get("name") for rule in document["rules"] if isinstance(rule, dict)]
-    problems += [f"rule name '{name}' is used more than once" for name in sorted({n for n in names if names.count(n) > 1}, key=str)]
+    problems += [
+        f"rule name '{name}' is used more than once"
+        for name in sorted({n for n in names if names.count(n) > 1}, key=str)
+    ]
     if problems:
         raise RiskProfileError(path, problems)
     return tuple(
@@ -194,7 +197,11 @@ def routed_lanes(lanes, selected_by, hits: np.ndarray, rules: tuple[Rule, ...]) 
 
 
 def route(
-    results: pd.DataFrame, typed: pd.DataFrame | Declarations, rules: tuple[Rule, ...], state, max_reasons: int,
+    results: pd.DataFrame,
+    typed: pd.DataFrame | Declarations,
+    rules: tuple[Rule, ...],
+    state,
+    max_reasons: int,
     hits: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Lanes after the analysts' rules, for typed declarations in the order of `results`: a hit
@@ -219,7 +226,11 @@ def route(
 
 
 def score_routed(
-    model: RiskModel, records: pd.DataFrame | list[dict], rules: tuple[Rule, ...], max_reasons: int, reasons: str = "selected"
+    model: RiskModel,
+    records: pd.DataFrame | list[dict],
+    rules: tuple[Rule, ...],
+    max_reasons: int,
+    reasons: str = "selected",
 ) -> pd.DataFrame:
     """What the service answers and the batch scorer writes: the model's scores and lanes, then
     the analysts' rules, for declarations as given (a frame, or the JSON objects a client sent).

@@ -107,7 +107,10 @@ class CustomsRisk:
             logger.warning("RISK_API_KEYS is not set: only loopback clients are served")
         logger.info(
             "serving %s version %s (run %s); audit store %s; %d risk profile rule(s) from %s",
-            *self.identity.values(), self.audit.path, len(self.profiles.rules), self.profiles.path,
+            *self.identity.values(),
+            self.audit.path,
+            len(self.profiles.rules),
+            self.profiles.path,
         )
 
     @bentoml.on_deployment
@@ -135,18 +138,14 @@ class CustomsRisk:
         return {"errors": [error(None, "audit_store", f"{failed}; nothing was stored, retry later")]}
 
     @bentoml.api(input_spec=ScoreRequest)
-    def score(
-        self, declarations: list[dict[str, t.Any]], ctx: bentoml.Context, reasons: Reasons = "selected"
-    ) -> dict:
+    def score(self, declarations: list[dict[str, t.Any]], ctx: bentoml.Context, reasons: Reasons = "selected") -> dict:
         errors = batch_errors(declarations, "declarations", self.max_batch) or declaration_type_errors(declarations)
         if errors:
             return self._reject(ctx, errors)
         try:
             results = score_routed(self.model, declarations, self.profiles.current(), self.max_reasons, reasons)
         except InvalidDeclarations as invalid:
-            return self._reject(
-                ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()]
-            )
+            return self._reject(ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()])
         results = apply_alerts(results, declarations, self.alerts.current(), self.max_reasons)  # partner alerts
         try:
             self.audit.record_decisions(declarations, results, self.identity["version"])

@@ -67,7 +67,9 @@ def _workers(value: str) -> int | str:
 
 def _center_code(value: str) -> str:
     if not re.fullmatch(CENTER_CODE, value):
-        raise SettingsError(f"RISK_CENTER_CODE must be 2 to 16 capital letters, digits, - or _, starting with a letter, got {value!r}")
+        raise SettingsError(
+            f"RISK_CENTER_CODE must be 2 to 16 capital letters, digits, - or _, starting with a letter, got {value!r}"
+        )
     return value
 
 
@@ -152,7 +154,9 @@ class Settings:
             model_tag=env.get("RISK_MODEL_TAG", "").strip() or None,
             bentoml_home=path("BENTOML_HOME", CHECKOUT_BENTOML_HOME),
             mlflow_tracking_uri=mlflow or None,
-            partner_keys=Path(env.get("RISK_PARTNER_KEYS", "").strip()) if env.get("RISK_PARTNER_KEYS", "").strip() else None,
+            partner_keys=Path(env.get("RISK_PARTNER_KEYS", "").strip())
+            if env.get("RISK_PARTNER_KEYS", "").strip()
+            else None,
             center_code=_center_code(env.get("RISK_CENTER_CODE", "").strip() or DEFAULT_CENTER_CODE),
             from_checkout=frozenset(from_checkout),
         )
@@ -192,7 +196,11 @@ class Settings:
             return " (this checkout)" if name in self.from_checkout else f" ({name})"
 
         home = f"{self.bentoml_home}{origin('BENTOML_HOME')}" if self.bentoml_home else "BentoML's default ~/bentoml"
-        mlflow = f"{self.mlflow_tracking_uri}{origin('MLFLOW_TRACKING_URI')}" if self.mlflow_tracking_uri else "MLflow's default"
+        mlflow = (
+            f"{self.mlflow_tracking_uri}{origin('MLFLOW_TRACKING_URI')}"
+            if self.mlflow_tracking_uri
+            else "MLflow's default"
+        )
         audit = f"{self.audit_db}{origin('RISK_AUDIT_DB')}" if self.audit_db else "none (set RISK_AUDIT_DB)"
         return f"BentoML store {home}; MLflow {mlflow}; audit store {audit}"
 

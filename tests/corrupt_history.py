@@ -46,32 +46,86 @@ class Corruption:
 
 
 CORRUPTIONS = [
-    Corruption("HS code lost its leading zero in a spreadsheet", "hs6_six_digits", "hs6_code", "HS6 Code",
-               lambda r: r["HS6 Code"].str.startswith("0"), lambda v: v.str[1:]),
-    Corruption("HS code in reserved chapter 77", "hs_chapter_exists", "hs6_code", "HS6 Code",
-               _any, lambda v: "77" + v.str[2:]),
-    Corruption("negative net mass", "not_negative", "net_mass_kg", "Net Mass",
-               lambda r: _number(r["Net Mass"]) > 0, lambda v: "-" + v),
-    Corruption("net mass of a large consignment in milligrams", "mass_physically_possible", "net_mass_kg", "Net Mass",
-               lambda r: _number(r["Net Mass"]) > 500, lambda v: (_number(v) * 1e6).map(str)),
-    Corruption("country that does not exist", "iso_country", "origin_country", "Country of Origin",
-               _any, lambda v: pd.Series(np.resize(["UK", "XX", "KOR", "EU"], len(v)), index=v.index)),
-    Corruption("year typed 2030", "not_after_run_date", "declaration_date", "Date",
-               _any, lambda v: "2030" + v.str[4:]),
-    Corruption("year typed 2002", "not_before_history_start", "declaration_date", "Date",
-               _any, lambda v: "2002" + v.str[4:]),
-    Corruption("date as DD/MM/YYYY", "iso_date", "declaration_date", "Date",
-               _any, lambda v: v.str[8:10] + "/" + v.str[5:7] + "/" + v.str[:4]),
-    Corruption("critical fraud without fraud", "critical_implies_fraud", "critical_fraud", "Fraud",
-               lambda r: r["Critical Fraud"] == "2", lambda v: pd.Series("0", index=v.index)),
-    Corruption("importer ID padded with a space", "no_surrounding_spaces", "importer_id", "Importer ID",
-               _any, lambda v: v + " "),
-    Corruption("tax rate with a percent sign", "is_a_number", "tax_rate", "Tax Rate",
-               _any, lambda v: v + "%"),
-    Corruption("tax rate in basis points", "tax_rate_at_most_1000", "tax_rate", "Tax Rate",
-               lambda r: _number(r["Tax Rate"]) > 10, lambda v: (_number(v) * 100).map(str)),
-    Corruption("importer ID missing", "required", "importer_id", "Importer ID",
-               _any, lambda v: pd.Series(None, index=v.index, dtype="str")),
+    Corruption(
+        "HS code lost its leading zero in a spreadsheet",
+        "hs6_six_digits",
+        "hs6_code",
+        "HS6 Code",
+        lambda r: r["HS6 Code"].str.startswith("0"),
+        lambda v: v.str[1:],
+    ),
+    Corruption(
+        "HS code in reserved chapter 77", "hs_chapter_exists", "hs6_code", "HS6 Code", _any, lambda v: "77" + v.str[2:]
+    ),
+    Corruption(
+        "negative net mass",
+        "not_negative",
+        "net_mass_kg",
+        "Net Mass",
+        lambda r: _number(r["Net Mass"]) > 0,
+        lambda v: "-" + v,
+    ),
+    Corruption(
+        "net mass of a large consignment in milligrams",
+        "mass_physically_possible",
+        "net_mass_kg",
+        "Net Mass",
+        lambda r: _number(r["Net Mass"]) > 500,
+        lambda v: (_number(v) * 1e6).map(str),
+    ),
+    Corruption(
+        "country that does not exist",
+        "iso_country",
+        "origin_country",
+        "Country of Origin",
+        _any,
+        lambda v: pd.Series(np.resize(["UK", "XX", "KOR", "EU"], len(v)), index=v.index),
+    ),
+    Corruption("year typed 2030", "not_after_run_date", "declaration_date", "Date", _any, lambda v: "2030" + v.str[4:]),
+    Corruption(
+        "year typed 2002", "not_before_history_start", "declaration_date", "Date", _any, lambda v: "2002" + v.str[4:]
+    ),
+    Corruption(
+        "date as DD/MM/YYYY",
+        "iso_date",
+        "declaration_date",
+        "Date",
+        _any,
+        lambda v: v.str[8:10] + "/" + v.str[5:7] + "/" + v.str[:4],
+    ),
+    Corruption(
+        "critical fraud without fraud",
+        "critical_implies_fraud",
+        "critical_fraud",
+        "Fraud",
+        lambda r: r["Critical Fraud"] == "2",
+        lambda v: pd.Series("0", index=v.index),
+    ),
+    Corruption(
+        "importer ID padded with a space",
+        "no_surrounding_spaces",
+        "importer_id",
+        "Importer ID",
+        _any,
+        lambda v: v + " ",
+    ),
+    Corruption("tax rate with a percent sign", "is_a_number", "tax_rate", "Tax Rate", _any, lambda v: v + "%"),
+    Corruption(
+        "tax rate in basis points",
+        "tax_rate_at_most_1000",
+        "tax_rate",
+        "Tax Rate",
+        lambda r: _number(r["Tax Rate"]) > 10,
+        lambda v: (_number(v) * 100).map(str),
+    ),
+    Corruption(
+        "importer ID missing",
+        "required",
+        "importer_id",
+        "Importer ID",
+        _any,
+        lambda v: pd.Series(None, index=v.index, dtype="str"),
+    ),
 ]
 EXACT_DUPLICATE = "exported twice"
 CONFLICTING_DUPLICATE = "same declaration ID, another price"
@@ -94,8 +148,15 @@ def corrupt_kcs(source: pd.DataFrame, rate: float, seed: int) -> tuple[pd.DataFr
         frame.loc[rows, corruption.column] = after
         untouched[rows] = False
         manifest += [
-            (frame.at[row, "Declaration ID"], corruption.name, corruption.check, corruption.field,
-             corruption.column, before[row], after[row])
+            (
+                frame.at[row, "Declaration ID"],
+                corruption.name,
+                corruption.check,
+                corruption.field,
+                corruption.column,
+                before[row],
+                after[row],
+            )
             for row in rows
         ]
     copies = []
@@ -107,8 +168,15 @@ def corrupt_kcs(source: pd.DataFrame, rate: float, seed: int) -> tuple[pd.DataFr
             copy["Item Price"] = (_number(copy["Item Price"]) + 1).map(str)
         copies.append(copy)
         manifest += [
-            (frame.at[row, "Declaration ID"], name, check, "declaration_id", "Item Price",
-             frame.at[row, "Item Price"], copy.at[row, "Item Price"])
+            (
+                frame.at[row, "Declaration ID"],
+                name,
+                check,
+                "declaration_id",
+                "Item Price",
+                frame.at[row, "Item Price"],
+                copy.at[row, "Item Price"],
+            )
             for row in rows
         ]
     corrupted = pd.concat([frame, *copies], ignore_index=True)

@@ -22,7 +22,7 @@ def _table_fields(text: str, header: str) -> list[str]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.replace(" ", "").startswith(header.replace(" ", "")))
     fields = []
-    for line in lines[start + 2:]:  # past the header and the --- row
+    for line in lines[start + 2 :]:  # past the header and the --- row
         if not line.startswith("|"):
             break
         fields.append(line.strip("|").split("|")[0].strip().strip("`"))
@@ -32,8 +32,12 @@ def _table_fields(text: str, header: str) -> list[str]:
 def test_the_record_table_lists_every_field_of_the_schema_and_no_other():
     documented = _table_fields((DOCS / "record.md").read_text(), "| field | type | required |")
     assert len(documented) == len(set(documented)), "a field is listed twice"
-    assert set(DECLARATION_FIELDS) - set(documented) == set(), "fields of features/schema.py missing from docs/record.md"
-    assert set(documented) - set(DECLARATION_FIELDS) == set(), "fields in docs/record.md that features/schema.py does not know"
+    assert set(DECLARATION_FIELDS) - set(documented) == set(), (
+        "fields of features/schema.py missing from docs/record.md"
+    )
+    assert set(documented) - set(DECLARATION_FIELDS) == set(), (
+        "fields in docs/record.md that features/schema.py does not know"
+    )
 
 
 def test_the_record_table_says_which_fields_are_optional():
@@ -43,7 +47,7 @@ def test_the_record_table_says_which_fields_are_optional():
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.replace(" ", "").startswith("|field|type|required|"))
     optional = set()
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [cell.strip() for cell in line.strip("|").split("|")]

@@ -182,8 +182,7 @@ def test_no_stage_lists_code_it_does_not_run(name):
     stage = STAGES[name]
     runs = {str(f.relative_to(REPO)) for f in stage_code(_command_module(stage))}
     listed = [
-        str(dep) for dep in stage.get("deps", [])
-        if str(dep).endswith(".py") and str(dep).split("/")[0] in PACKAGES
+        str(dep) for dep in stage.get("deps", []) if str(dep).endswith(".py") and str(dep).split("/")[0] in PACKAGES
     ]
     assert not [dep for dep in listed if dep not in runs], f"stage {name} lists code it does not run"
 

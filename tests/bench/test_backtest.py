@@ -29,8 +29,9 @@ def _kcs(dates: list[str]) -> pd.DataFrame:
 
 
 def test_the_month_is_held_out_and_validation_is_the_three_months_before_it():
-    kcs = _kcs(["2020-08-31", "2020-09-01", "2020-10-15", "2020-11-30", "2020-12-01", "2020-12-31",
-                "2021-01-01", "2021-02-01"])
+    kcs = _kcs(
+        ["2020-08-31", "2020-09-01", "2020-10-15", "2020-11-30", "2020-12-01", "2020-12-31", "2021-01-01", "2021-02-01"]
+    )
     split = month_split(kcs, "2020-12")
     assert split.windows == {"train_start": "2020-08-31", "valid_start": "2020-09-01", "valid_end": "2020-11-30"}
     assert list(split.train["Declaration ID"]) == ["D0"]
@@ -60,8 +61,14 @@ def test_a_month_that_cannot_be_backtested_says_why(month, message):
 
 
 def test_the_settings_count_exploration_on_what_red_and_yellow_leave():
-    shares = LaneShares(red_risk_share=0.03, red_value_share=0.01, red_critical_share=0.01,
-                        yellow_share=0.15, yellow_critical_share=0.05, exploration_share=0.1)
+    shares = LaneShares(
+        red_risk_share=0.03,
+        red_value_share=0.01,
+        red_critical_share=0.01,
+        yellow_share=0.15,
+        yellow_critical_share=0.05,
+        exploration_share=0.1,
+    )
     settings = share_settings(shares)
     # red by score 5%, yellow 15%: 80% would be green, a tenth of it (8%) goes red at random
     assert settings["red_by_score"] == pytest.approx(0.05)
@@ -74,10 +81,19 @@ def test_the_settings_count_exploration_on_what_red_and_yellow_leave():
 def test_lane_shares_count_each_source_of_red_apart():
     lane = ["red", "red", "red", "red", "red", "red", "yellow", "yellow", "green", "green"]
     selected_by = ["model", "model", "value", "critical", "random", "rule", "critical", "model", "model", "model"]
-    assert lane_shares(np.array(lane), np.array(selected_by)) == pytest.approx({
-        "red_by_score": 0.4, "red_risk": 0.2, "red_value": 0.1, "red_critical": 0.1, "red_random": 0.1,
-        "red_rule_alert": 0.1, "red": 0.6, "yellow": 0.2, "green": 0.2,
-    })
+    assert lane_shares(np.array(lane), np.array(selected_by)) == pytest.approx(
+        {
+            "red_by_score": 0.4,
+            "red_risk": 0.2,
+            "red_value": 0.1,
+            "red_critical": 0.1,
+            "red_random": 0.1,
+            "red_rule_alert": 0.1,
+            "red": 0.6,
+            "yellow": 0.2,
+            "green": 0.2,
+        }
+    )
 
 
 def test_policy_figures_on_a_month_counted_by_hand():
@@ -87,36 +103,70 @@ def test_policy_figures_on_a_month_counted_by_hand():
     duty = np.array([500.0, 300.0, 0.0, 9999.0, 100.0, 50.0, 100.0, 7.0, 0.0, 0.0])
     # red: 3 frauds of 4; duty at risk on frauds 800 of 1000 (the clean red row's 9999 is not at
     # risk); critical frauds 1 of 3 in red, 2 of 3 in red or yellow
-    assert policy_figures(lane, fraud, critical, duty) == pytest.approx({
-        "lane_red_hit_rate": 0.75, "lane_red_duty_share": 0.8, "lane_red_critical_share": 1 / 3,
-        "lane_red_yellow_critical_share": 2 / 3,
-    })
+    assert policy_figures(lane, fraud, critical, duty) == pytest.approx(
+        {
+            "lane_red_hit_rate": 0.75,
+            "lane_red_duty_share": 0.8,
+            "lane_red_critical_share": 1 / 3,
+            "lane_red_yellow_critical_share": 2 / 3,
+        }
+    )
 
 
 def _results(**changes) -> pd.DataFrame:
-    results = pd.DataFrame({"declaration_id": ["A", "B"], "risk_score": [0.9, 0.1], "critical_score": [0.2, 0.01],
-                            "duty_at_risk": [10.0, 0.0], "lane": ["red", "green"], "selected_by": ["model", "model"]})
+    results = pd.DataFrame(
+        {
+            "declaration_id": ["A", "B"],
+            "risk_score": [0.9, 0.1],
+            "critical_score": [0.2, 0.01],
+            "duty_at_risk": [10.0, 0.0],
+            "lane": ["red", "green"],
+            "selected_by": ["model", "model"],
+        }
+    )
     return results.assign(**changes)
 
 
 def test_the_cli_and_the_service_must_agree_exactly():
     assert set(disagreements(_results(), _results()).values()) == {0}
     differ = disagreements(_results(), _results(risk_score=[0.9, 0.1 + 1e-12], lane=["red", "yellow"]))
-    assert differ == {"declaration_id": 0, "risk_score": 1, "critical_score": 0, "duty_at_risk": 0, "lane": 1,
-                      "selected_by": 0}
+    assert differ == {
+        "declaration_id": 0,
+        "risk_score": 1,
+        "critical_score": 0,
+        "duty_at_risk": 0,
+        "lane": 1,
+        "selected_by": 0,
+    }
     assert set(disagreements(_results(), _results().head(1)).values()) == {2}
 
 
 def test_the_tables_judge_the_month_through_the_service_against_settings_and_targets():
-    settings = dict.fromkeys(("red_by_score", "red_risk", "red_value", "red_critical", "red_random",
-                              "red_rule_alert", "red", "yellow", "green"), 0.1)
+    settings = dict.fromkeys(
+        (
+            "red_by_score",
+            "red_risk",
+            "red_value",
+            "red_critical",
+            "red_random",
+            "red_rule_alert",
+            "red",
+            "yellow",
+            "green",
+        ),
+        0.1,
+    )
     service = {**settings, "red_by_score": 0.111, "yellow": 0.109}
     followed = dict(settings, red_by_score=0.102)
     lanes = lane_table(settings, service, dict(settings, yellow=0.5), settings, followed)
     judged = {row["row"]: row["within_1_point"] for row in lanes}
     assert not judged["red_by_score"] and judged["yellow"]  # the service's share is judged, not the CLI's
-    month = {"lane_red_hit_rate": 0.6, "lane_red_duty_share": 0.84, "lane_red_critical_share": 0.7,
-             "lane_red_yellow_critical_share": 0.9}
+    month = {
+        "lane_red_hit_rate": 0.6,
+        "lane_red_duty_share": 0.84,
+        "lane_red_critical_share": 0.7,
+        "lane_red_yellow_critical_share": 0.9,
+    }
     policy = policy_table(month, {**month, "lane_red_hit_rate": 0.5}, {**month, "lane_red_duty_share": 0.91})
     assert [row["month_met"] for row in policy] == [True, False, True, True]
     assert [row["validation_met"] for row in policy] == [False, False, True, True]
@@ -127,12 +177,24 @@ def test_the_tables_judge_the_month_through_the_service_against_settings_and_tar
 
 def test_thresholds_following_traffic_are_fitted_each_day_on_the_declarations_before_it(monkeypatch):
     monkeypatch.setattr("bench.backtest.FOLLOWED_DECLARATIONS", 4)
-    shares = LaneShares(red_risk_share=0.5, red_value_share=0, red_critical_share=0, yellow_share=0,
-                        yellow_critical_share=0, exploration_share=0)
+    shares = LaneShares(
+        red_risk_share=0.5,
+        red_value_share=0,
+        red_critical_share=0,
+        yellow_share=0,
+        yellow_critical_share=0,
+        exploration_share=0,
+    )
     earlier = pd.DataFrame({"risk_score": [0.1, 0.2, 0.3, 0.4], "critical_score": 0.0, "duty_at_risk": 0.0})
     # the second day's rows come first: the days are taken in date order, not row order
-    month = pd.DataFrame({"declaration_id": ["C", "D", "A", "B"], "risk_score": [0.32, 0.36, 0.35, 0.25],
-                          "critical_score": 0.0, "duty_at_risk": 0.0})
+    month = pd.DataFrame(
+        {
+            "declaration_id": ["C", "D", "A", "B"],
+            "risk_score": [0.32, 0.36, 0.35, 0.25],
+            "critical_score": 0.0,
+            "duty_at_risk": 0.0,
+        }
+    )
     dates = np.array(["2021-03-02", "2021-03-02", "2021-03-01", "2021-03-01"], dtype="datetime64[ns]")
     lane, selected_by = lanes_following_traffic(shares, "key", earlier, month, dates)
     # day 1: the top half of 0.1..0.4 starts at 0.3, so A (0.35) is red and B (0.25) green; day 2:

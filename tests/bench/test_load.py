@@ -34,12 +34,14 @@ def test_open_loop_does_not_wait_for_answers():
 
 
 def test_as_sent_gives_json_values():
-    typed = pd.DataFrame({
-        "declaration_id": ["1", "2"],
-        "declaration_date": pd.to_datetime(["2021-01-05", "2021-02-28"]),
-        "courier_id": ["C1", None],
-        "item_price": [10.5, np.nan],
-    })
+    typed = pd.DataFrame(
+        {
+            "declaration_id": ["1", "2"],
+            "declaration_date": pd.to_datetime(["2021-01-05", "2021-02-28"]),
+            "courier_id": ["C1", None],
+            "item_price": [10.5, np.nan],
+        }
+    )
     assert as_sent(typed) == [
         {"declaration_id": "1", "declaration_date": "2021-01-05", "courier_id": "C1", "item_price": 10.5},
         {"declaration_id": "2", "declaration_date": "2021-02-28", "courier_id": None, "item_price": None},

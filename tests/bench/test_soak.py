@@ -83,11 +83,17 @@ def test_too_few_samples_after_the_warm_up_is_an_error():
 
 
 def test_watch_names_a_replaced_worker_and_the_busy_cores():
-    watch = Watch(pid=10, samples=_samples({0: 700.0, 60: 700.0, 120: 700.0, 180: 700.0}),
-                  processes=[{10, 11}, {10, 11}, {10, 12}, {10, 12}], cpu_seconds=[5.0, 20.0, 50.0, 80.0])
+    watch = Watch(
+        pid=10,
+        samples=_samples({0: 700.0, 60: 700.0, 120: 700.0, 180: 700.0}),
+        processes=[{10, 11}, {10, 11}, {10, 12}, {10, 12}],
+        cpu_seconds=[5.0, 20.0, 50.0, 80.0],
+    )
     assert watch.replaced() == [12]
     assert watch.busy_cores(warmup_seconds=60) == pytest.approx(0.5)  # 60 CPU s in 120 s
-    assert Watch(pid=10, samples=watch.samples, processes=[{10, 11}] * 4, cpu_seconds=watch.cpu_seconds).replaced() == []
+    assert (
+        Watch(pid=10, samples=watch.samples, processes=[{10, 11}] * 4, cpu_seconds=watch.cpu_seconds).replaced() == []
+    )
 
 
 def _answer(kind: str, at: float, ms: float, status: int | None = 200, error: str | None = None) -> Answer:
@@ -96,9 +102,13 @@ def _answer(kind: str, at: float, ms: float, status: int | None = 200, error: st
 
 def test_minutes_count_requests_errors_latency_and_memory():
     answers = [
-        _answer("score 1", 1, 100), _answer("score 1", 2, 300), _answer("score 10", 3, 900),
+        _answer("score 1", 1, 100),
+        _answer("score 1", 2, 300),
+        _answer("score 10", 3, 900),
         _answer("score 1", 4, 5000, status=504, error="HTTP 504"),
-        _answer("score 1", 61, 200), _answer("outcomes", 62, 10), _answer("metadata", 70, 20, status=None, error="ConnectError"),
+        _answer("score 1", 61, 200),
+        _answer("outcomes", 62, 10),
+        _answer("metadata", 70, 20, status=None, error="ConnectError"),
     ]
     samples = _samples({0: 700.0, 30: 710.0, 60: 720.0, 90: 730.0, 121: 740.0})  # the last after the last request
     first, second = per_minute(answers, samples)
@@ -115,12 +125,20 @@ def test_minutes_count_requests_errors_latency_and_memory():
 
 def test_summaries_by_kind_and_status():
     answers = [
-        _answer("score 1", 1, 100), _answer("score 1", 2, 300), _answer("score 1", 3, 9000, status=500, error="HTTP 500"),
-        _answer("outcomes", 4, 10), _answer("metadata", 5, 20, status=None, error="ReadTimeout"),
+        _answer("score 1", 1, 100),
+        _answer("score 1", 2, 300),
+        _answer("score 1", 3, 9000, status=500, error="HTTP 500"),
+        _answer("outcomes", 4, 10),
+        _answer("metadata", 5, 20, status=None, error="ReadTimeout"),
     ]
     summary = by_kind(answers)
-    assert summary["score 1"] == {"sent": 3, "errors": 1, "p50_ms": pytest.approx(200), "p99_ms": pytest.approx(298),
-                                  "max_ms": pytest.approx(300)}
+    assert summary["score 1"] == {
+        "sent": 3,
+        "errors": 1,
+        "p50_ms": pytest.approx(200),
+        "p99_ms": pytest.approx(298),
+        "max_ms": pytest.approx(300),
+    }
     assert summary["score 10"]["sent"] == 0 and summary["score 10"]["p50_ms"] is None
     assert summary["metadata"]["errors"] == 1
     assert statuses(answers) == {"200": 3, "500": 1, "no answer": 1}
@@ -153,12 +171,20 @@ def test_report_names_a_failure():
     answers = [_answer("score 1", 1, 100), _answer("score 1", 2, 5000, status=503, error="HTTP 503")]
     samples = _samples({0: 700.0, 5: 700.0, 10: 700.0})
     report = {
-        "started_at": "2026-01-01T00:00:00", "load_average_at_end": (1.0, 1.0, 1.0),
+        "started_at": "2026-01-01T00:00:00",
+        "load_average_at_end": (1.0, 1.0, 1.0),
         "machine": {"cores": 2, "cpu": "test", "load_average_at_start": (1.0, 1.0, 1.0)},
         "settings": {"bento": "customs-risk-service:test", "seconds": 10, "rate": 1, "warmup_seconds": 0},
-        "requests": by_kind(answers), "statuses": statuses(answers), "errors": 1, "first_errors": ["HTTP 503"],
-        "minutes": per_minute(answers, samples), "memory": memory_growth(samples, 0), "passed": False,
-        "server_processes": 2, "processes_started_during_soak": [], "server_busy_cores": 0.5,
+        "requests": by_kind(answers),
+        "statuses": statuses(answers),
+        "errors": 1,
+        "first_errors": ["HTTP 503"],
+        "minutes": per_minute(answers, samples),
+        "memory": memory_growth(samples, 0),
+        "passed": False,
+        "server_processes": 2,
+        "processes_started_during_soak": [],
+        "server_busy_cores": 0.5,
         "answers": answers,
     }
     text = markdown(report)

@@ -52,7 +52,9 @@ def test_rows_are_valid_canonical_records_in_their_canonical_types():
 
 def test_as_ingested_the_rows_are_text_the_validate_stage_parses_back_to_the_same_records(tmp_path):
     output = tmp_path / "interim"
-    main(["--rows", "2500", "--seed", "3", "--output", str(output), "--block-rows", "1000", "--ingested-as", "synthetic"])
+    main(
+        ["--rows", "2500", "--seed", "3", "--output", str(output), "--block-rows", "1000", "--ingested-as", "synthetic"]
+    )
     interim = pd.read_parquet(output)
     assert list(interim.columns) == LABELLED_FIELDS + SOURCE_FIELDS
     assert (interim["source_file"] == "synthetic").all() and interim["source_row"].tolist() == list(range(1, 2501))
@@ -113,8 +115,16 @@ def test_a_model_learns_the_planted_patterns_on_later_declarations():
     matrix, _ = training_features(history, smoothing=10)
     is_train = (history["declaration_date"] < "2021-07-01").to_numpy()
     # one thread: OpenMP threads spin-waiting on a busy 2-core machine make a 2-thread fit 40x slower
-    params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 50,
-              "num_threads": 1, "seed": 1, "deterministic": True, "verbosity": -1}
+    params = {
+        "objective": "binary",
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_data_in_leaf": 50,
+        "num_threads": 1,
+        "seed": 1,
+        "deterministic": True,
+        "verbosity": -1,
+    }
     train_set = lgb.Dataset(matrix.loc[is_train, FEATURE_NAMES], history.loc[is_train, "fraud"].to_numpy())
     booster = lgb.train(params, train_set, num_boost_round=40)
     later = booster.predict(matrix.loc[~is_train, FEATURE_NAMES])

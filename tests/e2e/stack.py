@@ -30,12 +30,26 @@ _free_port = free_port  # the name the e2e modules import
 def contract_example() -> dict:
     """Declaration 97061800, the example of docs/record.md and docs/api.md, as a client sends it."""
     return {
-        "declaration_id": "97061800", "declaration_date": "2020-01-01", "office_id": "30",
-        "process_type": "B", "import_type": "11", "import_use": "21", "payment_type": "11",
-        "transport_mode": "10", "declarant_id": "ZZR1LT6", "importer_id": "QLRUBN9",
-        "seller_id": "0VKY2BR", "courier_id": None, "hs6_code": "440890",
-        "departure_country": "BE", "origin_country": "BE", "tax_rate": 0.0, "tax_type": "FEU1",
-        "origin_indicator": "G", "net_mass_kg": 108.0, "item_price": 372254.4,
+        "declaration_id": "97061800",
+        "declaration_date": "2020-01-01",
+        "office_id": "30",
+        "process_type": "B",
+        "import_type": "11",
+        "import_use": "21",
+        "payment_type": "11",
+        "transport_mode": "10",
+        "declarant_id": "ZZR1LT6",
+        "importer_id": "QLRUBN9",
+        "seller_id": "0VKY2BR",
+        "courier_id": None,
+        "hs6_code": "440890",
+        "departure_country": "BE",
+        "origin_country": "BE",
+        "tax_rate": 0.0,
+        "tax_type": "FEU1",
+        "origin_indicator": "G",
+        "net_mass_kg": 108.0,
+        "item_price": 372254.4,
     }
 
 
@@ -60,7 +74,9 @@ def serve_bento(root: Path, env: dict, log: Path, wrapper: tuple[str, ...] = ())
         wait_ready(server, timeout=120)
         yield server
     finally:
-        assert not stop_servers([server]), "the service did not stop within 30 s of SIGTERM:\n" + log.read_text()[-4000:]
+        assert not stop_servers([server]), (
+            "the service did not stop within 30 s of SIGTERM:\n" + log.read_text()[-4000:]
+        )
 
 
 @contextmanager

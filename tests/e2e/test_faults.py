@@ -24,7 +24,11 @@ pytestmark = pytest.mark.e2e
 
 
 def _outcome(i: int) -> dict:
-    return {"declaration_id": f"KILL-{i:05d}", "inspected_on": "2021-03-02", "result": ("clean", "fraud", "critical")[i % 3]}
+    return {
+        "declaration_id": f"KILL-{i:05d}",
+        "inspected_on": "2021-03-02",
+        "result": ("clean", "fraud", "critical")[i % 3],
+    }
 
 
 def _stored(audit: Path) -> dict[str, str]:
@@ -77,7 +81,9 @@ def _can_unshare() -> bool:
     return probe.returncode == 0
 
 
-needs_mount_namespace = pytest.mark.skipif(not _can_unshare(), reason="needs `unshare --mount` (root or user namespaces)")
+needs_mount_namespace = pytest.mark.skipif(
+    not _can_unshare(), reason="needs `unshare --mount` (root or user namespaces)"
+)
 
 
 @pytest.fixture
@@ -88,13 +94,24 @@ def on_a_small_disk(workspace, tmp_path):
     audit = disk / "audit.db"
     env = {**workspace["env"], "RISK_AUDIT_DB": str(audit)}
     mount_then_serve = (
-        "unshare", "--mount", "--propagation", "private", "sh", "-c",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
         f'mount -t tmpfs -o size=3m tmpfs "{disk}" && exec "$0" "$@"',
     )
     with serve_bento(workspace["root"], env, tmp_path / "serve.log", wrapper=mount_then_serve) as served:
         inside = Path(f"/proc/{served.process.pid}/root") / disk.relative_to("/")
         with httpx.Client(base_url=served.base, timeout=60) as client:
-            yield {"client": client, "pid": served.process.pid, "disk": disk, "inside": inside, "log": tmp_path / "serve.log"}
+            yield {
+                "client": client,
+                "pid": served.process.pid,
+                "disk": disk,
+                "inside": inside,
+                "log": tmp_path / "serve.log",
+            }
 
 
 def _refused_with_503(response: httpx.Response, cause: str) -> None:
@@ -112,8 +129,19 @@ def _outcomes_inside(fixture: dict) -> set[str]:
         "print('\\n'.join(row[0] for row in db.execute('SELECT declaration_id FROM outcomes')))"
     )
     result = subprocess.run(
-        ["nsenter", "--target", str(fixture["pid"]), "--mount", sys.executable, "-c", read, str(fixture["disk"] / "audit.db")],
-        capture_output=True, text=True, check=True,
+        [
+            "nsenter",
+            "--target",
+            str(fixture["pid"]),
+            "--mount",
+            sys.executable,
+            "-c",
+            read,
+            str(fixture["disk"] / "audit.db"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return set(result.stdout.split())
 
@@ -162,7 +190,10 @@ def test_a_store_turned_read_only_gives_503_and_recovers(workspace, tmp_path):
     if not _can_make_immutable(tmp_path):
         pytest.skip("chattr +i is not available on this file system")
     env = {**workspace["env"], "RISK_AUDIT_DB": str(store / "audit.db")}
-    with serve_bento(workspace["root"], env, tmp_path / "serve.log") as served, httpx.Client(base_url=served.base, timeout=60) as client:
+    with (
+        serve_bento(workspace["root"], env, tmp_path / "serve.log") as served,
+        httpx.Client(base_url=served.base, timeout=60) as client,
+    ):
         assert client.post("/outcomes", json={"outcomes": [_outcome(1)]}).status_code == 200
         # the database and its write-ahead log; the shared-memory index is written through
         # mmap, where the kernel answers an immutable file with SIGBUS rather than an error

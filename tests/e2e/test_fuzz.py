@@ -25,13 +25,21 @@ def fuzzed(workspace, tmp_path_factory) -> dict:
     env = {**workspace["env"], "RISK_API_KEYS": KEY, "RISK_AUDIT_DB": str(folder / "audit.db")}
     with serve_bento(workspace["root"], env, folder / "serve.log") as served:
         command = [
-            str(BIN / "st"), "run", f"{served.base}/docs.json",
-            "--checks", "all",
-            "--header", f"Authorization: Bearer {KEY}",
-            "--max-examples", str(EXAMPLES_PER_OPERATION),
-            "--seed", "20261128",
-            "--request-timeout", "120",
-            "--workers", "1",
+            str(BIN / "st"),
+            "run",
+            f"{served.base}/docs.json",
+            "--checks",
+            "all",
+            "--header",
+            f"Authorization: Bearer {KEY}",
+            "--max-examples",
+            str(EXAMPLES_PER_OPERATION),
+            "--seed",
+            "20261128",
+            "--request-timeout",
+            "120",
+            "--workers",
+            "1",
             "--no-color",
         ]
         result = subprocess.run(

@@ -71,21 +71,49 @@ CASES = [
     Hostile("a blank importer ID", _score(_declaration(importer_id=" \t")), 422, "importer_id"),
     Hostile("a null required field", _score(_declaration(importer_id=None)), 422, "importer_id"),
     Hostile("an unknown field", _score(_declaration(colour="red")), 422, "colour"),
-    Hostile("an unknown key beside declarations", _json({"declarations": [contract_example()], "debug": True}), 400, "debug"),
+    Hostile(
+        "an unknown key beside declarations", _json({"declarations": [contract_example()], "debug": True}), 400, "debug"
+    ),
     Hostile("a date in year 0001", _score(_declaration(declaration_date="0001-01-01")), 422, "declaration_date"),
     Hostile("February 30th", _score(_declaration(declaration_date="2021-02-30")), 422, "declaration_date"),
     Hostile("an empty batch", _score(), 422, "declarations"),
-    Hostile("a batch one over the limit", _score(*[_declaration(declaration_id=f"D{i}") for i in range(1001)]), 422, "declarations"),
+    Hostile(
+        "a batch one over the limit",
+        _score(*[_declaration(declaration_id=f"D{i}") for i in range(1001)]),
+        422,
+        "declarations",
+    ),
     Hostile("an empty body", b"", 400, "declarations"),
     Hostile("a body of null", b"null", 400, "body"),
     Hostile("a truncated body", b'{"declarations": [', 400, "body"),
     Hostile("form-encoded", b"declarations=1", 400, "content-type", content_type="application/x-www-form-urlencoded"),
-    Hostile("multipart without a boundary", _score(contract_example()), 400, "content-type", content_type="multipart/form-data"),
-    Hostile("an outcome with a lone surrogate note", _json({"outcomes": [
-        {"declaration_id": "97061800", "inspected_on": "2021-03-02", "result": "fraud", "notes": "@@"}]}).replace(b"@@", b"\\udfff"),
-        400, "body", path="/outcomes"),
-    Hostile("an outcome result in capitals", _json({"outcomes": [
-        {"declaration_id": "97061800", "inspected_on": "2021-03-02", "result": "FRAUD"}]}), 422, "result", path="/outcomes"),
+    Hostile(
+        "multipart without a boundary",
+        _score(contract_example()),
+        400,
+        "content-type",
+        content_type="multipart/form-data",
+    ),
+    Hostile(
+        "an outcome with a lone surrogate note",
+        _json(
+            {
+                "outcomes": [
+                    {"declaration_id": "97061800", "inspected_on": "2021-03-02", "result": "fraud", "notes": "@@"}
+                ]
+            }
+        ).replace(b"@@", b"\\udfff"),
+        400,
+        "body",
+        path="/outcomes",
+    ),
+    Hostile(
+        "an outcome result in capitals",
+        _json({"outcomes": [{"declaration_id": "97061800", "inspected_on": "2021-03-02", "result": "FRAUD"}]}),
+        422,
+        "result",
+        path="/outcomes",
+    ),
 ]
 
 
@@ -131,7 +159,9 @@ def test_a_repeated_outcome_in_one_batch_keeps_the_last(service):
     ]
     assert service["client"].post("/outcomes", json={"outcomes": outcomes}).json() == {"stored": 2}
     with sqlite3.connect(service["audit"]) as store:
-        rows = store.execute("SELECT inspected_on, result FROM outcomes WHERE declaration_id = 'TWICE-OUTCOME'").fetchall()
+        rows = store.execute(
+            "SELECT inspected_on, result FROM outcomes WHERE declaration_id = 'TWICE-OUTCOME'"
+        ).fetchall()
     assert rows == [("2021-03-03", "clean")]
 
 

@@ -37,8 +37,12 @@ def _validation(root: Path) -> dict:
 def _history_declaration(root: Path) -> dict:
     """A clean declaration of the workspace's history, as a client would send it."""
     history = read_source(root / "data/raw/df_syn_train_eng.csv", KCS)
-    clean = history[history["fraud"].eq("0") & history["declaration_id"].ne("97061800")
-                    & history["origin_country"].ne("ZZ") & history["departure_country"].ne("ZZ")]
+    clean = history[
+        history["fraud"].eq("0")
+        & history["declaration_id"].ne("97061800")
+        & history["origin_country"].ne("ZZ")
+        & history["departure_country"].ne("ZZ")
+    ]
     record = clean.iloc[0][DECLARATION_FIELDS]
     record = record.astype(object).where(record.notna(), None).to_dict()
     return {**record, **{field: float(record[field]) for field in NUMERIC_FIELDS}}  # JSON numbers
@@ -48,8 +52,13 @@ def _history_declaration(root: Path) -> dict:
 def loop(workspace, service, tmp_path_factory) -> dict:
     root, client = workspace["root"], service["client"]
     new = [
-        dict(contract_example(), declaration_id=f"LOOP-{i:03d}", importer_id=IMPORTER,
-             declaration_date=f"2020-11-{i % 28 + 1:02d}", item_price=1000.0 + i)
+        dict(
+            contract_example(),
+            declaration_id=f"LOOP-{i:03d}",
+            importer_id=IMPORTER,
+            declaration_date=f"2020-11-{i % 28 + 1:02d}",
+            item_price=1000.0 + i,
+        )
         for i in range(NEW)
     ]
     relabelled = _history_declaration(root)
@@ -57,8 +66,12 @@ def loop(workspace, service, tmp_path_factory) -> dict:
     scored = client.post("/score", json={"declarations": [*new, relabelled, query]})
     assert scored.status_code == 200, scored.text
     outcomes = [
-        {"declaration_id": r["declaration_id"], "inspected_on": "2020-12-15",
-         "result": "critical" if i % 10 == 0 else "fraud", "notes": "undervalued"}
+        {
+            "declaration_id": r["declaration_id"],
+            "inspected_on": "2020-12-15",
+            "result": "critical" if i % 10 == 0 else "fraud",
+            "notes": "undervalued",
+        }
         for i, r in enumerate(new)
     ]
     outcomes += [
@@ -70,12 +83,23 @@ def loop(workspace, service, tmp_path_factory) -> dict:
 
     copy = tmp_path_factory.mktemp("loop") / "workspace"
     shutil.copytree(root, copy, ignore=lambda folder, names: ["serving"] if Path(folder) == root / "data" else [])
-    env = {**workspace["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}",
-           "BENTOML_HOME": str(copy / ".bentoml")}
+    env = {
+        **workspace["env"],
+        "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}",
+        "BENTOML_HOME": str(copy / ".bentoml"),
+    }
     exported = _run([str(BIN / "customs-risk"), "export-feedback", "--output", FEEDBACK], copy, env)
     repro = _run([str(BIN / "dvc"), "repro"], copy, env, timeout=900)
-    return {"copy": copy, "env": env, "new": new, "relabelled": relabelled, "query": query,
-            "served": scored.json()["results"][-1], "exported": exported, "repro": repro}
+    return {
+        "copy": copy,
+        "env": env,
+        "new": new,
+        "relabelled": relabelled,
+        "query": query,
+        "served": scored.json()["results"][-1],
+        "exported": exported,
+        "repro": repro,
+    }
 
 
 def test_export_writes_the_outcomes_with_the_declarations_as_scored(loop):
@@ -84,7 +108,11 @@ def test_export_writes_the_outcomes_with_the_declarations_as_scored(loop):
     feedback = pd.read_parquet(loop["copy"] / FEEDBACK).set_index("declaration_id")
     assert len(feedback) == NEW + 1
     assert feedback.loc["LOOP-007", ["importer_id", "item_price", "fraud", "critical_fraud"]].tolist() == [
-        IMPORTER, "1007.0", "1", "0"]
+        IMPORTER,
+        "1007.0",
+        "1",
+        "0",
+    ]
     assert feedback.loc["LOOP-010", "critical_fraud"] == "1"
     assert feedback.loc[loop["relabelled"]["declaration_id"], ["fraud", "critical_fraud"]].tolist() == ["1", "1"]
 

@@ -28,10 +28,22 @@ def test_pipeline_writes_metrics_and_a_lock(workspace):
             assert 0 <= metrics[f"{name}_at_{rate}"] <= 1
     assert 0.5 < metrics["roc_auc"] <= 1
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"ingest", "validate", "featurize", "tune", "train", "evaluate", "register", "package"}
+    assert set(lock["stages"]) == {
+        "ingest",
+        "validate",
+        "featurize",
+        "tune",
+        "train",
+        "evaluate",
+        "register",
+        "package",
+    }
     validation = json.loads((root / "metrics/validation.json").read_text())
     assert validation["rows_in"] == TRAIN_ROWS + VALID_ROWS
-    assert validation["rows_valid"] + validation["rows_rejected"] + validation["duplicates_dropped"] == validation["rows_in"]
+    assert (
+        validation["rows_valid"] + validation["rows_rejected"] + validation["duplicates_dropped"]
+        == validation["rows_in"]
+    )
 
 
 def test_repro_again_does_nothing(workspace):
@@ -55,8 +67,15 @@ def test_reviewers_find_plots_and_the_model_card_in_mlflow(workspace):
     client = MlflowClient(tracking_uri=workspace["env"]["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias("customs-risk", "champion")
     artifacts = {artifact.path for artifact in client.list_artifacts(version.run_id, "reports")}
-    expected = {"targeting_curve.png", "roc.png", "precision_recall.png", "reliability.png",
-                "importance_gain.png", "contributions.png", "model_card.md"}
+    expected = {
+        "targeting_curve.png",
+        "roc.png",
+        "precision_recall.png",
+        "reliability.png",
+        "importance_gain.png",
+        "contributions.png",
+        "model_card.md",
+    }
     assert {f"reports/{name}" for name in expected} <= artifacts
     assert version.description.startswith("# Model card")
     assert "registration" in client.get_run(version.run_id).data.tags
@@ -68,14 +87,20 @@ def test_score_answers_the_contract_example(service, workspace):
     assert response.status_code == 200, response.text
     body = response.json()
     registration = json.loads((workspace["root"] / "data/model/registration.json").read_text())
-    assert body["model"] == {"name": "customs-risk", "version": registration["version"], "run_id": registration["run_id"]}
+    assert body["model"] == {
+        "name": "customs-risk",
+        "version": registration["version"],
+        "run_id": registration["run_id"],
+    }
     [result] = body["results"]
     assert result["declaration_id"] == "97061800"
     assert 0 <= result["risk_score"] <= 1 and 0 <= result["critical_score"] <= 1
     assert result["lane"] in {"red", "yellow", "green"}
     assert result["selected_by"] in {"model", "value", "critical", "rule", "random"}
     assert 1 <= len(result["reasons"]) <= 3
-    contributions = [r["contribution"] for r in result["reasons"] if r["feature"] not in ("duty_at_risk", "critical_score")]
+    contributions = [
+        r["contribution"] for r in result["reasons"] if r["feature"] not in ("duty_at_risk", "critical_score")
+    ]
     assert contributions == sorted(contributions, reverse=True)
     for reason in result["reasons"]:
         assert set(reason) == {"feature", "value", "contribution", "text"}
@@ -121,7 +146,11 @@ def test_metadata_names_the_served_version(service, workspace):
     assert response.status_code == 200
     body = response.json()
     registration = json.loads((workspace["root"] / "data/model/registration.json").read_text())
-    assert (body["name"], body["version"], body["run_id"]) == ("customs-risk", registration["version"], registration["run_id"])
+    assert (body["name"], body["version"], body["run_id"]) == (
+        "customs-risk",
+        registration["version"],
+        registration["run_id"],
+    )
     metrics = json.loads((workspace["root"] / "metrics/targeting.json").read_text())
     assert body["validation_metrics"]["precision_at_5"] == pytest.approx(metrics["precision_at_5"])
     assert body["lanes"]["red_share"] == pytest.approx(0.06) and body["lanes"]["yellow_share"] == 0.10
@@ -146,7 +175,11 @@ def test_cli_scores_like_the_service(service, workspace, tmp_path):
     source = tmp_path / "in.csv"
     pd.DataFrame(records).to_csv(source, index=False)
     output = tmp_path / "out.csv"
-    _run([str(BIN / "customs-risk"), "score", "--input", str(source), "--output", str(output)], workspace["root"], workspace["env"])
+    _run(
+        [str(BIN / "customs-risk"), "score", "--input", str(source), "--output", str(output)],
+        workspace["root"],
+        workspace["env"],
+    )
     scored = pd.read_csv(output, dtype={"declaration_id": str})
     served = service["client"].post("/score", json={"declarations": records}).json()["results"]
     assert scored["declaration_id"].tolist() == [r["declaration_id"] for r in served]
@@ -187,7 +220,11 @@ def test_repro_killed_in_the_middle_of_train_completes_when_rerun(workspace):
     files = _model_files(root)
     interrupted = subprocess.Popen(
         [str(BIN / "dvc"), "repro", "--force", "--single-item", "train"],
-        cwd=root, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=root,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     output = []

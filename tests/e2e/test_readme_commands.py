@@ -57,8 +57,12 @@ def clone(workspace, tmp_path_factory) -> Path:
     """A fresh copy of the workspace after its `dvc repro`, its `.venv` the project's (as `make run`
     leaves a clone), and a day's declarations file as the README's command reads it."""
     root = tmp_path_factory.mktemp("readme") / "customs-risk"
-    shutil.copytree(workspace["root"], root, symlinks=True,
-                    ignore=lambda folder, names: ["serving"] if Path(folder) == workspace["root"] / "data" else [])
+    shutil.copytree(
+        workspace["root"],
+        root,
+        symlinks=True,
+        ignore=lambda folder, names: ["serving"] if Path(folder) == workspace["root"] / "data" else [],
+    )
     for name in ("pyproject.toml", "README.md", "Makefile"):  # a clone has them; the workspace holds only what dvc runs
         shutil.copy(REPO / name, root / name)
     (root / ".venv").symlink_to(REPO / ".venv")
@@ -70,8 +74,9 @@ def clone(workspace, tmp_path_factory) -> Path:
 def _run(command: str, root: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return subprocess.run(shlex.split(command), cwd=root, env=_user_env(home), capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        shlex.split(command), cwd=root, env=_user_env(home), capture_output=True, text=True, timeout=600
+    )
 
 
 def _score_commands() -> list[str]:
@@ -117,7 +122,11 @@ def test_the_readme_score_command_keeps_the_valid_rows_of_a_partly_bad_file(clon
     kept = [i for i in range(len(records)) if i not in (2, 5, 9)]
     assert scored["declaration_id"].tolist() == records["declaration_id"].iloc[kept].tolist()
     rejected = pd.read_csv(output.with_name(f"{output.stem}.rejected{output.suffix}"), dtype=str)
-    assert rejected[["row", "field"]].values.tolist() == [["3", "hs6_code"], ["6", "importer_id"], ["10", "container_number"]]
+    assert rejected[["row", "field"]].values.tolist() == [
+        ["3", "hs6_code"],
+        ["6", "importer_id"],
+        ["10", "container_number"],
+    ]
 
 
 def test_the_readme_retraining_packages_into_the_checkouts_store(clone, tmp_path):

@@ -50,18 +50,50 @@ def _hmac(key: str, identifier: str) -> str:
 
 
 ALERTS = [
-    {"alert_id": "KZ-E2E-1", "issued_by": "KZ", "issued_on": "2021-05-01", "valid_until": "2021-05-31",
-     "target": "importer_id", "value": ALERTED, "lane": "red", "reason": "cocaine found in a consignment of this importer",
-     "hashed": False},
-    {"alert_id": "KZ-E2E-2", "issued_by": "KZ", "issued_on": (TODAY - dt.timedelta(days=30)).isoformat(),
-     "valid_until": (TODAY + dt.timedelta(days=60)).isoformat(), "target": "importer_id", "value": _hmac(KZ_KEY, HASHED),
-     "lane": "red", "reason": "undervalued timber", "hashed": True},
-    {"alert_id": "KZ-E2E-3", "issued_by": "KZ", "issued_on": (TODAY - dt.timedelta(days=30)).isoformat(),
-     "valid_until": (TODAY + dt.timedelta(days=60)).isoformat(), "target": "importer_id",
-     "value": _hmac("not-the-shared-key", WRONG_KEY), "lane": "red", "reason": "hashed under another key", "hashed": True},
-    {"alert_id": "BE-E2E-1", "issued_by": "BE", "issued_on": (TODAY - dt.timedelta(days=5)).isoformat(),
-     "valid_until": (TODAY + dt.timedelta(days=30)).isoformat(), "target": "seller_id", "value": "E2E-BE-SELLER",
-     "lane": "yellow", "reason": "false origin declared before", "hashed": False},
+    {
+        "alert_id": "KZ-E2E-1",
+        "issued_by": "KZ",
+        "issued_on": "2021-05-01",
+        "valid_until": "2021-05-31",
+        "target": "importer_id",
+        "value": ALERTED,
+        "lane": "red",
+        "reason": "cocaine found in a consignment of this importer",
+        "hashed": False,
+    },
+    {
+        "alert_id": "KZ-E2E-2",
+        "issued_by": "KZ",
+        "issued_on": (TODAY - dt.timedelta(days=30)).isoformat(),
+        "valid_until": (TODAY + dt.timedelta(days=60)).isoformat(),
+        "target": "importer_id",
+        "value": _hmac(KZ_KEY, HASHED),
+        "lane": "red",
+        "reason": "undervalued timber",
+        "hashed": True,
+    },
+    {
+        "alert_id": "KZ-E2E-3",
+        "issued_by": "KZ",
+        "issued_on": (TODAY - dt.timedelta(days=30)).isoformat(),
+        "valid_until": (TODAY + dt.timedelta(days=60)).isoformat(),
+        "target": "importer_id",
+        "value": _hmac("not-the-shared-key", WRONG_KEY),
+        "lane": "red",
+        "reason": "hashed under another key",
+        "hashed": True,
+    },
+    {
+        "alert_id": "BE-E2E-1",
+        "issued_by": "BE",
+        "issued_on": (TODAY - dt.timedelta(days=5)).isoformat(),
+        "valid_until": (TODAY + dt.timedelta(days=30)).isoformat(),
+        "target": "seller_id",
+        "value": "E2E-BE-SELLER",
+        "lane": "yellow",
+        "reason": "false origin declared before",
+        "hashed": False,
+    },
 ]
 # the declarations the alerts are about: (id, importer, date); scored before and after the import
 ALERT_CASES = {
@@ -77,8 +109,9 @@ def _held_back_month(root: Path) -> pd.DataFrame:
     any the schema refuses, with their labels."""
     full = read_source(REPO / "data/raw/df_syn_valid_eng.csv", KCS)
     sampled = set(read_source(root / "data/raw/df_syn_valid_eng.csv", KCS)["declaration_id"])
-    month = full[full["declaration_date"].between(*(day.isoformat() for day in MONTH))
-                 & ~full["declaration_id"].isin(sampled)].drop_duplicates("declaration_id")
+    month = full[
+        full["declaration_date"].between(*(day.isoformat() for day in MONTH)) & ~full["declaration_id"].isin(sampled)
+    ].drop_duplicates("declaration_id")
     month = month.reset_index(drop=True)
     return month.drop(index=check_declarations(month[DECLARATION_FIELDS], RECORD).failures["index"].unique())
 
@@ -97,13 +130,17 @@ def _alert_declaration(declaration_id: str, importer: str, day: str) -> dict:
 
 def _metrics(text: str) -> dict:
     """Every sample of a Prometheus text page: (name, sorted labels) -> value."""
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _cli(arguments: list[str], root: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "customs-risk"), *arguments], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [str(BIN / "customs-risk"), *arguments], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,23 +151,37 @@ def session(workspace, tmp_path_factory) -> dict:
     as the other modules expect it."""
     folder = tmp_path_factory.mktemp("report-alerts")
     root = folder / "checkout"
-    shutil.copytree(workspace["root"], root,
-                    ignore=lambda where, names: ["serving"] if Path(where) == workspace["root"] / "data" else [])
+    shutil.copytree(
+        workspace["root"],
+        root,
+        ignore=lambda where, names: ["serving"] if Path(where) == workspace["root"] / "data" else [],
+    )
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     (folder / "kz.key").write_text(KZ_KEY + "\n")
     (folder / "partners.json").write_text(json.dumps({"KZ": str(folder / "kz.key")}))
-    env = {**workspace["env"], "BENTOML_HOME": str(root / ".bentoml"), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "RISK_API_KEYS": API_KEY, "RISK_AUDIT_DB": str(folder / "audit.db"),
-           "RISK_PARTNER_KEYS": str(folder / "partners.json"), "RISK_WORKERS": "2"}
+    env = {
+        **workspace["env"],
+        "BENTOML_HOME": str(root / ".bentoml"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "RISK_API_KEYS": API_KEY,
+        "RISK_AUDIT_DB": str(folder / "audit.db"),
+        "RISK_PARTNER_KEYS": str(folder / "partners.json"),
+        "RISK_WORKERS": "2",
+    }
     cli_env = {**env, "PYTHONPATH": str(root)}  # the commands run the workspace's code, as the bento does
     month = _held_back_month(root)
     sent = _as_sent(month)
     alert_declarations = [_alert_declaration(*case) for case in ALERT_CASES.values()]
     answered: list[dict] = []  # every /score result of the session, in the order the store got them
     posted: list[dict] = []
-    headers = {"Authorization": f"Bearer {API_KEY}", "Connection": "close"}  # a new connection each: both workers answer
-    with serve_bento(root, env, folder / "serve.log") as served, \
-            httpx.Client(base_url=served.base, headers=headers, timeout=600) as client:
+    headers = {
+        "Authorization": f"Bearer {API_KEY}",
+        "Connection": "close",
+    }  # a new connection each: both workers answer
+    with (
+        serve_bento(root, env, folder / "serve.log") as served,
+        httpx.Client(base_url=served.base, headers=headers, timeout=600) as client,
+    ):
 
         def score(declarations: list[dict], reasons: str) -> list[dict]:
             response = client.post("/score", json={"declarations": declarations, "reasons": reasons})
@@ -140,12 +191,14 @@ def session(workspace, tmp_path_factory) -> dict:
 
         def post(outcomes: list[dict]) -> None:
             for start in range(0, len(outcomes), 1000):
-                response = client.post("/outcomes", json={"outcomes": outcomes[start:start + 1000]})
+                response = client.post("/outcomes", json={"outcomes": outcomes[start : start + 1000]})
                 assert response.status_code == 200, response.text
             posted.extend(outcomes)
 
         metrics_before = _metrics(httpx.get(f"{served.base}/metrics", timeout=30).text)
-        results = [result for start in range(0, len(sent), BATCH) for result in score(sent[start:start + BATCH], "none")]
+        results = [
+            result for start in range(0, len(sent), BATCH) for result in score(sent[start : start + BATCH], "none")
+        ]
         before = score(alert_declarations, "selected")
         imported = _cli(["alerts", "import", str(_alert_file(folder))], root, cli_env)
         after = score(alert_declarations, "selected")  # the same service, no restart
@@ -164,29 +217,62 @@ def session(workspace, tmp_path_factory) -> dict:
             outcomes.append(outcome)
         truth["outcome"], truth["additional_duty"] = pd.Series(found, dtype=object), pd.Series(duties, dtype=object)
         post(outcomes)
-        post([{"declaration_id": ALERT_CASES["in_window"][0], "inspected_on": "2021-05-12", "result": "fraud",
-               "additional_duty": 1200.0, "notes": "cocaine in the second container"}])
+        post(
+            [
+                {
+                    "declaration_id": ALERT_CASES["in_window"][0],
+                    "inspected_on": "2021-05-12",
+                    "result": "fraud",
+                    "additional_duty": 1200.0,
+                    "notes": "cocaine in the second container",
+                }
+            ]
+        )
         metadata = client.post("/metadata", json={}).json()
         metrics_after = _metrics(httpx.get(f"{served.base}/metrics", timeout=30).text)
         worker_files = sorted((root / ".bentoml" / "prometheus_multiproc_dir").glob("counter_*.db"))
-        per_worker = {path.name: sum(sample.value for metric in MultiProcessCollector.merge([str(path)])
-                                     if metric.name == "customs_risk_decisions" for sample in metric.samples
-                                     if sample.name.endswith("_total"))
-                      for path in worker_files}
+        per_worker = {
+            path.name: sum(
+                sample.value
+                for metric in MultiProcessCollector.merge([str(path)])
+                if metric.name == "customs_risk_decisions"
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+            for path in worker_files
+        }
     store = folder / "audit.db"
     untouched = (store.read_bytes(), store.stat().st_mtime_ns)
     reports = {}
     for name, (since, until) in {"month": MONTH, "alerts": (dt.date(2021, 5, 1), dt.date(2021, 5, 31))}.items():
-        command = _cli(["report", "--since", since.isoformat(), "--until", until.isoformat(),
-                        "--output", str(folder / name)], root, cli_env)
-        reports[name] = {"command": command, "kpis": json.loads((folder / name / "kpis.json").read_text())
-                         if (folder / name / "kpis.json").exists() else None}
+        command = _cli(
+            ["report", "--since", since.isoformat(), "--until", until.isoformat(), "--output", str(folder / name)],
+            root,
+            cli_env,
+        )
+        reports[name] = {
+            "command": command,
+            "kpis": json.loads((folder / name / "kpis.json").read_text())
+            if (folder / name / "kpis.json").exists()
+            else None,
+        }
     params = yaml.safe_load((root / "params.yaml").read_text())
     return {
-        "root": root, "folder": folder, "truth": truth, "answered": answered, "posted": posted,
-        "before": dict(zip(ALERT_CASES, before)), "after": dict(zip(ALERT_CASES, after)), "imported": imported,
-        "metadata": metadata, "metrics_before": metrics_before, "metrics_after": metrics_after, "per_worker": per_worker,
-        "reports": reports, "params": params, "audit": store,
+        "root": root,
+        "folder": folder,
+        "truth": truth,
+        "answered": answered,
+        "posted": posted,
+        "before": dict(zip(ALERT_CASES, before)),
+        "after": dict(zip(ALERT_CASES, after)),
+        "imported": imported,
+        "metadata": metadata,
+        "metrics_before": metrics_before,
+        "metrics_after": metrics_after,
+        "per_worker": per_worker,
+        "reports": reports,
+        "params": params,
+        "audit": store,
         "store_unchanged": (store.read_bytes(), store.stat().st_mtime_ns) == untouched,
     }
 
@@ -240,7 +326,8 @@ def test_every_count_share_and_hit_rate_of_the_month_is_the_declarations(session
     for source in ("model", "value", "critical", "rule", "alert", "random"):
         rows = truth[truth["selected_by"] == source]
         assert kpis["selected_by"][source] == {
-            "decisions": len(rows), "outcomes": sum(outcome is not None for outcome in rows["outcome"]),
+            "decisions": len(rows),
+            "outcomes": sum(outcome is not None for outcome in rows["outcome"]),
             "hit_rate": _approx(_hit_rate(rows)),
         }, source
     assert kpis["selected_by"]["random"]["outcomes"] > 0  # the exploration share picked some of the month
@@ -344,7 +431,9 @@ def test_metrics_count_every_decision_by_lane_and_source_across_workers(session)
     assert made[("red", "alert")] == 2
     for lane in ("red", "yellow", "green"):
         for source in ("model", "value", "critical", "rule", "alert", "random"):
-            assert _delta(session, "customs_risk_decisions_total", lane=lane, selected_by=source) == made[(lane, source)]
+            assert (
+                _delta(session, "customs_risk_decisions_total", lane=lane, selected_by=source) == made[(lane, source)]
+            )
     # each worker's file holds its own count; /metrics is their sum (a new connection per request
     # spreads a dozen requests over both workers: 1,204 and 906 decisions when measured)
     assert sum(session["per_worker"].values()) == len(session["answered"])
@@ -364,7 +453,9 @@ def test_the_drift_gauge_is_the_psi_of_the_last_n_scores_against_the_validation_
     last = np.array([result["risk_score"] for result in session["answered"]][-window:])
     gauge = session["metrics_after"][("customs_risk_score_psi", ())]
     assert gauge == pytest.approx(reporting.psi(reference, last))
-    assert session["metrics_after"][("customs_risk_score_psi_declarations", ())] == min(window, len(session["answered"]))
+    assert session["metrics_after"][("customs_risk_score_psi_declarations", ())] == min(
+        window, len(session["answered"])
+    )
     assert 0 <= gauge < reporting.PSI_FLAG
 
 
@@ -372,11 +463,13 @@ def test_the_lane_share_gauges_are_the_last_n_decisions_beside_the_packaged_sett
     """A center alerts when a lane takes more than its capacity: thresholds fixed at packaging
     let the shares move with the traffic (README, Backtest)."""
     serving = session["params"]["serving"]
-    last = [result["lane"] for result in session["answered"]][-serving["drift_window"]:]
+    last = [result["lane"] for result in session["answered"]][-serving["drift_window"] :]
     red = serving["red_risk_share"] + serving["red_value_share"] + serving["red_critical_share"]
     settings = {"red": red, "yellow": serving["yellow_share"], "green": 1 - red - serving["yellow_share"]}
     assert {"red", "yellow", "green"} <= set(last)
     for lane, setting in settings.items():
         labels = (("lane", lane),)
-        assert session["metrics_after"][("customs_risk_lane_share", labels)] == pytest.approx(last.count(lane) / len(last))
+        assert session["metrics_after"][("customs_risk_lane_share", labels)] == pytest.approx(
+            last.count(lane) / len(last)
+        )
         assert session["metrics_after"][("customs_risk_lane_share_setting", labels)] == pytest.approx(setting)

@@ -54,8 +54,10 @@ rules:
 def _kcs_split(root: Path) -> Path:
     """History in the KCS layout: a sample before the validation window, a sample of it, and the
     held-back month kept aside in full. Returns the held-back file."""
-    frames = [pd.read_csv(REPO / "data/raw" / name, dtype=str, keep_default_na=False)
-              for name in ("df_syn_train_eng.csv", "df_syn_valid_eng.csv")]
+    frames = [
+        pd.read_csv(REPO / "data/raw" / name, dtype=str, keep_default_na=False)
+        for name in ("df_syn_train_eng.csv", "df_syn_valid_eng.csv")
+    ]
     kcs = pd.concat(frames, ignore_index=True)
     early = kcs[kcs["Date"] < WINDOWS["valid_start"]]
     recent = kcs[kcs["Date"].between(WINDOWS["valid_start"], WINDOWS["valid_end"])]
@@ -65,7 +67,9 @@ def _kcs_split(root: Path) -> Path:
     raw.mkdir(parents=True)
     (root / "data" / "feedback").mkdir()
     train.sort_values("Date", kind="stable").to_csv(raw / "df_syn_train_eng.csv", index=False)
-    recent.sample(n=VALID_ROWS, random_state=5).sort_values("Date", kind="stable").to_csv(raw / "df_syn_valid_eng.csv", index=False)
+    recent.sample(n=VALID_ROWS, random_state=5).sort_values("Date", kind="stable").to_csv(
+        raw / "df_syn_valid_eng.csv", index=False
+    )
     held_back = root / "held_back.csv"
     kcs[kcs["Date"] >= HELD_BACK_FROM].to_csv(held_back, index=False)
     return held_back
@@ -130,7 +134,7 @@ def held_back(workspace) -> list[dict]:
 def held_back_results(service, held_back) -> list[dict]:
     results = []
     for start in range(0, len(held_back), 1000):
-        response = service["client"].post("/score", json={"declarations": held_back[start:start + 1000]})
+        response = service["client"].post("/score", json={"declarations": held_back[start : start + 1000]})
         assert response.status_code == 200, response.text
         results += response.json()["results"]
     return results
@@ -142,8 +146,22 @@ def _registered(workspace) -> dict:
 
 def _audit_export(workspace, table: str, output: Path) -> pd.DataFrame:
     today = datetime.now(UTC).date().isoformat()
-    _run([str(BIN / "customs-risk"), "audit", "--since", today, "--until", today, "--table", table, "--output", str(output)],
-         workspace["root"], workspace["env"])
+    _run(
+        [
+            str(BIN / "customs-risk"),
+            "audit",
+            "--since",
+            today,
+            "--until",
+            today,
+            "--table",
+            table,
+            "--output",
+            str(output),
+        ],
+        workspace["root"],
+        workspace["env"],
+    )
     return pd.read_csv(output, dtype={"declaration_id": str, "model_version": str}, keep_default_na=False)
 
 
@@ -155,20 +173,33 @@ def test_metadata_names_the_registered_champion_and_its_settings(service, worksp
     assert response.status_code == 200
     body = response.json()
     registration = _registered(workspace)
-    assert (body["name"], body["version"], body["run_id"]) == ("customs-risk", registration["version"], registration["run_id"])
+    assert (body["name"], body["version"], body["run_id"]) == (
+        "customs-risk",
+        registration["version"],
+        registration["run_id"],
+    )
     registry = MlflowClient(tracking_uri=workspace["env"]["MLFLOW_TRACKING_URI"])
-    assert body["files_sha256"] == registry.get_model_version("customs-risk", registration["version"]).tags["files_sha256"]
+    assert (
+        body["files_sha256"] == registry.get_model_version("customs-risk", registration["version"]).tags["files_sha256"]
+    )
     assert body["training_window"] == f"{WINDOWS['train_start']}..{WINDOWS['valid_end']}"
     assert body["validation_window"] == f"{WINDOWS['valid_start']}..{WINDOWS['valid_end']}"
     metrics = json.loads((workspace["root"] / "metrics/targeting.json").read_text())
     assert body["validation_metrics"]["precision_at_5"] == pytest.approx(metrics["precision_at_5"])
     serving = workspace["params"]["serving"]
     lanes = body["lanes"]
-    shares = ("red_risk_share", "red_value_share", "red_critical_share", "yellow_share", "yellow_critical_share",
-              "exploration_share")
+    shares = (
+        "red_risk_share",
+        "red_value_share",
+        "red_critical_share",
+        "yellow_share",
+        "yellow_critical_share",
+        "exploration_share",
+    )
     assert {name: lanes[name] for name in shares} == {name: serving[name] for name in shares}
-    assert lanes["red_share"] == pytest.approx(serving["red_risk_share"] + serving["red_value_share"]
-                                               + serving["red_critical_share"])
+    assert lanes["red_share"] == pytest.approx(
+        serving["red_risk_share"] + serving["red_value_share"] + serving["red_critical_share"]
+    )
     assert lanes["order"] == {"red": ["critical", "value", "model"], "yellow": ["critical", "model"]}
     if serving["yellow_share"] > serving["yellow_critical_share"]:
         assert 0 < lanes["yellow_threshold"] <= lanes["red_threshold"] < 1
@@ -178,7 +209,11 @@ def test_metadata_names_the_registered_champion_and_its_settings(service, worksp
     assert "exploration_key" not in json.dumps(body)
     assert {"importer_fraud_rate", "log_value_per_kg", "hs_chapter"} <= set(body["features"])
     assert body["risk_profiles"]["rules"] == [
-        {"name": "watched-timber", "lane": "red", "reason": f"timber for importer {WATCHED_IMPORTER}, on the intelligence unit's watch list"}
+        {
+            "name": "watched-timber",
+            "lane": "red",
+            "reason": f"timber for importer {WATCHED_IMPORTER}, on the intelligence unit's watch list",
+        }
     ]
 
 
@@ -187,11 +222,21 @@ def test_score_answers_every_contract_field(service, workspace, held_back):
     assert response.status_code == 200
     body = response.json()
     registration = _registered(workspace)
-    assert body["model"] == {"name": "customs-risk", "version": registration["version"], "run_id": registration["run_id"]}
+    assert body["model"] == {
+        "name": "customs-risk",
+        "version": registration["version"],
+        "run_id": registration["run_id"],
+    }
     assert [r["declaration_id"] for r in body["results"]] == [d["declaration_id"] for d in held_back[:50]]
     for result, sent in zip(body["results"], held_back[:50]):
         assert set(result) == {
-            "declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"
+            "declaration_id",
+            "risk_score",
+            "critical_score",
+            "duty_at_risk",
+            "lane",
+            "selected_by",
+            "reasons",
         }
         assert 0 <= result["risk_score"] <= 1 and 0 <= result["critical_score"] <= 1
         declared_duty = float(sent["item_price"]) * float(sent["tax_rate"]) / 100
@@ -200,8 +245,10 @@ def test_score_answers_every_contract_field(service, workspace, held_back):
         # no held-back declaration meets the rule
         assert result["selected_by"] in {"model", "value", "critical", "random"}
         assert len(result["reasons"]) <= workspace["params"]["serving"]["max_reasons"]
-        model_reasons = result["reasons"][result["selected_by"] in ("value", "critical"):]  # the policy's first
-        assert [r["contribution"] for r in model_reasons] == sorted((r["contribution"] for r in model_reasons), reverse=True)
+        model_reasons = result["reasons"][result["selected_by"] in ("value", "critical") :]  # the policy's first
+        assert [r["contribution"] for r in model_reasons] == sorted(
+            (r["contribution"] for r in model_reasons), reverse=True
+        )
         for reason in result["reasons"]:
             assert set(reason) == {"feature", "value", "contribution", "text"} and reason["text"]
 
@@ -262,7 +309,7 @@ def test_exploration_share_over_10000_ids(service, held_back_results, held_back,
     copies = [dict(held_back[lowest], declaration_id=f"EXPLORE-{i:05d}") for i in range(10_000)]
     results = []
     for start in range(0, len(copies), 1000):
-        response = service["client"].post("/score", json={"declarations": copies[start:start + 1000]})
+        response = service["client"].post("/score", json={"declarations": copies[start : start + 1000]})
         assert response.status_code == 200
         results += response.json()["results"]
     picked = [r["selected_by"] == "random" for r in results]
@@ -277,7 +324,13 @@ def test_exploration_share_over_10000_ids(service, held_back_results, held_back,
 
 
 def _watched(**changes) -> dict:
-    record = dict(contract_example(), declaration_id="RULE-1", importer_id=WATCHED_IMPORTER, hs6_code="440890", origin_country="BE")
+    record = dict(
+        contract_example(),
+        declaration_id="RULE-1",
+        importer_id=WATCHED_IMPORTER,
+        hs6_code="440890",
+        origin_country="BE",
+    )
     return {**record, **changes}
 
 
@@ -286,7 +339,9 @@ def test_a_rule_hit_sets_lane_selected_by_and_first_reason(service):
     results = service["client"].post("/score", json={"declarations": [hit, miss]}).json()["results"]
     assert (results[0]["lane"], results[0]["selected_by"]) == ("red", "rule")
     assert results[0]["reasons"][0] == {
-        "feature": "risk_profile", "value": "watched-timber", "contribution": None,
+        "feature": "risk_profile",
+        "value": "watched-timber",
+        "contribution": None,
         "text": f"timber for importer {WATCHED_IMPORTER}, on the intelligence unit's watch list",
     }
     assert results[1]["selected_by"] != "rule"
@@ -298,7 +353,9 @@ def test_a_rule_hit_sets_lane_selected_by_and_first_reason(service):
 
 def _every_worker(client, record: dict, expected: str) -> bool:
     """Whether enough requests to reach both workers all answer `expected` as selected_by."""
-    answers = {client.post("/score", json={"declarations": [record]}).json()["results"][0]["selected_by"] for _ in range(8)}
+    answers = {
+        client.post("/score", json={"declarations": [record]}).json()["results"][0]["selected_by"] for _ in range(8)
+    }
     return answers == {expected}
 
 
@@ -308,12 +365,15 @@ def test_rules_reload_without_a_restart_and_a_bad_edit_keeps_the_rules_in_force(
     client = service["client"]
     before = client.post("/score", json={"declarations": [cheap]}).json()["results"][0]["selected_by"]
     assert before != "rule" and _every_worker(client, cheap, before)
-    added = RULES + """  - name: far-below-cost
+    added = (
+        RULES
+        + """  - name: far-below-cost
     lane: yellow
     reason: "declared at 0.01 per kg, far below any plausible cost"
     when:
       value_per_kg: {below: 0.05}
 """
+    )
     try:
         path.write_text(added)
         assert _every_worker(client, cheap, "rule")
@@ -339,7 +399,9 @@ def test_invalid_and_malformed_requests_get_field_errors_and_store_nothing(servi
             return store.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
 
     before = decisions()
-    invalid = client.post("/score", json={"declarations": [contract_example(), dict(contract_example(), net_mass_kg=-1, hs6_code="44")]})
+    invalid = client.post(
+        "/score", json={"declarations": [contract_example(), dict(contract_example(), net_mass_kg=-1, hs6_code="44")]}
+    )
     assert invalid.status_code == 422
     assert {(e["index"], e["field"]) for e in invalid.json()["errors"]} == {(1, "net_mass_kg"), (1, "hs6_code")}
     malformed = client.post("/score", content=b'{"declarations": [', headers={"Content-Type": "application/json"})
@@ -348,15 +410,21 @@ def test_invalid_and_malformed_requests_get_field_errors_and_store_nothing(servi
     assert client.post("/score", json={"declarations": []}).status_code == 422
     over = client.post("/score", json={"declarations": [contract_example()] * 1001})
     assert over.status_code == 422
-    assert over.json()["errors"] == [{"index": None, "field": "declarations", "message": "must hold 1 to 1000 items, got 1001"}]
-    bad_outcome = client.post("/outcomes", json={"outcomes": [{"declaration_id": "X", "inspected_on": "04/02/2021", "result": "clean"}]})
+    assert over.json()["errors"] == [
+        {"index": None, "field": "declarations", "message": "must hold 1 to 1000 items, got 1001"}
+    ]
+    bad_outcome = client.post(
+        "/outcomes", json={"outcomes": [{"declaration_id": "X", "inspected_on": "04/02/2021", "result": "clean"}]}
+    )
     assert bad_outcome.status_code == 422 and bad_outcome.json()["errors"][0]["field"] == "inspected_on"
     assert decisions() == before
 
 
 def test_a_body_over_the_limit_gets_413(service, workspace):
     limit = workspace["params"]["serving"]["max_body_bytes"]
-    body = json.dumps({"declarations": [dict(contract_example(), declaration_id=f"BIG-{i}") for i in range(limit // 400)]})
+    body = json.dumps(
+        {"declarations": [dict(contract_example(), declaration_id=f"BIG-{i}") for i in range(limit // 400)]}
+    )
     assert len(body) > limit
     response = service["client"].post("/score", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
@@ -368,7 +436,7 @@ def test_a_body_that_never_arrives_gets_408(service):
     with socket.create_connection((host, int(port)), timeout=BODY_TIMEOUT_SECONDS + 30) as sock:
         sock.sendall(
             f"POST /score HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEYS[1]}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"declarations\": [".encode()
+            'Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"declarations": ['.encode()
         )
         answer = b""
         while b"not received within" not in answer and (chunk := sock.recv(65536)):
@@ -379,7 +447,11 @@ def test_a_body_that_never_arrives_gets_408(service):
 
 def test_keys_missing_wrong_and_right(service):
     base = service["base"]
-    for path, body in (("/score", {"declarations": [contract_example()]}), ("/outcomes", {"outcomes": []}), ("/metadata", {})):
+    for path, body in (
+        ("/score", {"declarations": [contract_example()]}),
+        ("/outcomes", {"outcomes": []}),
+        ("/metadata", {}),
+    ):
         assert httpx.post(f"{base}{path}", json=body).status_code == 401
         assert httpx.post(f"{base}{path}", json=body, headers={"Authorization": "Bearer not-a-key"}).status_code == 401
         assert httpx.post(f"{base}{path}", json=body, headers={"Authorization": f"Basic {KEYS[0]}"}).status_code == 401
@@ -403,9 +475,16 @@ def test_20_concurrent_clients_post_outcomes_and_none_is_lost(service, workspace
     failures = []
 
     def client(n: int) -> None:
-        with httpx.Client(base_url=service["base"], headers={"Authorization": f"Bearer {KEYS[n % 2]}"}, timeout=60) as http:
+        with httpx.Client(
+            base_url=service["base"], headers={"Authorization": f"Bearer {KEYS[n % 2]}"}, timeout=60
+        ) as http:
             for i in range(25):
-                outcome = {"declaration_id": f"OUT-{n:02d}-{i:02d}", "inspected_on": "2021-04-02", "result": "clean", "notes": f"client {n}"}
+                outcome = {
+                    "declaration_id": f"OUT-{n:02d}-{i:02d}",
+                    "inspected_on": "2021-04-02",
+                    "result": "clean",
+                    "notes": f"client {n}",
+                }
                 response = http.post("/outcomes", json={"outcomes": [outcome]})
                 if response.status_code != 200 or response.json() != {"stored": 1}:
                     failures.append(response.text)
@@ -429,7 +508,10 @@ def test_20_concurrent_clients_post_outcomes_and_none_is_lost(service, workspace
 
 def test_the_audit_export_holds_each_decision_with_its_outcome(service, workspace, tmp_path):
     scored = service["client"].post("/score", json={"declarations": [_watched(declaration_id="AUDIT-1")]}).json()
-    stored = service["client"].post("/outcomes", json={"outcomes": [{"declaration_id": "AUDIT-1", "inspected_on": "2021-04-05", "result": "critical"}]})
+    stored = service["client"].post(
+        "/outcomes",
+        json={"outcomes": [{"declaration_id": "AUDIT-1", "inspected_on": "2021-04-05", "result": "critical"}]},
+    )
     assert stored.json() == {"stored": 1}
     decisions = _audit_export(workspace, "decisions", tmp_path / "decisions.csv")
     row = decisions[decisions["declaration_id"] == "AUDIT-1"].iloc[-1]
@@ -452,8 +534,20 @@ def _refused(workspace, tmp_path, env_changes: dict, tamper=None) -> str:
     env = {**workspace["env"], "BENTOML_HOME": str(home), **env_changes}
     env = {key: value for key, value in env.items() if value is not None}
     result = subprocess.run(
-        [str(BIN / "bentoml"), "serve", "customs-risk-service:latest", "--host", "127.0.0.1", "--port", str(_free_port())],
-        cwd=workspace["root"], env=env, capture_output=True, text=True, timeout=120,
+        [
+            str(BIN / "bentoml"),
+            "serve",
+            "customs-risk-service:latest",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(_free_port()),
+        ],
+        cwd=workspace["root"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     return result.stdout + result.stderr

@@ -203,9 +203,7 @@ def test_shrunk_rates_follow_the_formula(history, trained):
     training, _ = trained
     counts = point_in_time_counts(with_derived_fields(history))
     prior = (counts["all__fraud_count"] + 1) / (counts["all__declarations"] + 2)
-    expected = (counts["importer__fraud_count"] + SMOOTHING * prior) / (
-        counts["importer__declarations"] + SMOOTHING
-    )
+    expected = (counts["importer__fraud_count"] + SMOOTHING * prior) / (counts["importer__declarations"] + SMOOTHING)
     np.testing.assert_allclose(training["importer_fraud_rate"], expected, rtol=0, atol=1e-12)
     assert training["importer_fraud_rate"].between(0, 1).all()
     # and the feature moves with the importer's own record, not only with the prior
@@ -572,7 +570,11 @@ def test_reasons_for_a_declaration_without_seller_or_courier_are_readable(histor
     records = history[DECLARATION_FIELDS].tail(1).reset_index(drop=True)
     records.loc[0, ["seller_id", "courier_id"]] = None
     (ctx,) = _contexts(records, state)
-    texts = [FEATURES_BY_NAME[f"{e}_{kind}"].reason(ctx) for e in ("seller", "courier") for kind in ("declarations", "fraud_rate")]
+    texts = [
+        FEATURES_BY_NAME[f"{e}_{kind}"].reason(ctx)
+        for e in ("seller", "courier")
+        for kind in ("declarations", "fraud_rate")
+    ]
     assert not [t for t in texts if NAN_WORD.search(t)], texts
 
 

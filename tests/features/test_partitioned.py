@@ -32,7 +32,11 @@ def test_streamed_features_equal_the_in_memory_ones(history, tmp_path, part_rows
     shuffled = history.sample(frac=1, random_state=3).reset_index(drop=True)
     write_parts(shuffled, tmp_path / "validated", [1000, 1, 2999])
     info = featurize_history(
-        tmp_path / "validated", tmp_path / "matrix", tmp_path / "state", window(history), SMOOTHING,
+        tmp_path / "validated",
+        tmp_path / "matrix",
+        tmp_path / "state",
+        window(history),
+        SMOOTHING,
         part_rows=part_rows,
     )
     expected, state = training_features(history, SMOOTHING)

@@ -29,9 +29,18 @@ SMOOTHING = 10
 WINDOW = ("2020-01-01", "2021-03-31")
 WINDOWS = {"train_start": WINDOW[0], "valid_start": "2021-01-01", "valid_end": WINDOW[1]}
 TRAIN_PARAMS = {
-    "seed": 42, "learning_rate": 0.1, "num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 0.8,
-    "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "cat_smoothing": 10, "max_cat_to_onehot": 8,
-    "max_rounds": 150, "early_stopping_rounds": 30,
+    "seed": 42,
+    "learning_rate": 0.1,
+    "num_leaves": 31,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "cat_smoothing": 10,
+    "max_cat_to_onehot": 8,
+    "max_rounds": 150,
+    "early_stopping_rounds": 30,
 }
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -63,7 +72,9 @@ def validated(kcs_records, tmp_path_factory):
 
 
 def featurize(validated, directory, entities) -> pd.DataFrame:
-    featurize_history(validated, directory / "matrix", directory / "state", WINDOW, SMOOTHING, entities, part_rows=10_000)
+    featurize_history(
+        validated, directory / "matrix", directory / "state", WINDOW, SMOOTHING, entities, part_rows=10_000
+    )
     return pd.read_parquet(directory / "matrix")
 
 
@@ -129,7 +140,11 @@ def test_the_featurize_stage_writes_nothing_when_the_scheduler_does_not_answer(v
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     env = {**os.environ, "DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:9", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.featurize"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "pipelines.featurize"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=CONNECT_TIMEOUT_SECONDS + 60,
     )
     assert result.returncode != 0

@@ -34,9 +34,18 @@ def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _train(rounds: int = 40, **params) -> lgb.Booster:
     x, y = _data(3000, seed=1)
     dataset = lgb.Dataset(x, y, categorical_feature=[CATEGORY], free_raw_data=False)
-    base = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 10,
-            "max_cat_to_onehot": 4, "bagging_fraction": 0.8, "bagging_freq": 1, "seed": 7, "verbose": -1,
-            "num_threads": 1}
+    base = {
+        "objective": "binary",
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_data_in_leaf": 10,
+        "max_cat_to_onehot": 4,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": 7,
+        "verbose": -1,
+        "num_threads": 1,
+    }
     return lgb.train({**base, **params}, dataset, num_boost_round=rounds)
 
 
@@ -100,8 +109,11 @@ def test_the_table_has_a_row_per_leaf_summing_to_its_value_and_a_bias_per_tree(b
 def test_a_tree_without_a_split_is_all_bias():
     """LightGBM keeps one leaf when no split is worth making: its value is the bias."""
     x, y = _data(1000, seed=4)
-    flat = lgb.train({"objective": "binary", "min_gain_to_split": 1e9, "verbose": -1, "num_threads": 1},
-                     lgb.Dataset(x, y), num_boost_round=3)
+    flat = lgb.train(
+        {"objective": "binary", "min_gain_to_split": 1e9, "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, y),
+        num_boost_round=3,
+    )
     assert [tree["num_leaves"] for tree in flat.dump_model()["tree_info"]] == [1]
     contributions = PathContributions(flat)(x[:20])
     assert not contributions[:, :-1].any()
@@ -111,8 +123,11 @@ def test_a_tree_without_a_split_is_all_bias():
 def test_linear_trees_are_refused():
     """A linear tree's leaf output depends on the row, so no table holds its attribution."""
     x, y = _data(1000, seed=5)
-    linear = lgb.train({"objective": "binary", "linear_tree": True, "verbose": -1, "num_threads": 1},
-                       lgb.Dataset(np.nan_to_num(x), y), num_boost_round=3)
+    linear = lgb.train(
+        {"objective": "binary", "linear_tree": True, "verbose": -1, "num_threads": 1},
+        lgb.Dataset(np.nan_to_num(x), y),
+        num_boost_round=3,
+    )
     with pytest.raises(ValueError, match="linear trees"):
         PathContributions(linear)
 

@@ -55,8 +55,13 @@ def test_the_learned_duty_ranks_what_inspections_recover_better_than_the_declare
 def test_a_model_with_a_duty_booster_scores_saves_and_explains_with_it(history, synthetic, tmp_path):
     synthetic_history, matrix, is_train, is_valid = synthetic
     fitted = fit_duty(
-        matrix, synthetic_history[RECOVERED_DUTY].to_numpy(), synthetic_history["fraud"].to_numpy(),
-        is_train, is_valid, TRAIN_PARAMS, min_rows=100,
+        matrix,
+        synthetic_history[RECOVERED_DUTY].to_numpy(),
+        synthetic_history["fraud"].to_numpy(),
+        is_train,
+        is_valid,
+        TRAIN_PARAMS,
+        min_rows=100,
     )
     model, _ = build_model(history)
     learning = dataclasses.replace(model, duty_booster=fitted.booster)

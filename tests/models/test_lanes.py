@@ -14,8 +14,12 @@ from models.lanes import LanePolicy, LaneShares
 KEY = "customs-risk-exploration"
 INF = float("inf")
 SHARES = LaneShares(
-    red_risk_share=0.025, red_value_share=0.015, red_critical_share=0.02,
-    yellow_share=0.10, yellow_critical_share=0.05, exploration_share=0.0,
+    red_risk_share=0.025,
+    red_value_share=0.015,
+    red_critical_share=0.02,
+    yellow_share=0.10,
+    yellow_critical_share=0.05,
+    exploration_share=0.0,
 )
 
 
@@ -26,9 +30,15 @@ def _ids(n: int, seed: int = 0) -> list[str]:
 
 def _exploring(share: float, key: str = KEY) -> LanePolicy:
     """A policy that picks nothing by score: only exploration."""
-    return LanePolicy(**{**vars(SHARES), "exploration_share": share}, exploration_key=key,
-                      red_critical_threshold=INF, red_value_threshold=INF, red_threshold=INF,
-                      yellow_critical_threshold=INF, yellow_threshold=INF)
+    return LanePolicy(
+        **{**vars(SHARES), "exploration_share": share},
+        exploration_key=key,
+        red_critical_threshold=INF,
+        red_value_threshold=INF,
+        red_threshold=INF,
+        yellow_critical_threshold=INF,
+        yellow_threshold=INF,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +56,10 @@ def test_each_source_takes_its_share_in_order(scores, exploration):
     policy = LanePolicy.fit(shares, KEY, *scores)
     lane, selected_by = policy.assign(*scores, _ids(len(scores[0])))
     for to_lane, source, share in (
-        ("red", "critical", shares.red_critical_share), ("red", "value", shares.red_value_share),
-        ("red", "model", shares.red_risk_share), ("yellow", "critical", shares.yellow_critical_share),
+        ("red", "critical", shares.red_critical_share),
+        ("red", "value", shares.red_value_share),
+        ("red", "model", shares.red_risk_share),
+        ("yellow", "critical", shares.yellow_critical_share),
         ("yellow", "model", shares.yellow_share - shares.yellow_critical_share),
     ):
         assert np.mean((lane == to_lane) & (selected_by == source)) == pytest.approx(share, abs=1e-4)
@@ -86,9 +98,11 @@ def test_the_policy_shown_hides_the_exploration_key_and_names_no_infinity(scores
 
 @pytest.mark.parametrize(
     ("change", "message"),
-    [({"red_risk_share": -0.1}, "red_risk_share must be between 0 and 1"),
-     ({"yellow_critical_share": 0.2}, "cannot exceed"),
-     ({"red_risk_share": 0.6, "yellow_share": 0.5}, "more than 1")],
+    [
+        ({"red_risk_share": -0.1}, "red_risk_share must be between 0 and 1"),
+        ({"yellow_critical_share": 0.2}, "cannot exceed"),
+        ({"red_risk_share": 0.6, "yellow_share": 0.5}, "more than 1"),
+    ],
 )
 def test_impossible_shares_are_refused_by_name(change, message):
     with pytest.raises(ValueError, match=message):
@@ -161,7 +175,11 @@ LANE_ORDER = {"green": 0, "yellow": 1, "red": 2}
 unit = st.floats(0, 1)
 shares_strategy = st.builds(
     lambda r, v, c, y, yc: LaneShares(r, v, c, y, min(yc, y), 0.0),
-    st.floats(0, 0.2), st.floats(0, 0.2), st.floats(0, 0.2), st.floats(0, 0.3), st.floats(0, 0.3),
+    st.floats(0, 0.2),
+    st.floats(0, 0.2),
+    st.floats(0, 0.2),
+    st.floats(0, 0.3),
+    st.floats(0, 0.3),
 )
 
 
@@ -197,8 +215,10 @@ def test_without_ties_every_source_takes_its_share_to_one_declaration(case):
     lane, selected_by = policy.assign(*arrays, [str(i) for i in range(n)])
     remaining = n
     for to_lane, source, share in (
-        ("red", "critical", shares.red_critical_share), ("red", "value", shares.red_value_share),
-        ("red", "model", shares.red_risk_share), ("yellow", "critical", shares.yellow_critical_share),
+        ("red", "critical", shares.red_critical_share),
+        ("red", "value", shares.red_value_share),
+        ("red", "model", shares.red_risk_share),
+        ("yellow", "critical", shares.yellow_critical_share),
         ("yellow", "model", shares.yellow_share - shares.yellow_critical_share),
     ):
         picked = int(np.sum((lane == to_lane) & (selected_by == source)))
@@ -214,7 +234,9 @@ def test_every_pick_says_what_selected_it_and_ties_share_a_lane(case, new):
     lane, selected_by = policy.assign(risk, critical, value, [str(i) for i in range(len(risk))])
     allowed = {"red": {"critical", "value", "model"}, "yellow": {"critical", "model"}, "green": {"model"}}
     assert all(s in allowed[lane_] for lane_, s in zip(lane, selected_by))
-    assert np.all(critical[selected_by == "critical"] >= min(policy.red_critical_threshold, policy.yellow_critical_threshold))
+    assert np.all(
+        critical[selected_by == "critical"] >= min(policy.red_critical_threshold, policy.yellow_critical_threshold)
+    )
     assert np.all(value[selected_by == "value"] >= policy.red_value_threshold)
     # declarations with equal scores get the same lane and source (no exploration here)
     triples = {}

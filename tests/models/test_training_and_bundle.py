@@ -47,8 +47,12 @@ TRAIN_PARAMS = {
 }
 KEY = "customs-risk-exploration"
 SHARES = LaneShares(
-    red_risk_share=0.03, red_value_share=0.01, red_critical_share=0.01,
-    yellow_share=0.10, yellow_critical_share=0.03, exploration_share=0.01,
+    red_risk_share=0.03,
+    red_value_share=0.01,
+    red_critical_share=0.01,
+    yellow_share=0.10,
+    yellow_critical_share=0.03,
+    exploration_share=0.01,
 )
 MAX_REASONS = 3
 
@@ -207,7 +211,10 @@ def test_lanes_follow_the_policy(model, scored):
 
 
 def test_value_and_critical_picks_say_why_first(scored):
-    for source, feature, words in (("value", "duty_at_risk", "declared duty"), ("critical", "critical_score", "critical")):
+    for source, feature, words in (
+        ("value", "duty_at_risk", "declared duty"),
+        ("critical", "critical_score", "critical"),
+    ):
         picked = scored[scored["selected_by"] == source]
         assert len(picked), f"no {source} pick in the sample"
         for row in picked.itertuples():

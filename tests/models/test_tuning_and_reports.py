@@ -24,9 +24,18 @@ from models.reports import (
 from models.tuning import SEARCH_SPACE, precision_at, tune
 
 BASE = {
-    "seed": 42, "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 20, "feature_fraction": 0.8,
-    "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "cat_smoothing": 10.0,
-    "max_cat_to_onehot": 8, "max_rounds": 20, "early_stopping_rounds": 5,
+    "seed": 42,
+    "learning_rate": 0.1,
+    "num_leaves": 15,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "cat_smoothing": 10.0,
+    "max_cat_to_onehot": 8,
+    "max_rounds": 20,
+    "early_stopping_rounds": 5,
 }
 
 
@@ -43,8 +52,10 @@ def test_search_is_reproducible_and_starts_from_params_yaml(split):
     best, table = tune(matrix, y, is_train, is_valid, BASE, trials=2, seed=1)
     again, table_again = tune(matrix, y, is_train, is_valid, BASE, trials=2, seed=1)
     assert best == again
-    pd.testing.assert_frame_equal(table.drop(columns=[c for c in table if "datetime" in c]),
-                                  table_again.drop(columns=[c for c in table_again if "datetime" in c]))
+    pd.testing.assert_frame_equal(
+        table.drop(columns=[c for c in table if "datetime" in c]),
+        table_again.drop(columns=[c for c in table_again if "datetime" in c]),
+    )
     first = table.iloc[0]
     assert first["params_num_leaves"] == BASE["num_leaves"]  # the enqueued params.yaml trial
     assert len(table) == 2
@@ -84,15 +95,29 @@ def test_plots_are_written(tmp_path):
 
 
 def test_model_card_states_data_metrics_lanes_and_limits():
-    metrics = {f"{m}_at_{r}": 0.5 + r / 100 for m in ("precision", "recall", "duty_recovered", "critical_recall") for r in (5, 10)}
+    metrics = {
+        f"{m}_at_{r}": 0.5 + r / 100
+        for m in ("precision", "recall", "duty_recovered", "critical_recall")
+        for r in (5, 10)
+    }
     metrics.update(roc_auc=0.9, pr_auc=0.7, brier=0.1, critical_roc_auc=0.8, critical_brier=0.01, validation_rows=1234)
     metrics.update(
-        {f"lane_{lane}_{figure}": value for lane, value in (("red", 0.07), ("yellow", 0.1), ("green", 0.83))
-         for figure in ("share", "hit_rate", "fraud_share", "duty_share", "critical_share")},
+        {
+            f"lane_{lane}_{figure}": value
+            for lane, value in (("red", 0.07), ("yellow", 0.1), ("green", 0.83))
+            for figure in ("share", "hit_rate", "fraud_share", "duty_share", "critical_share")
+        },
         lane_red_yellow_critical_share=0.8,
     )
-    lanes = {"red_share": 0.06, "red_risk_share": 0.025, "red_value_share": 0.015, "red_critical_share": 0.02,
-             "yellow_share": 0.1, "yellow_critical_share": 0.05, "exploration_share": 0.01}
+    lanes = {
+        "red_share": 0.06,
+        "red_risk_share": 0.025,
+        "red_value_share": 0.015,
+        "red_critical_share": 0.02,
+        "yellow_share": 0.1,
+        "yellow_critical_share": 0.05,
+        "exploration_share": 0.01,
+    }
     windows = {"train_start": "2020-01-01", "valid_start": "2021-01-01", "valid_end": "2021-03-31"}
     identity = {"run_id": "r1", "data_version": "d1", "git_commit": "c1"}
     tuning = {"params": {"num_leaves": 63}, "trials": 6, "train_rows_sampled": 2_000_000, "train_rows": 9_000_000}
@@ -105,7 +130,9 @@ def test_model_card_states_data_metrics_lanes_and_limits():
     assert "`d1`" in card and "`c1`" in card and "num_leaves=63" in card
     assert "Known limits" in card
     assert "Red by score 6.0%: critical score 2.0%, then duty at risk 1.5%" in " ".join(card.split())
-    assert "| red | 0.070 | 0.070 | 0.070 | 0.070 | 0.070 |" in card and "hold 80.0% of critical frauds" in " ".join(card.split())
+    assert "| red | 0.070 | 0.070 | 0.070 | 0.070 | 0.070 |" in card and "hold 80.0% of critical frauds" in " ".join(
+        card.split()
+    )
     assert "Critical model (searched on its own, by PR AUC): the same" in card
     assert "the 2,000,000 most recent of the 9,000,000 training rows (`tune.max_train_rows`)" in card
     everything = model_card(identity, windows, metrics, lanes, {**tuning, "train_rows_sampled": 9_000_000}, [5])
@@ -121,20 +148,29 @@ def packaged():
     n = 3000
     fraud = (rng.random(n) < 0.2).astype(float)
     critical = fraud * (rng.random(n) < 0.1)
-    scores = pd.DataFrame({
-        "declaration_id": [f"D{i}" for i in range(n)],
-        "fraud": fraud,
-        "critical_fraud": critical,
-        "duty_exposure": rng.lognormal(8, 2, n),
-        "risk_score": np.clip(0.5 * fraud + rng.random(n) * 0.6, 0, 1),
-        "critical_score": np.clip(0.4 * critical + rng.random(n) * 0.3, 0, 1),
-    })
+    scores = pd.DataFrame(
+        {
+            "declaration_id": [f"D{i}" for i in range(n)],
+            "fraud": fraud,
+            "critical_fraud": critical,
+            "duty_exposure": rng.lognormal(8, 2, n),
+            "risk_score": np.clip(0.5 * fraud + rng.random(n) * 0.6, 0, 1),
+            "critical_score": np.clip(0.4 * critical + rng.random(n) * 0.3, 0, 1),
+        }
+    )
     scores["duty_at_risk"] = scores["risk_score"] * scores["duty_exposure"]
-    shares = LaneShares(red_risk_share=0.03, red_value_share=0.01, red_critical_share=0.02, yellow_share=0.1,
-                        yellow_critical_share=0.04, exploration_share=0.01)
+    shares = LaneShares(
+        red_risk_share=0.03,
+        red_value_share=0.01,
+        red_critical_share=0.02,
+        yellow_share=0.1,
+        yellow_critical_share=0.04,
+        exploration_share=0.01,
+    )
     policy = LanePolicy.fit(shares, "key", scores["risk_score"], scores["critical_score"], scores["duty_at_risk"])
-    lane, _ = policy.assign(scores["risk_score"], scores["critical_score"], scores["duty_at_risk"],
-                            scores["declaration_id"].tolist())
+    lane, _ = policy.assign(
+        scores["risk_score"], scores["critical_score"], scores["duty_at_risk"], scores["declaration_id"].tolist()
+    )
     return policy, scores, lane_metrics(lane, scores["fraud"], scores["critical_fraud"], scores["duty_exposure"])
 
 
@@ -143,8 +179,10 @@ def test_lane_frontier_splits_the_same_red_capacity_and_holds_the_packaged_point
     frontier = lane_frontier(policy, scores, step=0.01)
     settings = frontier[["setting_risk", "setting_value", "setting_critical"]].sum(axis=1)
     assert np.allclose(settings, policy.red_share)
-    chosen = frontier[np.isclose(frontier["setting_value"], policy.red_value_share)
-                      & np.isclose(frontier["setting_critical"], policy.red_critical_share)]
+    chosen = frontier[
+        np.isclose(frontier["setting_value"], policy.red_value_share)
+        & np.isclose(frontier["setting_critical"], policy.red_critical_share)
+    ]
     assert len(chosen) == 1
     for name in ("hit_rate", "duty_share", "critical_share"):
         assert chosen[f"red_{name}"].item() == pytest.approx(figures[f"lane_red_{name}"])

@@ -19,13 +19,26 @@ from tests.conftest import RAW
 EXAMPLE = SourceLayout(
     name="example",
     columns={
-        "DeclNo": "declaration_id", "AcceptedOn": "declaration_date", "Office": "office_id",
-        "Procedure": "process_type", "ImportKind": "import_type", "Use": "import_use",
-        "Payment": "payment_type", "Transport": "transport_mode", "Declarant": "declarant_id",
-        "Importer": "importer_id", "Seller": "seller_id", "Courier": "courier_id",
-        "Commodity": "hs6_code", "DispatchCountry": "departure_country", "OriginCountry": "origin_country",
-        "DutyRate": "tax_rate", "DutyType": "tax_type", "OriginProof": "origin_indicator",
-        "NetKg": "net_mass_kg", "Value": "item_price",
+        "DeclNo": "declaration_id",
+        "AcceptedOn": "declaration_date",
+        "Office": "office_id",
+        "Procedure": "process_type",
+        "ImportKind": "import_type",
+        "Use": "import_use",
+        "Payment": "payment_type",
+        "Transport": "transport_mode",
+        "Declarant": "declarant_id",
+        "Importer": "importer_id",
+        "Seller": "seller_id",
+        "Courier": "courier_id",
+        "Commodity": "hs6_code",
+        "DispatchCountry": "departure_country",
+        "OriginCountry": "origin_country",
+        "DutyRate": "tax_rate",
+        "DutyType": "tax_type",
+        "OriginProof": "origin_indicator",
+        "NetKg": "net_mass_kg",
+        "Value": "item_price",
     },
     label_columns=("Finding",),
     labels=labels_from_outcome(
@@ -63,7 +76,9 @@ def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatc
     (tmp_path / "feedback").mkdir()
     monkeypatch.setitem(LAYOUTS, "example", EXAMPLE)
 
-    records = ingest(_params([tmp_path / "example.csv"], tmp_path / "feedback") | {"layout": "example"}, tmp_path / "out")
+    records = ingest(
+        _params([tmp_path / "example.csv"], tmp_path / "feedback") | {"layout": "example"}, tmp_path / "out"
+    )
     valid, rejected, _ = validate(records)
 
     expected = check_declarations(kcs_rows, LABELLED).valid
@@ -85,8 +100,12 @@ def kcs_file(tmp_path) -> tuple:
 
 def _outcome(row: pd.Series, inspected_on: str, received_at: str, fraud: str, critical: str, **changes) -> dict:
     record = {field: row[column] for field, column in KCS_FIELDS.items()} | changes
-    return record | {"fraud": fraud, "critical_fraud": critical, "inspected_on": inspected_on,
-                     "outcome_received_at": received_at}
+    return record | {
+        "fraud": fraud,
+        "critical_fraud": critical,
+        "inspected_on": inspected_on,
+        "outcome_received_at": received_at,
+    }
 
 
 def test_without_feedback_the_files_are_the_history(kcs_file):

@@ -137,7 +137,10 @@ def test_the_report_shows_the_bad_values(good):
 
 @pytest.mark.parametrize(
     ("change", "field", "check", "message"),
-    [("extra", "discount", "known_field", "is not a declaration field"), ("missing", "importer_id", "required", "is required")],
+    [
+        ("extra", "discount", "known_field", "is not a declaration field"),
+        ("missing", "importer_id", "required", "is required"),
+    ],
 )
 def test_a_wrong_column_quarantines_every_row_with_its_reason(good, change, field, check, message):
     records = good.assign(discount="5%") if change == "extra" else good.drop(columns=["importer_id"])
@@ -162,8 +165,14 @@ def test_exact_repeats_from_another_file_are_dropped_not_quarantined(good):
 
 
 def _stage_workspace(tmp_path, monkeypatch, records: pd.DataFrame, max_reject_share: float) -> None:
-    params = {"validate": {"max_reject_share": max_reject_share, "history_start": "2020-01-01",
-                           "run_date": "2021-06-30", "max_net_mass_kg": 5e8}}
+    params = {
+        "validate": {
+            "max_reject_share": max_reject_share,
+            "history_start": "2020-01-01",
+            "run_date": "2021-06-30",
+            "max_net_mass_kg": 5e8,
+        }
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / INTERIM).mkdir(parents=True)
     records.to_parquet(part_path(tmp_path / INTERIM, 0), index=False, schema=INTERIM_SCHEMA)

@@ -68,7 +68,9 @@ def sample(kcs_records) -> pd.DataFrame:
 def good_pool(kcs_records) -> pd.DataFrame:
     """Valid rows with unique IDs to build mixes from."""
     unknown = kcs_records["origin_country"].eq("ZZ") | kcs_records["departure_country"].eq("ZZ")
-    pool = kcs_records[~unknown].sample(60, random_state=5).reset_index(drop=True)  # the same rows as before ZZ was valid
+    pool = (
+        kcs_records[~unknown].sample(60, random_state=5).reset_index(drop=True)
+    )  # the same rows as before ZZ was valid
     assert check_declarations(pool, LABELLED).failures.empty
     return pool
 
@@ -80,8 +82,10 @@ def test_real_sample(sample):
     bad_country = sample["origin_country"].eq("XX") | sample["departure_country"].eq("XX")
     assert report["duplicates_dropped"] == 0
     assert sample["origin_country"].eq("ZZ").sum() + sample["departure_country"].eq("ZZ").sum() > 0
-    assert not valid["origin_country"].eq("XX").any() and valid["origin_country"].eq("ZZ").any() | valid[
-        "departure_country"].eq("ZZ").any()
+    assert (
+        not valid["origin_country"].eq("XX").any()
+        and valid["origin_country"].eq("ZZ").any() | valid["departure_country"].eq("ZZ").any()
+    )
     assert sorted(rejected["declaration_id"]) == sorted(sample.loc[bad_country, "declaration_id"])
     assert rejected["rejection_reasons"].str.contains("iso_country").all()
     assert rejected["rejection_reasons"].str.contains("_country: ").all()
@@ -332,9 +336,18 @@ def _run_stage(tmp_path, monkeypatch, records: pd.DataFrame, chunk_rows: int | N
     """The stage in a workspace of its own, its input as two parts; its outputs as read."""
     tmp_path.mkdir(exist_ok=True)
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump({"validate": {
-        "max_reject_share": 0.5, "history_start": "2020-01-01", "run_date": "2021-06-30", "max_net_mass_kg": 5e8,
-    }}))
+    Path("params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "validate": {
+                    "max_reject_share": 0.5,
+                    "history_start": "2020-01-01",
+                    "run_date": "2021-06-30",
+                    "max_net_mass_kg": 5e8,
+                }
+            }
+        )
+    )
     INTERIM.mkdir(parents=True, exist_ok=True)
     for index, part in enumerate((records.iloc[:25], records.iloc[25:])):
         part.to_parquet(part_path(INTERIM, index), index=False, schema=INTERIM_SCHEMA)
@@ -359,7 +372,8 @@ def test_checking_a_few_rows_at_a_time_gives_the_one_chunk_result(interim, tmp_p
     assert report == json.loads(json.dumps(expected_report))
     assert report["duplicates_dropped"] == 1 and report["rejected_by_check"]["conflicting_duplicate"] == 2
     assert rejected.loc[rejected["rejection_reasons"].str.contains("conflicting"), "source_file"].tolist() == [
-        "data/raw/a.csv", "data/raw/b.csv"
+        "data/raw/a.csv",
+        "data/raw/b.csv",
     ]
     assert report["rows_in_by_source"] == {"data/raw/a.csv": 40, "data/raw/b.csv": 17}
 
@@ -373,7 +387,9 @@ def _outputs() -> dict[Path, bytes]:
     ("damage", "problem"),
     [("garbage", "not a readable Parquet file"), ("no importer_id", "missing column(s) ['importer_id']")],
 )
-def test_a_broken_part_stops_the_stage_naming_it_and_leaves_the_outputs(interim, tmp_path, monkeypatch, damage, problem):
+def test_a_broken_part_stops_the_stage_naming_it_and_leaves_the_outputs(
+    interim, tmp_path, monkeypatch, damage, problem
+):
     _run_stage(tmp_path, monkeypatch, interim)  # the previous run's outputs
     before = _outputs()
     broken = part_path(INTERIM, 1)

@@ -45,9 +45,15 @@ CONTAINER = "MSCU1234566"  # a valid ISO 6346 number
 
 def _alert(**fields) -> dict:
     alert = {
-        "alert_id": "KZ-2026-000042", "issued_by": "KZ", "issued_on": "2026-11-02", "valid_until": "2027-02-02",
-        "target": "importer_id", "value": "QLRUBN9", "lane": "red",
-        "reason": "cocaine found in a consignment of this importer", "hashed": False,
+        "alert_id": "KZ-2026-000042",
+        "issued_by": "KZ",
+        "issued_on": "2026-11-02",
+        "valid_until": "2027-02-02",
+        "target": "importer_id",
+        "value": "QLRUBN9",
+        "lane": "red",
+        "reason": "cocaine found in a consignment of this importer",
+        "hashed": False,
     }
     alert.update(fields)
     return alert
@@ -58,17 +64,19 @@ def _lines(*alerts) -> str:
 
 
 def _declarations(n: int = 3, **columns) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "declaration_id": [f"D{i}" for i in range(n)],
-        "declaration_date": ["2026-11-15"] * n,
-        "importer_id": [f"IMP{i}" for i in range(n)],
-        "declarant_id": [f"DCL{i}" for i in range(n)],
-        "seller_id": [f"SEL{i}" for i in range(n)],
-        "hs6_code": ["440890"] * n,
-        "origin_country": ["DE"] * n,
-        "container_number": [None] * n,
-        "bill_of_lading": [None] * n,
-    })
+    frame = pd.DataFrame(
+        {
+            "declaration_id": [f"D{i}" for i in range(n)],
+            "declaration_date": ["2026-11-15"] * n,
+            "importer_id": [f"IMP{i}" for i in range(n)],
+            "declarant_id": [f"DCL{i}" for i in range(n)],
+            "seller_id": [f"SEL{i}" for i in range(n)],
+            "hs6_code": ["440890"] * n,
+            "origin_country": ["DE"] * n,
+            "container_number": [None] * n,
+            "bill_of_lading": [None] * n,
+        }
+    )
     for column, values in columns.items():
         frame[column] = values
     return frame
@@ -76,14 +84,18 @@ def _declarations(n: int = 3, **columns) -> pd.DataFrame:
 
 def _results(records: pd.DataFrame, lanes=None, selected_by=None) -> pd.DataFrame:
     n = len(records)
-    return pd.DataFrame({
-        "declaration_id": records["declaration_id"].tolist(),
-        "risk_score": [0.1] * n,
-        "critical_score": [0.0] * n,
-        "lane": lanes or ["green"] * n,
-        "selected_by": selected_by or ["model"] * n,
-        "reasons": [[{"feature": "tax_rate", "value": 8.0, "contribution": 0.5, "text": "tax rate 8%"}] for _ in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "declaration_id": records["declaration_id"].tolist(),
+            "risk_score": [0.1] * n,
+            "critical_score": [0.0] * n,
+            "lane": lanes or ["green"] * n,
+            "selected_by": selected_by or ["model"] * n,
+            "reasons": [
+                [{"feature": "tax_rate", "value": 8.0, "contribution": 0.5, "text": "tax rate 8%"}] for _ in range(n)
+            ],
+        }
+    )
 
 
 def _index(*alerts: dict, keys=KEYS) -> AlertIndex:
@@ -141,7 +153,10 @@ def test_a_missing_field_bad_json_and_a_repeated_id_are_reported_every_one():
     with pytest.raises(AlertFileError) as refused:
         parse_alerts(text, {})
     assert [(p.line, p.field) for p in refused.value.problems] == [
-        (2, "json"), (3, "json"), (4, "reason"), (5, "alert_id"),
+        (2, "json"),
+        (3, "json"),
+        (4, "reason"),
+        (5, "alert_id"),
     ]
     assert "also on line 1" in refused.value.problems[-1].message
 
@@ -181,8 +196,13 @@ def test_the_cli_refuses_a_bad_file_with_every_problem_and_imports_nothing(tmp_p
     monkeypatch.setenv("RISK_AUDIT_DB", str(tmp_path / "audit.db"))
     monkeypatch.delenv("RISK_PARTNER_KEYS", raising=False)
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(_lines(_alert(), _alert(alert_id="X-2", target="ship", issued_on="2026-13-01"),
-                          _alert(alert_id="X-3", hashed=True, value="a" * 64)))
+    bad.write_text(
+        _lines(
+            _alert(),
+            _alert(alert_id="X-2", target="ship", issued_on="2026-13-01"),
+            _alert(alert_id="X-3", hashed=True, value="a" * 64),
+        )
+    )
     result = CliRunner().invoke(app, ["alerts", "import", str(bad)])
     assert result.exit_code == 2
     assert "line 2: issued_on: must be a date YYYY-MM-DD" in result.output
@@ -203,18 +223,31 @@ def test_the_cli_refuses_a_bad_file_with_every_problem_and_imports_nothing(tmp_p
 @pytest.mark.parametrize("hashed", [False, True])
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_matches_plain_and_hashed(target, hashed):
-    records = _declarations(container_number=[CONTAINER, None, None], bill_of_lading=["BL-77", None, None],
-                            origin_country=["BE", "DE", "DE"])
-    identifier = {"importer_id": "IMP0", "declarant_id": "DCL0", "seller_id": "SEL0", "container_number": CONTAINER,
-                  "bill_of_lading": "BL-77", "hs6_code+origin_country": "440890|BE"}[target]
+    records = _declarations(
+        container_number=[CONTAINER, None, None],
+        bill_of_lading=["BL-77", None, None],
+        origin_country=["BE", "DE", "DE"],
+    )
+    identifier = {
+        "importer_id": "IMP0",
+        "declarant_id": "DCL0",
+        "seller_id": "SEL0",
+        "container_number": CONTAINER,
+        "bill_of_lading": "BL-77",
+        "hs6_code+origin_country": "440890|BE",
+    }[target]
     value = digest(KEYS["KZ"], identifier) if hashed else identifier
     index = _index(_alert(target=target, value=value, hashed=hashed))
     routed = apply_alerts(_results(records), records, index, max_reasons=3)
     assert routed["lane"].tolist() == ["red", "green", "green"]
     assert routed["selected_by"].tolist() == ["alert", "model", "model"]
     first = routed["reasons"][0][0]
-    assert first == {"feature": "alert", "value": "KZ-2026-000042", "contribution": None,
-                     "text": f"partner alert KZ-2026-000042 from KZ on the {target}: cocaine found in a consignment of this importer"}
+    assert first == {
+        "feature": "alert",
+        "value": "KZ-2026-000042",
+        "contribution": None,
+        "text": f"partner alert KZ-2026-000042 from KZ on the {target}: cocaine found in a consignment of this importer",
+    }
     assert routed["reasons"][0][1]["feature"] == "tax_rate"  # the model's reason follows
 
 
@@ -269,9 +302,13 @@ def test_no_alerts_leave_the_answer_untouched():
 
 def test_matching_is_a_dictionary_lookup_per_identifier_whatever_the_number_of_alerts():
     day = "2026-11-15"
-    many = [Alert(f"A-{i}", "KZ", "2026-11-01", "2027-01-01", "importer_id", f"W{i}", "red", "r", False)
-            for i in range(100_000)]
-    many.append(Alert("H-1", "KZ", "2026-11-01", "2027-01-01", "seller_id", digest(KEYS["KZ"], "SEL7"), "red", "r", True))
+    many = [
+        Alert(f"A-{i}", "KZ", "2026-11-01", "2027-01-01", "importer_id", f"W{i}", "red", "r", False)
+        for i in range(100_000)
+    ]
+    many.append(
+        Alert("H-1", "KZ", "2026-11-01", "2027-01-01", "seller_id", digest(KEYS["KZ"], "SEL7"), "red", "r", True)
+    )
     index = AlertIndex(many, KEYS)
     assert isinstance(index.plain, dict) and len(index.plain) == 100_000
     records = _declarations(1_000, importer_id=[f"W{i * 97}" if i % 2 else f"N{i}" for i in range(1_000)])
@@ -330,17 +367,27 @@ def test_partner_keys_are_read_stripped_and_errors_never_show_a_key(tmp_path):
 
 def _audit_with_findings(path: Path) -> pd.DataFrame:
     """A store with four scored declarations; two were found fraud or critical in October."""
-    records = _declarations(4, declaration_date=["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"],
-                            container_number=[CONTAINER, None, None, None])
+    records = _declarations(
+        4,
+        declaration_date=["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"],
+        container_number=[CONTAINER, None, None, None],
+    )
     audit = AuditStore(path)
     results = _results(records)
     audit.record_decisions(records.astype(object).where(records.notna(), None).to_dict("records"), results, "1")
-    audit.record_outcomes([
-        {"declaration_id": "D0", "inspected_on": "2026-10-10", "result": "critical", "notes": "weapons; importer IMP0"},
-        {"declaration_id": "D1", "inspected_on": "2026-10-11", "result": "fraud", "notes": "undervalued"},
-        {"declaration_id": "D2", "inspected_on": "2026-10-12", "result": "clean"},
-        {"declaration_id": "D3", "inspected_on": "2026-11-20", "result": "fraud"},  # outside the period
-    ])
+    audit.record_outcomes(
+        [
+            {
+                "declaration_id": "D0",
+                "inspected_on": "2026-10-10",
+                "result": "critical",
+                "notes": "weapons; importer IMP0",
+            },
+            {"declaration_id": "D1", "inspected_on": "2026-10-11", "result": "fraud", "notes": "undervalued"},
+            {"declaration_id": "D2", "inspected_on": "2026-10-12", "result": "clean"},
+            {"declaration_id": "D3", "inspected_on": "2026-11-20", "result": "fraud"},  # outside the period
+        ]
+    )
     return records
 
 
@@ -368,8 +415,10 @@ def test_round_trip_with_a_partner_key_matches_the_same_declarations_and_leaks_n
     monkeypatch.setenv("RISK_PARTNER_KEYS", str(_keys_file(center, "KZ")))
     monkeypatch.setenv("RISK_CENTER_CODE", "XX")
     out = tmp_path / "for-kz.jsonl"
-    exported = CliRunner().invoke(app, ["alerts", "export", "--since", "2026-10-01", "--until", "2026-10-31",
-                                        "--output", str(out), "--partner", "KZ"])
+    exported = CliRunner().invoke(
+        app,
+        ["alerts", "export", "--since", "2026-10-01", "--until", "2026-10-31", "--output", str(out), "--partner", "KZ"],
+    )
     assert exported.exit_code == 0, exported.output
     text = out.read_text()
     for identifier in records[["declaration_id", "importer_id", "declarant_id", "seller_id"]].to_numpy().ravel():
@@ -388,8 +437,21 @@ def test_round_trip_with_a_partner_key_matches_the_same_declarations_and_leaks_n
     assert routed["selected_by"].tolist() == ["alert", "alert", "model", "model"]
     live.close()
 
-    wrong = CliRunner().invoke(app, ["alerts", "export", "--since", "2026-10-01", "--until", "2026-10-31",
-                                     "--output", str(tmp_path / "x.jsonl"), "--partner", "BE"])
+    wrong = CliRunner().invoke(
+        app,
+        [
+            "alerts",
+            "export",
+            "--since",
+            "2026-10-01",
+            "--until",
+            "2026-10-31",
+            "--output",
+            str(tmp_path / "x.jsonl"),
+            "--partner",
+            "BE",
+        ],
+    )
     assert wrong.exit_code == 2 and "no key for partner 'BE'" in wrong.output
     for output in (exported.output, imported.output, wrong.output, caplog.text, text):
         assert KEY not in output
@@ -419,14 +481,18 @@ def test_the_score_command_matches_an_import_made_after_the_store_was_opened(tmp
     records.to_csv(tmp_path / "day.csv", index=False)
 
     def score():
-        result = CliRunner().invoke(app, ["score", "--input", str(tmp_path / "day.csv"), "--output", str(tmp_path / "o.csv")])
+        result = CliRunner().invoke(
+            app, ["score", "--input", str(tmp_path / "day.csv"), "--output", str(tmp_path / "o.csv")]
+        )
         assert result.exit_code == 0, result.output
         return pd.read_csv(tmp_path / "o.csv", dtype=str)
 
     assert score()["lane"].tolist() == ["green", "green"]
     day = str(records["declaration_date"][0])
     until = (dt.date.fromisoformat(day) + dt.timedelta(days=30)).isoformat()
-    (tmp_path / "a.jsonl").write_text(_lines(_alert(value=str(records["importer_id"][0]), issued_on=day, valid_until=until)))
+    (tmp_path / "a.jsonl").write_text(
+        _lines(_alert(value=str(records["importer_id"][0]), issued_on=day, valid_until=until))
+    )
     assert CliRunner().invoke(app, ["alerts", "import", str(tmp_path / "a.jsonl")]).exit_code == 0
     scored = score()
     assert scored["lane"].tolist() == ["red", "red"] and scored["selected_by"].tolist() == ["alert", "alert"]
@@ -437,13 +503,24 @@ _LANES = st.sampled_from(["green", "yellow", "red"])
 _ALERTS = st.lists(
     st.builds(
         lambda i, importer, lane, start, length: Alert(
-            f"P-{i}", "KZ", (dt.date(2026, 11, 1) + dt.timedelta(days=start)).isoformat(),
-            (dt.date(2026, 11, 1) + dt.timedelta(days=start + length)).isoformat(), "importer_id", f"IMP{importer}",
-            lane, "r", False,
+            f"P-{i}",
+            "KZ",
+            (dt.date(2026, 11, 1) + dt.timedelta(days=start)).isoformat(),
+            (dt.date(2026, 11, 1) + dt.timedelta(days=start + length)).isoformat(),
+            "importer_id",
+            f"IMP{importer}",
+            lane,
+            "r",
+            False,
         ),
-        st.integers(0, 50), st.integers(0, 4), st.sampled_from(["yellow", "red"]), st.integers(0, 30), st.integers(1, 30),
+        st.integers(0, 50),
+        st.integers(0, 4),
+        st.sampled_from(["yellow", "red"]),
+        st.integers(0, 30),
+        st.integers(1, 30),
     ),
-    max_size=8, unique_by=lambda a: a.alert_id,
+    max_size=8,
+    unique_by=lambda a: a.alert_id,
 )
 
 
@@ -456,6 +533,10 @@ def test_properties_never_lower_a_lane_and_ignore_the_order_of_alerts_and_declar
     assert all(SEVERITY[a] >= SEVERITY[b] for a, b in zip(routed["lane"], lanes))
     shuffled_alerts = data.draw(st.permutations(alerts))
     order = data.draw(st.permutations(range(5)))
-    again = apply_alerts(results.iloc[order].reset_index(drop=True), records.iloc[order].reset_index(drop=True),
-                         AlertIndex(shuffled_alerts, {}), 3)
+    again = apply_alerts(
+        results.iloc[order].reset_index(drop=True),
+        records.iloc[order].reset_index(drop=True),
+        AlertIndex(shuffled_alerts, {}),
+        3,
+    )
     assert again.set_index("declaration_id").loc[routed["declaration_id"]].reset_index().equals(routed)

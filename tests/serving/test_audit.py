@@ -83,8 +83,14 @@ def test_decisions_are_recorded_with_every_field(store):
 
 def test_every_scoring_is_kept(store):
     results = pd.DataFrame(
-        {"declaration_id": ["1"], "risk_score": [0.5], "critical_score": [0.1], "lane": ["green"],
-         "selected_by": ["model"], "reasons": [[]]}
+        {
+            "declaration_id": ["1"],
+            "risk_score": [0.5],
+            "critical_score": [0.1],
+            "lane": ["green"],
+            "selected_by": ["model"],
+            "reasons": [[]],
+        }
     )
     store.record_decisions([{"declaration_id": "1"}], results, "1")
     store.record_decisions([{"declaration_id": "1"}], results.assign(risk_score=0.6), "2")

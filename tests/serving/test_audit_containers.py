@@ -42,10 +42,16 @@ TODAY = dt.datetime.now(dt.UTC).date()
 
 
 def _results(ids: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "declaration_id": ids, "risk_score": 0.5, "critical_score": 0.1, "lane": "red", "selected_by": "model",
-        "reasons": [[] for _ in ids],
-    })
+    return pd.DataFrame(
+        {
+            "declaration_id": ids,
+            "risk_score": 0.5,
+            "critical_score": 0.1,
+            "lane": "red",
+            "selected_by": "model",
+            "reasons": [[] for _ in ids],
+        }
+    )
 
 
 def _decide(store: AuditStore) -> None:
@@ -72,7 +78,9 @@ def test_decisions_hold_their_container_number_and_bill_of_lading(tmp_path):
     store = AuditStore(tmp_path / "audit.db")
     _decide(store)
     assert _identifiers(store.read("decisions")) == [
-        ["C1", "CSQU3054383", "MEDUKR123456"], ["C2", None, None], ["C3", None, None],
+        ["C1", "CSQU3054383", "MEDUKR123456"],
+        ["C2", None, None],
+        ["C3", None, None],
     ]
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -89,7 +97,9 @@ def test_customs_risk_audit_exports_them(tmp_path):
     assert result.exit_code == 0, result.output
     exported = pd.read_csv(output, dtype=str, keep_default_na=False)
     assert exported[["declaration_id", "container_number", "bill_of_lading"]].values.tolist() == [
-        ["C1", "CSQU3054383", "MEDUKR123456"], ["C2", "", ""], ["C3", "", ""],
+        ["C1", "CSQU3054383", "MEDUKR123456"],
+        ["C2", "", ""],
+        ["C3", "", ""],
     ]
 
 
@@ -100,7 +110,10 @@ def test_a_store_of_the_first_layout_is_migrated_when_opened(tmp_path):
     _decide(store)
     rows = store.read("decisions")
     assert _identifiers(rows) == [
-        ["OLD1", None, None], ["C1", "CSQU3054383", "MEDUKR123456"], ["C2", None, None], ["C3", None, None],
+        ["OLD1", None, None],
+        ["C1", "CSQU3054383", "MEDUKR123456"],
+        ["C2", None, None],
+        ["C3", None, None],
     ]
     assert list(rows.columns[-2:]) == ["container_number", "bill_of_lading"]
     with sqlite3.connect(path) as db:
@@ -139,6 +152,6 @@ def test_an_old_store_not_yet_opened_for_writing_exports_the_columns_empty(tmp_p
     assert rows["declaration_id"].tolist() == ["OLD1"]
     assert rows[["container_number", "bill_of_lading"]].isna().all().all()
     reasons = list(rows.columns).index("reasons")
-    assert list(rows.columns[reasons + 1:reasons + 3]) == ["container_number", "bill_of_lading"]
+    assert list(rows.columns[reasons + 1 : reasons + 3]) == ["container_number", "bill_of_lading"]
     with sqlite3.connect(path) as db:  # export reads; it never changes the store
         assert db.execute("PRAGMA user_version").fetchone()[0] == 0

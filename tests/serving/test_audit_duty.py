@@ -40,15 +40,22 @@ def _outcome(declaration_id: str, **fields) -> dict:
 
 def _duties(store: AuditStore) -> dict:
     rows = store.read("outcomes")
-    return dict(zip(rows["declaration_id"], rows["additional_duty"].astype(object).where(rows["additional_duty"].notna(), None)))
+    return dict(
+        zip(rows["declaration_id"], rows["additional_duty"].astype(object).where(rows["additional_duty"].notna(), None))
+    )
 
 
 def test_the_duty_is_stored_as_posted_and_null_when_not_reported(tmp_path):
     store = AuditStore(tmp_path / "audit.db")
-    store.record_outcomes([
-        _outcome("A", additional_duty=1840000.5), _outcome("B", additional_duty=0), _outcome("C"),
-        _outcome("D", additional_duty=None), _outcome("E", additional_duty=10**300),
-    ])
+    store.record_outcomes(
+        [
+            _outcome("A", additional_duty=1840000.5),
+            _outcome("B", additional_duty=0),
+            _outcome("C"),
+            _outcome("D", additional_duty=None),
+            _outcome("E", additional_duty=10**300),
+        ]
+    )
     assert _duties(store) == {"A": 1840000.5, "B": 0.0, "C": None, "D": None, "E": 1e300}
 
 
@@ -81,8 +88,16 @@ def test_a_store_of_version_1_gains_the_column_and_keeps_its_rows(tmp_path):
 
 def test_the_audit_export_carries_the_duty(tmp_path):
     store = AuditStore(tmp_path / "audit.db")
-    results = pd.DataFrame({"declaration_id": ["A", "B"], "risk_score": 0.5, "critical_score": 0.1, "lane": "red",
-                            "selected_by": "model", "reasons": [[], []]})
+    results = pd.DataFrame(
+        {
+            "declaration_id": ["A", "B"],
+            "risk_score": 0.5,
+            "critical_score": 0.1,
+            "lane": "red",
+            "selected_by": "model",
+            "reasons": [[], []],
+        }
+    )
     store.record_decisions([{"declaration_id": "A"}, {"declaration_id": "B"}], results, "3")
     store.record_outcomes([_outcome("A", additional_duty=99.5), _outcome("B")])
     decisions = export(store.path, "decisions", TODAY, TODAY)

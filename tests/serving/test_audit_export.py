@@ -23,7 +23,9 @@ def _results(ids: list[str]) -> pd.DataFrame:
             "critical_score": 0.1,
             "lane": "yellow",
             "selected_by": "model",
-            "reasons": [[{"feature": "tax_rate", "value": 8.0, "contribution": 0.2, "text": "tax rate 8%"}] for _ in ids],
+            "reasons": [
+                [{"feature": "tax_rate", "value": 8.0, "contribution": 0.2, "text": "tax rate 8%"}] for _ in ids
+            ],
         }
     )
 
@@ -56,7 +58,15 @@ def test_export_takes_whole_days_and_joins_the_outcome(filled):
     assert two["outcome_result"].tolist() == ["fraud", "clean"]
     assert two["outcome_notes"].tolist()[0] == "short"
     assert json.loads(two["reasons"][0])[0]["text"] == "tax rate 8%"
-    assert set(two.columns) >= {"record", "risk_score", "critical_score", "lane", "selected_by", "model_version", "scored_at"}
+    assert set(two.columns) >= {
+        "record",
+        "risk_score",
+        "critical_score",
+        "lane",
+        "selected_by",
+        "model_version",
+        "scored_at",
+    }
     outcomes = export(filled, "outcomes", dt.date(2021, 4, 5), dt.date(2021, 4, 5))
     assert outcomes["declaration_id"].tolist() == ["B1", "C1"]
     assert export(filled, "outcomes", dt.date(2021, 4, 1), dt.date(2021, 4, 4)).empty
@@ -82,7 +92,20 @@ def test_cli_audit_writes_the_range(filled, tmp_path):
     assert written["declaration_id"].tolist() == ["A1", "A2", "B1"]
     parquet = tmp_path / "outcomes.parquet"
     result = CliRunner().invoke(
-        app, ["audit", "--since", "2021-04-05", "--until", "2021-04-05", "--output", str(parquet), "--db", str(filled), "--table", "outcomes"]
+        app,
+        [
+            "audit",
+            "--since",
+            "2021-04-05",
+            "--until",
+            "2021-04-05",
+            "--output",
+            str(parquet),
+            "--db",
+            str(filled),
+            "--table",
+            "outcomes",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert pd.read_parquet(parquet)["result"].tolist() == ["fraud", "clean"]
@@ -113,7 +136,9 @@ def test_concurrent_decision_batches_are_never_interleaved(tmp_path):
     def writer(n: int) -> None:
         try:
             ids = [f"W{n}-{i}" for i in range(25)]
-            (shared if n % 2 else AuditStore(path)).record_decisions([{"declaration_id": i} for i in ids], _results(ids), "7")
+            (shared if n % 2 else AuditStore(path)).record_decisions(
+                [{"declaration_id": i} for i in ids], _results(ids), "7"
+            )
         except Exception as err:  # noqa: BLE001 - surfaced below: a thread's exception would otherwise vanish
             failures.append(err)
 

@@ -81,19 +81,26 @@ def test_metrics_prints_the_table(runner, tmp_path):
 
 
 def test_metrics_prints_the_lane_table(runner, tmp_path):
-    lanes = {f"lane_{lane}_{figure}": round(0.1 * i + 0.01 * j, 3)
-             for i, lane in enumerate(("red", "yellow", "green"), 1)
-             for j, figure in enumerate(("share", "hit_rate", "fraud_share", "duty_share", "critical_share"))}
+    lanes = {
+        f"lane_{lane}_{figure}": round(0.1 * i + 0.01 * j, 3)
+        for i, lane in enumerate(("red", "yellow", "green"), 1)
+        for j, figure in enumerate(("share", "hit_rate", "fraud_share", "duty_share", "critical_share"))
+    }
     path = tmp_path / "targeting.json"
     path.write_text(json.dumps({**METRICS, **lanes, "lane_red_yellow_critical_share": 0.808}))
     result = runner.invoke(app, ["metrics", "--path", str(path)], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    rows = {line.split()[1]: re.findall(r"\d\.\d{3}", line) for line in result.stdout.splitlines()
-            if re.match(r"\W+(red|yellow|green)\W", line)}
+    rows = {
+        line.split()[1]: re.findall(r"\d\.\d{3}", line)
+        for line in result.stdout.splitlines()
+        if re.match(r"\W+(red|yellow|green)\W", line)
+    }
     assert list(rows) == ["red", "yellow", "green"]
     for lane, shown in rows.items():
-        assert shown == [f"{lanes[f'lane_{lane}_{f}']:.3f}"
-                         for f in ("share", "hit_rate", "fraud_share", "duty_share", "critical_share")]
+        assert shown == [
+            f"{lanes[f'lane_{lane}_{f}']:.3f}"
+            for f in ("share", "hit_rate", "fraud_share", "duty_share", "critical_share")
+        ]
     assert "red and yellow together hold 80.8% of critical frauds" in _plain(result.stdout)
 
 
@@ -124,7 +131,9 @@ def test_metrics_on_a_missing_file_fails(runner, tmp_path):
     assert result.exit_code != 0
 
 
-@pytest.mark.parametrize(("source", "target"), [("in.csv", "out.parquet"), ("in.parquet", "out.csv"), ("in.csv", "out.txt")])
+@pytest.mark.parametrize(
+    ("source", "target"), [("in.csv", "out.parquet"), ("in.parquet", "out.csv"), ("in.csv", "out.txt")]
+)
 def test_score_refuses_an_output_of_another_format(runner, tmp_path, source, target):
     (tmp_path / source).write_text("declaration_id\n1\n")
     result = runner.invoke(
@@ -138,7 +147,9 @@ def test_score_refuses_an_output_of_another_format(runner, tmp_path, source, tar
 def test_score_refuses_a_txt_input(runner, tmp_path):
     (tmp_path / "in.txt").write_text("declaration_id\n1\n")
     result = runner.invoke(
-        app, ["score", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.txt")], env={"COLUMNS": "200"}
+        app,
+        ["score", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.txt")],
+        env={"COLUMNS": "200"},
     )
     assert result.exit_code == 2
     assert "expected a .csv or .parquet file" in _plain(result.output)
@@ -147,7 +158,9 @@ def test_score_refuses_a_txt_input(runner, tmp_path):
 
 def test_score_refuses_a_missing_input(runner, tmp_path):
     result = runner.invoke(
-        app, ["score", "--input", str(tmp_path / "absent.csv"), "--output", str(tmp_path / "out.csv")], env={"COLUMNS": "200"}
+        app,
+        ["score", "--input", str(tmp_path / "absent.csv"), "--output", str(tmp_path / "out.csv")],
+        env={"COLUMNS": "200"},
     )
     assert result.exit_code == 2
     assert "absent.csv" in _plain(result.output)
@@ -156,7 +169,9 @@ def test_score_refuses_a_missing_input(runner, tmp_path):
 # Partial batches (docs/commands.md): the model and the rules are stand-ins here, so these tests
 # hold the command's handling of rows; tests/e2e/test_readme_commands.py runs it on a real champion.
 
-_FAKE_CHAMPION = SimpleNamespace(tag="customs-risk:fake", info=SimpleNamespace(metadata={"serving": {"max_reasons": 3}}))
+_FAKE_CHAMPION = SimpleNamespace(
+    tag="customs-risk:fake", info=SimpleNamespace(metadata={"serving": {"max_reasons": 3}})
+)
 
 
 @pytest.fixture
@@ -173,18 +188,26 @@ def fake_champion(monkeypatch):
     def score_routed(model, records, rules, max_reasons, **options):
         scored.append(records)
         asked.append(options)
-        return pd.DataFrame({
-            "declaration_id": records["declaration_id"].tolist(),
-            "risk_score": 0.5, "critical_score": 0.01, "lane": "green", "selected_by": "model",
-            "reasons": [[] for _ in range(len(records))],
-        })
+        return pd.DataFrame(
+            {
+                "declaration_id": records["declaration_id"].tolist(),
+                "risk_score": 0.5,
+                "critical_score": 0.01,
+                "lane": "green",
+                "selected_by": "model",
+                "reasons": [[] for _ in range(len(records))],
+            }
+        )
 
     monkeypatch.setattr(serving.cli, "use_stores", lambda settings: {})
     monkeypatch.setattr(serving.loading, "model_tag", lambda settings: "customs-risk:fake")
     monkeypatch.setattr(serving.loading, "packaged_champion", lambda tag: _FAKE_CHAMPION)
     monkeypatch.setattr(serving.loading, "load_packaged", lambda champion: object())
-    monkeypatch.setattr(serving.rules.RiskProfiles, "from_environment",
-                        classmethod(lambda cls, settings=None: SimpleNamespace(rules=(), path="rules.yaml")))
+    monkeypatch.setattr(
+        serving.rules.RiskProfiles,
+        "from_environment",
+        classmethod(lambda cls, settings=None: SimpleNamespace(rules=(), path="rules.yaml")),
+    )
     monkeypatch.setattr(serving.rules, "score_routed", score_routed)
     return SimpleNamespace(scored=scored, asked=asked)
 
@@ -217,7 +240,9 @@ def test_score_scores_the_valid_rows_and_lists_the_others(runner, tmp_path, fake
     assert fake_champion.scored[0]["declaration_id"].tolist() == ["D1", "D3", "D5"]
     assert list(rejected.columns) == ["row", "field", "message"]
     assert [(int(row), field) for row, field in zip(rejected["row"], rejected["field"])] == [
-        (2, "hs6_code"), (4, "importer_id"), (4, "origin_country"),
+        (2, "hs6_code"),
+        (4, "importer_id"),
+        (4, "origin_country"),
     ]
     assert rejected["message"].iloc[1] == "must be at most 64 characters"
     assert "rejected 2 of 5 rows" in _plain(result.output)
@@ -261,12 +286,16 @@ def test_containers_and_bills_of_lading_are_checked_per_row(runner, tmp_path, fa
 
 def test_an_unreadable_input_scores_nothing(runner, tmp_path, fake_champion):
     (tmp_path / "day.parquet").write_bytes(b"not parquet")
-    result = runner.invoke(app, ["score", "--input", str(tmp_path / "day.parquet"), "--output", str(tmp_path / "o.parquet")])
+    result = runner.invoke(
+        app, ["score", "--input", str(tmp_path / "day.parquet"), "--output", str(tmp_path / "o.parquet")]
+    )
     assert result.exit_code == 2
     assert "cannot be read" in _plain(result.output)
 
 
-@pytest.mark.parametrize(("options", "asked"), [((), "selected"), (("--reasons", "all"), "all"), (("--reasons", "none"), "none")])
+@pytest.mark.parametrize(
+    ("options", "asked"), [((), "selected"), (("--reasons", "all"), "all"), (("--reasons", "none"), "none")]
+)
 def test_score_asks_for_the_reasons_as_a_score_request_does(runner, tmp_path, fake_champion, options, asked):
     result, _, _ = _score(runner, tmp_path, _declarations({}), options=options)
     assert result.exit_code == 0, result.output

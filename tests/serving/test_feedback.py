@@ -17,8 +17,14 @@ from serving.feedback import export_feedback
 
 def _score(store: AuditStore, records: list[dict]) -> None:
     results = pd.DataFrame(
-        {"declaration_id": [r["declaration_id"] for r in records], "risk_score": 0.5, "critical_score": 0.1,
-         "lane": "green", "selected_by": "model", "reasons": [[] for _ in records]}
+        {
+            "declaration_id": [r["declaration_id"] for r in records],
+            "risk_score": 0.5,
+            "critical_score": 0.1,
+            "lane": "green",
+            "selected_by": "model",
+            "reasons": [[] for _ in records],
+        }
     )
     store.record_decisions(records, results, model_version="1")
 
@@ -40,8 +46,13 @@ def store(tmp_path, client_records) -> AuditStore:
     _score(store, [dict(client_records[0], item_price=123.25)])  # D0 scored again, corrected
     store.record_outcomes(
         [
-            {"declaration_id": "D0", "inspected_on": "2021-04-01", "result": "fraud", "notes": "undervalued",
-             "additional_duty": 1840000.5},
+            {
+                "declaration_id": "D0",
+                "inspected_on": "2021-04-01",
+                "result": "fraud",
+                "notes": "undervalued",
+                "additional_duty": 1840000.5,
+            },
             {"declaration_id": "D1", "inspected_on": "2021-04-01", "result": "critical"},
             {"declaration_id": "D2", "inspected_on": "2021-04-02", "result": "clean"},
             {"declaration_id": "NEVER-SCORED", "inspected_on": "2021-04-02", "result": "fraud"},
@@ -53,14 +64,22 @@ def store(tmp_path, client_records) -> AuditStore:
 def test_outcomes_become_labelled_declarations_as_last_scored(store, client_records, tmp_path):
     output = tmp_path / "feedback" / "outcomes.parquet"
     summary = export_feedback(store.path, output)
-    assert summary == {"outcomes": 4, "exported": 3, "unscored": 1, "in_file": 3,
-                       "by_result": {"fraud": 1, "critical": 1, "clean": 1}}
+    assert summary == {
+        "outcomes": 4,
+        "exported": 3,
+        "unscored": 1,
+        "in_file": 3,
+        "by_result": {"fraud": 1, "critical": 1, "clean": 1},
+    }
     feedback = pd.read_parquet(output).set_index("declaration_id")
     assert list(feedback.reset_index().columns) == FEEDBACK_FIELDS and "additional_duty" in FEEDBACK_FIELDS
     assert feedback.loc["D0", "additional_duty"] == "1840000.5"  # text, as every value of a source
     assert feedback.loc[["D1", "D2"], "additional_duty"].isna().all()  # not reported: null
     assert feedback.loc[["D0", "D1", "D2"], ["fraud", "critical_fraud"]].values.tolist() == [
-        ["1", "0"], ["1", "1"], ["0", "0"]]
+        ["1", "0"],
+        ["1", "1"],
+        ["0", "0"],
+    ]
     assert feedback.loc["D0", "item_price"] == "123.25"  # the corrected record, as received
     assert feedback.loc["D1", "tax_rate"] == str(client_records[1]["tax_rate"])
     assert feedback.loc["D2", "hs6_code"] == client_records[2]["hs6_code"]
@@ -84,7 +103,10 @@ def test_exporting_again_merges_and_the_newest_outcome_wins(store, client_record
     assert feedback.loc["D0", ["fraud", "inspected_on"]].tolist() == ["0", "2021-04-03"]
     # D1 as the first service scored it and its newer inspection, not the replica's older one
     assert feedback.loc["D1", ["fraud", "critical_fraud", "tax_type"]].tolist() == [
-        "1", "1", client_records[1]["tax_type"]]
+        "1",
+        "1",
+        client_records[1]["tax_type"],
+    ]
 
 
 def test_the_exported_file_validates_into_typed_history(store, client_records, tmp_path):

@@ -141,7 +141,9 @@ def test_wrong_key_is_401_in_the_contract_shape(service, monkeypatch, header):
 @pytest.mark.parametrize("client", [LOOPBACK, REMOTE])
 def test_either_key_passes_from_any_client(service, monkeypatch, key, client):
     guard = _guard(service, monkeypatch, keys=" k1 , k2 ")
-    response = _request(guard, "POST", "/score", client=client, content=b"12345", headers={"Authorization": f"Bearer {key}"})
+    response = _request(
+        guard, "POST", "/score", client=client, content=b"12345", headers={"Authorization": f"Bearer {key}"}
+    )
     assert response.status_code == 200
     assert response.json() == {"received": 5}
     assert service.calls == [("/score", 5)]
@@ -303,7 +305,9 @@ def test_framework_errors_maps_pydantic_locations(body, expected):
     assert framework_errors(json.dumps(body).encode()) == expected
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'{"detail": "oops"}', b'[{"error": "bad input"}]', b"{}"])
+@pytest.mark.parametrize(
+    "body", [b"", b"not json", b"[1, 2]", b'{"detail": "oops"}', b'[{"error": "bad input"}]', b"{}"]
+)
 def test_framework_errors_falls_back_to_one_body_error(body):
     errors = framework_errors(body)
     assert errors == [{"index": None, "field": "body", "message": "request body is not valid JSON"}]
@@ -321,7 +325,9 @@ def test_a_body_that_is_not_json_is_400_before_the_app(service, monkeypatch, con
     assert service.calls == []
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON", None])
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON", None]
+)
 def test_json_or_no_content_type_passes(service, monkeypatch, content_type):
     guard = _guard(service, monkeypatch)
     headers = {"Content-Type": content_type} if content_type else {}
@@ -341,7 +347,9 @@ def _record(error: BaseException) -> logging.LogRecord:
     try:
         raise error
     except BaseException:  # noqa: BLE001 - any error, as the framework's logger receives it
-        return logging.LogRecord("bentoml", logging.ERROR, __file__, 1, "Exception on /score [POST]", (), sys.exc_info())
+        return logging.LogRecord(
+            "bentoml", logging.ERROR, __file__, 1, "Exception on /score [POST]", (), sys.exc_info()
+        )
 
 
 def test_a_client_validation_error_is_not_logged_as_a_server_error():

@@ -69,5 +69,7 @@ def test_a_model_whose_files_changed_is_refused_naming_the_files(store):
 def test_a_model_without_digests_or_not_in_the_store_is_refused(store):
     with pytest.raises(ChampionUnavailable, match="has no recorded file digests"):
         verify_files(_package(store, "customs-risk:v9", record_digests=False))
-    with pytest.raises(ChampionUnavailable, match=r"champion customs-risk:v404 is not in the BentoML store .* package stage"):
+    with pytest.raises(
+        ChampionUnavailable, match=r"champion customs-risk:v404 is not in the BentoML store .* package stage"
+    ):
         packaged_champion("customs-risk:v404")

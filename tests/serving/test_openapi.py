@@ -75,9 +75,30 @@ DECLARATION, OUTCOME = _validator("Declaration"), _validator("Outcome")
 CHANGES = st.dictionaries(
     st.sampled_from(DECLARATION_FIELDS + ["colour"]),
     st.one_of(
-        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
-        st.sampled_from(["1899-12-31", "1900-01-01", "2099-12-31", "2100-01-01", "2021-02-29", "440890", "KR", "ZZ", " ", "\x1c", "\u3000", "\ufeff"]),
-        st.sampled_from(["A" * 64, "A" * 65, "1" * 65, "CSQU3054383", "CSQU3054384", "csqu3054383", "CSQU305438", "BICU1234565"]),
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=8),
+        st.sampled_from(
+            [
+                "1899-12-31",
+                "1900-01-01",
+                "2099-12-31",
+                "2100-01-01",
+                "2021-02-29",
+                "440890",
+                "KR",
+                "ZZ",
+                " ",
+                "\x1c",
+                "\u3000",
+                "\ufeff",
+            ]
+        ),
+        st.sampled_from(
+            ["A" * 64, "A" * 65, "1" * 65, "CSQU3054383", "CSQU3054384", "csqu3054383", "CSQU305438", "BICU1234565"]
+        ),
     ),
     max_size=3,
 )
@@ -93,14 +114,22 @@ def test_the_document_and_the_service_agree_on_every_declaration(changes):
 
 
 @settings(max_examples=300, deadline=None)
-@given(changes=st.dictionaries(
-    st.sampled_from(["declaration_id", "inspected_on", "result", "additional_duty", "notes", "inspector"]),
-    st.one_of(
-        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6),
-        st.sampled_from(["fraud", "2099-12-31", "2100-01-01", "\u3000", 0, 0.0, -0.0, -1e-9, 1.5e9, 10**308, 2 * 10**308]),
-    ),
-    max_size=3,
-))
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["declaration_id", "inspected_on", "result", "additional_duty", "notes", "inspector"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=6),
+            st.sampled_from(
+                ["fraud", "2099-12-31", "2100-01-01", "\u3000", 0, 0.0, -0.0, -1e-9, 1.5e9, 10**308, 2 * 10**308]
+            ),
+        ),
+        max_size=3,
+    )
+)
 def test_the_document_and_the_service_agree_on_every_outcome(changes):
     outcome = {"declaration_id": "97061800", "inspected_on": "2021-03-02", "result": "fraud", **changes}
     accepted = not outcome_errors([outcome])

@@ -28,9 +28,18 @@ from serving.audit import AuditStore
 from serving.cli import app
 
 TRAIN_PARAMS = {
-    "seed": 42, "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 20, "feature_fraction": 0.8,
-    "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "cat_smoothing": 10, "max_cat_to_onehot": 8,
-    "max_rounds": 50, "early_stopping_rounds": 10,
+    "seed": 42,
+    "learning_rate": 0.1,
+    "num_leaves": 15,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "cat_smoothing": 10,
+    "max_cat_to_onehot": 8,
+    "max_rounds": 50,
+    "early_stopping_rounds": 10,
 }
 SINCE, UNTIL = dt.date(2021, 2, 1), dt.date(2021, 4, 30)
 
@@ -48,12 +57,24 @@ def trained(history):
     }
     risk, critical = fitted["fraud"].validation_scores, fitted["critical_fraud"].validation_scores
     shares = LaneShares(0.03, 0.01, 0.01, 0.10, 0.03, 0.2)
-    lanes = LanePolicy.fit(shares, "report-test", risk, critical, risk * matrix.loc[is_valid, "duty_exposure"].to_numpy())
-    model = RiskModel(fitted["fraud"].booster, fitted["critical_fraud"].booster, fitted["fraud"].calibration,
-                      fitted["critical_fraud"].calibration, lanes, state)
+    lanes = LanePolicy.fit(
+        shares, "report-test", risk, critical, risk * matrix.loc[is_valid, "duty_exposure"].to_numpy()
+    )
+    model = RiskModel(
+        fitted["fraud"].booster,
+        fitted["critical_fraud"].booster,
+        fitted["fraud"].calibration,
+        fitted["critical_fraud"].calibration,
+        lanes,
+        state,
+    )
     reference = reporting.Reference(
-        name="customs-risk", version="7", lanes=lanes, state=state,
-        scores=fitted["fraud"].validation_scores, features=model_input(matrix)[is_valid].reset_index(drop=True),
+        name="customs-risk",
+        version="7",
+        lanes=lanes,
+        state=state,
+        scores=fitted["fraud"].validation_scores,
+        features=model_input(matrix)[is_valid].reset_index(drop=True),
     )
     return model, reference
 
@@ -62,8 +83,10 @@ def _as_sent(frame: pd.DataFrame) -> list[dict]:
     """Declarations as a client sends them: the date a string, no NaN."""
     sent = frame[DECLARATION_FIELDS].copy()
     sent["declaration_date"] = sent["declaration_date"].dt.strftime("%Y-%m-%d")
-    return [{k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
-            for row in sent.to_dict(orient="records")]
+    return [
+        {k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
+        for row in sent.to_dict(orient="records")
+    ]
 
 
 def _score(store: AuditStore, model: RiskModel, declarations: list[dict], sources: dict | None = None) -> pd.DataFrame:
@@ -96,15 +119,26 @@ def scored_store(trained, history, tmp_path_factory):
     inspected = truth["lane"].ne("green") & (truth.index % 10 != 0)  # one in ten never reported
     truth.loc[inspected, "outcome"] = [_truth(row) for row in truth[inspected].itertuples()]
     # the duty assessed, reported with a third of the frauds; a clean one found none (0)
-    truth["additional_duty"] = pd.Series([
-        (round(row.item_price * 0.08, 2) if row.outcome != "clean" else 0.0) if inspected[i] and i % 3 == 0 else None
-        for i, row in enumerate(truth.itertuples())
-    ], dtype=object)
-    store.record_outcomes([
-        {"declaration_id": row.declaration_id, "inspected_on": "2021-05-01", "result": row.outcome,
-         **({} if row.additional_duty is None else {"additional_duty": row.additional_duty})}
-        for row in truth[inspected].itertuples()
-    ])
+    truth["additional_duty"] = pd.Series(
+        [
+            (round(row.item_price * 0.08, 2) if row.outcome != "clean" else 0.0)
+            if inspected[i] and i % 3 == 0
+            else None
+            for i, row in enumerate(truth.itertuples())
+        ],
+        dtype=object,
+    )
+    store.record_outcomes(
+        [
+            {
+                "declaration_id": row.declaration_id,
+                "inspected_on": "2021-05-01",
+                "result": row.outcome,
+                **({} if row.additional_duty is None else {"additional_duty": row.additional_duty}),
+            }
+            for row in truth[inspected].itertuples()
+        ]
+    )
     in_period = truth["declaration_date"].between(pd.Timestamp(SINCE), pd.Timestamp(UNTIL))
     assert 0 < in_period.sum() < len(truth)  # the period leaves some out
     return store.path, truth[in_period].reset_index(drop=True)
@@ -124,7 +158,15 @@ def test_every_count_share_and_hit_rate_matches_the_declarations(trained, scored
     path, truth = scored_store
     _run(tmp_path, path, reference)
     kpis = json.loads((tmp_path / "out" / "kpis.json").read_text())
-    assert set(kpis) == {"period", "model", "decisions", "lanes", "selected_by", "random_vs_targeted_hit_ratio", "drift"}
+    assert set(kpis) == {
+        "period",
+        "model",
+        "decisions",
+        "lanes",
+        "selected_by",
+        "random_vs_targeted_hit_ratio",
+        "drift",
+    }
     assert kpis["period"] == {"since": SINCE.isoformat(), "until": UNTIL.isoformat()}
     assert kpis["model"] == {"name": "customs-risk", "version": "7"}
     assert kpis["decisions"] == len(truth)  # the stale decisions do not count twice
@@ -132,7 +174,15 @@ def test_every_count_share_and_hit_rate_matches_the_declarations(trained, scored
     for lane in ("red", "yellow", "green"):
         rows = truth[truth["lane"] == lane]
         got = kpis["lanes"][lane]
-        assert set(got) == {"decisions", "share", "share_setting", "outcomes", "hit_rate", "critical_found", "additional_duty"}
+        assert set(got) == {
+            "decisions",
+            "share",
+            "share_setting",
+            "outcomes",
+            "hit_rate",
+            "critical_found",
+            "additional_duty",
+        }
         assert got["decisions"] == len(rows)
         assert got["share"] == pytest.approx(len(rows) / len(truth))
         assert got["share_setting"] == pytest.approx(settings[lane])
@@ -147,8 +197,11 @@ def test_every_count_share_and_hit_rate_matches_the_declarations(trained, scored
     assert set(kpis["selected_by"]) == {"model", "value", "critical", "rule", "alert", "random"}
     for source, got in kpis["selected_by"].items():
         rows = truth[truth["selected_by"] == source]
-        assert got == {"decisions": len(rows), "outcomes": rows["outcome"].notna().sum(),
-                       "hit_rate": pytest.approx(_rate(rows)) if _rate(rows) is not None else None}
+        assert got == {
+            "decisions": len(rows),
+            "outcomes": rows["outcome"].notna().sum(),
+            "hit_rate": pytest.approx(_rate(rows)) if _rate(rows) is not None else None,
+        }
     # the 200 stale "value" decisions were overtaken: only the policy's own value picks count
     assert kpis["selected_by"]["value"]["decisions"] == (truth["selected_by"] == "value").sum() < 200
     random = truth["selected_by"] == "random"
@@ -178,11 +231,13 @@ def test_random_vs_targeted_is_null_without_random_outcomes(trained, tmp_path, h
     store = AuditStore(tmp_path / "audit.db")
     sample = history.iloc[-300:].reset_index(drop=True)
     results = _score(store, model, _as_sent(sample))
-    store.record_outcomes([
-        {"declaration_id": d, "inspected_on": "2021-05-01", "result": "fraud"}
-        for d, source, lane in zip(results["declaration_id"], results["selected_by"], results["lane"])
-        if source != "random" and lane != "green"
-    ])
+    store.record_outcomes(
+        [
+            {"declaration_id": d, "inspected_on": "2021-05-01", "result": "fraud"}
+            for d, source, lane in zip(results["declaration_id"], results["selected_by"], results["lane"])
+            if source != "random" and lane != "green"
+        ]
+    )
     kpis = _run(tmp_path, store.path, reference, since=dt.date(2020, 1, 1), until=dt.date(2022, 1, 1))
     assert kpis["selected_by"]["random"]["hit_rate"] is None
     assert kpis["random_vs_targeted_hit_ratio"] is None
@@ -224,8 +279,9 @@ def drift_reference(trained, history):
 
 
 @pytest.mark.parametrize("price_factor", [1, 10])
-def test_prices_times_ten_flag_the_price_features_and_the_risk_score(trained, drift_reference, history, tmp_path,
-                                                                      price_factor):
+def test_prices_times_ten_flag_the_price_features_and_the_risk_score(
+    trained, drift_reference, history, tmp_path, price_factor
+):
     model, _ = trained
     _, other = _halves(history)
     store = AuditStore(tmp_path / "audit.db")
@@ -255,8 +311,12 @@ def cli(monkeypatch, trained):
     monkeypatch.setattr(reporting, "LOCK_TIMEOUT_SECONDS", 0.2)
 
     def run(store: Path, output: Path, since: str = "2021-02-01", until: str = "2021-04-30"):
-        return CliRunner().invoke(app, ["report", "--since", since, "--until", until, "--output", str(output),
-                                        "--db", str(store)], env={"COLUMNS": "300"})
+        return CliRunner().invoke(
+            app,
+            ["report", "--since", since, "--until", until, "--output", str(output), "--db", str(store)],
+            env={"COLUMNS": "300"},
+        )
+
     return run
 
 
@@ -311,8 +371,10 @@ def test_a_missing_store_is_named_and_not_created(cli, tmp_path):
 def test_a_store_of_an_older_version_is_explained(cli, tmp_path):
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE decisions (id INTEGER PRIMARY KEY, declaration_id TEXT, scored_at TEXT, record TEXT,"
-                   " risk_score REAL, lane TEXT)")
+        db.execute(
+            "CREATE TABLE decisions (id INTEGER PRIMARY KEY, declaration_id TEXT, scored_at TEXT, record TEXT,"
+            " risk_score REAL, lane TEXT)"
+        )
         db.execute("CREATE TABLE outcomes (declaration_id TEXT, inspected_on TEXT, result TEXT, received_at TEXT)")
     before = _fingerprint(path)
     result = cli(path, tmp_path / "out")
@@ -376,13 +438,26 @@ def test_the_page_is_self_contained_with_its_tables_and_plots(trained, scored_st
     urls = [value for _, name, value in page.attributes if name in ("src", "href") and value]
     assert not [url for url in urls if not url.startswith("data:")]
     text = " ".join(page.text)
-    for heading in ("Decisions per day", "Lanes", "Selection sources", "Hit rate per lane", "Outcome coverage", "Drift"):
+    for heading in (
+        "Decisions per day",
+        "Lanes",
+        "Selection sources",
+        "Hit rate per lane",
+        "Outcome coverage",
+        "Drift",
+    ):
         assert heading in text
     assert "too few" in text  # the small sources have fewer than 30 outcomes
 
 
-BROWSER = next((path for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-                if (path := shutil.which(name))), None)
+BROWSER = next(
+    (
+        path
+        for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+        if (path := shutil.which(name))
+    ),
+    None,
+)
 
 
 @pytest.mark.skipif(BROWSER is None, reason="no headless Chromium or Chrome installed; the page is parsed above")
@@ -394,9 +469,20 @@ def test_the_page_renders_in_a_headless_browser_without_console_messages(trained
     _run(tmp_path, path, reference)
     page = (tmp_path / "out" / "index.html").resolve().as_uri()
     rendered = subprocess.run(
-        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page],
-        capture_output=True, text=True, timeout=120,
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            page,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     assert ":CONSOLE" not in rendered.stderr, rendered.stderr[-2000:]
@@ -404,6 +490,7 @@ def test_the_page_renders_in_a_headless_browser_without_console_messages(trained
     dom.feed(rendered.stdout)
     assert dom.tags.count("table") >= 5 and dom.tags.count("img") >= 5
     assert "Targeting report, 2021-02-01 to 2021-04-30" in " ".join(dom.text)
+
 
 # --- GET /metrics: the same figures live --------------------------------------------------------
 
@@ -426,9 +513,13 @@ def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(t
     assert _sample("customs_risk_lane_share_setting", lane="red") == pytest.approx(model.lanes.red_share)
     assert _sample("customs_risk_lane_share_setting", lane="yellow") == pytest.approx(model.lanes.yellow_share)
     assert _sample("customs_risk_lane_share_setting", lane="green") == pytest.approx(
-        1 - model.lanes.red_share - model.lanes.yellow_share)
-    before = {(lane, source): _sample("customs_risk_decisions_total", lane=lane, selected_by=source)
-              for lane in reporting.LANES for source in reporting.SOURCES}
+        1 - model.lanes.red_share - model.lanes.yellow_share
+    )
+    before = {
+        (lane, source): _sample("customs_risk_decisions_total", lane=lane, selected_by=source)
+        for lane in reporting.LANES
+        for source in reporting.SOURCES
+    }
     sent = _as_sent(history.iloc[-400:])
     first = _score(store, model, sent[:300], {0: "alert", 1: "rule"})
     live.decided(first)
@@ -449,8 +540,13 @@ def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(t
         assert _sample("customs_risk_lane_share", lane=lane) == pytest.approx((last_lanes == lane).mean())
 
     frauds = _sample("customs_risk_outcomes_total", result="fraud")
-    live.reported([{"declaration_id": "A", "result": "fraud"}, {"declaration_id": "B", "result": "fraud"},
-                   {"declaration_id": "C", "result": "clean"}])
+    live.reported(
+        [
+            {"declaration_id": "A", "result": "fraud"},
+            {"declaration_id": "B", "result": "fraud"},
+            {"declaration_id": "C", "result": "clean"},
+        ]
+    )
     assert _sample("customs_risk_outcomes_total", result="fraud") - frauds == 2
 
     # shifted prices drive the gauge over the flag; a service without a reference says NaN
@@ -476,8 +572,11 @@ def test_the_drift_gauge_is_computed_when_scraped_not_after_each_score(trained, 
     assert reads == []
     page = live.exposition()
     assert reads == [150]
-    shown = {(sample.name, sample.labels.get("lane")): sample.value
-             for family in text_string_to_metric_families(page) for sample in family.samples}
+    shown = {
+        (sample.name, sample.labels.get("lane")): sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+    }
     scores, lanes = zip(*read(150))
     assert shown == {
         ("customs_risk_score_psi", None): pytest.approx(reporting.psi(reference.scores, list(scores))),

@@ -81,9 +81,7 @@ def test_valid_outcomes_have_no_errors():
     assert outcome_errors(outcomes) == []
 
 
-@pytest.mark.parametrize(
-    "declaration_id", ["", "   ", 97061800, None, _DROP, "x" * 65, ["97061800"]]
-)
+@pytest.mark.parametrize("declaration_id", ["", "   ", 97061800, None, _DROP, "x" * 65, ["97061800"]])
 def test_bad_declaration_id(declaration_id):
     errors = outcome_errors([_outcome(), _outcome(declaration_id=declaration_id)])
     assert _where(errors) == [(1, "declaration_id")]

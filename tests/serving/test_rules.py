@@ -43,7 +43,7 @@ def _rules(text: str):
 
 
 def _rule(name: str, lane: str, when: str) -> str:
-    return f"  - name: {name}\n    lane: {lane}\n    reason: \"{name} fired\"\n    when: {when}\n"
+    return f'  - name: {name}\n    lane: {lane}\n    reason: "{name} fired"\n    when: {when}\n'
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,9 @@ def _model_results(records: pd.DataFrame, lanes: list[str], selected_by: list[st
             "critical_score": np.zeros(n),
             "lane": lanes,
             "selected_by": selected_by or ["model"] * n,
-            "reasons": [[{"feature": "tax_rate", "value": 8.0, "contribution": 0.5, "text": "tax rate 8%"}] for _ in range(n)],
+            "reasons": [
+                [{"feature": "tax_rate", "value": 8.0, "contribution": 0.5, "text": "tax rate 8%"}] for _ in range(n)
+            ],
         }
     )
 
@@ -82,7 +84,11 @@ def test_shipped_file_has_no_rules_and_its_documented_example_parses():
     assert _rules(text) == ()
     example = "\n".join(line[2:] for line in text.splitlines() if line.startswith(("# rules:", "#   ")))
     rules = _rules(example)
-    assert [rule.name for rule in rules] == ["timber-from-watch-list-origins", "textiles-below-cost", "watch-listed-importer"]
+    assert [rule.name for rule in rules] == [
+        "timber-from-watch-list-origins",
+        "textiles-below-cost",
+        "watch-listed-importer",
+    ]
     assert {rule.lane for rule in rules} == {"red", "yellow"}
 
 
@@ -92,20 +98,29 @@ def test_shipped_file_has_no_rules_and_its_documented_example_parses():
         ("rules: [", "not valid YAML"),
         ("- name: x", "one key, 'rules'"),
         ("rules: []\nextra: 1", "one key, 'rules'"),
-        ("rules:\n" + _rule("a", "blue", '{importer_id: {in: ["X"]}}'), "rules[0] (a).lane: expected one of yellow, red, got 'blue'"),
+        (
+            "rules:\n" + _rule("a", "blue", '{importer_id: {in: ["X"]}}'),
+            "rules[0] (a).lane: expected one of yellow, red, got 'blue'",
+        ),
         ("rules:\n" + _rule("a", "green", '{importer_id: {in: ["X"]}}'), "lane: expected one of yellow, red"),
         ("rules:\n" + _rule("a", "red", '{importer: {in: ["X"]}}'), "rules[0] (a).when: unknown field 'importer'"),
         ("rules:\n" + _rule("a", "red", "{hs6_code: {prefix: [4408]}}"), "hs6_code.prefix: 4408 must be a quoted"),
         ("rules:\n" + _rule("a", "red", '{hs6_code: {prefix: ["44-08"]}}'), "'44-08' is not an HS code or prefix"),
-        ("rules:\n" + _rule("a", "red", '{origin_country: {in: ["XX"]}}'), "'XX' is not an ISO 3166-1 alpha-2 country code"),
+        (
+            "rules:\n" + _rule("a", "red", '{origin_country: {in: ["XX"]}}'),
+            "'XX' is not an ISO 3166-1 alpha-2 country code",
+        ),
         ("rules:\n" + _rule("a", "red", "{origin_country: {below: 3}}"), "'below' does not apply to origin_country"),
         ("rules:\n" + _rule("a", "red", '{value_per_kg: {in: ["1"]}}'), "'in' does not apply to value_per_kg"),
-        ("rules:\n" + _rule("a", "red", '{value_per_kg: {below: "cheap"}}'), "value_per_kg.below: expected a number, got 'cheap'"),
+        (
+            "rules:\n" + _rule("a", "red", '{value_per_kg: {below: "cheap"}}'),
+            "value_per_kg.below: expected a number, got 'cheap'",
+        ),
         ("rules:\n" + _rule("a", "red", "{value_per_kg: {below: .nan}}"), "expected a number"),
         ("rules:\n" + _rule("a", "red", "{importer_id: {in: []}}"), "expected a non-empty list"),
         ("rules:\n" + _rule("a", "red", "{}"), "(a).when: expected at least one condition"),
         ("rules:\n" + _rule("a", "red", '{importer_id: {in: ["X"]}}') + "    priority: 1\n", "unknown key 'priority'"),
-        ("rules:\n  - name: a\n    lane: red\n    when: {importer_id: {in: [\"X\"]}}\n", "'reason' is required"),
+        ('rules:\n  - name: a\n    lane: red\n    when: {importer_id: {in: ["X"]}}\n', "'reason' is required"),
         ("rules:\n" + _rule("a", "red", '{importer_id: {in: ["X"]}}') * 2, "rule name 'a' is used more than once"),
         ("rules:\n  - just a string\n", "rules[0]: expected a mapping"),
     ],
@@ -157,14 +172,24 @@ SOURCES = ["model", "value", "critical", "random"]
 
 @settings(max_examples=200, deadline=None)
 @given(
-    decided=st.lists(st.sampled_from([(lane, source) for lane in SEVERITY for source in SOURCES]), min_size=1, max_size=30),
+    decided=st.lists(
+        st.sampled_from([(lane, source) for lane in SEVERITY for source in SOURCES]), min_size=1, max_size=30
+    ),
     rule_lanes=st.lists(st.sampled_from(list(SEVERITY)), min_size=1, max_size=4),
     data=st.data(),
 )
 def test_rules_never_lower_a_lane_whatever_selected_it(decided, rule_lanes, data):
     lanes, selected_by = (list(column) for column in zip(*decided))
-    hits = np.array(data.draw(st.lists(st.lists(st.booleans(), min_size=len(rule_lanes), max_size=len(rule_lanes)),
-                                       min_size=len(lanes), max_size=len(lanes))), dtype=bool)
+    hits = np.array(
+        data.draw(
+            st.lists(
+                st.lists(st.booleans(), min_size=len(rule_lanes), max_size=len(rule_lanes)),
+                min_size=len(lanes),
+                max_size=len(lanes),
+            )
+        ),
+        dtype=bool,
+    )
     rules = tuple(Rule(name=f"r{i}", lane=lane, reason="r", conditions=()) for i, lane in enumerate(rule_lanes))
     routed, routed_by = routed_lanes(lanes, selected_by, hits, rules)
     for row, (before, after) in enumerate(zip(lanes, routed)):
@@ -179,7 +204,10 @@ def test_rules_never_lower_a_lane_whatever_selected_it(decided, rule_lanes, data
 
 def test_value_per_kg_bounds_and_missing_values(declarations, state):
     records = _client_records(
-        declarations.head(4), item_price=[100.0, 100.0, 0.0, 5.0], net_mass_kg=[1000.0, 0.0, 0.0, 1.0], seller_id=[None, "S1", "S2", "S3"]
+        declarations.head(4),
+        item_price=[100.0, 100.0, 0.0, 5.0],
+        net_mass_kg=[1000.0, 0.0, 0.0, 1.0],
+        seller_id=[None, "S1", "S2", "S3"],
     )
     cheap = _rules("rules:\n" + _rule("cheap", "yellow", "{value_per_kg: {below: 0.5}}"))
     dear = _rules("rules:\n" + _rule("dear", "red", "{value_per_kg: {above: 4}}"))
@@ -208,7 +236,10 @@ def test_rule_reasons_come_first_and_the_total_keeps_max_reasons(declarations, s
     routed = route(_model_results(records, ["green"]), _typed(records), rules, state, max_reasons=2)
     assert [r["value"] for r in routed.at[0, "reasons"]] == ["timber-from-watch-list-origins", "watched"]
     assert routed.at[0, "lane"] == "red"
-    assert route(_model_results(records, ["green"]), _typed(records), rules, state, 3).at[0, "reasons"][2]["feature"] == "tax_rate"
+    assert (
+        route(_model_results(records, ["green"]), _typed(records), rules, state, 3).at[0, "reasons"][2]["feature"]
+        == "tax_rate"
+    )
 
 
 def test_no_rules_leave_the_model_answer_untouched(declarations, state):

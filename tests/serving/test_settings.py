@@ -153,7 +153,11 @@ def test_score_in_a_checkout_without_environment_uses_its_bentoml_store_and_says
     (root / "declarations.csv").write_text("declaration_id\n1\n")
     result = subprocess.run(
         [str(CLI), "score", "--input", "declarations.csv", "--output", "scored.csv"],
-        cwd=root, env=_no_environment(), capture_output=True, text=True, timeout=300,
+        cwd=root,
+        env=_no_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr
     store = root.resolve() / ".bentoml"
@@ -195,8 +199,9 @@ def test_partner_keys_and_center_code(tmp_path):
     settings = Settings.from_environment({}, cwd=root)
     assert settings.partner_keys is None and settings.partner_keys_file() is None
     assert settings.center_code == "XX"
-    settings = Settings.from_environment({"RISK_PARTNER_KEYS": "/etc/customs-risk/partners.json", "RISK_CENTER_CODE": "KZ"},
-                                         cwd=root)
+    settings = Settings.from_environment(
+        {"RISK_PARTNER_KEYS": "/etc/customs-risk/partners.json", "RISK_CENTER_CODE": "KZ"}, cwd=root
+    )
     assert settings.partner_keys_file() == Path("/etc/customs-risk/partners.json")
     assert settings.center_code == "KZ"
     with pytest.raises(SettingsError, match="RISK_PARTNER_KEYS must be an absolute path"):
