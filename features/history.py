@@ -42,7 +42,17 @@ ENTITIES = [
     ),
     Entity("route", ("departure_country", "origin_country"), "route {departure_country}->{origin_country}"),
 ]
-COUNT_COLUMNS = ["declarations", "fraud_count", "critical_count", "first_seen_day", "last_seen_day"]
+# Volume counts every declaration; the labels (inspected, fraud, critical) count only inspected
+# ones, each from the day its outcome was known (CONTRACT section 1).
+COUNT_COLUMNS = [
+    "declarations",
+    "inspected_count",
+    "fraud_count",
+    "critical_count",
+    "first_seen_day",
+    "last_seen_day",
+]
+LABEL_COLUMNS = ("inspected_count", "fraud_count", "critical_count")
 DAY_COLUMNS = {"first_seen_day", "last_seen_day"}  # NaN when the entity has no earlier rows
 # entities whose earlier declarations give a reference value per kg (median of the log)
 VALUE_REFERENCE_ENTITIES = ["hs6", "origin_hs6"]
@@ -50,13 +60,23 @@ _KEY_SEPARATOR = "\x1f"
 
 
 def with_derived_fields(records: pd.DataFrame) -> pd.DataFrame:
-    """Fields every entity and feature may use, computed the same way offline and online."""
+    """Fields every entity and feature may use, computed the same way offline and online.
+
+    `known_day` is the day a row's outcome became known: its `inspected_on`, or its declaration
+    day where history has none (the KCS export, scoring requests), never before the declaration.
+    """
     out = records.copy()
     out["hs_chapter"] = out["hs6_code"].str[:2]
     out["day"] = out["declaration_date"].to_numpy(dtype="datetime64[D]").astype("int64")
     out["log_value_per_kg"] = np.log1p(out["item_price"].to_numpy(dtype="float64")) - np.log1p(
         out["net_mass_kg"].to_numpy(dtype="float64")
     )
+    if "inspected_on" in out:
+        inspected_on = pd.to_datetime(out["inspected_on"]).to_numpy(dtype="datetime64[D]")
+        known = np.where(np.isnat(inspected_on), out["day"].to_numpy(), inspected_on.astype("int64"))
+        out["known_day"] = np.maximum(known, out["day"].to_numpy())
+    else:
+        out["known_day"] = out["day"]
     return out
 
 
@@ -95,86 +115,100 @@ def entity_codes(records: pd.DataFrame, entity: Entity) -> tuple[np.ndarray, np.
 
 
 @dataclass(frozen=True)
-class EntityDays:
-    """One entity's history as (key, day) blocks sorted by key then day, with each block's
-    totals; computed once and read both as point-in-time counts and as the serving state."""
+class KeyedEvents:
+    """Events (a declaration, or an outcome becoming known) of each key on each day, sorted by
+    (key, day), with running totals: "what did key k hold strictly before day d" is two binary
+    searches, whatever the day of the question. Cost grows with rows, never rows x history."""
 
-    row_block: np.ndarray  # per row, its block (-1 when the key is null)
-    block_code: np.ndarray
-    block_day: np.ndarray
-    block_totals: dict[str, np.ndarray]  # declarations, fraud_count, critical_count
+    order_key: np.ndarray  # code * span + day offset, sorted
+    day: np.ndarray  # each event's day, in that order
+    running: dict[str, np.ndarray]  # per column, totals of the first i events (length events + 1)
+    day0: int
+    span: int
 
     @classmethod
-    def of(cls, codes: np.ndarray, days: np.ndarray, fraud: np.ndarray, critical: np.ndarray) -> EntityDays:
-        day0 = int(days.min()) if len(days) else 0
-        span = int(days.max()) - day0 + 1 if len(days) else 1
-        known = codes >= 0
-        combined = codes[known].astype("int64") * span + (days[known] - day0)
-        blocks, inverse = np.unique(combined, return_inverse=True)
-        row_block = np.full(len(codes), -1, dtype="int64")
-        row_block[known] = inverse
-        totals = {
-            "declarations": np.bincount(inverse, minlength=len(blocks)).astype("float64"),
-            "fraud_count": np.bincount(inverse, fraud[known].astype("float64"), len(blocks)),
-            "critical_count": np.bincount(inverse, critical[known].astype("float64"), len(blocks)),
+    def of(
+        cls, codes: np.ndarray, days: np.ndarray, weights: dict[str, np.ndarray], day0: int, span: int
+    ) -> KeyedEvents:
+        keep = codes >= 0
+        order_key = codes[keep].astype("int64") * span + (days[keep].astype("int64") - day0)
+        order = np.argsort(order_key, kind="stable")
+        running = {
+            column: np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype="float64")[keep][order])])
+            for column, values in weights.items()
         }
-        return cls(row_block, blocks // span, blocks % span + day0, totals)
+        return cls(order_key[order], days[keep][order].astype("int64"), running, day0, span)
 
-    def _first_block_of_code(self) -> np.ndarray:
-        starts = np.ones(len(self.block_code), dtype=bool)
-        starts[1:] = self.block_code[1:] != self.block_code[:-1]
-        return np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
-
-    def before_each_block(self) -> dict[str, np.ndarray]:
-        """Totals of the same key on earlier days, and its first and previous day seen."""
-        first = self._first_block_of_code()
-        out = {}
-        for column, totals in self.block_totals.items():
-            running = np.cumsum(totals) - totals  # everything in earlier blocks, any key
-            out[column] = running - running[first]
-        day = self.block_day.astype("float64")
-        seen = out["declarations"] > 0
-        out["first_seen_day"] = np.where(seen, day[first], np.nan)
-        out["last_seen_day"] = np.where(seen, np.concatenate([[np.nan], day[:-1]]), np.nan)
-        return out
-
-    def per_key(self, keys: np.ndarray) -> pd.DataFrame:
-        """Totals over the whole history, one row per key: what serving looks up."""
-        n_keys = len(keys)
-        frame = {column: np.bincount(self.block_code, totals, n_keys) for column, totals in self.block_totals.items()}
-        day = self.block_day.astype("float64")
-        first = np.full(n_keys, np.inf)
-        np.minimum.at(first, self.block_code, day)
-        last = np.full(n_keys, -np.inf)
-        np.maximum.at(last, self.block_code, day)
-        frame["first_seen_day"], frame["last_seen_day"] = first, last
-        return pd.DataFrame(frame, index=pd.Index(keys, name="key"))
+    def before(self, codes: np.ndarray, days: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Per question (code, day): each column's total over the key's events strictly before the
+        day, and the positions [first, end) of those events (first == end: none; -1 codes: none)."""
+        known = codes >= 0
+        base = np.where(known, codes, 0).astype("int64") * self.span
+        first = np.searchsorted(self.order_key, base, side="left")
+        end = np.searchsorted(self.order_key, base + (days.astype("int64") - self.day0), side="left")
+        end = np.where(known, end, first)
+        return {column: run[end] - run[first] for column, run in self.running.items()}, first, end
 
 
-HISTORY_FIELDS = ["day", "fraud", "critical_fraud", "log_value_per_kg"]  # besides the entity's own
+def _labels(history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inspected, fraud, critical) as 0/1 floats: null labels are "not inspected"."""
+    fraud = pd.to_numeric(history["fraud"], errors="coerce").to_numpy(dtype="float64")
+    critical = pd.to_numeric(history["critical_fraud"], errors="coerce").to_numpy(dtype="float64")
+    inspected = ~np.isnan(fraud)
+    return inspected.astype("float64"), np.nan_to_num(fraud), np.nan_to_num(critical)
+
+
+HISTORY_FIELDS = ["day", "known_day", "fraud", "critical_fraud", "log_value_per_kg"]  # besides the entity's own
 
 
 def entity_history(history: pd.DataFrame, entity: Entity) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For one entity: per row, what history held strictly before the row's day; and per key,
     the totals over all of it (the serving state).
 
-    Labels of the same day are excluded: an inspection result is known at the earliest the day
-    after. Vectorised as cumulative sums over (key, day) blocks, so cost grows with the number
-    of rows, never rows times history. A key's answer depends only on that key's rows, so any
-    slice of history that holds every row of the keys it contains (a Dask partition shuffled by
-    the entity's columns, or the whole history) gives the same answer for its rows.
+    Declarations count from their day; an outcome counts from the day it was known
+    (`known_day`), so a row never sees a label that was not known before it: same-day
+    outcomes are excluded. A key's answer depends only on that key's rows, so any slice of
+    history that holds every row of the keys it contains (a Dask partition shuffled by the
+    entity's columns, or the whole history) gives the same answer for its rows.
     """
     codes, keys = entity_codes(history, entity)
     days = history["day"].to_numpy(dtype="int64")
-    blocks = EntityDays.of(codes, days, history["fraud"].to_numpy(), history["critical_fraud"].to_numpy())
-    before = blocks.before_each_block()
-    known = blocks.row_block >= 0
-    columns = {}
-    for column in COUNT_COLUMNS:
-        values = np.full(len(history), np.nan if column in DAY_COLUMNS else 0.0)
-        values[known] = before[column][blocks.row_block[known]]
-        columns[f"{entity.name}__{column}"] = values
-    totals = blocks.per_key(keys)
+    known_days = history["known_day"].to_numpy(dtype="int64")
+    inspected, fraud, critical = _labels(history)
+    day0 = int(min(days.min(), known_days.min())) if len(days) else 0
+    span = int(max(days.max(), known_days.max())) - day0 + 2 if len(days) else 2
+    volume = KeyedEvents.of(codes, days, {"declarations": np.ones(len(days))}, day0, span)
+    labelled = inspected > 0
+    outcomes = KeyedEvents.of(
+        np.where(labelled, codes, -1),
+        known_days,
+        {"inspected_count": inspected, "fraud_count": fraud, "critical_count": critical},
+        day0,
+        span,
+    )
+    counts, first, end = volume.before(codes, days)
+    counts.update(outcomes.before(codes, days)[0])
+    seen = end > first
+    event_day = volume.day.astype("float64")
+    if len(event_day):
+        counts["first_seen_day"] = np.where(seen, event_day[np.minimum(first, len(event_day) - 1)], np.nan)
+        counts["last_seen_day"] = np.where(seen, event_day[np.maximum(end - 1, 0)], np.nan)
+    else:
+        counts["first_seen_day"] = counts["last_seen_day"] = np.full(len(days), np.nan)
+    columns = {f"{entity.name}__{column}": counts[column] for column in COUNT_COLUMNS}
+    totals = _per_key(
+        codes,
+        days,
+        {
+            "declarations": np.ones(len(days)),
+            "inspected_count": inspected,
+            "fraud_count": fraud,
+            "critical_count": critical,
+        },
+        len(keys),
+    )
+    totals.index = pd.Index(keys, name="key")
+    known = codes >= 0
     if entity.name in VALUE_REFERENCE_ENTITIES:
         values = history["log_value_per_kg"].to_numpy(dtype="float64")
         columns[f"{entity.name}__median_log_value_per_kg"] = _point_in_time_median(codes, days, values)
@@ -183,6 +217,19 @@ def entity_history(history: pd.DataFrame, entity: Entity) -> tuple[pd.DataFrame,
         )
     rows = pd.DataFrame(columns, index=history.index)
     return rows, totals.sort_index()[state_columns(entity)].astype("float64")
+
+
+def _per_key(codes: np.ndarray, days: np.ndarray, weights: dict[str, np.ndarray], n_keys: int) -> pd.DataFrame:
+    """Totals over the whole history, one row per key code: what serving looks up."""
+    known = codes >= 0
+    frame = {column: np.bincount(codes[known], values[known], n_keys) for column, values in weights.items()}
+    day = days[known].astype("float64")
+    first = np.full(n_keys, np.inf)
+    np.minimum.at(first, codes[known], day)
+    last = np.full(n_keys, -np.inf)
+    np.maximum.at(last, codes[known], day)
+    frame["first_seen_day"], frame["last_seen_day"] = first, last
+    return pd.DataFrame(frame)
 
 
 def point_in_time_counts(history: pd.DataFrame) -> pd.DataFrame:
@@ -220,7 +267,7 @@ def state_columns(entity: Entity) -> list[str]:
     return COUNT_COLUMNS + extra
 
 
-_COUNTED = ("declarations", "fraud_count", "critical_count")  # 0, not NaN, when nothing was seen
+_COUNTED = ("declarations", *LABEL_COLUMNS)  # 0, not NaN, when nothing was seen
 
 
 def _key_strings(values) -> list:

@@ -54,7 +54,7 @@ def _entity_features(entity) -> list[Feature]:
 
     def history(ctx: dict) -> tuple[float, float, float]:
         return (
-            ctx[f"{name}__declarations"],
+            ctx[f"{name}__inspected_count"],
             ctx[f"{name}__fraud_count"],
             ctx[f"{name}__critical_count"],
         )
@@ -62,25 +62,30 @@ def _entity_features(entity) -> list[Feature]:
     def rate_text(ctx: dict) -> str:
         n, fraud, _ = history(ctx)
         if not n:
-            return f"{who(ctx)}: no earlier declarations, rated at the overall fraud rate"
-        return f"{who(ctx)}: {_share(fraud, n)} of {n:.0f} earlier declarations were fraud"
+            return f"{who(ctx)}: no earlier inspected declarations, rated at the overall fraud rate"
+        return f"{who(ctx)}: {fraud:.0f} of {n:.0f} earlier inspected declarations were fraud ({_share(fraud, n)})"
 
     def critical_text(ctx: dict) -> str:
         n, _, critical = history(ctx)
         if not n:
-            return f"{who(ctx)}: no earlier declarations, rated at the overall critical rate"
-        return f"{who(ctx)}: {critical:.0f} of {n:.0f} earlier declarations were critical fraud"
+            return f"{who(ctx)}: no earlier inspected declarations, rated at the overall critical rate"
+        return f"{who(ctx)}: {critical:.0f} of {n:.0f} earlier inspected declarations were critical fraud"
 
     def count_text(ctx: dict) -> str:
-        n = history(ctx)[0]
+        n = ctx[f"{name}__declarations"]
         return f"{who(ctx)}: first declaration" if not n else f"{who(ctx)}: {n:.0f} earlier declarations"
+
+    def inspected_text(ctx: dict) -> str:
+        n = history(ctx)[0]
+        return f"{who(ctx)}: never inspected before" if not n else f"{who(ctx)}: {n:.0f} earlier inspections"
 
     plain = name.replace("_", " ")
     features = [
         Feature(f"{name}_declarations", f"earlier declarations of the same {plain}", count_text),
+        Feature(f"{name}_inspected", f"earlier inspected declarations of the same {plain}", inspected_text),
         Feature(
             f"{name}_fraud_rate",
-            f"fraud rate of the same {plain} in earlier declarations, shrunk towards the overall rate",
+            f"fraud rate of the same {plain} in earlier inspected declarations, shrunk towards the overall rate",
             rate_text,
         ),
         Feature(
@@ -194,7 +199,8 @@ def feature_matrix(records: pd.DataFrame, counts: pd.DataFrame, state: FeatureSt
     """Model input from records (with derived fields) and their entity history counts.
 
     The global fraud rate known at the row's time is the shrinkage prior, so a new importer is
-    rated at the overall rate and a long-known one at its own.
+    rated at the overall rate and a long-known one at its own. Rates are over inspected
+    declarations only (what was never looked at is not clean), beside the inspected count.
     """
     columns = _numeric_features(records, counts, state.smoothing)
     matrix = pd.DataFrame(columns, index=records.index)
@@ -213,7 +219,7 @@ def _numeric_features(records, counts, smoothing: float) -> dict[str, np.ndarray
         return np.asarray(frame[name], dtype=dtype)
 
     m = smoothing
-    known = column(counts, "all__declarations")
+    known = column(counts, "all__inspected_count")
     prior_fraud = (column(counts, "all__fraud_count") + 1) / (known + 2)
     prior_critical = (column(counts, "all__critical_count") + 1) / (known + 2)
     day = column(records, "day")
@@ -221,8 +227,9 @@ def _numeric_features(records, counts, smoothing: float) -> dict[str, np.ndarray
     for entity in ENTITIES:
         if entity.name == "all":
             continue
-        n = column(counts, f"{entity.name}__declarations")
-        columns[f"{entity.name}_declarations"] = n
+        columns[f"{entity.name}_declarations"] = column(counts, f"{entity.name}__declarations")
+        n = column(counts, f"{entity.name}__inspected_count")
+        columns[f"{entity.name}_inspected"] = n
         fraud = column(counts, f"{entity.name}__fraud_count")
         critical = column(counts, f"{entity.name}__critical_count")
         columns[f"{entity.name}_fraud_rate"] = (fraud + m * prior_fraud) / (n + m)
@@ -230,7 +237,7 @@ def _numeric_features(records, counts, smoothing: float) -> dict[str, np.ndarray
         columns[f"{entity.name}_days_since_first"] = day - column(counts, f"{entity.name}__first_seen_day")
         columns[f"{entity.name}_days_since_last"] = day - column(counts, f"{entity.name}__last_seen_day")
         if entity.name in FIRST_TIME_ENTITIES:
-            columns[f"{entity.name}_first_time"] = (n == 0).astype("float64")
+            columns[f"{entity.name}_first_time"] = (columns[f"{entity.name}_declarations"] == 0).astype("float64")
     price = column(records, "item_price", "float64")
     mass = column(records, "net_mass_kg", "float64")
     tax = column(records, "tax_rate", "float64")

@@ -419,7 +419,7 @@ def _reindexed_counts(state: FeatureState, records: pd.DataFrame) -> pd.DataFram
         found = state.totals[entity.name].reindex(entity_keys(records, entity).to_numpy())
         for column in found.columns:
             values = found[column].to_numpy(dtype="float64")
-            if column in ("declarations", "fraud_count", "critical_count"):
+            if column in ("declarations", "inspected_count", "fraud_count", "critical_count"):
                 values = np.nan_to_num(values, nan=0.0)
             columns[f"{entity.name}__{column}"] = values
     return pd.DataFrame(columns, index=records.index)
@@ -551,7 +551,7 @@ def test_every_feature_has_a_description_and_a_reason(feature, real_contexts):
 ENTITY_OF_FEATURE = {
     f"{entity.name}_{suffix}": entity
     for entity in ENTITIES
-    for suffix in ("declarations", "fraud_rate", "critical_rate", "days_since_last")
+    for suffix in ("declarations", "inspected", "fraud_rate", "critical_rate", "days_since_last")
 }
 
 
@@ -559,8 +559,8 @@ def test_reasons_say_what_the_history_holds(real_contexts):
     known, new = real_contexts
     text = FEATURES_BY_NAME["importer_fraud_rate"].reason(known)
     assert known["importer_id"] in text
-    assert f"{known['importer__declarations']:.0f} earlier declarations" in text
-    assert "no earlier declarations" in FEATURES_BY_NAME["importer_fraud_rate"].reason(new)
+    assert f"{known['importer__fraud_count']:.0f} of {known['importer__inspected_count']:.0f} earlier inspected" in text
+    assert "no earlier inspected declarations" in FEATURES_BY_NAME["importer_fraud_rate"].reason(new)
     assert "never seen before" in FEATURES_BY_NAME["importer_days_since_last"].reason(new)
     assert "days earlier" in FEATURES_BY_NAME["declarant_days_since_last"].reason(known)
 
