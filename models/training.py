@@ -78,15 +78,18 @@ class FeatureMatrix:
 
 
 class MatrixRows(lgb.Sequence):
-    """Rows [start, stop) of a FeatureMatrix as the boosters' float input, for lgb.Dataset."""
+    """Rows of a FeatureMatrix as the boosters' float input, for lgb.Dataset: a run [start, stop),
+    or, where a window holds rows that cannot be learned from (declarations nobody inspected),
+    the sorted absolute `positions` of the rows kept."""
 
-    def __init__(self, matrix: FeatureMatrix, start: int, stop: int):
+    def __init__(self, matrix: FeatureMatrix, start: int, stop: int, positions: np.ndarray | None = None):
         self.matrix, self.start, self.stop = matrix, start, stop
+        self.positions = positions
         self.batch_size = 65_536
         self._cached: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return self.stop - self.start if self.positions is None else len(self.positions)
 
     def _group(self, index: int) -> np.ndarray:
         if self._cached is None or self._cached[0] != index:
@@ -98,10 +101,21 @@ class MatrixRows(lgb.Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             start, stop, _ = index.indices(len(self))
-            return self.batch(self.start + start, self.start + stop)
-        row = self.start + int(index)
-        group = int(np.searchsorted(self.matrix.group_starts, row, side="right") - 1)
-        return self._group(group)[row - self.matrix.group_starts[group]]
+            return self.take(start, stop)
+        return self.take(int(index), int(index) + 1)[0]
+
+    def take(self, first: int, end: int) -> np.ndarray:
+        """Rows [first, end) of this selection (relative) as one float array."""
+        if self.positions is None:
+            return self.batch(self.start + first, self.start + end)
+        rows = self.positions[first:end]
+        starts = self.matrix.group_starts
+        groups = np.searchsorted(starts, rows, side="right") - 1
+        out = np.empty((len(rows), len(FEATURE_NAMES)))
+        for group in np.unique(groups):
+            mine = groups == group
+            out[mine] = self._group(int(group))[rows[mine] - starts[group]]
+        return out
 
     def batch(self, start: int, stop: int) -> np.ndarray:
         """Matrix rows [start, stop) (absolute) as one float array."""
@@ -111,11 +125,13 @@ class MatrixRows(lgb.Sequence):
         return np.concatenate(pieces) if pieces else np.empty((0, len(FEATURE_NAMES)))
 
     def subset(self, mask: np.ndarray) -> MatrixRows:
-        """The rows a boolean mask selects, which must be one run: windows are time ranges and
-        the matrix is in time order."""
+        """The rows a boolean mask selects: a run stays a run (windows are time ranges and the
+        matrix is in time order); anything else keeps its positions."""
         selected = np.flatnonzero(mask)
+        if self.positions is not None:
+            return MatrixRows(self.matrix, self.start, self.stop, self.positions[selected])
         if len(selected) and selected[-1] - selected[0] + 1 != len(selected):
-            raise ValueError("the rows of a window must be consecutive in the matrix (it is sorted by date)")
+            return MatrixRows(self.matrix, self.start, self.stop, self.start + selected)
         first = int(selected[0]) if len(selected) else 0
         return MatrixRows(self.matrix, self.start + first, self.start + first + len(selected))
 
@@ -150,10 +166,7 @@ def predict(booster: lgb.Booster, x: Data, **options) -> np.ndarray:
         return booster.predict(model_input(x), **options)
     step = x.batch_size
     return np.concatenate(
-        [
-            booster.predict(x.batch(start, min(start + step, x.stop)), **options)
-            for start in range(x.start, x.stop, step)
-        ]
+        [booster.predict(x.take(start, min(start + step, len(x))), **options) for start in range(0, len(x), step)]
         or [np.empty(0)]
     )
 
@@ -214,13 +227,21 @@ def fit_target(
     x: Data, y: np.ndarray, is_train: np.ndarray, is_valid: np.ndarray, train_params: dict, trainer: Trainer = LOCAL
 ) -> FittedTarget:
     """One target end to end: early-stopped on the validation window, calibrated on its
-    out-of-sample margins, then refit on all rows with the tree count scaled to the rows."""
-    valid_x = rows_of(x, is_valid)
-    early = trainer.fit_early_stopped(rows_of(x, is_train), y[is_train], valid_x, y[is_valid], train_params)
-    margins = predict(early, valid_x, num_iteration=early.best_iteration, raw_score=True)
-    calibration = Calibration.fit(margins, y[is_valid])
-    rounds = refit_rounds(early.best_iteration, int(is_train.sum()), len(x))
-    final = trainer.fit_rounds(x, y, train_params, rounds)
+    out-of-sample margins, then refit on all rows with the tree count scaled to the rows.
+
+    Only inspected rows (a label, not null) are learned from and judged on; every validation
+    row is scored, inspected or not, since lanes share out all of the traffic."""
+    y = np.asarray(y, dtype="float64")
+    labelled = ~np.isnan(y)
+    learn, judge = is_train & labelled, is_valid & labelled
+    judged_x = rows_of(x, judge)
+    early = trainer.fit_early_stopped(rows_of(x, learn), y[learn], judged_x, y[judge], train_params)
+    margins = predict(early, judged_x, num_iteration=early.best_iteration, raw_score=True)
+    calibration = Calibration.fit(margins, y[judge])
+    if (is_valid & ~labelled).any():
+        margins = predict(early, rows_of(x, is_valid), num_iteration=early.best_iteration, raw_score=True)
+    rounds = refit_rounds(early.best_iteration, int(learn.sum()), int(labelled.sum()))
+    final = trainer.fit_rounds(rows_of(x, labelled), y[labelled], train_params, rounds)
     return FittedTarget(final, calibration, calibration(margins), early.best_iteration, rounds)
 
 

@@ -34,11 +34,14 @@ YELLOW_FRONTIER = PLOTS / "yellow_frontier.csv"
 def main() -> None:
     params = load_params()
     rates = params["evaluate"]["inspection_rates"]
-    scores = pd.read_parquet(SCORES)
+    every = pd.read_parquet(SCORES)
+    # figures need a label: they are over the inspected validation rows, and say how many those are
+    scores = every[every["fraud"].notna()].reset_index(drop=True)
     fraud, critical = scores["fraud"].to_numpy(), scores["critical_fraud"].to_numpy()
     risk, critical_risk = scores["risk_score"].to_numpy(), scores["critical_score"].to_numpy()
     metrics = targeting_metrics(fraud, critical, scores["duty_exposure"].to_numpy(), risk, critical_risk, rates)
     metrics.update(lane_metrics(scores["lane"].to_numpy(), fraud, critical, scores["duty_exposure"].to_numpy()))
+    metrics.update(validation_rows=len(every), validation_rows_labelled=len(scores))
     write_json(METRICS, metrics)
 
     curve = targeting_curve(fraud, scores["duty_exposure"].to_numpy(), risk)

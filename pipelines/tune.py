@@ -6,6 +6,7 @@ history would make every trial a full training; the model card states the sample
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from models.training import FeatureMatrix, most_recent, window_masks
@@ -31,8 +32,10 @@ def main() -> None:
         outcome, tables = {"trials": budget["trials"]}, []
         # each target its own search: the critical model ranks a rarer, different thing
         for key, objective in (("params", FRAUD), ("critical_params", CRITICAL)):
+            y = matrix.column(objective.label).astype("float64")
+            inspected = ~np.isnan(y)  # only what was inspected is learned from and judged on
             best, table = tune(
-                x, matrix.column(objective.label), sample, is_valid, base, budget["trials"], budget["seed"], objective
+                x, y, sample & inspected, is_valid & inspected, base, budget["trials"], budget["seed"], objective
             )
             outcome[key] = best
             outcome[f"{key.removesuffix('params')}best_value"] = float(table["value"].max())

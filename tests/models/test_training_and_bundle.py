@@ -508,6 +508,39 @@ def test_a_booster_fed_from_the_parquet_matrix_equals_one_fed_from_memory(histor
     np.testing.assert_array_equal(from_parquet.predict(in_memory), from_memory.predict(in_memory))
 
 
+def test_only_inspected_rows_are_learned_from_and_every_validation_row_is_scored(history, tmp_path):
+    """A history where most declarations were released uninspected (null labels): the streamed
+    matrix (rows kept by position) and the in-memory frame learn the same model from the
+    inspected rows only, and both score every validation row."""
+    from features.partitioned import featurize_history
+    from models.training import FeatureMatrix
+
+    rng = np.random.default_rng(3)
+    history = history.copy()
+    uninspected = rng.random(len(history)) < 0.7
+    history.loc[uninspected, ["fraud", "critical_fraud"]] = np.nan
+    (tmp_path / "validated").mkdir()
+    history.to_parquet(tmp_path / "validated" / "part-00000.parquet", index=False)
+    window = (str(history["declaration_date"].min().date()), str(history["declaration_date"].max().date()))
+    featurize_history(tmp_path / "validated", tmp_path / "matrix", tmp_path / "state", window, 10, part_rows=900)
+    matrix = FeatureMatrix(tmp_path / "matrix")
+    in_memory, _ = training_features(history, 10)
+    labels = history["fraud"].to_numpy(dtype="float64")
+    np.testing.assert_array_equal(matrix.column("fraud").astype("float64"), labels)
+    dates = history["declaration_date"]
+    is_valid = (dates >= dates.quantile(0.8)).to_numpy()
+    streamed = fit_target(matrix.rows_between(0, matrix.rows), labels, ~is_valid, is_valid, TRAIN_PARAMS)
+    held = fit_target(in_memory, labels, ~is_valid, is_valid, TRAIN_PARAMS)
+    assert streamed.booster.model_to_string() == held.booster.model_to_string()
+    assert len(held.validation_scores) == is_valid.sum()
+    np.testing.assert_allclose(streamed.validation_scores, held.validation_scores, rtol=0, atol=1e-12)
+    # the refit saw the inspected rows only: as many as a booster fed those rows alone
+    alone = fit_target(
+        in_memory[~uninspected], labels[~uninspected], ~is_valid[~uninspected], is_valid[~uninspected], TRAIN_PARAMS
+    )
+    assert alone.booster.model_to_string() == held.booster.model_to_string()
+
+
 def test_a_matrix_part_that_cannot_be_used_is_named(tmp_path):
     from features.partitioned import HistoryFileError
     from models.training import FeatureMatrix
