@@ -14,6 +14,7 @@ from rich.table import Table
 
 from serving.feedback import export_feedback_command
 from serving.settings import Settings, use_stores
+from serving.simulation import simulate_command
 
 app = typer.Typer(help="Customs risk targeting.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -298,6 +299,7 @@ def metrics(
 
 
 app.command("export-feedback")(export_feedback_command)
+app.command("simulate")(simulate_command)
 
 alerts_app = typer.Typer(
     help="Partner alerts and watch lists in, confirmed findings out (docs/alerts.md).", no_args_is_help=True

@@ -1,0 +1,528 @@
+"""`customs-risk simulate`: the loop as a center lives it, replayed on history.
+
+The protocol of the public DATE/BACUDA customs-selection simulations, so figures compare: every
+declaration before `start` is labelled; then period by period (15 days) a model is trained, with
+the project's own featurize and train code, on what is known by the period's first day, scores the
+period, a strategy inspects `inspection_rate` of it, and only those labels are revealed, known
+from the period's last day. Each strategy keeps its own knowledge: what it inspected is all it
+learns from. A leak here would flatter every figure, so the only labels a period's model reads
+are in `Knowledge.frame`, which hides the rest (tests/serving/test_simulation.py checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+
+from features.matrix import model_input, training_features
+from models.exploration import exploration_picks
+from models.lanes import LanePolicy, LaneShares
+from models.training import fit_rounds
+
+PERIOD_COLUMNS = [
+    "strategy",
+    "period_start",
+    "period_end",
+    "declarations",
+    "inspected",
+    "hits",
+    "frauds",
+    "precision",
+    "recall",
+    "duty_recall",
+    "critical_recall",
+]
+FIGURES = ["precision", "recall", "duty_recall", "critical_recall"]
+LAST_PERIODS = 12  # the summary's second mean: the loop once it has settled
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run replays; `rounds` are fewer than the pipeline's early-stopped count so that 27
+    periods x 6 learners fit in minutes (summary.json says how many)."""
+
+    start: str = "2020-02-28"
+    period_days: int = 15
+    inspection_rate: float = 0.10
+    rounds: int = 100
+    critical_rounds: int = 50
+    smoothing: float = 10.0
+    seed: int = 0
+    train_params: dict = field(default_factory=dict)
+    shares: LaneShares | None = None
+    exploration_key: str = "customs-risk-exploration"
+    exploration_sweep: tuple[float, ...] = (0.0, 0.01, 0.05, 0.10)
+
+
+@dataclass
+class Knowledge:
+    """The labels one learner has: every label before `start`, then only what it inspected, each
+    known from the last day of the period it was inspected in."""
+
+    history: pd.DataFrame
+    revealed: np.ndarray  # per history row
+    known_on: np.ndarray  # datetime64[D] per row; NaT where the declaration date is when
+
+    @classmethod
+    def initial(cls, history: pd.DataFrame, start: pd.Timestamp) -> Knowledge:
+        return cls(
+            history,
+            np.array(history["declaration_date"] < start),
+            np.full(len(history), np.datetime64("NaT"), dtype="datetime64[D]"),
+        )
+
+    def reveal(self, rows: np.ndarray, on: pd.Timestamp) -> None:
+        self.revealed[rows] = True
+        self.known_on[rows] = np.datetime64(on.date(), "D")
+
+    def frame(self, until: pd.Timestamp) -> pd.DataFrame:
+        """History dated before `until` as this learner knows it: unrevealed labels are null."""
+        rows = (self.history["declaration_date"] < until).to_numpy()
+        frame = self.history[rows].copy()
+        hidden = ~self.revealed[rows]
+        for label in ("fraud", "critical_fraud"):
+            frame[label] = frame[label].astype("float64").where(~hidden)
+        frame["inspected_on"] = pd.to_datetime(self.known_on[rows])
+        return frame
+
+    def known_importers(self, before: pd.Timestamp) -> set:
+        rows = self.revealed & (self.history["declaration_date"] < before).to_numpy()
+        return set(self.history.loc[rows, "importer_id"].dropna())
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A period's declarations with one learner's scores and the inspected counts they saw."""
+
+    period: pd.DataFrame
+    risk: np.ndarray
+    critical: np.ndarray
+    inspected: dict[str, np.ndarray]
+
+
+def score_period(knowledge: Knowledge, start: pd.Timestamp, end: pd.Timestamp, settings: Settings) -> Scored:
+    """Train on what `knowledge` holds before `start`, score [start, end) with the features of
+    the same code path the pipeline and the service use."""
+    frame = knowledge.frame(end)
+    matrix, _ = training_features(frame, settings.smoothing)
+    dates = frame["declaration_date"].to_numpy()
+    before, inside = dates < np.datetime64(start), dates >= np.datetime64(start)
+    encoded = model_input(matrix)
+    scores = {}
+    for label, rounds in (("fraud", settings.rounds), ("critical_fraud", settings.critical_rounds)):
+        y = frame[label].to_numpy(dtype="float64")
+        learn = before & ~np.isnan(y)
+        booster = fit_rounds(matrix[learn], y[learn], settings.train_params, rounds)
+        scores[label] = booster.predict(encoded[inside])
+    inspected = {name: matrix.loc[inside, f"{name}_inspected"].to_numpy() for name in ("importer", "declarant")}
+    return Scored(frame[inside].reset_index(drop=True), scores["fraud"], scores["critical_fraud"], inspected)
+
+
+def declared_duty(period: pd.DataFrame) -> np.ndarray:
+    return (period["item_price"] * period["tax_rate"] / 100).to_numpy(dtype="float64")
+
+
+def top(values: np.ndarray, count: int, taken: np.ndarray | None = None) -> np.ndarray:
+    """A mask of the `count` highest values not already taken (ties by position)."""
+    taken = np.zeros(len(values), dtype=bool) if taken is None else taken
+    order = np.argsort(-np.asarray(values, dtype="float64"), kind="stable")
+    order = order[~taken[order]]
+    picks = np.zeros(len(values), dtype=bool)
+    picks[order[: max(count, 0)]] = True
+    return picks
+
+
+def policy_picks(scored: Scored, settings: Settings) -> np.ndarray:
+    """The lane policy as params.yaml sets it, red capacity scaled to the inspection rate: the
+    thresholds are fitted on the period's own scores, so each source gets its share of it."""
+    shares = settings.shares
+    assert shares is not None
+    scale = settings.inspection_rate / (shares.red_share + shares.exploration_share)
+    scaled = dataclasses.replace(
+        shares,
+        red_risk_share=shares.red_risk_share * scale,
+        red_value_share=shares.red_value_share * scale,
+        red_critical_share=shares.red_critical_share * scale,
+        yellow_share=0.0,
+        yellow_critical_share=0.0,
+        exploration_share=shares.exploration_share * scale,
+    )
+    value = scored.risk * declared_duty(scored.period)
+    policy = LanePolicy.fit(scaled, settings.exploration_key, scored.risk, scored.critical, value)
+    lane, _ = policy.assign(scored.risk, scored.critical, value, scored.period["declaration_id"].tolist())
+    return lane == "red"
+
+
+def explore_picks(share: float) -> Callable[[Scored, Settings, np.random.Generator], np.ndarray]:
+    """`share` of the inspections by the exploration rule (models.exploration), the rest by risk."""
+
+    def picks(scored: Scored, settings: Settings, rng: np.random.Generator) -> np.ndarray:
+        budget = round(settings.inspection_rate * len(scored.risk))
+        explored = round(share * budget)
+        by_risk = top(scored.risk, budget - explored)
+        return by_risk | exploration_picks(scored.inspected, scored.risk, explored, by_risk)
+
+    return picks
+
+
+def risk_picks(scored: Scored, settings: Settings, rng: np.random.Generator) -> np.ndarray:
+    return top(scored.risk, round(settings.inspection_rate * len(scored.risk)))
+
+
+def random_picks(scored: Scored, settings: Settings, rng: np.random.Generator) -> np.ndarray:
+    count = round(settings.inspection_rate * len(scored.period))
+    picks = np.zeros(len(scored.period), dtype=bool)
+    picks[rng.choice(len(scored.period), size=count, replace=False)] = True
+    return picks
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    learner: str  # strategies of one learner share its knowledge and its model
+    picks: Callable[[Scored, Settings, np.random.Generator], np.ndarray]
+    teaches: bool  # its inspections are what its learner learns from
+
+
+def strategies(settings: Settings) -> list[Strategy]:
+    """CONTRACT section 2's strategies. `risk_only` and `explore_0` are the same selection by
+    definition (0% exploration, the rest by risk): computed once, reported under both names."""
+    out = [
+        Strategy("policy", "policy", lambda s, st, rng: policy_picks(s, st), True),
+        Strategy("risk_only", "risk_only", risk_picks, True),
+        Strategy("random", "random", random_picks, True),
+        Strategy("policy_fully_labelled", "fully_labelled", lambda s, st, rng: policy_picks(s, st), False),
+        Strategy("risk_only_fully_labelled", "fully_labelled", risk_picks, False),
+    ]
+    for share in settings.exploration_sweep:
+        name = f"explore_{round(share * 100)}"
+        if share == 0:
+            continue  # = risk_only
+        out.append(Strategy(name, name, explore_picks(share), True))
+    return out
+
+
+def period_figures(period: pd.DataFrame, picks: np.ndarray) -> dict:
+    fraud = period["fraud"].to_numpy(dtype="float64") == 1
+    critical = period["critical_fraud"].to_numpy(dtype="float64") == 1
+    duty = declared_duty(period) * fraud
+    hits = int((picks & fraud).sum())
+
+    def share(part: float, whole: float) -> float:
+        return float(part / whole) if whole else float("nan")
+
+    return {
+        "declarations": len(period),
+        "inspected": int(picks.sum()),
+        "hits": hits,
+        "frauds": int(fraud.sum()),
+        "precision": share(hits, picks.sum()),
+        "recall": share(hits, fraud.sum()),
+        "duty_recall": share(duty[picks].sum(), duty.sum()),
+        "critical_recall": share((picks & critical).sum(), critical.sum()),
+    }
+
+
+def periods_of(history: pd.DataFrame, start: pd.Timestamp, days: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    last = history["declaration_date"].max()
+    bounds = pd.date_range(start, last + pd.Timedelta(days=days), freq=f"{days}D")
+    return [(a, b) for a, b in itertools.pairwise(bounds) if a <= last]
+
+
+def simulate(
+    history: pd.DataFrame, settings: Settings, progress: Callable[[str], None] = lambda _: None
+) -> tuple[pd.DataFrame, dict]:
+    """Every strategy over every period: the periods table and the summary."""
+    history = history.sort_values(["declaration_date", "declaration_id"], kind="stable").reset_index(drop=True)
+    start = pd.Timestamp(settings.start)
+    if not (history["declaration_date"] < start).any():
+        raise ValueError(f"no declaration is dated before --start {settings.start}: nothing to learn from first")
+    periods = periods_of(history, start, settings.period_days)
+    if not periods:
+        raise ValueError(f"no declaration is dated on or after --start {settings.start}: nothing to replay")
+    plan = strategies(settings)
+    knowledge = {s.learner: Knowledge.initial(history, start) for s in plan}
+    knowledge["fully_labelled"].revealed[:] = True  # hidden only while its own period is scored
+    rng = np.random.default_rng(settings.seed)
+    rows, known_share = [], {s.name: [] for s in plan}
+    started = time.perf_counter()
+    for number, (first, end) in enumerate(periods, 1):
+        scored: dict[str, Scored] = {}
+        for strategy in plan:
+            learner = knowledge[strategy.learner]
+            if strategy.learner not in scored:
+                scored[strategy.learner] = (
+                    _unscored(learner, first, end)
+                    if strategy.learner == "random"
+                    else score_period(_hiding(learner, first, end), first, end, settings)
+                )
+            period = scored[strategy.learner]
+            picks = strategy.picks(period, settings, rng)
+            figures = period_figures(period.period, picks)
+            rows.append(
+                {
+                    "strategy": strategy.name,
+                    "period_start": first.date(),
+                    "period_end": (end - pd.Timedelta(days=1)).date(),
+                    **figures,
+                }
+            )
+            importers = learner.known_importers(first)
+            known_share[strategy.name].append(float(period.period["importer_id"].isin(importers).mean()))
+            if strategy.teaches:
+                inside = np.flatnonzero(
+                    ((history["declaration_date"] >= first) & (history["declaration_date"] < end)).to_numpy()
+                )
+                learner.reveal(inside[picks], end - pd.Timedelta(days=1))
+        if "fully_labelled" in knowledge:
+            inside = ((history["declaration_date"] >= first) & (history["declaration_date"] < end)).to_numpy()
+            knowledge["fully_labelled"].known_on[inside] = np.datetime64((end - pd.Timedelta(days=1)).date(), "D")
+        progress(f"period {number}/{len(periods)} {first.date()}..{(end - pd.Timedelta(days=1)).date()}")
+    table = pd.DataFrame(rows, columns=PERIOD_COLUMNS)
+    if 0.0 in settings.exploration_sweep:
+        table = pd.concat(
+            [table, table[table["strategy"] == "risk_only"].assign(strategy="explore_0")], ignore_index=True
+        )
+        known_share["explore_0"] = known_share["risk_only"]
+    return table, summarize(table, known_share, settings, len(periods), time.perf_counter() - started)
+
+
+def _hiding(knowledge: Knowledge, first: pd.Timestamp, end: pd.Timestamp) -> Knowledge:
+    """The knowledge with the period's own labels hidden (they are what is being predicted)."""
+    inside = (
+        (knowledge.history["declaration_date"] >= first) & (knowledge.history["declaration_date"] < end)
+    ).to_numpy()
+    return Knowledge(knowledge.history, knowledge.revealed & ~inside, knowledge.known_on)
+
+
+def _unscored(knowledge: Knowledge, first: pd.Timestamp, end: pd.Timestamp) -> Scored:
+    dates = knowledge.history["declaration_date"]
+    period = knowledge.history[(dates >= first) & (dates < end)].reset_index(drop=True)
+    empty = np.zeros(len(period))
+    return Scored(period, empty, empty, {"importer": empty, "declarant": empty})
+
+
+def summarize(
+    table: pd.DataFrame, known_share: dict[str, list[float]], settings: Settings, periods: int, seconds: float
+) -> dict:
+    strategies_summary = {}
+    for name, rows in table.groupby("strategy", sort=False):
+        rows = rows.sort_values("period_start")
+        last = rows.tail(LAST_PERIODS)
+        strategies_summary[name] = {
+            "mean": {figure: _mean(rows[figure]) for figure in FIGURES},
+            f"mean_last_{LAST_PERIODS}": {figure: _mean(last[figure]) for figure in FIGURES},
+            "importer_known_share": _mean(pd.Series(known_share[name])),
+            "inspected": int(rows["inspected"].sum()),
+            "hits": int(rows["hits"].sum()),
+        }
+    return {
+        "settings": {
+            "start": settings.start,
+            "period_days": settings.period_days,
+            "inspection_rate": settings.inspection_rate,
+            "boosting_rounds": {"fraud": settings.rounds, "critical_fraud": settings.critical_rounds},
+            "boosting_rounds_note": "fixed per period, fewer than the pipeline's early-stopped count, so the run fits in minutes",
+            "exploration_sweep": list(settings.exploration_sweep),
+            "seed": settings.seed,
+        },
+        "periods": periods,
+        "seconds": round(seconds, 1),
+        "strategies": strategies_summary,
+    }
+
+
+def _mean(values: pd.Series) -> float | None:
+    values = values.dropna()
+    return round(float(values.mean()), 4) if len(values) else None
+
+
+def write_outputs(table: pd.DataFrame, summary: dict, output: Path) -> list[Path]:
+    """periods.csv, summary.json and simulation.png (precision and duty recall per period)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output / "periods.csv", index=False)
+    (output / "summary.json").write_text(json.dumps(summary, indent=1))
+    fig, axes = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
+    for name, rows in table.groupby("strategy", sort=False):
+        style = "--" if name.endswith("fully_labelled") else ":" if name == "random" else "-"
+        for ax, figure in zip(axes, ("precision", "duty_recall")):
+            ax.plot(pd.to_datetime(rows["period_start"]), rows[figure], style, marker=".", label=name)
+    axes[0].set_ylabel("precision (hits / inspected)")
+    axes[1].set_ylabel("duty recall")
+    axes[1].set_xlabel("period start")
+    axes[0].legend(fontsize=8, ncol=3)
+    rate = summary["settings"]["inspection_rate"]
+    axes[0].set_title(f"Closed-loop replay: {summary['periods']} periods, {rate:.0%} inspected")
+    fig.tight_layout()
+    fig.savefig(output / "simulation.png", dpi=110)
+    plt.close(fig)
+    return [output / "periods.csv", output / "summary.json", output / "simulation.png"]
+
+
+def read_history(paths: list[Path]) -> pd.DataFrame:
+    """Declarations from files ingest takes: the KCS export (its column names) or canonical
+    history (CSV or Parquet); rows that fail validation are counted and left out."""
+    from features.adapters import KCS, read_source
+    from features.schema import LABELLED, check_declarations
+
+    frames = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path).astype("string").astype(object)
+        else:
+            header = pd.read_csv(path, nrows=0).columns
+            frame = read_source(path, KCS) if set(KCS.columns) <= set(header) else pd.read_csv(path, dtype=str)
+        checked = check_declarations(frame, LABELLED)
+        rejected = len(frame) - len(checked.valid)
+        print(
+            f"simulate: {path}: {len(checked.valid):,} declarations"
+            + (f", {rejected:,} invalid left out" if rejected else "")
+        )
+        frames.append(checked.valid)
+    history = pd.concat(frames, ignore_index=True)
+    return history.drop_duplicates("declaration_id", keep="last").reset_index(drop=True)
+
+
+def settings_from_params(params: dict, **overrides) -> Settings:
+    """The run's settings from params.yaml (`simulate`, `train`, `features`, `serving`)."""
+    section = params.get("simulate", {})
+    serving = params["serving"]
+    values = {
+        "start": section.get("start", Settings.start),
+        "period_days": section.get("period_days", Settings.period_days),
+        "inspection_rate": section.get("inspection_rate", Settings.inspection_rate),
+        "rounds": section.get("rounds", Settings.rounds),
+        "critical_rounds": section.get("critical_rounds", Settings.critical_rounds),
+        "seed": section.get("seed", Settings.seed),
+        "smoothing": params["features"]["smoothing"],
+        "train_params": params["train"],
+        "shares": LaneShares.from_params(serving),
+        "exploration_key": serving["exploration_key"],
+    }
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return Settings(**values)
+
+
+def print_table(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"simulate: {summary['periods']} periods, {summary['settings']['inspection_rate']:.0%} inspected"
+    )
+    for column in (
+        "strategy",
+        "precision",
+        f"last {LAST_PERIODS}",
+        "recall",
+        "duty recall",
+        "critical recall",
+        "importer known",
+    ):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for name, figures in summary["strategies"].items():
+        mean = figures["mean"]
+        table.add_row(
+            name,
+            shown(mean["precision"]),
+            shown(figures[f"mean_last_{LAST_PERIODS}"]["precision"]),
+            shown(mean["recall"]),
+            shown(mean["duty_recall"]),
+            shown(mean["critical_recall"]),
+            shown(figures["importer_known_share"]),
+        )
+    Console().print(table)
+
+
+def log_run(summary: dict, outputs: list[Path]) -> str:
+    """The run in MLflow's `simulation` experiment: settings, mean figures, the three files."""
+    import mlflow
+
+    mlflow.set_experiment("simulation")
+    with mlflow.start_run() as run:
+        flat = {key: value for key, value in summary["settings"].items() if key != "boosting_rounds_note"}
+        mlflow.log_params(
+            {key: json.dumps(value) if isinstance(value, dict | list) else value for key, value in flat.items()}
+        )
+        for name, figures in summary["strategies"].items():
+            for window in ("mean", f"mean_last_{LAST_PERIODS}"):
+                for figure, value in figures[window].items():
+                    if value is not None:
+                        mlflow.log_metric(f"{name}.{window}.{figure}", value)
+            mlflow.log_metric(f"{name}.importer_known_share", figures["importer_known_share"] or 0.0)
+        for path in outputs:
+            mlflow.log_artifact(str(path))
+        return run.info.run_id
+
+
+DEFAULT_INPUTS = [Path("data/raw/df_syn_train_eng.csv"), Path("data/raw/df_syn_valid_eng.csv")]
+
+
+def simulate_command(
+    inputs: list[Path] = typer.Option(
+        None, "--input", help="a history file ingest takes (KCS export or canonical), repeatable; default data/raw/"
+    ),
+    start: str | None = typer.Option(None, "--start", help="labelled up to this day (default 2020-02-28)"),
+    period_days: int | None = typer.Option(None, "--period-days", help="days in a period (default 15)"),
+    inspection_rate: float | None = typer.Option(None, "--inspection-rate", help="share inspected (default 0.10)"),
+    output: Path = typer.Option(Path("reports/simulation"), "--output", help="folder for the CSV, JSON and PNG"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="the knobs (train, serving, simulate)"),
+) -> None:
+    """Closed-loop replay of history as a center lives it (docs/loop.md): period by period, train
+    on what is known, score the period, inspect a share of it, reveal only those labels."""
+    import yaml
+    from rich.progress import Progress
+
+    from serving.settings import Settings as StoreSettings
+    from serving.settings import use_stores
+
+    if inspection_rate is not None and not 0 < inspection_rate <= 1:
+        raise typer.BadParameter(f"expected a share in (0, 1], got {inspection_rate}", param_hint="--inspection-rate")
+    if period_days is not None and period_days < 1:
+        raise typer.BadParameter(f"expected at least 1 day, got {period_days}", param_hint="--period-days")
+    if start is not None:
+        try:
+            pd.Timestamp(start)
+        except ValueError:
+            raise typer.BadParameter(f"expected YYYY-MM-DD, got {start!r}", param_hint="--start") from None
+    try:
+        params = yaml.safe_load(params_file.read_text())
+        settings = settings_from_params(params, start=start, period_days=period_days, inspection_rate=inspection_rate)
+        history = read_history(list(inputs or DEFAULT_INPUTS))
+        with Progress(transient=True) as bar:
+            task = bar.add_task(
+                "simulate", total=len(periods_of(history, pd.Timestamp(settings.start), settings.period_days))
+            )
+            table, summary = simulate(
+                history, settings, progress=lambda text: bar.update(task, advance=1, description=text)
+            )
+    except (OSError, ValueError, KeyError) as problem:
+        typer.echo(f"simulate: nothing simulated: {problem}", err=True)
+        raise typer.Exit(2) from None
+    outputs = write_outputs(table, summary, output)
+    print_table(summary)
+    use_stores(StoreSettings.from_environment())
+    run_id = log_run(summary, outputs)
+    typer.echo(
+        f"simulate: wrote {', '.join(str(path) for path in outputs)}; MLflow run {run_id} (experiment simulation)"
+    )

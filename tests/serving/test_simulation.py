@@ -1,0 +1,160 @@
+"""The closed-loop simulation: honest (a period's model reads only labels inspected before it,
+known by then), and its outputs as CONTRACT section 2 names them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from models.lanes import LaneShares
+from serving.cli import app
+from serving.simulation import (
+    PERIOD_COLUMNS,
+    Knowledge,
+    Settings,
+    score_period,
+    simulate,
+    write_outputs,
+)
+
+TRAIN = {
+    "seed": 42,
+    "learning_rate": 0.1,
+    "num_leaves": 15,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "cat_smoothing": 10,
+    "max_cat_to_onehot": 8,
+}
+SHARES = LaneShares(
+    red_risk_share=0.025,
+    red_value_share=0.015,
+    red_critical_share=0.02,
+    yellow_share=0.10,
+    yellow_critical_share=0.10,
+    exploration_share=0.01,
+)
+STRATEGIES = {
+    "policy",
+    "risk_only",
+    "random",
+    "policy_fully_labelled",
+    "risk_only_fully_labelled",
+    "explore_0",
+    "explore_1",
+    "explore_5",
+    "explore_10",
+}
+
+
+def _settings(history: pd.DataFrame, **changes) -> Settings:
+    dates = np.sort(history["declaration_date"].unique())
+    start = str(pd.Timestamp(dates[len(dates) // 2]).date())
+    values = {
+        "start": start,
+        "period_days": 60,
+        "rounds": 10,
+        "critical_rounds": 5,
+        "train_params": TRAIN,
+        "shares": SHARES,
+    }
+    return Settings(**{**values, **changes})
+
+
+def _flip(history: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    changed = history.copy()
+    for label in ("fraud", "critical_fraud"):
+        changed.loc[rows, label] = 1 - changed.loc[rows, label]
+    return changed
+
+
+def test_a_periods_model_reads_no_label_it_was_not_shown(history):
+    """Flip every label the learner was not shown (uninspected earlier rows, the period's own
+    rows, later rows): the period's scores do not move."""
+    settings = _settings(history)
+    start = pd.Timestamp(settings.start)
+    end = start + pd.Timedelta(days=30)
+    knowledge = Knowledge.initial(history, start - pd.Timedelta(days=60))
+    earlier = np.flatnonzero(
+        (
+            (history["declaration_date"] >= start - pd.Timedelta(days=60)) & (history["declaration_date"] < start)
+        ).to_numpy()
+    )
+    knowledge.reveal(earlier[::7], start - pd.Timedelta(days=1))  # a few inspected, known the day before
+    scored = score_period(knowledge, start, end, settings)
+    hidden = np.flatnonzero(~knowledge.revealed)
+    flipped = Knowledge(_flip(history, hidden), knowledge.revealed, knowledge.known_on)
+    again = score_period(flipped, start, end, settings)
+    np.testing.assert_array_equal(again.risk, scored.risk)
+    np.testing.assert_array_equal(again.critical, scored.critical)
+    # and the labels it was shown do matter: the check above could fail
+    shown = Knowledge(_flip(history, earlier[::7]), knowledge.revealed, knowledge.known_on)
+    assert not np.array_equal(score_period(shown, start, end, settings).risk, scored.risk)
+
+
+def test_an_outcome_counts_only_from_the_day_it_was_known(history):
+    start = pd.Timestamp(history["declaration_date"].iloc[len(history) // 2])
+    knowledge = Knowledge.initial(history, start)
+    later = np.flatnonzero((history["declaration_date"] >= start).to_numpy())[:50]
+    knowledge.reveal(later, start + pd.Timedelta(days=20))
+    frame = knowledge.frame(start + pd.Timedelta(days=40))
+    assert frame.loc[later, "fraud"].notna().all()
+    assert (frame.loc[later, "inspected_on"] == start + pd.Timedelta(days=20)).all()
+    untouched = np.setdiff1d(np.flatnonzero((history["declaration_date"] >= start).to_numpy()), later)
+    untouched = untouched[untouched < len(frame)]
+    assert frame.loc[untouched, "fraud"].isna().all()
+
+
+@pytest.fixture(scope="module")
+def replay(history):
+    settings = _settings(history)
+    return settings, *simulate(history, settings)
+
+
+def test_the_replay_reports_every_strategy_per_period_as_the_contract_names_them(replay, tmp_path):
+    settings, table, summary = replay
+    assert list(table.columns) == PERIOD_COLUMNS
+    assert set(table["strategy"]) == STRATEGIES
+    periods = table.groupby("strategy").size()
+    assert (periods == summary["periods"]).all() and summary["periods"] >= 2
+    budget = (table["declarations"] * settings.inspection_rate).round()
+    exact = table[table["strategy"].isin(["risk_only", "random", "explore_5", "explore_10"])]
+    assert (exact["inspected"] == budget[exact.index]).all()
+    assert (table["hits"] <= table["inspected"]).all() and (table["hits"] <= table["frauds"]).all()
+    risk, explore0 = (table[table["strategy"] == name].reset_index(drop=True) for name in ("risk_only", "explore_0"))
+    pd.testing.assert_frame_equal(risk.drop(columns="strategy"), explore0.drop(columns="strategy"))
+    for name, figures in summary["strategies"].items():
+        assert 0 <= figures["importer_known_share"] <= 1, name
+    paths = write_outputs(table, summary, tmp_path / "out")
+    assert [path.name for path in paths] == ["periods.csv", "summary.json", "simulation.png"]
+    assert pd.read_csv(paths[0]).shape == table.shape
+    assert json.loads(paths[1].read_text())["strategies"].keys() == summary["strategies"].keys()
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_last_periods_labels_change_nothing_before_they_are_revealed(history, replay):
+    """A leak through the loop would let a period's outcomes reach its own selections."""
+    settings, table, _ = replay
+    last = pd.Timestamp(table["period_start"].max())
+    rows = np.flatnonzero((history["declaration_date"] >= last).to_numpy())
+    changed, _ = simulate(_flip(history, rows), settings)
+    keep = ["strategy", "period_start", "inspected"]
+    pd.testing.assert_frame_equal(changed[keep], table[keep])
+    before = table["period_start"] < last.date()
+    pd.testing.assert_frame_equal(changed[before], table[before])
+    assert not changed[~before]["hits"].equals(table[~before]["hits"])
+
+
+def test_the_command_refuses_what_it_cannot_replay(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["simulate", "--input", str(tmp_path / "none.csv"), "--output", str(tmp_path)])
+    assert missing.exit_code == 2 and "none.csv: no such file" in missing.output
+    rate = runner.invoke(app, ["simulate", "--inspection-rate", "0", "--output", str(tmp_path)])
+    assert rate.exit_code == 2 and "--inspection-rate" in rate.output
