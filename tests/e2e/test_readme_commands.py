@@ -1,13 +1,17 @@
-"""The README's batch-scoring commands, run exactly as README.md writes them, from the root of a
-fresh copy of the e2e workspace (after its `dvc repro`, as after `make run`), with only the
-environment the README tells a user to set: none for these commands (issue 15). The commands
-are read from README.md's code blocks, so this test follows any change the README makes."""
+"""The README's commands that run in seconds, run as README.md writes them: its batch-scoring
+commands from the root of a fresh copy of the e2e workspace (after its `dvc repro`, as after
+`make run`), with only the environment the README tells a user to set (none: issue 15); its `curl`
+example against the workspace's bento served as `make serve` serves it (no key, loopback); and
+`dvc repro`'s package stage into the checkout's own BentoML store. The commands are read from
+README.md's code blocks, so this test follows any change the README makes. Every other command
+the README shows (make run, make test, make check, make simulate, customs-risk approve and
+report...) is checked to be a real Makefile target, `customs-risk` command or DVC stage by
+tests/test_docs.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -16,10 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.servers import with_service_settings
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS
 from tests.conftest import REPO
-from tests.e2e.stack import BIN
+from tests.e2e.stack import BIN, serve_bento
+from tests.test_docs import command_lines, curl_request
 
 pytestmark = pytest.mark.e2e
 
@@ -27,15 +33,8 @@ RESULT_FIELDS = ["declaration_id", "risk_score", "critical_score", "duty_at_risk
 
 
 def readme_commands(text: str, program: str) -> list[str]:
-    """The lines of README.md's fenced code blocks that run `program`, without their comments."""
-    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
-    commands = []
-    for block in blocks:
-        for line in block.splitlines():
-            command = line.split("  #", 1)[0].strip()
-            if command.startswith(program):
-                commands.append(command)
-    return commands
+    """The commands of README.md's shell code blocks that run `program`, without their comments."""
+    return [command for command in command_lines(text) if command.startswith(program)]
 
 
 def test_the_score_command_is_found_in_the_readme():
@@ -141,3 +140,42 @@ def test_the_readme_retraining_packages_into_the_checkouts_store(clone, tmp_path
     assert (clone / ".bentoml" / "bentos" / name / version).is_dir(), result.stdout
     assert f"in {clone.resolve() / '.bentoml'}" in result.stdout
     assert not (tmp_path / "home" / "bentoml").exists()
+
+
+@pytest.fixture(scope="module")
+def served(workspace, tmp_path_factory):
+    """The workspace's bento served as `make serve` serves it without RISK_API_KEYS (loopback only,
+    no key), with an audit store of its own so the other modules' stores see nothing of it."""
+    folder = tmp_path_factory.mktemp("readme-serve")
+    env = with_service_settings(workspace["env"], audit_db=folder / "audit.db")
+    assert "RISK_API_KEYS" not in env
+    with serve_bento(workspace["root"], env, folder / "serve.log") as server:
+        yield server
+
+
+def _curl_commands() -> list[str]:
+    return readme_commands((REPO / "README.md").read_text(), "curl ")
+
+
+def test_the_readme_shows_one_curl_example_and_it_scores():
+    (command,) = _curl_commands()
+    assert curl_request(command)["path"] == "/score"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("command", _curl_commands())
+def test_the_readme_curl_example_works_as_written(served, tmp_path, command):
+    """The README's curl command, its `localhost:3000` pointed at the served port, nothing else changed."""
+    port = served.base.rsplit(":", 1)[1]
+    words = [word.replace("localhost:3000", f"127.0.0.1:{port}") for word in shlex.split(command)]
+    assert words != shlex.split(command), "the README's example calls localhost:3000, where `make serve` serves"
+    result = subprocess.run([*words, "--write-out", "\n%{http_code}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    body, status = result.stdout.rsplit("\n", 1)
+    assert status == "200", body
+    answer = json.loads(body)
+    sent = json.loads(curl_request(command)["body"])["declarations"]
+    assert [r["declaration_id"] for r in answer["results"]] == [d["declaration_id"] for d in sent]
+    assert set(RESULT_FIELDS) <= set(answer["results"][0])
+    assert answer["results"][0]["lane"] in ("red", "yellow", "green")
+    assert answer["model"]["name"] == "customs-risk"
