@@ -1,13 +1,17 @@
-"""`customs-risk export-feedback`: what inspections found, as labelled declarations for training.
+"""`customs-risk export-feedback`: every declaration the service scored, as rows of history.
 
-Each outcome posted to /outcomes is joined to the declaration as the service last scored it
-(the audit store keeps the record as received) and labelled by the result. The file is a source
-like any administration's export: values as received, as text, typed and checked by validate.
-Exporting again merges into the file, newest outcome first, so a reset audit store loses nothing.
+A center learns only from what it inspects, but its history must hold everything it received:
+volume features count every declaration, and a model trained only on its own selections cannot
+see its bias. So each declaration the service scored is exported as it was last scored (the audit
+store keeps the record as received), with what that decision was (`lane`, `selected_by`,
+`risk_score`), and labelled by its outcome where one was posted to /outcomes, null otherwise.
+The file is a source like any administration's export: values as received, as text, typed and
+checked by validate. Exporting again merges into the file, newest outcome first, and a row
+without an outcome never replaces one with it, so a reset audit store loses nothing.
 
-Besides the labels the file carries `additional_duty`, the duty the inspection assessed as
-posted to /outcomes (text, null when not reported): ingest takes it into history, where the duty
-model learns what an inspection recovers.
+Besides the labels the file carries `inspected_on` (from when a label counts in features) and
+`additional_duty`, the duty the inspection assessed (null when not reported): the duty model
+learns from it what an inspection recovers.
 """
 
 from __future__ import annotations
@@ -26,45 +30,57 @@ from serving.audit import read_only, table_columns
 from serving.settings import Settings, SettingsError
 
 DEFAULT_OUTPUT = Path("data/feedback/outcomes.parquet")
+DECISION_FIELDS = ["lane", "selected_by", "risk_score"]  # what the service decided, beside the record
+EXPORT_FIELDS = FEEDBACK_FIELDS + DECISION_FIELDS
 # /outcomes result -> (fraud, critical_fraud)
 OUTCOME_LABELS = {"clean": ("0", "0"), "fraud": ("1", "0"), "critical": ("1", "1")}
-_OUTCOMES_WITH_RECORDS = """
-SELECT o.declaration_id, o.inspected_on, o.result, o.received_at AS outcome_received_at, {duty} AS additional_duty,
-       d.record
-FROM outcomes AS o
-LEFT JOIN decisions AS d
-  ON d.id = (SELECT MAX(id) FROM decisions WHERE declaration_id = o.declaration_id)
-ORDER BY o.declaration_id
+_DECISIONS_WITH_OUTCOMES = """
+SELECT d.declaration_id, d.record, d.lane, d.selected_by, d.risk_score,
+       o.inspected_on, o.result, o.received_at AS outcome_received_at, {duty} AS additional_duty
+FROM decisions AS d
+LEFT JOIN outcomes AS o ON o.declaration_id = d.declaration_id
+WHERE d.id IN (SELECT MAX(id) FROM decisions GROUP BY declaration_id)
+ORDER BY d.declaration_id
 """
+_UNSCORED_OUTCOMES = "SELECT count(*) FROM outcomes WHERE declaration_id NOT IN (SELECT declaration_id FROM decisions)"
 
 
 def _as_text(value) -> str | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def labelled_declarations(outcomes: pd.DataFrame) -> pd.DataFrame:
-    """Outcomes joined to their scored record (`record` JSON) -> feedback rows; outcomes for
-    declarations this service never scored have no record and are left out."""
-    scored = outcomes[outcomes["record"].notna()].reset_index(drop=True)
+def history_rows(scored: pd.DataFrame) -> pd.DataFrame:
+    """Latest decisions (`record` JSON) with their outcome, if any -> feedback rows."""
+    scored = scored.reset_index(drop=True)
     records = [json.loads(record) for record in scored["record"]]
     declarations = pd.DataFrame(
         {field: [_as_text(record.get(field)) for record in records] for field in DECLARATION_FIELDS},
         dtype="str",
     )
     labels = labels_from_outcome("result", OUTCOME_LABELS)(scored)
-    duty = pd.Series(
-        [_as_text(value) for value in scored[RECOVERED_DUTY].astype(object)], name=RECOVERED_DUTY, dtype="str"
+    text = {
+        column: pd.Series([_as_text(value) for value in scored[column].astype(object)], name=column, dtype="str")
+        for column in [RECOVERED_DUTY, "risk_score"]
+    }
+    feedback = pd.concat(
+        [
+            declarations,
+            labels,
+            scored[["inspected_on", "outcome_received_at", "lane", "selected_by"]],
+            *text.values(),
+        ],
+        axis=1,
     )
-    feedback = pd.concat([declarations, labels, scored[["inspected_on", "outcome_received_at"]], duty], axis=1)
-    return feedback[FEEDBACK_FIELDS]
+    return feedback[EXPORT_FIELDS]
 
 
 def _earlier_export(output: Path) -> pd.DataFrame:
-    """The file as an earlier export left it; one written before the duty was exported has it null."""
+    """The file as an earlier export left it; columns an older export did not have are null."""
     earlier = pd.read_parquet(output)
-    if RECOVERED_DUTY not in earlier.columns:
-        earlier[RECOVERED_DUTY] = pd.Series([None] * len(earlier), dtype="str")
-    return earlier[FEEDBACK_FIELDS]
+    for column in EXPORT_FIELDS:
+        if column not in earlier.columns:
+            earlier[column] = pd.Series([None] * len(earlier), dtype="str")
+    return earlier[EXPORT_FIELDS]
 
 
 def export_feedback(audit_db: Path, output: Path) -> dict:
@@ -74,10 +90,11 @@ def export_feedback(audit_db: Path, output: Path) -> dict:
     try:
         # a store of an earlier layout, not opened for writing since: no outcome reported a duty
         duty = f"o.{RECOVERED_DUTY}" if RECOVERED_DUTY in table_columns(db, "outcomes") else "NULL"
-        outcomes = pd.read_sql_query(_OUTCOMES_WITH_RECORDS.format(duty=duty), db)
+        scored = pd.read_sql_query(_DECISIONS_WITH_OUTCOMES.format(duty=duty), db)
+        unscored = db.execute(_UNSCORED_OUTCOMES).fetchone()[0]
     finally:
         db.close()
-    exported = labelled_declarations(outcomes)
+    exported = history_rows(scored)
     merged = exported
     if output.exists():
         merged = newest_outcomes(pd.concat([_earlier_export(output), exported], ignore_index=True))
@@ -86,11 +103,11 @@ def export_feedback(audit_db: Path, output: Path) -> dict:
     merged.to_parquet(partial, index=False)
     os.replace(partial, output)  # ingest never reads a half-written file
     return {
-        "outcomes": len(outcomes),
-        "exported": len(exported),
-        "unscored": len(outcomes) - len(exported),
+        "scored": len(exported),
+        "inspected": int(scored["result"].notna().sum()),
+        "unscored": int(unscored),
         "in_file": len(merged),
-        "by_result": outcomes.loc[outcomes["record"].notna(), "result"].value_counts().to_dict(),
+        "by_result": scored["result"].dropna().value_counts().to_dict(),
     }
 
 
@@ -100,7 +117,7 @@ def export_feedback_command(
     ),
     output: Path = typer.Option(DEFAULT_OUTPUT, help="feedback file; ingest reads every *.parquet in its folder"),
 ) -> None:
-    """Write the outcomes posted to /outcomes, with the declarations they judge, for the next `dvc repro`."""
+    """Write every declaration the service scored, labelled where an outcome was posted, for the next `dvc repro`."""
     try:
         summary = export_feedback(audit_db or Settings.from_environment().audit_store(), output)
     except (FileNotFoundError, SettingsError) as missing:
@@ -108,8 +125,8 @@ def export_feedback_command(
         raise typer.Exit(2) from None
     results = ", ".join(f"{result} {n:,}" for result, n in sorted(summary["by_result"].items())) or "none"
     typer.echo(
-        f"export-feedback: {summary['exported']:,} labelled declarations ({results}) -> {output} "
-        f"({summary['in_file']:,} in the file)"
+        f"export-feedback: {summary['scored']:,} scored declarations, {summary['inspected']:,} with an outcome "
+        f"({results}), the rest with null labels -> {output} ({summary['in_file']:,} in the file)"
     )
     if summary["unscored"]:
         typer.echo(

@@ -1,5 +1,6 @@
-"""`customs-risk export-feedback`: outcomes joined to the declarations as last scored, labelled
-by the result, merged into the feedback file (newest outcome wins), and readable by ingest."""
+"""`customs-risk export-feedback`: every declaration as last scored, with its decision, labelled
+by the outcome where one was posted and null otherwise, merged into the feedback file (newest
+outcome wins, none is lost), and readable by ingest."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from features.schema import DECLARATION_FIELDS, LABELLED, check_declarations
 from pipelines.validate import validate
 from serving.audit import AuditStore
 from serving.cli import app
-from serving.feedback import export_feedback
+from serving.feedback import EXPORT_FIELDS, export_feedback
 
 
 def _score(store: AuditStore, records: list[dict]) -> None:
@@ -42,7 +43,7 @@ def client_records(declarations) -> list[dict]:
 @pytest.fixture
 def store(tmp_path, client_records) -> AuditStore:
     store = AuditStore(tmp_path / "audit.db")
-    _score(store, client_records[:3])
+    _score(store, client_records)  # D3 and D4 are released uninspected
     _score(store, [dict(client_records[0], item_price=123.25)])  # D0 scored again, corrected
     store.record_outcomes(
         [
@@ -61,18 +62,22 @@ def store(tmp_path, client_records) -> AuditStore:
     return store
 
 
-def test_outcomes_become_labelled_declarations_as_last_scored(store, client_records, tmp_path):
+def test_every_scored_declaration_is_exported_as_last_scored_labelled_where_inspected(store, client_records, tmp_path):
     output = tmp_path / "feedback" / "outcomes.parquet"
     summary = export_feedback(store.path, output)
     assert summary == {
-        "outcomes": 4,
-        "exported": 3,
+        "scored": 5,
+        "inspected": 3,
         "unscored": 1,
-        "in_file": 3,
+        "in_file": 5,
         "by_result": {"fraud": 1, "critical": 1, "clean": 1},
     }
     feedback = pd.read_parquet(output).set_index("declaration_id")
-    assert list(feedback.reset_index().columns) == FEEDBACK_FIELDS and "additional_duty" in FEEDBACK_FIELDS
+    assert list(feedback.reset_index().columns) == EXPORT_FIELDS and "additional_duty" in FEEDBACK_FIELDS
+    uninspected = feedback.loc[["D3", "D4"]]
+    assert uninspected[["fraud", "critical_fraud", "inspected_on", "additional_duty"]].isna().all().all()
+    assert feedback["lane"].eq("green").all() and feedback["selected_by"].eq("model").all()
+    assert feedback["risk_score"].eq("0.5").all()
     assert feedback.loc["D0", "additional_duty"] == "1840000.5"  # text, as every value of a source
     assert feedback.loc[["D1", "D2"], "additional_duty"].isna().all()  # not reported: null
     assert feedback.loc[["D0", "D1", "D2"], ["fraud", "critical_fraud"]].values.tolist() == [
@@ -98,7 +103,7 @@ def test_exporting_again_merges_and_the_newest_outcome_wins(store, client_record
     export_feedback(store.path, output)
     summary = export_feedback(other.path, output)
 
-    assert summary["in_file"] == 3
+    assert summary["in_file"] == 5
     feedback = pd.read_parquet(output).set_index("declaration_id")
     assert feedback.loc["D0", ["fraud", "inspected_on"]].tolist() == ["0", "2021-04-03"]
     # D1 as the first service scored it and its newer inspection, not the replica's older one
@@ -109,17 +114,34 @@ def test_exporting_again_merges_and_the_newest_outcome_wins(store, client_record
     ]
 
 
+def test_an_outcome_is_never_lost_to_a_later_export_without_it(store, tmp_path):
+    """A reset store scores D0 again and hears nothing of its inspection: the file keeps it."""
+    output = tmp_path / "outcomes.parquet"
+    export_feedback(store.path, output)
+    reset = AuditStore(tmp_path / "reset.db")
+    _score(reset, [{"declaration_id": "D0", **{f: "y" for f in DECLARATION_FIELDS if f != "declaration_id"}}])
+    summary = export_feedback(reset.path, output)
+    assert summary["in_file"] == 5
+    feedback = pd.read_parquet(output).set_index("declaration_id")
+    assert feedback.loc["D0", ["fraud", "inspected_on", "item_price"]].tolist() == ["1", "2021-04-01", "123.25"]
+
+
 def test_the_exported_file_validates_into_typed_history(store, client_records, tmp_path):
     export_feedback(store.path, tmp_path / "outcomes.parquet")
-    records = read_feedback(tmp_path).drop(columns=["inspected_on", "outcome_received_at"])
+    records = read_feedback(tmp_path).drop(columns=["outcome_received_at"])
     valid, rejected, report = validate(records)
-    assert rejected.empty and report["rows_valid"] == 3
-    sent = pd.DataFrame([dict(client_records[0], item_price=123.25), *client_records[1:3]])
-    labelled = sent.assign(fraud=[1, 1, 0], critical_fraud=[0, 1, 0], additional_duty=[1840000.5, None, None])
+    assert rejected.empty and report["rows_valid"] == 5
+    sent = pd.DataFrame([dict(client_records[0], item_price=123.25), *client_records[1:]])
+    labelled = sent.assign(
+        fraud=[1, 1, 0, None, None],
+        critical_fraud=[0, 1, 0, None, None],
+        inspected_on=pd.to_datetime(["2021-04-01", "2021-04-01", "2021-04-02", None, None]),
+        additional_duty=[1840000.5, None, None, None, None],
+    )
     expected = check_declarations(labelled, LABELLED).valid
     pd.testing.assert_frame_equal(valid.reset_index(drop=True), expected)
     # the duty an inspection assessed reaches history typed, for the duty model to learn from
-    assert valid["additional_duty"].tolist()[0] == 1840000.5 and valid["additional_duty"].isna().sum() == 2
+    assert valid["additional_duty"].tolist()[0] == 1840000.5 and valid["additional_duty"].isna().sum() == 4
     assert records["source_file"].eq(str(tmp_path / "outcomes.parquet")).all()
 
 
@@ -127,9 +149,9 @@ def test_cli_exports_and_names_what_it_left_out(store, tmp_path):
     output = tmp_path / "feedback" / "outcomes.parquet"
     result = CliRunner().invoke(app, ["export-feedback", "--audit-db", str(store.path), "--output", str(output)])
     assert result.exit_code == 0, result.output
-    assert "3 labelled declarations (clean 1, critical 1, fraud 1)" in result.stdout
+    assert "5 scored declarations, 3 with an outcome (clean 1, critical 1, fraud 1)" in result.stdout
     assert "1 outcomes left out" in result.stderr
-    assert len(pd.read_parquet(output)) == 3
+    assert len(pd.read_parquet(output)) == 5
 
 
 def test_cli_without_an_audit_store_says_so(tmp_path):
@@ -142,12 +164,12 @@ def test_a_file_exported_before_the_duty_merges_with_the_duty_null(store, tmp_pa
     output = tmp_path / "outcomes.parquet"
     export_feedback(store.path, output)
     # as the release before additional_duty wrote it
-    older = pd.read_parquet(output)[[f for f in FEEDBACK_FIELDS if f != "additional_duty"]]
+    older = pd.read_parquet(output)[[f for f in FEEDBACK_FIELDS if f != "additional_duty"]]  # nor the decision
     older.loc[older["declaration_id"] == "D2", "inspected_on"] = "2021-05-01"  # a later inspection of D2 elsewhere
     older.to_parquet(output, index=False)
     export_feedback(store.path, output)
     feedback = pd.read_parquet(output).set_index("declaration_id")
-    assert list(feedback.reset_index().columns) == FEEDBACK_FIELDS
+    assert list(feedback.reset_index().columns) == EXPORT_FIELDS
     assert feedback.loc["D0", "additional_duty"] == "1840000.5"
     assert feedback.loc["D2", "inspected_on"] == "2021-05-01" and pd.isna(feedback.loc["D2", "additional_duty"])
 
