@@ -1,7 +1,7 @@
 """The outcomes loop end to end: declarations scored by the real service, what their inspections
-found posted to /outcomes, `customs-risk export-feedback`, then `dvc repro` on a copy of the
-workspace (the shared one stays as the other e2e modules expect) counts the fed-back rows and
-learns from them."""
+found posted to /outcomes, `customs-risk export-feedback` of every scored declaration (null
+labels where nobody inspected), then `dvc repro` on a copy of the workspace (the shared one stays
+as the other e2e modules expect) counts the fed-back rows and learns from the inspected ones."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 
 IMPORTER = "LOOP-IMPORTER"  # an importer the history has never seen
 NEW = 30  # its declarations, all found to be fraud
+RELEASED = 5  # its declarations released uninspected: history holds them with null labels
 FEEDBACK = "data/feedback/outcomes.parquet"
 
 
@@ -61,9 +62,18 @@ def loop(workspace, service, tmp_path_factory) -> dict:
         )
         for i in range(NEW)
     ]
+    released = [
+        dict(
+            contract_example(),
+            declaration_id=f"LOOP-RELEASED-{i}",
+            importer_id=IMPORTER,
+            declaration_date=f"2020-12-{i + 1:02d}",
+        )
+        for i in range(RELEASED)
+    ]
     relabelled = _history_declaration(root)
     query = dict(contract_example(), declaration_id="LOOP-QUERY", importer_id=IMPORTER, declaration_date="2021-03-31")
-    scored = client.post("/score", json={"declarations": [*new, relabelled, query]})
+    scored = client.post("/score", json={"declarations": [*new, *released, relabelled, query]})
     assert scored.status_code == 200, scored.text
     outcomes = [
         {
@@ -94,6 +104,7 @@ def loop(workspace, service, tmp_path_factory) -> dict:
         "copy": copy,
         "env": env,
         "new": new,
+        "released": released,
         "relabelled": relabelled,
         "query": query,
         "served": scored.json()["results"][-1],
@@ -102,11 +113,15 @@ def loop(workspace, service, tmp_path_factory) -> dict:
     }
 
 
-def test_export_writes_the_outcomes_with_the_declarations_as_scored(loop):
-    assert f"{NEW + 1} labelled declarations (critical 4, fraud 27)" in loop["exported"].stdout
+def test_export_writes_every_scored_declaration_labelled_where_inspected(loop):
+    scored = NEW + RELEASED + 2
+    assert f"{scored} scored declarations, {NEW + 1} with an outcome (critical 4, fraud 27)" in loop["exported"].stdout
     assert "1 outcomes left out" in loop["exported"].stderr
     feedback = pd.read_parquet(loop["copy"] / FEEDBACK).set_index("declaration_id")
-    assert len(feedback) == NEW + 1
+    assert len(feedback) == scored
+    nobody_looked = feedback.loc[[r["declaration_id"] for r in loop["released"]] + ["LOOP-QUERY"]]
+    assert nobody_looked[["fraud", "critical_fraud", "inspected_on"]].isna().all().all()
+    assert nobody_looked["lane"].notna().all() and nobody_looked["risk_score"].notna().all()
     assert feedback.loc["LOOP-007", ["importer_id", "item_price", "fraud", "critical_fraud"]].tolist() == [
         IMPORTER,
         "1007.0",
@@ -120,14 +135,17 @@ def test_export_writes_the_outcomes_with_the_declarations_as_scored(loop):
 def test_the_next_run_counts_the_fed_back_rows(loop, workspace):
     before, after = _validation(workspace["root"]), _validation(loop["copy"])
     assert "Running stage 'ingest'" in loop["repro"].stdout
-    assert after["rows_in"] == before["rows_in"] + NEW  # the relabelled row replaced its old one
-    assert after["rows_in_by_source"][FEEDBACK] == NEW + 1
+    # the relabelled row replaced its old one; the released ones and the query are new rows
+    assert after["rows_in"] == before["rows_in"] + NEW + RELEASED + 1
+    assert after["rows_in_by_source"][FEEDBACK] == NEW + RELEASED + 2
     assert after["rows_rejected"] == before["rows_rejected"]
-    assert _training_rows(loop["repro"].stdout) == _training_rows(workspace["repro"].stdout) + NEW
+    assert _training_rows(loop["repro"].stdout) == _training_rows(workspace["repro"].stdout) + NEW + RELEASED
 
     history = pd.read_parquet(loop["copy"] / "data/validated/declarations.parquet").set_index("declaration_id")
     fed_back = history.loc[[r["declaration_id"] for r in loop["new"]]]
     assert fed_back["fraud"].eq(1).all() and fed_back["critical_fraud"].sum() == 3
+    released = history.loc[[r["declaration_id"] for r in loop["released"]]]
+    assert released["fraud"].isna().all() and released["critical_fraud"].isna().all()
     assert history.loc[loop["relabelled"]["declaration_id"], ["fraud", "critical_fraud"]].tolist() == [1, 1]
 
 
