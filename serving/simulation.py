@@ -257,6 +257,8 @@ def simulate(
     started = time.perf_counter()
     for number, (first, end) in enumerate(periods, 1):
         scored: dict[str, Scored] = {}
+        in_period = ((history["declaration_date"] >= first) & (history["declaration_date"] < end)).to_numpy()
+        truth = history[in_period].reset_index(drop=True)
         for strategy in plan:
             learner = knowledge[strategy.learner]
             if strategy.learner not in scored:
@@ -267,7 +269,7 @@ def simulate(
                 )
             period = scored[strategy.learner]
             picks = strategy.picks(period, settings, rng)
-            figures = period_figures(period.period, picks)
+            figures = period_figures(truth, picks)  # the period's real outcomes, hidden from its model
             rows.append(
                 {
                     "strategy": strategy.name,

@@ -128,6 +128,11 @@ def test_the_replay_reports_every_strategy_per_period_as_the_contract_names_them
     exact = table[table["strategy"].isin(["risk_only", "random", "explore_5", "explore_10"])]
     assert (exact["inspected"] == budget[exact.index]).all()
     assert (table["hits"] <= table["inspected"]).all() and (table["hits"] <= table["frauds"]).all()
+    # every strategy is judged on the same real outcomes of a period, which its model never saw
+    assert (table.groupby("period_start")["frauds"].nunique() == 1).all()
+    assert table["frauds"].sum() > 0
+    means = table.groupby("strategy")["precision"].mean()
+    assert means["risk_only_fully_labelled"] > means["random"] and means["risk_only"] > means["random"]
     risk, explore0 = (table[table["strategy"] == name].reset_index(drop=True) for name in ("risk_only", "explore_0"))
     pd.testing.assert_frame_equal(risk.drop(columns="strategy"), explore0.drop(columns="strategy"))
     for name, figures in summary["strategies"].items():
