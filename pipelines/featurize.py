@@ -6,8 +6,8 @@ by the entity's key; otherwise in this process. The same functions either way.
 
 from __future__ import annotations
 
+from features.cluster import cluster_entities, connect
 from features.partitioned import featurize_history, local_entities
-from models.cluster import cluster_entities, connect
 from pipelines.common import load_params, staged_output
 from pipelines.paths import MATRIX, STATE, VALIDATED
 

@@ -9,11 +9,12 @@ import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
 
+from features.cluster import connect
 from features.history import FeatureState
 from features.matrix import FEATURE_NAMES
 from features.schema import DECLARATION_FIELDS, RECOVERED_DUTY
 from models.bundle import RiskModel, RiskPyfunc
-from models.cluster import ClusterTrainer, connect
+from models.cluster import ClusterTrainer
 from models.lanes import LanePolicy, LaneShares
 from models.registry import configure_tracking, use_experiment
 from models.training import LOCAL, FeatureMatrix, fit_duty, fit_target, window_masks

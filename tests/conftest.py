@@ -1,4 +1,5 @@
-"""Shared fixtures: a small real sample of the KCS history, and a migrated MLflow store."""
+"""Shared fixtures: a small real sample of the KCS history, a migrated MLflow store, and a Dask
+LocalCluster of two worker processes on loopback (featurize's and training's cluster tests)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 import models  # noqa: F401 - first: it sets OMP_WAIT_POLICY before LightGBM loads OpenMP
 
 # isort: split
+import numpy as np
 import pandas as pd
 import pytest
 
-from features.adapters import KCS, read_source
+from features.adapters import KCS, SOURCE_FIELDS, read_source
 from features.schema import DECLARATION_FIELDS, LABELLED, HistoryRules, check_declarations, history_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +95,64 @@ def mlflow_store(_migrated_mlflow_db, tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+# --- Dask: features/cluster.py and models/cluster.py -----------------------------------------------
+
+CLUSTER_WINDOW = ("2020-01-01", "2021-03-31")
+CLUSTER_SMOOTHING = 10
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A LocalCluster of two worker processes, one thread each, started once for both layers' tests."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def dask_client(dask_cluster):
+    from features.cluster import connect
+
+    client = connect(dask_cluster.scheduler_address)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def validated_parts(kcs_records, tmp_path_factory) -> Path:
+    """The embedded history, typed, as three parts in no particular order."""
+    records = kcs_records.drop(columns=SOURCE_FIELDS, errors="ignore")
+    valid = records[records["origin_country"].ne("ZZ") & records["departure_country"].ne("ZZ")]
+    typed = check_declarations(valid, LABELLED).valid.sample(frac=1, random_state=5).reset_index(drop=True)
+    directory = tmp_path_factory.mktemp("validated")
+    for number, part in enumerate(np.array_split(np.arange(len(typed)), 3)):
+        typed.iloc[part].to_parquet(directory / f"part-{number:05d}.parquet", index=False)
+    return directory
+
+
+def featurize_parts(validated: Path, directory: Path, entities) -> pd.DataFrame:
+    """`validated` featurized into `directory` (matrix/, state/) by `entities`; the matrix."""
+    from features.partitioned import featurize_history
+
+    featurize_history(
+        validated,
+        directory / "matrix",
+        directory / "state",
+        CLUSTER_WINDOW,
+        CLUSTER_SMOOTHING,
+        entities,
+        part_rows=10_000,
+    )
+    return pd.read_parquet(directory / "matrix")
+
+
+@pytest.fixture(scope="session")
+def local_features(validated_parts, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """`validated_parts` featurized in this process: its directory and its matrix."""
+    from features.partitioned import local_entities
+
+    directory = tmp_path_factory.mktemp("local")
+    return directory, featurize_parts(validated_parts, directory, local_entities)

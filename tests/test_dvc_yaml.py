@@ -13,7 +13,9 @@ What counts as running a module:
   puts into the bento), which the stage reads; and the `code_paths=[...]` of an MLflow model log,
   whose folders (`"models"`) are copied into the logged model;
 - a package's `__init__.py` when it holds code (an empty one runs nothing).
-A dep that is a directory covers every file under it.
+A dep that is a directory covers every file under it, and stands for all of them: a stage's code
+deps, folders counted file by file, are exactly the files it runs, no more (a file listed but not
+run reruns the stage for nothing). Each package imports only the layers below it (docs/design.md).
 """
 
 from __future__ import annotations
@@ -150,6 +152,21 @@ def stage_code(module: str) -> set[Path]:
     return ran | read
 
 
+def listed_code(deps: list[str]) -> set[Path]:
+    """The project files a stage's deps name: files under the project's packages, a directory
+    standing for every file under it (as DVC hashes it, less what .dvcignore leaves out)."""
+    files: set[Path] = set()
+    for dep in deps:
+        path = REPO / dep.rstrip("/")
+        if dep.split("/")[0] not in PACKAGES:
+            continue
+        if path.is_dir():
+            files.update(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        else:
+            files.add(path)
+    return files
+
+
 def _covered(file: Path, deps: list[str]) -> bool:
     relative = file.relative_to(REPO)
     for dep in deps:
@@ -187,6 +204,52 @@ def test_no_stage_lists_code_it_does_not_run(name):
     assert not [dep for dep in listed if dep not in runs], f"stage {name} lists code it does not run"
 
 
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_stage_lists_exactly_the_code_it_runs(name):
+    """Both directions at once, a directory dep counted file by file: a folder listed for a stage
+    that runs only part of it (`models` for featurize) reruns the stage for every other file's
+    edit."""
+    stage = STAGES[name]
+    runs = stage_code(_command_module(stage))
+    listed = listed_code([str(dep) for dep in stage.get("deps", [])])
+
+    def names(files: set[Path]) -> list[str]:
+        return sorted(str(f.relative_to(REPO)) for f in files)
+
+    assert names(listed) == names(runs), (
+        f"stage {name}: deps in dvc.yaml name {names(listed - runs)} which it does not run, "
+        f"and miss {names(runs - listed)} which it runs"
+    )
+
+
+# Which project packages each package's modules may import (docs/design.md, "Where things live").
+LAYERS = {
+    "features": {"features"},
+    "models": {"features", "models"},
+    "serving": {"features", "models", "serving"},
+    "pipelines": {"features", "models", "serving", "pipelines"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_each_package_imports_only_the_layers_below_it(package):
+    """features/ computes features with no model code, so featurize reruns for no training edit."""
+    crossing = {
+        str(path.relative_to(REPO)): sorted(
+            str(f.relative_to(REPO)) for f in _direct(path)[0] if f.relative_to(REPO).parts[0] not in LAYERS[package]
+        )
+        for path in sorted((REPO / package).glob("*.py"))
+    }
+    assert not {module: files for module, files in crossing.items() if files}
+
+
+def test_featurize_runs_no_model_code():
+    runs = {str(f.relative_to(REPO)) for f in stage_code("pipelines.featurize")}
+    assert "features/cluster.py" in runs and "features/partitioned.py" in runs
+    assert not [name for name in runs if name.startswith("models/")]
+    assert not [dep for dep in STAGES["featurize"]["deps"] if str(dep).startswith("models")]
+
+
 def test_the_walk_follows_imports_strings_and_globs():
     # pipelines.package loads the service by its import string and copies features/*.py into the bento
     package = {str(f.relative_to(REPO)) for f in stage_code("pipelines.package")}
@@ -199,6 +262,9 @@ def test_the_walk_follows_imports_strings_and_globs():
 
 
 def test_a_directory_dep_covers_its_files():
+    assert REPO / "features/schema.py" in listed_code(["features", "data/raw"])
+    assert not [p for p in listed_code(["features/"]) if p.suffix == ".pyc"]
+    assert listed_code(["data/raw/df_syn_train_eng.csv"]) == set()  # data, not code
     assert _covered(REPO / "features/schema.py", ["features"])
     assert _covered(REPO / "features/schema.py", ["features/"])
     assert not _covered(REPO / "features/schema.py", ["feat"])
