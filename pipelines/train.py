@@ -16,7 +16,7 @@ from features.schema import DECLARATION_FIELDS, RECOVERED_DUTY
 from models.bundle import RiskModel, RiskPyfunc
 from models.cluster import ClusterTrainer
 from models.lanes import LanePolicy, LaneShares
-from models.registry import configure_tracking, use_experiment
+from models.registry import configure_tracking, model_requirements, use_experiment
 from models.training import LOCAL, FeatureMatrix, fit_duty, fit_target, window_masks
 from pipelines.common import data_version, git_commit, load_params, read_json, staged_output, write_json
 from pipelines.paths import BUNDLE, MATRIX, RUN, STATE, TRIALS, TUNED, VALIDATED, VALIDATION_REPORT, VALIDATION_SCORES
@@ -171,6 +171,7 @@ def main() -> None:
             python_model=RiskPyfunc(),
             artifacts={"bundle": str(BUNDLE)},
             code_paths=["features", "models"],
+            pip_requirements=model_requirements(),
             signature=infer_signature(example, output),
             input_example=example,
         )
