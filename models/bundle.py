@@ -194,14 +194,16 @@ class RiskModel:
         rows = reason_rows(assessed.lane, reasons)
         return assessed.results(self.explain(assessed, rows, max_reasons))
 
-    def assess(self, records: pd.DataFrame | Declarations) -> Assessment:
-        """Features, calibrated scores and lanes; no contributions yet."""
+    def assess(self, records: pd.DataFrame | Declarations, policy: LanePolicy | None = None) -> Assessment:
+        """Features, calibrated scores and lanes; no contributions yet. `policy` stands in for
+        the packaged one, for a caller that asks what other thresholds would have decided on
+        the same scores (bench.backtest's thresholds following the traffic)."""
         inputs = serving_inputs(records, self.state)
         risk = self.fraud_calibration(self.fraud_booster.predict(inputs.matrix, raw_score=True))
         critical = self.critical_calibration(self.critical_booster.predict(inputs.matrix, raw_score=True))
         duty_at_risk = risk * self.expected_duty(inputs.matrix)
         ids = [str(i) for i in inputs.records["declaration_id"].tolist()]
-        lane, selected_by = self.lanes.assign(risk, critical, duty_at_risk, ids)
+        lane, selected_by = (policy or self.lanes).assign(risk, critical, duty_at_risk, ids)
         return Assessment(ids, risk, critical, duty_at_risk, lane, selected_by, inputs)
 
     def expected_duty(self, matrix: np.ndarray) -> np.ndarray:

@@ -19,6 +19,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# Every lane, least scrutiny first: green releases, yellow checks the documents, red inspects.
+LANES = ("green", "yellow", "red")
+SEVERITY = {lane: rank for rank, lane in enumerate(LANES)}
+# Where an analyst's risk profile or a partner alert may send a declaration: they add scrutiny to
+# what the model decided and never release what it holds.
+RAISED_LANES = LANES[1:]
+
+
+def raise_lane(lane: str, *to: str) -> str:
+    """The strictest of `lane` and the lanes `to` asks for: an override that fires can only add
+    scrutiny, so a wrong or stale rule never releases a declaration the policy held."""
+    return max((lane, *to), key=SEVERITY.__getitem__)
+
+
 # the sources of red and yellow picks, in the order they fill capacity: public safety first
 RED_SOURCES = ("critical", "value", "model")
 YELLOW_SOURCES = ("critical", "model")
