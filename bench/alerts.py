@@ -21,10 +21,10 @@ import pandas as pd
 
 from bench.workers import fastest_seconds
 from features.schema import DECLARATION_FIELDS
-from models.bundle import RiskModel
+from models.bundle import RiskModel, validated_declarations
 from pipelines.paths import BUNDLE, VALIDATED
-from serving.alerts import EMPTY_INDEX, Alert, AlertIndex, apply_alerts, digest
-from serving.rules import score_routed
+from serving.alerts import EMPTY_INDEX, Alert, AlertIndex, digest
+from serving.decide import decide
 
 PARTNERS = {"KZ": b"kz-shared-key", "UZ": b"uz-shared-key"}
 CALLS = 50  # single-declaration calls per setting
@@ -62,7 +62,8 @@ def alerts_in_force(count: int, importers: list[str], day: str, seed: int = 0) -
 
 def measure(model: RiskModel, declarations: pd.DataFrame, index: AlertIndex) -> dict:
     def score(records: pd.DataFrame) -> pd.DataFrame:
-        return apply_alerts(score_routed(model, records, (), 3), records, index, 3)
+        """As the service scores a request: checked, then decided."""
+        return decide(model, validated_declarations(records), alerts=index)
 
     single = [declarations.iloc[[i]] for i in range(CALLS)]
     one = float(np.median([fastest_seconds(lambda r=r: score(r), 1) for r in single]))

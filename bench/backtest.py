@@ -10,8 +10,9 @@ window set to the three months before it, and the whole `dvc repro`, which train
 packages a champion in the workspace's own MLflow and BentoML stores. The month is then scored as
 a center would: through `customs-risk score` and through the packaged service over HTTP, which
 must agree exactly, since both claim to run the same code on the same model. Beside them, a
-what-if: the month's lanes had each day's thresholds followed the last declarations scored, which
-says what holding the shares would cost (the service's thresholds are fixed at packaging).
+what-if: the month decided by the same code (serving.decide, in this process, on the trained
+model) had each day's thresholds followed the last declarations scored, which says what holding
+the shares would cost (the service's thresholds are fixed at packaging).
 
 Prints one JSON line per step and per table row on stdout; progress and the readable tables go
 to stderr. Exits 1 when the CLI and the service disagree on any declaration's scores or lane.
@@ -41,9 +42,13 @@ from bench.servers import BIN, REPO, bentoml_serve, packaged_bento, stop_servers
 from bench.workspace import CODE, RAW_FILES, Workspace, copy_project, dvc, run_child, workspace_env
 from features.adapters import KCS
 from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, RECORD, check_declarations
+from models.bundle import RiskModel
 from models.lanes import LanePolicy, LaneShares
 from models.metrics import lane_metrics
 from pipelines import paths
+from serving.decide import decide
+from serving.profiles import RiskProfiles, Rule
+from serving.settings import Settings
 
 VALIDATION_MONTHS = 3
 BATCH = 1000  # declarations per /score request: the service's max_batch
@@ -168,26 +173,33 @@ def policy_figures(lane: np.ndarray, fraud: np.ndarray, critical: np.ndarray, du
 
 
 def lanes_following_traffic(
-    shares: LaneShares, exploration_key: str, earlier: pd.DataFrame, month: pd.DataFrame, dates: np.ndarray
+    model: RiskModel,
+    records: pd.DataFrame,
+    rules: tuple[Rule, ...],
+    shares: LaneShares,
+    exploration_key: str,
+    earlier: pd.DataFrame,
+    month: pd.DataFrame,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The month's lanes (and selected_by) had each day's thresholds been fitted, as packaging
     fits them, on the scores of the last FOLLOWED_DECLARATIONS declarations before that day:
     `earlier` (scores in date order, the validation window's), then the month's own, as the
-    service gave them (`month`, in the order of `dates`). What packaging's fixed thresholds
-    cannot do, a controller following the traffic would: this measures what it would buy."""
-    dates = np.asarray(dates, dtype="datetime64[ns]")
+    service gave them (`month`, in the order of `records`, the typed declarations). Each day is
+    decided as the service decides it (serving.decide, with the analysts' `rules`), only with
+    those thresholds: what packaging's fixed thresholds cannot do, a controller following the
+    traffic would, and this measures what it would buy."""
+    dates = records["declaration_date"].to_numpy(dtype="datetime64[ns]")
     order = np.argsort(dates, kind="stable")
     in_date_order = dates[order]
     scored = pd.concat([earlier[SCORE_COLUMNS], month[SCORE_COLUMNS].iloc[order]], ignore_index=True)
-    ids = month["declaration_id"].astype(str).to_numpy()
     lane, selected_by = np.empty(len(month), dtype=object), np.empty(len(month), dtype=object)
     for day in np.unique(dates):
         before = len(earlier) + int(np.searchsorted(in_date_order, day, side="left"))
         past = scored.iloc[max(0, before - FOLLOWED_DECLARATIONS) : before]
         policy = LanePolicy.fit(shares, exploration_key, *(past[column] for column in SCORE_COLUMNS))
         rows = np.flatnonzero(dates == day)
-        today = month.iloc[rows]
-        lane[rows], selected_by[rows] = policy.assign(*(today[column] for column in SCORE_COLUMNS), list(ids[rows]))
+        decided = decide(model, records.iloc[rows], rules=rules, reasons="none", policy=policy)
+        lane[rows], selected_by[rows] = decided["lane"].to_numpy(), decided["selected_by"].to_numpy()
     return lane, selected_by
 
 
@@ -395,9 +407,12 @@ def backtest(month: str | None, root: Path) -> int:
     scored = pd.read_parquet(root / paths.VALIDATION_SCORES).sort_values("declaration_date", kind="stable")
     shares = LaneShares.from_params(packaged)
     exploration_key = yaml.safe_load((root / "params.yaml").read_text())["serving"]["exploration_key"]
-    followed, followed_by = lanes_following_traffic(
-        shares, exploration_key, scored, service, records["declaration_date"].to_numpy()
-    )
+    # the trained bundle is the champion the workspace packaged (its first version, approved as
+    # bootstrap), and its rules file the one the CLI and the service read; no partner alert is
+    # imported in the workspace
+    model = RiskModel.load(root / paths.BUNDLE)
+    rules = RiskProfiles.from_environment(Settings.from_environment(ws.env, cwd=root)).rules
+    followed, followed_by = lanes_following_traffic(model, records, rules, shares, exploration_key, scored, service)
     lanes = lane_table(
         share_settings(shares),
         lane_shares(service["lane"], service["selected_by"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import typer
@@ -15,6 +16,9 @@ from rich.table import Table
 from serving.feedback import export_feedback_command
 from serving.settings import Settings, use_stores
 from serving.simulation import simulate_command
+
+if TYPE_CHECKING:  # for the annotation only: each command imports what it uses when it runs
+    from serving.alerts import AlertIndex
 
 app = typer.Typer(help="Customs risk targeting.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -94,9 +98,10 @@ def score(
     use_stores(settings)  # before bentoml is imported: it fixes its store on first use
     console.print(f"stores: {escape(settings.describe_stores())}", soft_wrap=True)
 
-    from models.bundle import InvalidDeclarations
+    from models.bundle import InvalidDeclarations, validated_declarations
+    from serving.decide import decide
     from serving.loading import ChampionUnavailable, load_packaged, model_tag, packaged_champion
-    from serving.rules import RiskProfileError, RiskProfiles, score_routed
+    from serving.profiles import RiskProfileError, RiskProfiles
 
     try:
         bento_model = packaged_champion(model_tag(settings))
@@ -116,19 +121,26 @@ def score(
     results = _no_results()
     if len(valid):
         try:
-            results = score_routed(model, valid.reset_index(drop=True), profiles.rules, max_reasons, reasons=reasons)
+            typed = validated_declarations(valid.reset_index(drop=True))
         except InvalidDeclarations as invalid:  # checked above with the same rules: not expected
             console.print(f"[red]nothing scored:[/red] {invalid}")
             raise typer.Exit(NOTHING_SCORED) from None
-        results = _with_alerts(settings, results, valid, max_reasons)  # partner alerts, after the rules
+        results = decide(
+            model,
+            typed,
+            rules=profiles.rules,
+            alerts=_partner_alerts(settings),
+            reasons=reasons,
+            max_reasons=max_reasons,
+        )
         results["reasons"] = results["reasons"].map(json.dumps)
     _write_results(output, results, rejected, len(records))
 
 
-def _with_alerts(settings: Settings, results: pd.DataFrame, valid: pd.DataFrame, max_reasons: int) -> pd.DataFrame:
-    """Partner alerts of the center's store (RISK_AUDIT_DB), as the service applies them; no
+def _partner_alerts(settings: Settings) -> AlertIndex:
+    """The partner alerts of the center's store (RISK_AUDIT_DB), as the service sees them; no
     store, no alerts (the store is only read here)."""
-    from serving.alerts import LiveAlerts, apply_alerts
+    from serving.alert_exchange import LiveAlerts
     from serving.settings import SettingsError
 
     try:
@@ -142,7 +154,7 @@ def _with_alerts(settings: Settings, results: pd.DataFrame, valid: pd.DataFrame,
         if live.keys_error:
             console.print(f"[yellow]partner keys not loaded:[/yellow] {escape(live.keys_error)}", soft_wrap=True)
         console.print(f"{len(index):,} partner alert(s) in the center's store", soft_wrap=True)
-        return apply_alerts(results, valid.reset_index(drop=True), index, max_reasons)
+        return index
     finally:
         live.close()
 
@@ -286,13 +298,14 @@ def metrics(
     )
     if "lane_red_share" not in values:  # metrics of a release before the lane policy
         return
+    from models.lanes import LANES
     from models.metrics import LANE_FIGURES
 
     lanes = Table(title="Lanes as packaged: what each holds")
     lanes.add_column("lane")
     for column in ("share", "hit rate", "frauds held", "duty at risk held", "critical frauds held"):
         lanes.add_column(column, justify="right")
-    for lane in ("red", "yellow", "green"):
+    for lane in reversed(LANES):  # strictest first
         lanes.add_row(lane, *(f"{values[f'lane_{lane}_{figure}']:.3f}" for figure in LANE_FIGURES))
     Console().print(lanes)
     Console().print(f"red and yellow together hold {values['lane_red_yellow_critical_share']:.1%} of critical frauds")
@@ -305,7 +318,7 @@ alerts_app = typer.Typer(
     help="Partner alerts and watch lists in, confirmed findings out (docs/alerts.md).", no_args_is_help=True
 )
 app.add_typer(alerts_app, name="alerts")
-ALERTS_IMPORTED, ALERTS_REFUSED = 0, 2  # exit statuses of `alerts import` and `alerts export`
+ALERTS_REFUSED = 2  # exit status of `alerts import` and `alerts export` when nothing was done
 
 
 def _alert_settings() -> tuple[Settings, Path]:
@@ -321,7 +334,7 @@ def _alert_settings() -> tuple[Settings, Path]:
 
 
 def _partner_keys(settings: Settings) -> dict[str, bytes]:
-    from serving.alerts import PartnerKeysError, load_partner_keys
+    from serving.alert_exchange import PartnerKeysError, load_partner_keys
     from serving.settings import SettingsError
 
     try:
@@ -338,7 +351,8 @@ def alerts_import(
     """Import a partner's alerts into the center's store (RISK_AUDIT_DB). Every line is checked;
     when any is invalid, each problem is printed as `line N: field: message`, nothing is
     imported, and the exit status is 2. An alert_id already stored is replaced."""
-    from serving.alerts import AlertFileError, AlertStore, read_alert_file
+    from serving.alert_exchange import AlertStore
+    from serving.alerts import AlertFileError, read_alert_file
 
     settings, store_path = _alert_settings()
     keys = _partner_keys(settings)
@@ -375,7 +389,7 @@ def alerts_export(
     alerts of this center (RISK_CENTER_CODE): on the importer, and on the container where
     declared. With --partner, every value is hashed with that partner's key
     (RISK_PARTNER_KEYS) and the file holds no raw identifier."""
-    from serving.alerts import export_findings, write_alert_file
+    from serving.alert_exchange import export_findings, write_alert_file
 
     settings, store_path = _alert_settings()
     key = None

@@ -13,14 +13,15 @@ import pydantic
 import pydantic_core
 from starlette.responses import Response
 
-from models.bundle import InvalidDeclarations, result_records
-from serving.alerts import LiveAlerts, apply_alerts
+from models.bundle import InvalidDeclarations, result_records, validated_declarations
+from serving.alert_exchange import LiveAlerts
 from serving.audit import AuditStore, AuditStoreUnavailable
+from serving.decide import decide
 from serving.http import RequestGuard, quiet_client_errors
 from serving.loading import check_loadable, load_packaged, model_tag, packaged_champion
+from serving.profiles import RiskProfiles
 from serving.report import LiveMetrics, validation_scores
 from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors
-from serving.rules import RiskProfiles, score_routed
 from serving.settings import Settings, SettingsError
 
 logger = logging.getLogger("customs_risk.service")
@@ -143,10 +144,17 @@ class CustomsRisk:
         if errors:
             return self._reject(ctx, errors)
         try:
-            results = score_routed(self.model, declarations, self.profiles.current(), self.max_reasons, reasons)
+            typed = validated_declarations(declarations)
         except InvalidDeclarations as invalid:
             return self._reject(ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()])
-        results = apply_alerts(results, declarations, self.alerts.current(), self.max_reasons)  # partner alerts
+        results = decide(
+            self.model,
+            typed,
+            rules=self.profiles.current(),
+            alerts=self.alerts.current(),
+            reasons=reasons,
+            max_reasons=self.max_reasons,
+        )
         try:
             self.audit.record_decisions(declarations, results, self.identity["version"])
         except AuditStoreUnavailable as failed:
@@ -197,7 +205,6 @@ class CustomsRisk:
 
 CustomsRisk.add_asgi_middleware(
     RequestGuard,
-    body_limit_bytes=LIMITS["max_body_bytes"],
     body_timeout_seconds=LIMITS["body_timeout_seconds"],
     max_batch=int(LIMITS["max_batch"]),
     settings=SETTINGS,

@@ -5,11 +5,14 @@ these are its pure parts on inputs small enough to count."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from bench.backtest import (
+    SCORE_COLUMNS,
     disagreements,
     lane_shares,
     lane_table,
@@ -21,7 +24,9 @@ from bench.backtest import (
     policy_table,
     share_settings,
 )
-from models.lanes import LaneShares
+from models.bundle import Assessment
+from models.lanes import LanePolicy, LaneShares
+from serving.profiles import Condition, Rule
 
 
 def _kcs(dates: list[str]) -> pd.DataFrame:
@@ -175,6 +180,25 @@ def test_the_tables_judge_the_month_through_the_service_against_settings_and_tar
     assert "| red share of duty at risk on frauds | 0.840 (NOT met) | 0.840 (NOT met) | >= 0.85 | 0.910 |" in text
 
 
+class ScoresModel:
+    """What `serving.decide` asks of a model, with known scores by declaration ID: lanes come from
+    the policy it is handed, as a RiskModel's do."""
+
+    state = None
+
+    def __init__(self, scores: pd.DataFrame, policy: LanePolicy):
+        self.scores, self.lanes = scores.set_index("declaration_id"), policy
+
+    def assess(self, declarations, policy=None) -> Assessment:
+        ids = [str(i) for i in declarations["declaration_id"].tolist()]
+        risk, critical, duty = (self.scores.loc[ids, column].to_numpy(dtype=float) for column in SCORE_COLUMNS)
+        lane, selected_by = (policy or self.lanes).assign(risk, critical, duty, ids)
+        return Assessment(ids, risk, critical, duty, lane, selected_by, SimpleNamespace(matrix=None))
+
+    def explain(self, assessed: Assessment, rows, max_reasons: int) -> list[list[dict]]:
+        return [[] for _ in assessed.ids]
+
+
 def test_thresholds_following_traffic_are_fitted_each_day_on_the_declarations_before_it(monkeypatch):
     monkeypatch.setattr("bench.backtest.FOLLOWED_DECLARATIONS", 4)
     shares = LaneShares(
@@ -195,9 +219,25 @@ def test_thresholds_following_traffic_are_fitted_each_day_on_the_declarations_be
             "duty_at_risk": 0.0,
         }
     )
-    dates = np.array(["2021-03-02", "2021-03-02", "2021-03-01", "2021-03-01"], dtype="datetime64[ns]")
-    lane, selected_by = lanes_following_traffic(shares, "key", earlier, month, dates)
+    records = pd.DataFrame(
+        {
+            "declaration_id": month["declaration_id"],
+            "declaration_date": pd.to_datetime(["2021-03-02", "2021-03-02", "2021-03-01", "2021-03-01"]),
+            "hs6_code": "440890",
+            "item_price": 100.0,
+            "net_mass_kg": 10.0,
+        }
+    )
+    # packaged on the validation window alone: its threshold (0.3) would send C red on day 2 too
+    model = ScoresModel(month, LanePolicy.fit(shares, "key", *(earlier[column] for column in SCORE_COLUMNS)))
+    lane, selected_by = lanes_following_traffic(model, records, (), shares, "key", earlier, month)
     # day 1: the top half of 0.1..0.4 starts at 0.3, so A (0.35) is red and B (0.25) green; day 2:
     # the last 4 scored are 0.3, 0.4, 0.35, 0.25, whose top half starts at 0.35: D red, C green
     assert list(lane) == ["green", "red", "red", "green"]
     assert list(selected_by) == ["model"] * 4
+    assert model.assess(records).lane.tolist() == ["red", "red", "red", "green"]  # as packaged
+    # an analyst's rule holds what it holds whatever the thresholds: the same decision as served
+    watched = (Rule("watched", "yellow", "r", (Condition("declaration_id", "in", ("B",)),)),)
+    lane, selected_by = lanes_following_traffic(model, records, watched, shares, "key", earlier, month)
+    assert list(lane) == ["green", "red", "red", "yellow"]
+    assert list(selected_by) == ["model", "model", "model", "rule"]

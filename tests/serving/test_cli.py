@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from tests.e2e.stack import contract_example
+from tests.serving.test_decide import StandInModel
 
 METRICS = {
     "precision_at_1": 0.8123,
@@ -166,8 +167,9 @@ def test_score_refuses_a_missing_input(runner, tmp_path):
     assert "absent.csv" in _plain(result.output)
 
 
-# Partial batches (docs/commands.md): the model and the rules are stand-ins here, so these tests
-# hold the command's handling of rows; tests/e2e/test_readme_commands.py runs it on a real champion.
+# Partial batches (docs/commands.md): the model is a stand-in here (the decision itself is real),
+# so these tests hold the command's handling of rows; tests/e2e/test_readme_commands.py runs it on
+# a real champion.
 
 _FAKE_CHAMPION = SimpleNamespace(
     tag="customs-risk:fake", info=SimpleNamespace(metadata={"serving": {"max_reasons": 3}})
@@ -176,39 +178,32 @@ _FAKE_CHAMPION = SimpleNamespace(
 
 @pytest.fixture
 def fake_champion(monkeypatch):
-    """`score` with a stand-in champion whose scorer records what it was given: each valid
-    declaration gets risk 0.5, lane green."""
+    """`score` with a stand-in champion (every valid declaration green, by the model), its
+    decisions recorded: the declarations each was given and the reasons asked for."""
     import serving.cli
+    import serving.decide
     import serving.loading
-    import serving.rules
+    import serving.profiles
 
-    scored: list[pd.DataFrame] = []
+    scored: list = []
     asked: list[dict] = []
+    decide = serving.decide.decide
 
-    def score_routed(model, records, rules, max_reasons, **options):
-        scored.append(records)
-        asked.append(options)
-        return pd.DataFrame(
-            {
-                "declaration_id": records["declaration_id"].tolist(),
-                "risk_score": 0.5,
-                "critical_score": 0.01,
-                "lane": "green",
-                "selected_by": "model",
-                "reasons": [[] for _ in range(len(records))],
-            }
-        )
+    def recorded(model, declarations, **options):
+        scored.append(declarations)
+        asked.append({"reasons": options["reasons"]})
+        return decide(model, declarations, **options)
 
     monkeypatch.setattr(serving.cli, "use_stores", lambda settings: {})
     monkeypatch.setattr(serving.loading, "model_tag", lambda settings: "customs-risk:fake")
     monkeypatch.setattr(serving.loading, "packaged_champion", lambda tag: _FAKE_CHAMPION)
-    monkeypatch.setattr(serving.loading, "load_packaged", lambda champion: object())
+    monkeypatch.setattr(serving.loading, "load_packaged", lambda champion: StandInModel())
     monkeypatch.setattr(
-        serving.rules.RiskProfiles,
+        serving.profiles.RiskProfiles,
         "from_environment",
         classmethod(lambda cls, settings=None: SimpleNamespace(rules=(), path="rules.yaml")),
     )
-    monkeypatch.setattr(serving.rules, "score_routed", score_routed)
+    monkeypatch.setattr(serving.decide, "decide", recorded)
     return SimpleNamespace(scored=scored, asked=asked)
 
 

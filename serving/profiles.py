@@ -3,7 +3,8 @@
 The file is data, never code: each condition is a field, an operator from a short fixed list and
 its values, checked when the file is read so a typo is refused with the rule's name and the
 field, not discovered on a declaration. The service reads the file again when it changes, so a
-new profile reaches the lanes without a restart or a retrain.
+new profile reaches the lanes without a restart or a retrain. This module says which rules fire
+on which declarations; what a rule that fires does to a lane is the decision's (serving.decide).
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ import yaml
 from features.history import with_derived_fields
 from features.matrix import CATEGORICAL, FEATURE_NAMES, serving_features
 from features.schema import COUNTRY_CODES, NUMERIC_FIELDS, STRING_FIELDS, Declarations
-from models.bundle import RiskModel, check_reasons, reason_rows, validated_declarations
-from serving.settings import PACKAGED_PROFILES, Settings, SettingsError
+from models.lanes import RAISED_LANES
+from serving.settings import Settings, SettingsError
 
 logger = logging.getLogger("customs_risk.rules")
 
-DEFAULT_PATH = PACKAGED_PROFILES
-LANES = ("yellow", "red")  # rules add scrutiny; they never release what the model holds
-SEVERITY = {"green": 0, "yellow": 1, "red": 2}
 TEXT_FIELDS = {*STRING_FIELDS, "hs_chapter"}
 NUMBER_FIELDS = {*NUMERIC_FIELDS, "value_per_kg", *(set(FEATURE_NAMES) - set(CATEGORICAL) - set(NUMERIC_FIELDS))}
 RECORD_NUMBERS = {*NUMERIC_FIELDS, "value_per_kg"}
@@ -116,8 +114,8 @@ def _rule_problems(index: int, rule) -> list[str]:
     problems += [f"{where}: '{key}' is required" for key in sorted(RULE_KEYS - set(rule))]
     if "name" in rule and (not isinstance(rule["name"], str) or not rule["name"].strip()):
         problems.append(f"{where}.name: expected a non-empty string")
-    if "lane" in rule and rule["lane"] not in LANES:
-        problems.append(f"{where}.lane: expected one of {', '.join(LANES)}, got {rule['lane']!r}")
+    if "lane" in rule and rule["lane"] not in RAISED_LANES:
+        problems.append(f"{where}.lane: expected one of {', '.join(RAISED_LANES)}, got {rule['lane']!r}")
     if "reason" in rule and (not isinstance(rule["reason"], str) or not rule["reason"].strip()):
         problems.append(f"{where}.reason: expected a sentence an officer can read")
     when = rule.get("when")
@@ -160,96 +158,32 @@ def parse_rules(text: str, path: Path) -> tuple[Rule, ...]:
     )
 
 
-def rule_fields(records: pd.DataFrame, needed: set[str], state, features=None) -> pd.DataFrame:
+def rule_fields(records: pd.DataFrame, needed: set[str], state, matrix: np.ndarray | None = None) -> pd.DataFrame:
     """The values rules look at, for typed declarations: record fields, hs_chapter,
-    value_per_kg, and model features only when a rule asks for one (from `features`, a
-    feature name -> array mapping, when the caller has them already)."""
+    value_per_kg, and model features only when a rule asks for one: from `matrix` (the serving
+    feature matrix, columns in FEATURE_NAMES' order) when the caller scored them already, else
+    computed from the feature state."""
     fields = with_derived_fields(records)
     with np.errstate(divide="ignore", invalid="ignore"):
         fields["value_per_kg"] = fields["item_price"] / fields["net_mass_kg"]
     wanted = needed - TEXT_FIELDS - RECORD_NUMBERS
     if wanted:
-        if features is None:
-            matrix, _ = serving_features(records, state)
-            features = {name: matrix[name].to_numpy() for name in wanted}
-        fields = fields.assign(**{name: np.asarray(features[name]) for name in wanted})
+        if matrix is None:
+            features, _ = serving_features(records, state)
+            columns = {name: features[name].to_numpy() for name in wanted}
+        else:
+            columns = {name: matrix[:, FEATURE_NAMES.index(name)] for name in wanted}
+        fields = fields.assign(**columns)
     return fields
 
 
-def rule_hits(typed: pd.DataFrame | Declarations, rules: tuple[Rule, ...], state, features=None) -> np.ndarray:
+def rule_hits(
+    typed: pd.DataFrame | Declarations, rules: tuple[Rule, ...], state, matrix: np.ndarray | None = None
+) -> np.ndarray:
     """Per declaration (rows) and rule (columns), whether the rule fires."""
     typed = typed.frame() if isinstance(typed, Declarations) else typed.reset_index(drop=True)
-    fields = rule_fields(typed, {c.field for rule in rules for c in rule.conditions}, state, features)
+    fields = rule_fields(typed, {c.field for rule in rules for c in rule.conditions}, state, matrix)
     return np.column_stack([rule.matches(fields) for rule in rules])
-
-
-def routed_lanes(lanes, selected_by, hits: np.ndarray, rules: tuple[Rule, ...]) -> tuple[list, list]:
-    """Lanes and selected_by after the rules that fired (`rule_hits`): a hit raises the lane to
-    the rule's when the rule is stricter, never lowers it, and is `selected_by: rule`, so a
-    declaration a rule holds is never counted as a random pick (the yardstick stays unbiased)
-    even where the exploration's red is kept."""
-    lanes, selected_by = list(lanes), list(selected_by)
-    for row in np.flatnonzero(hits.any(axis=1)):
-        fired = [rule for rule, hit in zip(rules, hits[row]) if hit]
-        lanes[row] = max([lanes[row], *(rule.lane for rule in fired)], key=SEVERITY.__getitem__)
-        selected_by[row] = "rule"
-    return lanes, selected_by
-
-
-def route(
-    results: pd.DataFrame,
-    typed: pd.DataFrame | Declarations,
-    rules: tuple[Rule, ...],
-    state,
-    max_reasons: int,
-    hits: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """Lanes after the analysts' rules, for typed declarations in the order of `results`: a hit
-    raises the lane to the rule's when the rule is stricter, is `selected_by: rule`, and its
-    reason comes before the model's, whatever the lane and whichever reasons were asked for.
-    A rule is applied before exploration, so a declaration a rule holds is never counted as a
-    random pick. `hits` are the rules' `rule_hits` when the caller has them already."""
-    if not rules:
-        return results
-    if hits is None:
-        hits = rule_hits(typed, rules, state)
-    lanes, selected_by = routed_lanes(results["lane"], results["selected_by"], hits, rules)
-    reasons = results["reasons"].tolist()
-    for row in np.flatnonzero(hits.any(axis=1)):
-        stated = [
-            {"feature": "risk_profile", "value": rule.name, "contribution": None, "text": rule.reason}
-            for rule, hit in zip(rules, hits[row])
-            if hit
-        ]
-        reasons[row] = (stated + reasons[row])[:max_reasons]
-    return results.assign(lane=lanes, selected_by=selected_by, reasons=reasons)
-
-
-def score_routed(
-    model: RiskModel,
-    records: pd.DataFrame | list[dict],
-    rules: tuple[Rule, ...],
-    max_reasons: int,
-    reasons: str = "selected",
-) -> pd.DataFrame:
-    """What the service answers and the batch scorer writes: the model's scores and lanes, then
-    the analysts' rules, for declarations as given (a frame, or the JSON objects a client sent).
-    Raises InvalidDeclarations, scoring nothing, on any invalid record.
-
-    `reasons` ("selected": red and yellow declarations, "all", "none") picks the declarations
-    whose model contributions are computed, by their lane after the rules: a declaration a rule
-    raises from green carries the model's reasons after the rule's. A rule that fires states
-    its reason whatever was asked for."""
-    check_reasons(reasons)
-    typed = validated_declarations(records)  # validated once, for the model and the rules
-    assessed = model.assess(typed)
-    lanes, hits = assessed.lane, None
-    if rules:
-        features = {name: assessed.inputs.matrix[:, j] for j, name in enumerate(FEATURE_NAMES)}
-        hits = rule_hits(typed, rules, model.state, features)
-        lanes, _ = routed_lanes(assessed.lane, assessed.selected_by, hits, rules)
-    results = assessed.results(model.explain(assessed, reason_rows(lanes, reasons), max_reasons))
-    return route(results, typed, rules, model.state, max_reasons, hits)
 
 
 class RiskProfiles:

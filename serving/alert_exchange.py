@@ -1,0 +1,333 @@
+"""The exchange of partner alerts (docs/alerts.md, CONTRACT section 5): the center's store of
+imported alerts, the partner keys that hashed alerts need, and the center's own findings sent out
+as alerts. What an alert is and what it matches is serving.alerts.
+
+- `AlertStore`: the alerts in the center's store (the audit store's SQLite file, table `alerts`);
+  an import is one transaction, and the same `alert_id` replaces the earlier alert.
+- `LiveAlerts`: the stored alerts as an `AlertIndex`, rebuilt when the table changed, so an
+  import reaches the service and the CLI without a restart.
+- `export_findings`: the center's confirmed findings (fraud or critical outcomes) as alerts.
+
+Partner keys (`RISK_PARTNER_KEYS`, read in serving.settings) are bytes held in memory only:
+no message, log line or file written here contains one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.alerts import EMPTY_INDEX, FIELDS, MAX_REASON, Alert, AlertIndex, digest, parse_day
+from serving.audit import read_only
+
+logger = logging.getLogger("customs_risk.alerts")
+
+DEFAULT_VALID_DAYS = 180
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    issued_by TEXT NOT NULL,
+    issued_on TEXT NOT NULL,
+    valid_until TEXT NOT NULL,
+    target TEXT NOT NULL,
+    value TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    hashed INTEGER NOT NULL,
+    imported_at TEXT NOT NULL,
+    import_no INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_import ON alerts (import_no);
+"""
+# What tells a reader the table changed: a new import raises max(import_no) (a replaced alert is
+# rewritten with the new number); the count catches rows deleted by hand. Both come from indexes.
+STAMP = "SELECT count(*), max(import_no) FROM alerts"
+
+
+class PartnerKeysError(ValueError):
+    """RISK_PARTNER_KEYS cannot be used; the message names files and partners, never a key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# partner keys
+
+
+def load_partner_keys(path: Path | None) -> dict[str, bytes]:
+    """Partner code -> key bytes from the RISK_PARTNER_KEYS file (None: no keys). Each key is its
+    file's text, stripped, as UTF-8 bytes. Errors name the files, never a key's content."""
+    if path is None:
+        return {}
+    try:
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise PartnerKeysError(f"RISK_PARTNER_KEYS {path} cannot be read ({err.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PartnerKeysError(f"RISK_PARTNER_KEYS {path} is not a JSON object of partner code -> key file") from None
+    if not isinstance(mapping, dict):
+        raise PartnerKeysError(f"RISK_PARTNER_KEYS {path} is not a JSON object of partner code -> key file")
+    keys = {}
+    for partner, key_file in mapping.items():
+        if not isinstance(key_file, str) or not key_file.strip():
+            raise PartnerKeysError(f"RISK_PARTNER_KEYS {path}: partner {partner!r} must map to the path of a key file")
+        key_path = Path(key_file)
+        if not key_path.is_absolute():
+            key_path = Path(path).parent / key_path  # relative to the mapping file, never the cwd
+        try:
+            text = key_path.read_bytes().decode("utf-8")
+        except OSError as err:
+            raise PartnerKeysError(
+                f"key file of partner {partner!r} ({key_path}) cannot be read ({err.strerror})"
+            ) from None
+        except UnicodeDecodeError:
+            raise PartnerKeysError(f"key file of partner {partner!r} ({key_path}) is not UTF-8 text") from None
+        if not text.strip():
+            raise PartnerKeysError(f"key file of partner {partner!r} ({key_path}) is empty")
+        keys[partner] = text.strip().encode("utf-8")
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# the store
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection as serving.audit opens the same file: WAL, synchronous=FULL, busy timeout."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def _alert(row) -> Alert:
+    return Alert(*row[:8], bool(row[8]))
+
+
+class AlertStore:
+    """The `alerts` table of the center's store (the audit store's file)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = _connect(self.path)
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def import_alerts(self, alerts: Iterable[Alert]) -> tuple[int, int]:
+        """Store alerts in one transaction; an alert_id already stored is replaced. Returns
+        (new, replaced)."""
+        alerts = list(alerts)
+        imported_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                number = self._db.execute("SELECT coalesce(max(import_no), 0) + 1 FROM alerts").fetchone()[0]
+                replaced = 0
+                for start in range(0, len(alerts), 500):  # SQLite's limit on bound parameters
+                    ids = [a.alert_id for a in alerts[start : start + 500]]
+                    marks = ",".join("?" * len(ids))
+                    query = f"SELECT count(*) FROM alerts WHERE alert_id IN ({marks})"  # noqa: S608 - marks only
+                    replaced += self._db.execute(query, ids).fetchone()[0]
+                self._db.executemany(
+                    "INSERT INTO alerts (alert_id, issued_by, issued_on, valid_until, target, value, lane, reason,"
+                    " hashed, imported_at, import_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(alert_id) DO UPDATE SET issued_by=excluded.issued_by, issued_on=excluded.issued_on,"
+                    " valid_until=excluded.valid_until, target=excluded.target, value=excluded.value,"
+                    " lane=excluded.lane, reason=excluded.reason, hashed=excluded.hashed,"
+                    " imported_at=excluded.imported_at, import_no=excluded.import_no",
+                    [(*(getattr(a, f) for f in FIELDS[:8]), int(a.hashed), imported_at, number) for a in alerts],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return len(alerts) - replaced, replaced
+
+    def alerts(self) -> list[Alert]:
+        with self._lock:
+            query = f"SELECT {', '.join(FIELDS)} FROM alerts ORDER BY alert_id"  # noqa: S608 - fixed field names
+            return [_alert(row) for row in self._db.execute(query)]
+
+
+class LiveAlerts:
+    """The alert index as the service and the CLI see it: built from the store, and built again
+    when the `alerts` table changed (one indexed query per call), so an import reaches the lanes
+    without a restart. The store is only read (read-only connection): with no store yet, or no
+    alerts table, nothing matches. Partner keys are read again on each rebuild; keys that cannot
+    be read are logged (by file, never content) and the keys in force are kept."""
+
+    def __init__(self, path: Path | None, keys_path: Path | None):
+        self.path = Path(path) if path is not None else None
+        self.keys_path = keys_path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._stamp = None
+        self.keys: dict[str, bytes] = {}
+        self.keys_error: str | None = None
+        self.index = EMPTY_INDEX
+        self._load_keys()
+
+    def _load_keys(self) -> None:
+        try:
+            self.keys = load_partner_keys(self.keys_path)
+            self.keys_error = None
+        except PartnerKeysError as err:
+            self.keys_error = str(err)
+            logger.error("partner keys not loaded, hashed alerts of partners without a key do not match: %s", err)
+
+    def _read(self, sql: str) -> list:
+        """Rows of a query on the store, or None when there is no store or no alerts table."""
+        if self.path is None:
+            return None
+        try:
+            if self._db is None:
+                if not self.path.is_file():
+                    return None
+                self._db = read_only(self.path, check_same_thread=False)
+                self._db.execute("PRAGMA busy_timeout=10000")
+            return self._db.execute(sql).fetchall()
+        except sqlite3.Error:
+            return None
+
+    def current(self) -> AlertIndex:
+        with self._lock:
+            rows = self._read(STAMP)
+            stamp = tuple(rows[0]) if rows else None
+            if stamp != self._stamp:
+                loaded = self._read(f"SELECT {', '.join(FIELDS)} FROM alerts")  # noqa: S608 - fixed names
+                if stamp is not None:
+                    self._load_keys()  # a new partner's key comes with its first import
+                self.index = AlertIndex((_alert(row) for row in loaded or ()), self.keys)
+                self._stamp = stamp
+                if self.index.without_key:
+                    logger.warning(
+                        "hashed alerts of %s cannot match: no key in RISK_PARTNER_KEYS",
+                        ", ".join(sorted(self.index.without_key)),
+                    )
+                logger.info("partner alerts loaded from %s: %d alert(s)", self.path, len(self.index))
+            return self.index
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+FINDINGS_QUERY = (
+    "SELECT o.declaration_id, o.inspected_on, o.result, o.notes, d.record FROM outcomes o"
+    " JOIN decisions d ON d.id = (SELECT max(id) FROM decisions WHERE declaration_id = o.declaration_id)"
+    " WHERE o.result IN ('fraud', 'critical') AND o.inspected_on >= ? AND o.inspected_on <= ?"
+    " ORDER BY o.inspected_on, o.declaration_id"
+)
+# Identifiers of a declaration that never leave in the clear when the export is for a partner:
+# they are taken out of the outcome's notes.
+WITHHELD = ("declaration_id", "importer_id", "declarant_id", "seller_id", "container_number", "bill_of_lading")
+
+
+@dataclass(frozen=True)
+class Findings:
+    alerts: list[Alert]
+    outcomes: int  # fraud or critical outcomes inspected in the period
+    without_decision: int  # of which no decision is stored (nothing to say what was declared)
+
+
+def _present(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def export_findings(
+    path: Path,
+    since: dt.date,
+    until: dt.date,
+    center: str,
+    key: bytes | None = None,
+    valid_days: int = DEFAULT_VALID_DAYS,
+) -> Findings:
+    """The declarations whose outcome, inspected from `since` to `until` (both included), was
+    fraud or critical, as alerts of `center`: one on the importer and one on the container where
+    declared, red, with the outcome's notes as reason. An alert is active from the declaration's
+    date (so a partner's copy matches the same consignment) to `valid_days` after the inspection.
+
+    With `key` (a partner's), every value is hashed with it, alert IDs carry a keyed digest of
+    the declaration instead of its ID, and the declaration's identifiers are taken out of the
+    notes, so the file holds no raw identifier. The store is opened read-only."""
+    if until < since:
+        raise ValueError(f"--until {until} is before --since {since}")
+    db = read_only(path)
+    try:
+        rows = db.execute(FINDINGS_QUERY, (since.isoformat(), until.isoformat())).fetchall()
+        outcomes = db.execute(
+            "SELECT count(*) FROM outcomes WHERE result IN ('fraud', 'critical') AND inspected_on >= ? AND inspected_on <= ?",
+            (since.isoformat(), until.isoformat()),
+        ).fetchone()[0]
+    finally:
+        db.close()
+    records = [
+        (declaration_id, inspected_on, result, notes, json.loads(record))
+        for declaration_id, inspected_on, result, notes, record in rows
+    ]
+    withheld = sorted(
+        {str(r.get(f)) for *_, r in records for f in WITHHELD if _present(r.get(f))}
+        | {d for d, *_ in records if _present(d)},
+        key=len,
+        reverse=True,  # longest first: no identifier is left half-replaced
+    )
+    alerts = []
+    for declaration_id, inspected_on, result, notes, record in records:
+        declared = str(record.get("declaration_date", ""))[:10]
+        inspected = parse_day(inspected_on[:10]) if isinstance(inspected_on, str) else None
+        if parse_day(declared) is None or inspected is None:
+            continue
+        until_day = max(inspected, parse_day(declared)) + dt.timedelta(days=valid_days)
+        text = notes.strip() if _present(notes) else ""
+        if key is not None:
+            for identifier in withheld:
+                text = text.replace(identifier, "[withheld]")
+        reason = f"{result} found on inspection on {inspected_on[:10]}" + (f": {text}" if text else "")
+        reference = digest(key, str(declaration_id))[:20] if key is not None else str(declaration_id)
+        for target in ("importer_id", "container_number"):
+            value = record.get(target)
+            if not _present(value):
+                continue
+            value = str(value)
+            alerts.append(
+                Alert(
+                    alert_id=f"{center}-{reference}-{'IMP' if target == 'importer_id' else 'CTR'}",
+                    issued_by=center,
+                    issued_on=declared,
+                    valid_until=until_day.isoformat(),
+                    target=target,
+                    value=digest(key, value) if key is not None else value,
+                    lane="red",
+                    reason=_one_line(reason),
+                    hashed=key is not None,
+                )
+            )
+    return Findings(alerts, outcomes, outcomes - len(records))
+
+
+def _one_line(text: str) -> str:
+    """A reason as an alert line may hold it: no control characters, within the length limit."""
+    return " ".join("".join(c if ord(c) >= 32 else " " for c in text).split())[:MAX_REASON]
+
+
+def write_alert_file(alerts: Iterable[Alert], path: Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with Path(path).open("w", encoding="utf-8") as out:
+        for alert in alerts:
+            out.write(json.dumps(alert.as_record(), ensure_ascii=False) + "\n")

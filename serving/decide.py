@@ -1,0 +1,98 @@
+"""The decision on a batch of declarations, written once: the service's /score, `customs-risk
+score`, bench.backtest and the loop simulation all call `decide`, so a declaration gets the same
+lane, source and reasons whichever door it comes in by.
+
+The chain, in the order a targeting center wants it (CONTRACT section 3):
+
+1. the model scores each declaration (fraud risk, critical risk, duty at risk);
+2. the lane policy gives it a lane by capacity (models.lanes; `selected_by` model, value,
+   critical or random);
+3. an analyst's risk profile that fires raises the lane to its own (serving.profiles;
+   `selected_by: rule`), so a declaration a rule holds is never counted as a random pick and the
+   yardstick stays unbiased;
+4. a partner alert that matches raises it again (serving.alerts; `selected_by: alert` unless the
+   lane was already stricter than every alert that fired);
+5. reasons: the alerts' first, then the rules', then the model's contributions, at most
+   `max_reasons`. The model's are computed only for the declarations that carry them, by the
+   lane the profiles left: a profile that raises a green states the model's reasons after its
+   own, an alert states its own only.
+
+Raising never lowers a lane (models.lanes.raise_lane): an override adds scrutiny, it never
+releases what the policy held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from features.schema import Declarations
+from models.bundle import RiskModel, check_reasons, reason_rows
+from models.lanes import LanePolicy, raise_lane
+from serving.alerts import EMPTY_INDEX, Alert, AlertIndex
+from serving.profiles import Rule, rule_hits
+
+
+def decide(
+    model: RiskModel,
+    declarations: Declarations | pd.DataFrame,
+    *,
+    rules: tuple[Rule, ...] = (),
+    alerts: AlertIndex = EMPTY_INDEX,
+    reasons: str = "selected",
+    max_reasons: int = 3,
+    policy: LanePolicy | None = None,
+) -> pd.DataFrame:
+    """The /score results (models.bundle.RESULT_COLUMNS), one row per declaration in their order.
+
+    - `model`: the champion as loaded (serving.loading.load_packaged) or any RiskModel.
+    - `declarations`: typed and valid, as `models.bundle.validated_declarations` gives them (or a
+      frame as `features.schema.check_declarations` types it): a caller validates first, so that
+      what it refuses, and how it says so, stays its own (a 422, a `.rejected` file).
+    - `rules`: the analysts' risk profiles in force (`RiskProfiles.current()`); none by default.
+    - `alerts`: the partner alerts in force (`LiveAlerts.current()`); none by default.
+    - `reasons`: which declarations carry the model's reasons: "selected" (red and yellow, after
+      the profiles), "all" or "none"; a rule or alert that fires states its reason whatever.
+    - `max_reasons`: reasons per declaration, all sources together.
+    - `policy`: thresholds to use instead of the packaged ones, for a what-if on the same scores
+      (bench.backtest: thresholds following the traffic); None: the model's own policy.
+    """
+    check_reasons(reasons)
+    declarations = Declarations.of(declarations)
+    assessed = model.assess(declarations, policy)
+    lane, selected_by = assessed.lane.copy(), assessed.selected_by.copy()
+    stated: dict[int, list[dict]] = {}  # by row: the reasons of the profiles and alerts that fired
+    if rules:
+        hits = rule_hits(declarations, rules, model.state, assessed.inputs.matrix)
+        for row in np.flatnonzero(hits.any(axis=1)).tolist():
+            fired = [rule for rule, hit in zip(rules, hits[row]) if hit]
+            lane[row] = raise_lane(lane[row], *(rule.lane for rule in fired))
+            selected_by[row] = "rule"
+            stated[row] = [profile_reason(rule) for rule in fired]
+    explained = model.explain(assessed, reason_rows(lane, reasons), max_reasons)
+    for row, fired in alerts.fired(declarations).items():
+        strictest = fired[0].lane  # `AlertIndex.matching` puts the strictest first
+        if raise_lane(lane[row], strictest) == strictest:  # as strict as the lane, or stricter
+            lane[row], selected_by[row] = strictest, "alert"
+        stated[row] = [alert_reason(alert) for alert in fired] + stated.get(row, [])
+    for row, first in stated.items():
+        explained[row] = (first + explained[row])[:max_reasons]
+    return replace(assessed, lane=lane, selected_by=selected_by).results(explained)
+
+
+def profile_reason(rule: Rule) -> dict:
+    """The reason a risk profile states, in the shape of the model's (no contribution: it is the
+    analyst's judgement, not a weight)."""
+    return {"feature": "risk_profile", "value": rule.name, "contribution": None, "text": rule.reason}
+
+
+def alert_reason(alert: Alert) -> dict:
+    """The reason a partner alert states: which alert, who issued it, on what, and why."""
+    return {
+        "feature": "alert",
+        "value": alert.alert_id,
+        "contribution": None,
+        "text": f"partner alert {alert.alert_id} from {alert.issued_by} on the {alert.target}: {alert.reason}",
+    }
