@@ -57,14 +57,14 @@ def framework_errors(body: bytes) -> list[dict]:
 
 
 class RequestGuard:
-    """Options come from the packaged serving params; without them, the settings' body limit
-    (RISK_MAX_BODY_BYTES) or the defaults apply. Keys come from the settings (RISK_API_KEYS),
-    read from the environment when none are given."""
+    """Keys (RISK_API_KEYS) and the body limit (RISK_MAX_BODY_BYTES) come from the settings, the
+    service's or, when none are given, the environment's, so an operator sets the limit where
+    the host's other knobs are set; the body deadline and the batch size the OpenAPI document
+    states come from the packaged serving params."""
 
     def __init__(
         self,
         app,
-        body_limit_bytes: int | None = None,
         body_timeout_seconds: float | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         settings: Settings | None = None,
@@ -72,7 +72,8 @@ class RequestGuard:
         settings = settings or Settings.from_environment()
         self.app = app
         self.keys = [key.encode() for key in settings.api_keys]
-        self.limit = int(body_limit_bytes) if body_limit_bytes is not None else settings.max_body_bytes
+        self.limit = settings.max_body_bytes
+        self.too_large = f"request body over {self.limit} bytes"  # the 413's message, declared or streamed
         self.body_timeout = float(body_timeout_seconds or DEFAULT_BODY_TIMEOUT_SECONDS)
         self.document = contract_document(max_batch, secured=bool(self.keys))
 
@@ -106,7 +107,7 @@ class RequestGuard:
             return await _send_error(send, 400, "content-type", f"must be application/json, got {shown}")
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _send_error(send, 413, "body", f"request body over {self.limit} bytes")
+            return await _send_error(send, 413, "body", self.too_large)
         received = 0
         refusal: tuple[int, str] | None = None  # answered instead of the app's response
 
@@ -122,7 +123,7 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    refusal = (413, f"request body over {self.limit} bytes")
+                    refusal = (413, self.too_large)
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 

@@ -4,9 +4,11 @@ framework errors rewritten to the contract's error shape (docs/api.md)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import sys
+from types import SimpleNamespace
 
 import httpx
 import pydantic
@@ -247,6 +249,56 @@ def test_limit_applies_with_keys_too(service, monkeypatch):
     headers = {"Authorization": "Bearer k1"}
     assert _request(guard, "POST", "/score", client=REMOTE, content=b"x" * 11, headers=headers).status_code == 413
     assert _request(guard, "POST", "/score", client=REMOTE, content=_chunks(6, 2), headers=headers).status_code == 413
+
+
+# --- the service's guard: its limit is RISK_MAX_BODY_BYTES ---------------------------------------
+
+PACKAGED = {  # a champion's serving params, as pipelines.package stores them; not its body limit
+    "max_batch": 1000,
+    "max_reasons": 3,
+    "max_body_bytes": 2000,
+    "timeout_seconds": 60,
+    "body_timeout_seconds": 10,
+    "drift_window": 1000,
+}
+
+
+@pytest.fixture
+def served_guard(service, monkeypatch):
+    """The guard serving.service puts in front of its APIs, from the module imported as
+    `bentoml serve` imports it (the environment read then), with a stand-in for the packaged
+    champion whose serving params are PACKAGED; the module is forgotten after the test."""
+    import serving
+    import serving.loading
+
+    champion = SimpleNamespace(tag="customs-risk:fake", info=SimpleNamespace(metadata={"serving": PACKAGED}))
+    monkeypatch.setattr(serving.loading, "packaged_champion", lambda tag: champion)
+    monkeypatch.setattr(serving.loading, "model_tag", lambda settings: "customs-risk:fake")
+    monkeypatch.delenv("RISK_API_KEYS", raising=False)
+    monkeypatch.delitem(sys.modules, "serving.service", raising=False)  # put back after the test
+    monkeypatch.setattr(serving, "service", getattr(serving, "service", None), raising=False)
+
+    def guard() -> RequestGuard:
+        sys.modules.pop("serving.service", None)
+        module = importlib.import_module("serving.service")
+        [(middleware, options)] = module.CustomsRisk.middlewares
+        return middleware(service.app, **options)
+
+    yield guard
+    sys.modules.pop("serving.service", None)
+
+
+def test_risk_max_body_bytes_sets_the_413_limit_of_the_service(served_guard, monkeypatch):
+    monkeypatch.setenv("RISK_MAX_BODY_BYTES", "100")
+    guard = served_guard()
+    assert _request(guard, "POST", "/score", content=b"x" * 100).status_code == 200
+    _assert_contract_error(_request(guard, "POST", "/score", content=b"x" * 101), 413, "body")
+    _assert_contract_error(_request(guard, "POST", "/score", content=_chunks(40, 3)), 413, "body")
+    assert "over 100 bytes" in _request(guard, "POST", "/score", content=b"x" * 101).json()["errors"][0]["message"]
+    monkeypatch.setenv("RISK_MAX_BODY_BYTES", "5000")
+    assert _request(served_guard(), "POST", "/score", content=b"x" * 5000).status_code == 200
+    monkeypatch.delenv("RISK_MAX_BODY_BYTES")
+    assert served_guard().limit == DEFAULT_MAX_BODY_BYTES
 
 
 # --- framework errors ----------------------------------------------------------------------------
