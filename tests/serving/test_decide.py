@@ -5,6 +5,7 @@ the model's); on a real model, which declarations carry the model's reasons."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from features.schema import DECLARATION_FIELDS, Declarations
 from models.bundle import Assessment, validated_declarations
-from models.lanes import LANES, SEVERITY
+from models.lanes import LANES, RAISED_LANES, SEVERITY, raise_lane
 from serving.alerts import EMPTY_INDEX, Alert, AlertIndex, digest
 from serving.decide import decide
 from serving.profiles import Condition, Rule, parse_rules
@@ -244,39 +245,50 @@ def test_an_unknown_reasons_choice_is_refused():
 
 
 _SOURCES = ["model", "value", "critical", "random"]
+_OVERRIDES = st.sampled_from(RAISED_LANES)
 
 
 @settings(max_examples=100, deadline=None)
 @given(
     decided=st.lists(st.tuples(st.sampled_from(LANES), st.sampled_from(_SOURCES)), min_size=5, max_size=5),
-    rules=st.lists(st.tuples(st.sampled_from(["yellow", "red"]), st.sets(st.integers(0, 4))), min_size=0, max_size=3),
-    alerts=st.lists(st.tuples(st.sampled_from(["yellow", "red"]), st.integers(0, 5), st.integers(0, 40)), max_size=6),
+    rules=st.lists(st.tuples(_OVERRIDES, st.sets(st.integers(0, 4))), max_size=3),
+    alerts=st.lists(st.tuples(_OVERRIDES, st.integers(0, 5), st.integers(0, 40)), max_size=6),
     data=st.data(),
 )
-def test_properties_never_a_lower_lane_and_the_order_of_alerts_and_declarations_does_not_matter(
-    decided, rules, alerts, data
-):
+def test_properties_the_strictest_override_wins_never_lower_and_order_does_not_matter(decided, rules, alerts, data):
+    """Each declaration's lane is the strictest of the policy's and of every rule and active alert
+    that fired; an alert decides it when it is as strict as the rest, else a rule that fired does.
+    The order of the alerts and of the declarations changes nothing."""
     lanes, sources = (list(column) for column in zip(*decided))
     profiles = tuple(
         Rule(f"r{i}", lane, "r", (Condition("declaration_id", "in", tuple(f"D{row}" for row in rows)),))
         for i, (lane, rows) in enumerate(rules)
     )
+    until = [(dt.date(2026, 11, 1) + dt.timedelta(days=days)).isoformat() for _, _, days in alerts]
     issued = [
-        Alert(f"P-{i}", "KZ", "2026-11-01", f"2026-{11 + length // 30:02d}-{1 + length % 30:02d}", "importer_id",
-              f"IMP{importer}", lane, "r", False)
-        for i, (lane, importer, length) in enumerate(alerts)
-    ]  # fmt: skip
-    declarations = _declarations(5, declaration_date=["2026-11-20"] * 5)
-    routed = decide(StandInModel(lanes, sources), declarations, rules=profiles, alerts=AlertIndex(issued, {}))
-    for row, (before, after) in enumerate(zip(lanes, routed["lane"])):
-        assert SEVERITY[after] >= SEVERITY[before]
-        held = [lane for lane, rows in rules if row in rows]
-        if held:
-            assert routed.at[row, "selected_by"] in ("rule", "alert")
+        Alert(f"P-{i}", "KZ", "2026-11-01", until[i], "importer_id", f"IMP{importer}", lane, "r", False)
+        for i, (lane, importer, _) in enumerate(alerts)
+    ]
+    day = "2026-11-20"
+    routed = decide(
+        StandInModel(lanes, sources),
+        _declarations(5, declaration_date=[day] * 5),
+        rules=profiles,
+        alerts=AlertIndex(issued, {}),
+    )
+    for row in range(5):
+        by_rules = [rule.lane for rule in profiles if f"D{row}" in rule.conditions[0].values]
+        by_alerts = [a.lane for a in issued if a.value == f"IMP{row}" and a.active_on(day)]
+        after_rules = raise_lane(lanes[row], *by_rules)
+        assert routed.at[row, "lane"] == raise_lane(after_rules, *by_alerts)
+        if by_alerts and raise_lane(after_rules, *by_alerts) == max(by_alerts, key=SEVERITY.get):
+            assert routed.at[row, "selected_by"] == "alert"
+        else:
+            assert routed.at[row, "selected_by"] == ("rule" if by_rules else sources[row])
     order = data.draw(st.permutations(range(5)))
     again = decide(
         StandInModel([lanes[i] for i in order], [sources[i] for i in order]),
-        declarations.take(np.array(order)),
+        _declarations(5, declaration_date=[day] * 5).take(np.array(order)),
         rules=profiles,
         alerts=AlertIndex(data.draw(st.permutations(issued)), {}),
     )
