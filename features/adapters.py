@@ -4,8 +4,10 @@ A customs administration's export is one `SourceLayout`: which column holds whic
 field and how its labels read. Adding an administration is adding a layout, not changing a stage.
 
 Outcomes exported from the scoring service (`customs-risk export-feedback`) are a source too:
-canonical declarations as they were scored, labelled by what the inspection found. The newest
-outcome for a declaration wins, over older outcomes and over the administration's files.
+canonical declarations as they were scored, labelled by what the inspection found, or with null
+labels where nobody inspected them. The newest outcome for a declaration wins, over older
+outcomes and over the administration's files; a declaration without one never replaces a row
+that has one.
 """
 
 from __future__ import annotations
@@ -16,13 +18,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.schema import DECLARATION_FIELDS, LABELLED_FIELDS, OPTIONAL_FIELDS, RECOVERED_DUTY
+from features.schema import (
+    DECLARATION_FIELDS,
+    INSPECTED_ON,
+    LABEL_FIELDS,
+    LABELLED_FIELDS,
+    OPTIONAL_FIELDS,
+    OUTCOME_DETAILS,
+)
 
 # Where each ingested row came from, so a steward can find a quarantined row in its file.
 SOURCE_FIELDS = ["source_file", "source_row"]  # source_row counts data rows from 1
-# A feedback file: a labelled record, and when the outcome was known.
-OUTCOME_TIME_FIELDS = ["inspected_on", "outcome_received_at"]
-FEEDBACK_FIELDS = LABELLED_FIELDS + OUTCOME_TIME_FIELDS
+# A feedback file: a row of history, and when the service received its outcome.
+OUTCOME_RECEIVED = "outcome_received_at"
+OUTCOME_TIME_FIELDS = [INSPECTED_ON, OUTCOME_RECEIVED]  # the newest outcome is the last by these
+FEEDBACK_FIELDS = LABELLED_FIELDS + [OUTCOME_RECEIVED]
 
 
 @dataclass(frozen=True)
@@ -46,9 +56,9 @@ class SourceLayout:
 
 def _with_optional_fields(records: pd.DataFrame) -> pd.DataFrame:
     """Optional fields a source does not have (KCS has no container number or bill of lading,
-    and no duty assessed; feedback exported before they existed) as null, so every source has
-    the labelled record's columns."""
-    optional = [field for field in DECLARATION_FIELDS if field in OPTIONAL_FIELDS] + [RECOVERED_DUTY]
+    no inspection date and no duty assessed; feedback exported before they existed) as null, so
+    every source has the columns of a row of history."""
+    optional = [field for field in DECLARATION_FIELDS if field in OPTIONAL_FIELDS] + OUTCOME_DETAILS
     missing = [field for field in optional if field not in records.columns]
     return records.assign(**{field: pd.Series(None, index=records.index, dtype="str") for field in missing})
 
@@ -72,7 +82,8 @@ def labels_from_outcome(column: str, outcomes: dict[str, tuple[str, str]]) -> Ca
 
 def _kcs_labels(source: pd.DataFrame) -> pd.DataFrame:
     # KCS "Critical Fraud" is 0 clean, 1 fraud, 2 critical fraud: only 2 is critical. "Fraud" is
-    # read on its own, so a row that contradicts itself is caught by validation.
+    # read on its own, so a row that contradicts itself is caught by validation. Every KCS row was
+    # inspected, on a day the export does not give: inspected_on stays null.
     critical = source["Critical Fraud"].str.strip()
     return pd.DataFrame(
         {
@@ -133,9 +144,15 @@ def with_source(records: pd.DataFrame, path: str | Path, first_row: int = 1) -> 
     return records.assign(source_file=str(path), source_row=range(first_row, first_row + len(records)))
 
 
+def has_outcome(rows: pd.DataFrame) -> pd.Series:
+    """Rows that say anything an inspection found: the others were scored and never inspected."""
+    return rows[[*LABEL_FIELDS, INSPECTED_ON]].notna().any(axis=1)
+
+
 def newest_outcomes(feedback: pd.DataFrame) -> pd.DataFrame:
-    """One row per declaration: its latest inspection, and of equal dates the latest received."""
-    ordered = feedback.sort_values(OUTCOME_TIME_FIELDS, kind="stable")
+    """One row per declaration: its latest inspection, and of equal dates the latest received;
+    without any, its last row (a scored declaration nobody inspected)."""
+    ordered = feedback.sort_values(OUTCOME_TIME_FIELDS, kind="stable", na_position="first")
     return ordered.drop_duplicates("declaration_id", keep="last").sort_index()
 
 
@@ -148,9 +165,16 @@ def read_feedback(folder: str | Path) -> pd.DataFrame:
     return newest_outcomes(pd.concat(frames, ignore_index=True)).reset_index(drop=True)
 
 
-def merge_feedback(history: Iterable[pd.DataFrame], feedback: pd.DataFrame) -> Iterator[pd.DataFrame]:
-    """History chunk by chunk without the fed-back declarations' rows, then the outcomes: an
-    outcome is newer than any file, so it replaces every row of its declaration."""
+def merge_feedback(
+    history: Iterable[pd.DataFrame], feedback: pd.DataFrame, in_files: set[str]
+) -> Iterator[pd.DataFrame]:
+    """History chunk by chunk, then the feedback: an outcome is newer than any file, so it
+    replaces every row of its declaration; a declaration the service scored and nobody
+    inspected is added only where no file holds it, so a label the files know is never lost.
+    `in_files` collects the fed-back declarations that the files hold too."""
+    fed_back, outcome = feedback["declaration_id"], has_outcome(feedback)
     for chunk in history:
-        yield chunk[~chunk["declaration_id"].isin(feedback["declaration_id"])]
-    yield feedback.drop(columns=OUTCOME_TIME_FIELDS)
+        ids = chunk["declaration_id"]
+        in_files.update(ids[ids.isin(fed_back)])
+        yield chunk[~ids.isin(fed_back[outcome])]
+    yield feedback[outcome | ~fed_back.isin(in_files)].drop(columns=OUTCOME_RECEIVED)

@@ -8,7 +8,9 @@ named for the rule it enforces and carrying its message:
 - `RECORD` (`DeclarationSchema` and `RECORD_RULES`): the contract's record. The scoring service
   and the validate stage share it, so a record the service rejects is one the pipeline would
   never train on.
-- `LABELLED` (`LabelledDeclarationSchema`): adds the labels of history and their consistency.
+- `LABELLED` (`LabelledDeclarationSchema`): adds what history says of each declaration's
+  inspection (the labels, null together where nobody inspected it; when the outcome became
+  known; the duty assessed) and their consistency.
 - `history_rules(limits)`: adds to `LABELLED` what only a history can be held to, with limits
   from params.yaml (the run date, the history window, physically possible masses) and stricter
   formats (an HS chapter that exists, IDs without padding). The service still scores such
@@ -84,11 +86,17 @@ DECLARATION_FIELDS = [
     "container_number",
     "bill_of_lading",
 ]
+# 0 or 1, both null for a declaration nobody inspected: history holds every declaration.
 LABEL_FIELDS = ["fraud", "critical_fraud"]
+# When the outcome became known, from which day its label may count in features; null where
+# nobody inspected, and where a source does not say (the KCS data, all of them inspected).
+INSPECTED_ON = "inspected_on"
 # The duty an inspection assessed beyond the declared duty (/outcomes, optional): history holds
 # it where outcomes reported it, null elsewhere (the KCS data never do), and it teaches the duty
 # model what a fraud's inspection actually recovers.
 RECOVERED_DUTY = "additional_duty"
+# What an outcome may say beside its labels, null where a source does not report it.
+OUTCOME_DETAILS = [INSPECTED_ON, RECOVERED_DUTY]
 
 
 def is_recovered_duty(duty):
@@ -97,7 +105,7 @@ def is_recovered_duty(duty):
     return (duty >= 0) & (duty != math.inf)
 
 
-LABELLED_FIELDS = DECLARATION_FIELDS + LABEL_FIELDS + [RECOVERED_DUTY]  # a row of history
+LABELLED_FIELDS = DECLARATION_FIELDS + LABEL_FIELDS + OUTCOME_DETAILS  # a row of history
 OPTIONAL_FIELDS = {"seller_id", "courier_id", "container_number", "bill_of_lading"}
 NUMERIC_FIELDS = ["tax_rate", "net_mass_kg", "item_price"]
 STRING_FIELDS = [f for f in DECLARATION_FIELDS if f not in NUMERIC_FIELDS and f != "declaration_date"]
@@ -133,7 +141,30 @@ IS_A_NUMBER = ("is_a_number", "must be a number")
 IS_A_DATE = ("iso_date", "must be a date YYYY-MM-DD")
 DATE_IN_RANGE = ("date_in_range", f"must be between {EARLIEST_DATE} and {LATEST_DATE}")
 # A dataframe-level check is reported against the field an analyst would correct.
-_DATAFRAME_CHECK_FIELDS = {"critical_implies_fraud": "critical_fraud"}
+_DATAFRAME_CHECK_FIELDS = {
+    "fraud_empty_alone": "fraud",
+    "critical_fraud_empty_alone": "critical_fraud",
+    "critical_implies_fraud": "critical_fraud",
+    "inspected_on_without_labels": INSPECTED_ON,
+    "additional_duty_without_labels": RECOVERED_DUTY,
+    "inspected_on_not_before_declaration": INSPECTED_ON,
+}
+
+_BOTH_OR_NEITHER = "both labels are empty where the declaration was not inspected, neither where it was"
+_NOT_INSPECTED = "fraud and critical_fraud empty"
+
+
+def _not_inspected(df: pd.DataFrame) -> pd.Series:
+    return df[LABEL_FIELDS].isna().all(axis=1)
+
+
+def _unless(df: pd.DataFrame, broken: Callable[[], pd.Series]) -> pd.Series:
+    """A row-level check across fields: passes the rows where `broken()` is false. A missing
+    field fails every row already, as required, so the check then passes them all."""
+    if not set(LABELLED_FIELDS) <= set(df.columns):
+        return pd.Series(True, index=df.index)
+    return ~broken().fillna(False).astype(bool)
+
 
 # The labels' check names are the method names: pandera (0.35) drops an explicit `name=` the
 # second time a model is turned into a schema. The record's rules (RECORD_RULES) are added to each
@@ -174,25 +205,44 @@ class DeclarationSchema(pa.DataFrameModel):
 
 
 class LabelledDeclarationSchema(DeclarationSchema):
-    """A declaration from history, with the inspection result."""
+    """A declaration from history: the inspection's result, or nothing where nobody inspected it."""
 
-    fraud: Series[float] = pa.Field()
-    critical_fraud: Series[float] = pa.Field()
+    fraud: Series[float] = pa.Field(nullable=True)
+    critical_fraud: Series[float] = pa.Field(nullable=True)
+    inspected_on: Series[pa.DateTime] = pa.Field(nullable=True)
     additional_duty: Series[float] = pa.Field(nullable=True)
 
     @pa.check(RECOVERED_DUTY, error="must be a finite number >= 0 (the duty the inspection assessed), or empty")
     def duty_not_negative(cls, duty: Series[float]) -> Series[bool]:
         return is_recovered_duty(duty)
 
-    @pa.check(*LABEL_FIELDS, error="must be 0 or 1")
+    @pa.check(*LABEL_FIELDS, error="must be 0 or 1, or empty where the declaration was not inspected")
     def label_0_or_1(cls, labels: Series[float]) -> Series[bool]:
         return labels.isin([0, 1])
 
+    @pa.dataframe_check(error="is empty while critical_fraud is not: " + _BOTH_OR_NEITHER)
+    def fraud_empty_alone(cls, df: pd.DataFrame) -> Series[bool]:
+        return _unless(df, lambda: df["fraud"].isna() & df["critical_fraud"].notna())
+
+    @pa.dataframe_check(error="is empty while fraud is not: " + _BOTH_OR_NEITHER)
+    def critical_fraud_empty_alone(cls, df: pd.DataFrame) -> Series[bool]:
+        return _unless(df, lambda: df["critical_fraud"].isna() & df["fraud"].notna())
+
     @pa.dataframe_check(error="critical_fraud = 1 requires fraud = 1")
     def critical_implies_fraud(cls, df: pd.DataFrame) -> Series[bool]:
-        if not set(LABEL_FIELDS) <= set(df.columns):
-            return pd.Series(True, index=df.index)  # the missing column is reported as required
-        return ~((df["critical_fraud"] == 1) & (df["fraud"] == 0))
+        return _unless(df, lambda: (df["critical_fraud"] == 1) & (df["fraud"] == 0))
+
+    @pa.dataframe_check(error=f"must be empty where nobody inspected the declaration ({_NOT_INSPECTED})")
+    def inspected_on_without_labels(cls, df: pd.DataFrame) -> Series[bool]:
+        return _unless(df, lambda: df[INSPECTED_ON].notna() & _not_inspected(df))
+
+    @pa.dataframe_check(error=f"must be empty where nobody inspected the declaration ({_NOT_INSPECTED})")
+    def additional_duty_without_labels(cls, df: pd.DataFrame) -> Series[bool]:
+        return _unless(df, lambda: df[RECOVERED_DUTY].notna() & _not_inspected(df))
+
+    @pa.dataframe_check(error="must not be before the declaration_date: an inspection follows its declaration")
+    def inspected_on_not_before_declaration(cls, df: pd.DataFrame) -> Series[bool]:
+        return _unless(df, lambda: df[INSPECTED_ON] < df["declaration_date"])
 
 
 # The contract's rules on one value, each written once: a name (the check's, as failures report
@@ -330,13 +380,13 @@ def with_record_rules(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
 
 @dataclass(frozen=True, eq=False)
 class Rules:
-    """What a record is held to: the checks, and the labels a valid row carries. The pandera
+    """What a record is held to: the checks, and what a valid row carries beside the record. The pandera
     schema is built when first used: building one imports pandera's Dask typing (half a second
     at every start, and memory), which the service, checking requests without pandera, never uses."""
 
     build_schema: Callable[[], pa.DataFrameSchema]
-    labels: tuple[str, ...] = ()
-    amounts: tuple[str, ...] = ()  # numbers beside the labels, null where unknown
+    labels: tuple[str, ...] = ()  # 0 or 1, null where the declaration was not inspected
+    details: tuple[str, ...] = ()  # what an outcome may say beside them, null where a source does not
 
     @cached_property
     def schema(self) -> pa.DataFrameSchema:
@@ -345,12 +395,12 @@ class Rules:
     @property
     def fields(self) -> list[str]:
         """A valid row's columns, in order."""
-        return DECLARATION_FIELDS + list(self.labels) + list(self.amounts)
+        return DECLARATION_FIELDS + list(self.labels) + list(self.details)
 
 
 RECORD = Rules(lambda: with_record_rules(DeclarationSchema.to_schema()))  # what is sent for scoring
 LABELLED = Rules(  # history, without limits
-    lambda: with_record_rules(LabelledDeclarationSchema.to_schema()), tuple(LABEL_FIELDS), (RECOVERED_DUTY,)
+    lambda: with_record_rules(LabelledDeclarationSchema.to_schema()), tuple(LABEL_FIELDS), tuple(OUTCOME_DETAILS)
 )
 
 
@@ -365,19 +415,22 @@ class HistoryRules:
 
 def history_rules(limits: HistoryRules) -> Rules:
     """`LABELLED` and the checks only a history is held to."""
-    return Rules(partial(_history_schema, limits), LABELLED.labels, LABELLED.amounts)
+    return Rules(partial(_history_schema, limits), LABELLED.labels, LABELLED.details)
 
 
 def _history_schema(limits: HistoryRules) -> pa.DataFrameSchema:
     schema = LABELLED.schema
     run_date, start = limits.run_date.normalize(), limits.history_start.normalize()
+    # nothing was declared, nor inspected, after the data was exported
+    not_after_run_date = pa.Check(
+        lambda dates: dates <= run_date,
+        name="not_after_run_date",
+        error=f"must not be after the run date {run_date:%Y-%m-%d} (validate.run_date)",
+    )
     added = {
+        INSPECTED_ON: [not_after_run_date],
         "declaration_date": [
-            pa.Check(
-                lambda dates: dates <= run_date,
-                name="not_after_run_date",
-                error=f"must not be after the run date {run_date:%Y-%m-%d} (validate.run_date)",
-            ),
+            not_after_run_date,
             pa.Check(
                 lambda dates: dates >= start,
                 name="not_before_history_start",
@@ -427,7 +480,7 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
         if field in NUMERIC_FIELDS or field in LABEL_FIELDS or field == RECOVERED_DUTY:
             parsed = _parse_numbers(values)
             check = IS_A_NUMBER
-        elif field == "declaration_date":
+        elif field in ("declaration_date", INSPECTED_ON):
             parsed = _parse_dates(values)
             check = IS_A_DATE
         else:
@@ -437,7 +490,7 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
         if check:
             broken = present & parsed.isna()
             failures.extend((int(i), field, *check) for i in broken[broken].index)
-        if field == "declaration_date":
+        if check is IS_A_DATE:
             outside = parsed.notna() & ~parsed.between(pd.Timestamp(EARLIEST_DATE), pd.Timestamp(LATEST_DATE))
             failures.extend((int(i), field, *DATE_IN_RANGE) for i in outside[outside].index)
             parsed = parsed.where(~outside)  # as NaT it passes the nanosecond dtype; its failure stays
@@ -584,16 +637,16 @@ class CheckedRequests:
 
 def check_declarations(records: pd.DataFrame, rules: Rules) -> Checked:
     """The records that pass `rules`, in canonical dtypes (strings, datetime64 dates, float
-    numbers, int8 labels), and every failed check of the others, from one parse and one pandera
+    numbers, nullable Int8 labels), and every failed check of the others, from one parse and one pandera
     pass. Rows are named by their position in `records`, whatever its index.
 
     Column-level problems (a missing or extra field) are reported against every row, because
     each row then lacks or carries that field.
     """
     records = records.reset_index(drop=True)
-    for amount in rules.amounts:  # an amount a source never reports is unknown, not missing
-        if amount not in records.columns:
-            records = records.assign(**{amount: None})
+    for detail in rules.details:  # what a source never reports is unknown, not missing
+        if detail not in records.columns:
+            records = records.assign(**{detail: None})
     typed, rows = _typed(records)
     unparsed = {(i, field) for i, field, _, _ in rows}
     try:
@@ -618,10 +671,11 @@ def _canonical(coerced: pd.DataFrame, rules: Rules) -> pd.DataFrame:
         coerced = rules.schema.coerce_dtype(pd.DataFrame(columns=rules.fields, dtype="str"))
     typed = coerced[rules.fields].copy()
     typed["declaration_date"] = typed["declaration_date"].astype("datetime64[ns]")
-    if rules.labels:
-        typed[list(rules.labels)] = typed[list(rules.labels)].astype("int8")
-    if rules.amounts:
-        typed[list(rules.amounts)] = typed[list(rules.amounts)].astype("float64")
+    if rules.labels:  # nullable: pd.NA where not inspected, as to_numpy() gives NaN
+        typed[list(rules.labels)] = typed[list(rules.labels)].astype("Int8")
+    if rules.details:
+        typed[INSPECTED_ON] = typed[INSPECTED_ON].astype("datetime64[ns]")
+        typed[RECOVERED_DUTY] = typed[RECOVERED_DUTY].astype("float64")
     return typed
 
 

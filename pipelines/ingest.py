@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from features.adapters import (
     LAYOUTS,
+    has_outcome,
     merge_feedback,
     read_feedback,
     read_source_chunks,
@@ -35,7 +36,7 @@ def ingest(params: dict, output: Path) -> int:
     """Write the canonical records as parts of `output` in row order; the number of records."""
     layout = LAYOUTS[params["layout"]]
     feedback = read_feedback(params["feedback"])
-    relabelled: set[str] = set()  # declarations of the files that an outcome relabels
+    in_files: set[str] = set()  # fed-back declarations that the files hold too
 
     def history() -> Iterator:
         for source in params["sources"]:
@@ -43,20 +44,21 @@ def ingest(params: dict, output: Path) -> int:
             for chunk in read_source_chunks(source, layout, CHUNK_ROWS):
                 records = with_source(chunk, source, first_row=done + 1)
                 done += len(records)
-                ids = records["declaration_id"]
-                relabelled.update(ids[ids.isin(feedback["declaration_id"])])
                 print(f"ingest: {source}: {done:,} rows read")
                 yield records
             print(f"ingest: {source}: {done:,} rows ({layout.name} layout)")
 
     output.mkdir(parents=True, exist_ok=True)
     written = 0
-    for index, part in enumerate(merge_feedback(history(), feedback)):
+    for index, part in enumerate(merge_feedback(history(), feedback, in_files)):
         part.to_parquet(part_path(output, index), index=False, schema=SCHEMA)
         written += len(part)
+    known = feedback["declaration_id"].isin(in_files)
+    outcome = has_outcome(feedback)
     print(
-        f"ingest: {params['feedback']}: {len(feedback):,} outcomes "
-        f"({len(relabelled):,} relabel declarations of the files above, {len(feedback) - len(relabelled):,} new)"
+        f"ingest: {params['feedback']}: {int(outcome.sum()):,} outcomes ({int((outcome & known).sum()):,} relabel "
+        f"declarations of the files above, {int((outcome & ~known).sum()):,} new), "
+        f"{int((~outcome).sum()):,} declarations scored and not inspected ({int((~outcome & ~known).sum()):,} new)"
     )
     return written
 

@@ -4,6 +4,8 @@ Every input row ends in exactly one place: the validated history, the quarantine
 repeat of a row already counted) the duplicates dropped. The report says how many went where
 and, per failed check, which rule, how many rows and example values, so a data steward can fix
 the source; the stage fails when more than `validate.max_reject_share` of the rows is rejected.
+A declaration nobody inspected (both labels null) is valid history, not a rejected row: it
+counts in `rows_valid`, and `rows_not_inspected` says how many of those it is.
 
 A national history does not fit in memory, so the stage reads it a chunk at a time, twice:
 repeats need the whole history, and the first pass keeps only two 128-bit hashes per row (its
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 from features.adapters import SOURCE_FIELDS
 from features.schema import (
     DECLARATION_FIELDS,
+    INSPECTED_ON,
     LABEL_FIELDS,
     LABELLED,
     LABELLED_FIELDS,
@@ -45,7 +48,8 @@ INTERIM_FIELDS = LABELLED_FIELDS + SOURCE_FIELDS  # what ingest writes
 # Two keys, 128 bits per row: no two distinct rows of a national history share both hashes, so
 # a row is never dropped as the repeat of another.
 HASH_KEYS = ("0123456789123456", "6543210987654321")
-# Every valid part has the canonical types, even a chunk whose optional field is all empty.
+# Every valid part has the canonical types, even a chunk whose optional field is all empty; the
+# labels are int8, null where nobody inspected the declaration.
 VALID_SCHEMA = pa.schema(
     [
         (
@@ -59,7 +63,7 @@ VALID_SCHEMA = pa.schema(
         for name in DECLARATION_FIELDS
     ]
     + [(name, pa.int8()) for name in LABEL_FIELDS]
-    + [(RECOVERED_DUTY, pa.float64())]
+    + [(INSPECTED_ON, pa.timestamp("ns")), (RECOVERED_DUTY, pa.float64())]
 )
 
 
@@ -174,6 +178,7 @@ class Tally:
     rows_in: int = 0
     duplicates_dropped: int = 0
     rows_valid: int = 0
+    rows_not_inspected: int = 0  # valid rows with both labels null
     rows_rejected: int = 0
     by_check: Counter = field(default_factory=Counter)
     by_field: Counter = field(default_factory=Counter)
@@ -185,6 +190,7 @@ class Tally:
         self.rows_in += len(chunk)
         self.duplicates_dropped += len(chunk) - len(kept)
         self.rows_valid += len(valid)
+        self.rows_not_inspected += int(valid[LABEL_FIELDS].isna().all(axis=1).sum())
         self.rows_rejected += len(rejected)
         self.by_check.update(_counts(failures.drop_duplicates(["index", "check"])["check"]))
         self.by_field.update(_counts(failures.drop_duplicates(["index", "field"])["field"]))
@@ -216,6 +222,7 @@ class Tally:
             "rows_in": self.rows_in,
             "duplicates_dropped": self.duplicates_dropped,
             "rows_valid": self.rows_valid,
+            "rows_not_inspected": self.rows_not_inspected,
             "rows_rejected": self.rows_rejected,
             "reject_share": self.rows_rejected / max(self.rows_in, 1),
             "rejected_by_check": dict(self.by_check.most_common()),
@@ -313,7 +320,8 @@ def main() -> None:
     with staged_output(VALIDATION_REPORT) as path:
         write_json(path, report)
     print(
-        f"validate: {report['rows_valid']:,} valid, {report['rows_rejected']:,} quarantined "
+        f"validate: {report['rows_valid']:,} valid ({report['rows_not_inspected']:,} not inspected), "
+        f"{report['rows_rejected']:,} quarantined "
         f"({report['reject_share']:.2%}), {report['duplicates_dropped']:,} exact duplicates dropped"
     )
     for entry in report["failed_checks"]:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.adapters import KCS, LAYOUTS, read_feedback, read_source, read_source_chunks, with_source
-from features.schema import DECLARATION_FIELDS, LABELLED_FIELDS
+from features.adapters import (
+    FEEDBACK_FIELDS,
+    KCS,
+    LAYOUTS,
+    merge_feedback,
+    read_feedback,
+    read_source,
+    read_source_chunks,
+    with_source,
+)
+from features.schema import DECLARATION_FIELDS, INSPECTED_ON, LABEL_FIELDS, LABELLED_FIELDS
 
 KCS_COLUMNS = {
     "Declaration ID": "declaration_id",
@@ -48,7 +57,8 @@ def _source(rows: int = 4) -> pd.DataFrame:
     return pd.DataFrame(data, dtype="str")
 
 
-NOT_IN_KCS = ["container_number", "bill_of_lading", "additional_duty"]  # the KCS export has no such columns
+# The KCS export has no such columns; every KCS row was inspected, on a day it does not give.
+NOT_IN_KCS = ["container_number", "bill_of_lading", INSPECTED_ON, "additional_duty"]
 
 
 def test_kcs_layout_is_registered():
@@ -65,12 +75,60 @@ def test_fields_kcs_does_not_have_are_null():
 
 def test_feedback_written_before_containers_reads_them_as_null(tmp_path):
     """An outcomes file exported before the record had container numbers and bills of lading."""
-    old = KCS.to_canonical(_source(2)).drop(columns=NOT_IN_KCS)
+    not_then = ["container_number", "bill_of_lading", "additional_duty"]
+    old = KCS.to_canonical(_source(2)).drop(columns=not_then)
     old = old.assign(inspected_on=["2021-02-01", "2021-02-02"], outcome_received_at=["t1", "t2"])
     old.to_parquet(tmp_path / "outcomes.parquet", index=False)
     feedback = read_feedback(tmp_path)
     assert feedback["declaration_id"].tolist() == ["00000", "00001"]
-    assert feedback[NOT_IN_KCS].isna().all().all()
+    assert feedback[not_then].isna().all().all()
+    assert feedback[INSPECTED_ON].tolist() == ["2021-02-01", "2021-02-02"]
+
+
+def _feedback(rows: list[tuple[str, str | None, str | None, str | None]]) -> pd.DataFrame:
+    """(declaration ID, fraud, inspected_on, received_at) as exported: critical_fraud 0 where
+    fraud is given, null with it where the declaration was scored and not inspected."""
+    source = _source(1)
+    frame = pd.concat([KCS.to_canonical(source)] * len(rows), ignore_index=True)
+    ids, fraud, inspected, received = zip(*rows)
+    frame = frame.assign(
+        declaration_id=ids,
+        fraud=fraud,
+        critical_fraud=[None if value is None else "0" for value in fraud],
+        inspected_on=inspected,
+        outcome_received_at=received,
+    )
+    return frame[FEEDBACK_FIELDS].astype("str")
+
+
+def test_a_declaration_without_an_outcome_never_replaces_one_with_an_outcome(tmp_path):
+    _feedback([("A", "1", "2021-02-01", "t1"), ("B", None, None, None)]).to_parquet(tmp_path / "1.parquet")
+    _feedback([("A", None, None, None), ("B", None, None, None), ("C", None, None, None)]).to_parquet(
+        tmp_path / "2.parquet"
+    )
+    _feedback([("B", "0", "2021-02-03", "t3")]).to_parquet(tmp_path / "3.parquet")
+    feedback = read_feedback(tmp_path).set_index("declaration_id")
+    assert feedback["fraud"].fillna("not inspected").to_dict() == {"A": "1", "B": "0", "C": "not inspected"}
+    assert feedback["source_file"].to_dict() == {
+        "A": str(tmp_path / "1.parquet"),
+        "B": str(tmp_path / "3.parquet"),
+        "C": str(tmp_path / "2.parquet"),
+    }
+
+
+def test_feedback_relabels_the_files_and_adds_only_new_declarations_nobody_inspected():
+    """An outcome replaces the files' rows of its declaration; a declaration scored and not
+    inspected keeps the files' row (and its labels) where the files have one."""
+    files = KCS.to_canonical(_source(4))  # declarations 00000 to 00003, all labelled
+    feedback = _feedback([("00000", "1", "2021-02-01", "t1"), ("00001", None, None, None), ("NEW-A", None, None, None)])
+    in_files: set[str] = set()
+    chunks = list(merge_feedback([files.iloc[:2], files.iloc[2:]], feedback, in_files))
+    merged = pd.concat(chunks, ignore_index=True)
+    assert merged["declaration_id"].tolist() == ["00001", "00002", "00003", "00000", "NEW-A"]
+    assert merged[LABEL_FIELDS].iloc[0].tolist() == ["1", "0"]  # the file's labels of 00001 stay
+    assert merged[LABEL_FIELDS].iloc[-1].isna().all()
+    assert list(chunks[-1].columns) == LABELLED_FIELDS
+    assert in_files == {"00000", "00001"}
 
 
 def test_columns_are_mapped_and_values_kept_as_strings():

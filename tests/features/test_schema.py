@@ -12,6 +12,7 @@ import pytest
 
 from features.schema import (
     DECLARATION_FIELDS,
+    INSPECTED_ON,
     LABEL_FIELDS,
     LABELLED,
     NUMERIC_FIELDS,
@@ -44,8 +45,9 @@ def good_records(kcs_records) -> pd.DataFrame:
 
 
 def _records(good_records: pd.DataFrame, rules: Rules) -> pd.DataFrame:
-    """The rules' fields, without the amounts a source may leave out (additional_duty)."""
-    return good_records[[f for f in rules.fields if f not in rules.amounts]].copy()
+    """The rules' fields, without the outcome details a source may leave out (inspected_on,
+    additional_duty)."""
+    return good_records[[f for f in rules.fields if f not in rules.details]].copy()
 
 
 def _failures(records: pd.DataFrame, rules: Rules) -> pd.DataFrame:
@@ -149,9 +151,20 @@ def test_null_required_field_is_reported(good_records, field, value):
 
 
 @pytest.mark.parametrize("field", LABEL_FIELDS)
-def test_null_label_is_reported_in_history(good_records, field):
+def test_a_label_null_without_the_other_is_reported_in_history(good_records, field):
+    other = "critical_fraud" if field == "fraud" else "fraud"
     records = _with_value(good_records, field, None)
-    _assert_only_row(_failures(records, LABELLED), BAD_ROW, field, "is required")
+    _assert_only_row(_failures(records, LABELLED), BAD_ROW, field, f"is empty while {other} is not")
+
+
+@pytest.mark.parametrize("empty", [None, np.nan], ids=["None", "NaN"])
+def test_a_declaration_nobody_inspected_is_valid_history_with_null_labels(good_records, empty):
+    records = _with_value(_with_value(good_records, "fraud", empty), "critical_fraud", empty)
+    typed = _valid(records, LABELLED)
+    assert typed[LABEL_FIELDS].iloc[BAD_ROW].isna().all()
+    assert typed[LABEL_FIELDS].drop(index=BAD_ROW).notna().all().all()  # the others keep theirs
+    assert all(typed[field].dtype == "Int8" for field in LABEL_FIELDS)
+    assert np.isnan(typed["fraud"].to_numpy()[BAD_ROW])  # numpy reads a missing label as NaN
 
 
 @pytest.mark.parametrize("value", ["2", "-1", "0.5", "yes", 2])
@@ -160,6 +173,52 @@ def test_labels_must_be_0_or_1(good_records, field, value):
     records = _with_value(good_records, field, value)
     expected = "must be a number" if value == "yes" else "must be 0 or 1"
     _assert_only_row(_failures(records, LABELLED), BAD_ROW, field, expected)
+
+
+@pytest.mark.parametrize(
+    ("labels", "field", "check"),
+    [
+        ((None, "0"), "fraud", "fraud_empty_alone"),
+        ((None, "1"), "fraud", "fraud_empty_alone"),
+        (("0", None), "critical_fraud", "critical_fraud_empty_alone"),
+        (("1", None), "critical_fraud", "critical_fraud_empty_alone"),
+        (("0", "1"), "critical_fraud", "critical_implies_fraud"),
+    ],
+)
+def test_each_bad_combination_of_labels_has_its_own_reason(good_records, labels, field, check):
+    fraud, critical = labels
+    records = _with_value(_with_value(good_records, "fraud", fraud), "critical_fraud", critical)
+    failures = _failures(records, LABELLED)
+    _assert_only_row(failures, BAD_ROW, field, None)
+    assert failures["check"].tolist() == [check]
+
+
+@pytest.mark.parametrize("field", [INSPECTED_ON, RECOVERED_DUTY])
+def test_an_outcome_detail_without_labels_is_reported(good_records, field):
+    """A date of inspection or an assessed duty says an inspection took place: labels empty
+    contradict it."""
+    records = _with_value(_with_value(good_records, "fraud", None), "critical_fraud", None)
+    records = _with_value(records.assign(**{field: None}), field, {INSPECTED_ON: "2021-06-01"}.get(field, "10"))
+    failures = _failures(records, LABELLED)
+    _assert_only_row(failures, BAD_ROW, field, "must be empty where nobody inspected the declaration")
+    assert failures["check"].tolist() == [f"{field}_without_labels"]
+
+
+def test_the_inspection_date_is_a_date_on_or_after_the_declaration(good_records):
+    declared = pd.Timestamp(good_records["declaration_date"].iloc[BAD_ROW])
+    records = _records(good_records, LABELLED).assign(**{INSPECTED_ON: None})
+    for inspected, message in [
+        ((declared - pd.Timedelta(days=1)).strftime("%Y-%m-%d"), "must not be before the declaration_date"),
+        ("2021-02-30", "must be a date YYYY-MM-DD"),
+        ("1899-12-31", "must be between 1900-01-01 and 2099-12-31"),
+    ]:
+        _assert_only_row(
+            _failures(_with_value(records, INSPECTED_ON, inspected), LABELLED), BAD_ROW, INSPECTED_ON, message
+        )
+    for inspected in [declared.strftime("%Y-%m-%d"), "2099-12-31", None]:
+        typed = _valid(_with_value(records, INSPECTED_ON, inspected), LABELLED)
+        assert typed[INSPECTED_ON].dtype == np.dtype("datetime64[ns]")
+        assert typed[INSPECTED_ON].iloc[BAD_ROW] is pd.NaT if inspected is None else pd.Timestamp(inspected)
 
 
 def test_critical_fraud_requires_fraud(good_records):
@@ -223,7 +282,7 @@ def test_extra_field_is_rejected_not_dropped(good_records, rules):
 
 def test_labels_are_never_sent_for_scoring(good_records):
     failures = _failures(good_records, RECORD)
-    assert set(failures["field"]) == {*LABEL_FIELDS, RECOVERED_DUTY}
+    assert set(failures["field"]) == {*LABEL_FIELDS, INSPECTED_ON, RECOVERED_DUTY}
     assert set(failures["message"]) == {"is not a declaration field"}
 
 
@@ -239,7 +298,9 @@ def test_optional_fields_may_be_missing(good_records, rules, how):
         records = records.drop(columns=sorted(OPTIONAL_FIELDS))
     typed = _valid(records, rules)
     assert typed[sorted(OPTIONAL_FIELDS)].isna().all().all()
-    assert list(typed.columns) == DECLARATION_FIELDS + (LABEL_FIELDS + [RECOVERED_DUTY] if rules is LABELLED else [])
+    assert list(typed.columns) == DECLARATION_FIELDS + (
+        LABEL_FIELDS + [INSPECTED_ON, RECOVERED_DUTY] if rules is LABELLED else []
+    )
 
 
 def test_boundary_values_are_valid(good_records):
@@ -268,7 +329,8 @@ def test_valid_rows_have_the_canonical_types(good_records):
     records = _with_value(records, "critical_fraud", "1")
     typed = _valid(records, LABELLED)
 
-    assert list(typed.columns) == DECLARATION_FIELDS + LABEL_FIELDS + [RECOVERED_DUTY]
+    assert list(typed.columns) == DECLARATION_FIELDS + LABEL_FIELDS + [INSPECTED_ON, RECOVERED_DUTY]
+    assert typed[INSPECTED_ON].dtype == np.dtype("datetime64[ns]") and typed[INSPECTED_ON].isna().all()
     assert typed[RECOVERED_DUTY].dtype == np.dtype("float64") and typed[RECOVERED_DUTY].isna().all()
     row = typed.iloc[BAD_ROW]
     assert row["hs6_code"] == "010121"
@@ -322,7 +384,8 @@ def test_a_missing_field_leaves_no_valid_row_but_typed_columns(good_records):
     assert list(checked.valid.columns) == LABELLED.fields
     assert checked.valid["declaration_date"].dtype == np.dtype("datetime64[ns]")
     assert checked.valid["item_price"].dtype == np.float64
-    assert all(checked.valid[field].dtype == "int8" for field in LABEL_FIELDS)
+    assert all(checked.valid[field].dtype == "Int8" for field in LABEL_FIELDS)
+    assert checked.valid[INSPECTED_ON].dtype == np.dtype("datetime64[ns]")
 
 
 @pytest.mark.parametrize("value", ["123456\n", "１２３４５６", "١٢٣٤٥٦"], ids=["newline", "fullwidth", "arabic"])

@@ -12,8 +12,8 @@ import pytest
 from features.schema import (
     LABEL_FIELDS,
     LABELLED,
+    OUTCOME_DETAILS,
     RECORD,
-    RECOVERED_DUTY,
     HistoryRules,
     Rules,
     check_declarations,
@@ -21,7 +21,7 @@ from features.schema import (
 )
 from tests.conftest import HISTORY_RULES as RULES
 
-HISTORY_ONLY = [*LABEL_FIELDS, RECOVERED_DUTY]  # what a row of history holds beyond the record
+HISTORY_ONLY = [*LABEL_FIELDS, *OUTCOME_DETAILS]  # what a row of history holds beyond the record
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,16 @@ def test_the_history_checks_extend_the_contract_checks():
     labelled = {c.name for c in _all_checks(LABELLED.schema)}
     history = {c.name for c in _all_checks(RULES.schema)}
     assert contract < labelled < history
-    assert labelled - contract == {"label_0_or_1", "critical_implies_fraud", "duty_not_negative"}
+    assert labelled - contract == {
+        "label_0_or_1",
+        "fraud_empty_alone",
+        "critical_fraud_empty_alone",
+        "critical_implies_fraud",
+        "inspected_on_without_labels",
+        "additional_duty_without_labels",
+        "inspected_on_not_before_declaration",
+        "duty_not_negative",
+    }
     assert history - labelled == {
         "hs_chapter_exists",
         "not_after_run_date",
@@ -102,6 +111,8 @@ def test_a_malformed_code_is_one_finding_not_two(rows, code):
         {"declaration_date": "2021-06-30"},  # on the run date
         {"declaration_date": "2020-01-01"},  # on the history start
         {"seller_id": None, "courier_id": None},
+        {"fraud": None, "critical_fraud": None},  # not inspected
+        {"inspected_on": "2021-06-30"},  # the outcome known on the run date
         {"importer_id": "NEW-IMPORTER", "hs6_code": "010190", "origin_country": "TV"},  # never seen before
     ],
     ids=lambda values: ",".join(f"{k}={v}" for k, v in values.items()),
@@ -121,6 +132,7 @@ def test_unusual_is_not_wrong(rows, values):
         ({"seller_id": "  "}, [(2, "seller_id", "not_blank")]),
         ({"net_mass_kg": "-1"}, [(2, "net_mass_kg", "not_negative")]),
         ({"fraud": "0", "critical_fraud": "1"}, [(2, "critical_fraud", "critical_implies_fraud")]),
+        ({"inspected_on": "2021-07-01"}, [(2, "inspected_on", "not_after_run_date")]),
     ],
 )
 def test_just_past_a_limit_fails_with_its_check(rows, values, expected):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from features.adapters import FEEDBACK_FIELDS, KCS, LAYOUTS, SourceLayout, labels_from_outcome
-from features.schema import DECLARATION_FIELDS, LABELLED, LABELLED_FIELDS, check_declarations
+from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, LABELLED, LABELLED_FIELDS, check_declarations
 from pipelines import ingest as stage
 from pipelines.paths import INTERIM
 from pipelines.validate import validate
@@ -72,6 +72,7 @@ def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatc
     export = kcs_rows[DECLARATION_FIELDS].rename(columns={v: k for k, v in EXAMPLE.columns.items()})
     export["Finding"] = [FINDINGS[labels] for labels in zip(kcs_rows["fraud"], kcs_rows["critical_fraud"])]
     export.loc[len(export)] = export.iloc[0].to_dict() | {"DeclNo": "PENDING-1", "Finding": "pending"}
+    export.loc[len(export)] = export.iloc[1].to_dict() | {"DeclNo": "UNINSPECTED-1", "Finding": None}
     export.to_csv(tmp_path / "example.csv", index=False)
     (tmp_path / "feedback").mkdir()
     monkeypatch.setitem(LAYOUTS, "example", EXAMPLE)
@@ -82,8 +83,10 @@ def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatc
     valid, rejected, _ = validate(records)
 
     expected = check_declarations(kcs_rows, LABELLED).valid
-    pd.testing.assert_frame_equal(valid.reset_index(drop=True), expected)
+    pd.testing.assert_frame_equal(valid.iloc[:-1].reset_index(drop=True), expected)
     assert expected["critical_fraud"].sum() == 3
+    assert valid["declaration_id"].iloc[-1] == "UNINSPECTED-1"  # no finding: nobody inspected it
+    assert valid[LABEL_FIELDS].iloc[-1].isna().all()
     assert rejected["declaration_id"].tolist() == ["PENDING-1"]
     assert "fraud: must be a number [is_a_number]" in rejected["rejection_reasons"].iloc[0]
     assert rejected[["fraud", "critical_fraud"]].values.tolist() == [["pending", "pending"]]  # shown
@@ -180,3 +183,34 @@ def test_stage_writes_its_parts_in_place_when_complete(kcs_file, monkeypatch):
     assert sorted(p.name for p in INTERIM.iterdir()) == [f"part-{i:05d}.parquet" for i in range(3 + 1)]
     assert pd.read_parquet(INTERIM)["declaration_id"].tolist() == source["Declaration ID"].tolist()
     assert not list(INTERIM.parent.glob(".*"))  # no staging left behind
+
+
+def test_declarations_scored_and_not_inspected_keep_the_files_labels_or_join_history_unlabelled(kcs_file):
+    """export-feedback writes every scored declaration: one nobody inspected has null labels and
+    no inspection date. It never replaces the files' row of its declaration (whose label is
+    known), and joins history, unlabelled, where the files do not have it."""
+    path, feedback, source = kcs_file
+    first, second = source.iloc[0], source.iloc[1]
+    pd.DataFrame(
+        [
+            _outcome(first, None, None, None, None),
+            _outcome(second, "2021-04-03", "2021-04-09T10:00:00", "1", "1"),
+            _outcome(first, None, None, None, None, declaration_id="SCORED-1"),
+        ],
+        columns=FEEDBACK_FIELDS,
+    ).to_parquet(feedback / "outcomes.parquet")
+
+    records = ingest(_params([path], feedback), path.parent / "out")
+
+    assert len(records) == 40 + 1 and records["declaration_id"].is_unique
+    by_id = records.set_index("declaration_id")
+    assert by_id.loc[first["Declaration ID"], ["fraud", "source_file"]].tolist() == [first["Fraud"], str(path)]
+    assert by_id.loc[second["Declaration ID"], ["fraud", "critical_fraud", "inspected_on"]].tolist() == [
+        "1",
+        "1",
+        "2021-04-03",
+    ]
+    assert by_id.loc["SCORED-1", [*LABEL_FIELDS, "inspected_on"]].isna().all()
+    valid, rejected, report = validate(records)
+    assert rejected.empty and report["rows_not_inspected"] == 1
+    assert valid.set_index("declaration_id").loc[second["Declaration ID"], "inspected_on"] == pd.Timestamp("2021-04-03")

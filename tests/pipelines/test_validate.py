@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.adapters import with_source
-from features.schema import LABELLED, LABELLED_FIELDS, check_declarations
+from features.schema import INSPECTED_ON, LABEL_FIELDS, LABELLED, LABELLED_FIELDS, check_declarations
 from pipelines import validate as stage
 from pipelines.common import part_path
 from pipelines.ingest import SCHEMA as INTERIM_SCHEMA
@@ -404,3 +405,56 @@ def test_a_broken_part_stops_the_stage_naming_it_and_leaves_the_outputs(
     message = str(failed.value.code)
     assert str(broken) in message and problem in message, message
     assert _outputs() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# history holds every declaration: the ones nobody inspected have null labels
+
+
+def test_a_history_with_declarations_nobody_inspected_validates(interim, tmp_path, monkeypatch):
+    """Uninspected rows are valid history (not rejects, so not counted against
+    max_reject_share); an inspected one may say when; each contradiction is quarantined."""
+    fully_labelled = _run_stage(tmp_path / "labelled", monkeypatch, interim)
+    ids = interim["declaration_id"]
+    plain = np.flatnonzero(~ids.duplicated(keep=False) & ids.isin(fully_labelled[0]["declaration_id"]))[:15]
+    uninspected, inspected, contradicting = plain[:10], plain[10], plain[11:]
+    records = interim.astype(object)
+    records.loc[uninspected, LABEL_FIELDS] = None
+    records.loc[inspected, INSPECTED_ON] = "2021-06-30"  # the outcome known on the run date
+    contradictions = dict(
+        zip(
+            contradicting,
+            [
+                ({"fraud": None, "critical_fraud": "0"}, "fraud_empty_alone"),
+                ({"fraud": "1", "critical_fraud": None}, "critical_fraud_empty_alone"),
+                ({"fraud": "0", "critical_fraud": "1"}, "critical_implies_fraud"),
+                ({"fraud": None, "critical_fraud": None, INSPECTED_ON: "2021-06-01"}, "inspected_on_without_labels"),
+            ],
+            strict=True,
+        )
+    )
+    for row, (values, _) in contradictions.items():
+        for name, value in values.items():
+            records.loc[row, name] = value
+
+    valid, rejected, report = _run_stage(tmp_path / "uninspected", monkeypatch, records)
+
+    broken = {records.loc[row, "declaration_id"]: check for row, (_, check) in contradictions.items()}
+    reasons = rejected.set_index("declaration_id")["rejection_reasons"]
+    for declaration, check in broken.items():
+        assert f"[{check}]" in reasons[declaration] and reasons[declaration].count("[") == 1, reasons[declaration]
+    assert report["rows_rejected"] == fully_labelled[2]["rows_rejected"] + len(broken)
+    assert report["rows_not_inspected"] == 10 and fully_labelled[2]["rows_not_inspected"] == 0
+    not_inspected = valid["declaration_id"].isin(ids[uninspected])
+    assert not_inspected.sum() == 10 and valid.loc[not_inspected, LABEL_FIELDS].isna().all().all()
+    assert valid.loc[~not_inspected, LABEL_FIELDS].notna().all().all()
+    assert valid.set_index("declaration_id").loc[ids[inspected], INSPECTED_ON] == pd.Timestamp("2021-06-30")
+    assert valid[INSPECTED_ON].notna().sum() == 1
+    # nullable int8 labels and a timestamp in the file; pandas reads the labels back as Int8
+    schema = pq.read_schema(part_path(VALIDATED, 0))
+    assert {name: str(schema.field(name).type) for name in [*LABEL_FIELDS, INSPECTED_ON]} == {
+        "fraud": "int8",
+        "critical_fraud": "int8",
+        INSPECTED_ON: "timestamp[ns]",
+    }
+    assert all(valid[field].dtype == "Int8" for field in LABEL_FIELDS)
