@@ -7,6 +7,11 @@ period, a strategy inspects `inspection_rate` of it, and only those labels are r
 from the period's last day. Each strategy keeps its own knowledge: what it inspected is all it
 learns from. A leak here would flatter every figure, so the only labels a period's model reads
 are in `Knowledge.frame`, which hides the rest (tests/serving/test_simulation.py checks it).
+
+A period's model is a `RiskModel` as packaging makes one, and it scores the period as the
+service would: from the feature state frozen at its training (volume counts do not move within
+a period, as they do not between two retrains of a center), and the lane policy's picks are
+`serving.decide`'s lanes.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ import numpy as np
 import pandas as pd
 import typer
 
-from features.matrix import model_input, training_features
-from models.exploration import exploration_picks
+from features.matrix import training_features
+from features.schema import DECLARATION_FIELDS
+from models.bundle import RiskModel
+from models.calibration import Calibration
+from models.exploration import UNKNOWN_ENTITIES, exploration_picks
 from models.lanes import LanePolicy, LaneShares
 from models.training import fit_rounds
+from serving.decide import decide
 
 PERIOD_COLUMNS = [
     "strategy",
@@ -61,6 +70,7 @@ class Settings:
     shares: LaneShares | None = None
     exploration_key: str = "customs-risk-exploration"
     exploration_sweep: tuple[float, ...] = (0.0, 0.01, 0.05, 0.10)
+    only: tuple[str, ...] = ()  # run these strategies alone (comparing variants); () runs all
 
 
 @dataclass
@@ -101,30 +111,41 @@ class Knowledge:
 
 @dataclass(frozen=True)
 class Scored:
-    """A period's declarations with one learner's scores and the inspected counts they saw."""
+    """A period's declarations (with their real outcomes, for judging only), one learner's
+    model and its scores, and the inspected counts the model saw."""
 
     period: pd.DataFrame
+    model: RiskModel | None
     risk: np.ndarray
     critical: np.ndarray
+    duty_at_risk: np.ndarray
     inspected: dict[str, np.ndarray]
 
 
-def score_period(knowledge: Knowledge, start: pd.Timestamp, end: pd.Timestamp, settings: Settings) -> Scored:
-    """Train on what `knowledge` holds before `start`, score [start, end) with the features of
-    the same code path the pipeline and the service use."""
-    frame = knowledge.frame(end)
-    matrix, _ = training_features(frame, settings.smoothing)
-    dates = frame["declaration_date"].to_numpy()
-    before, inside = dates < np.datetime64(start), dates >= np.datetime64(start)
-    encoded = model_input(matrix)
-    scores = {}
+IDENTITY = Calibration(1.0, 0.0)  # the booster's own probability: ranks and shares need no more
+
+
+def train_model(knowledge: Knowledge, first: pd.Timestamp, settings: Settings) -> RiskModel:
+    """What train and package make, from what `knowledge` holds before `first`: the project's
+    features and boosters, fitted on the inspected rows only."""
+    frame = knowledge.frame(first)
+    matrix, state = training_features(frame, settings.smoothing)
+    boosters = []
     for label, rounds in (("fraud", settings.rounds), ("critical_fraud", settings.critical_rounds)):
         y = frame[label].to_numpy(dtype="float64")
-        learn = before & ~np.isnan(y)
-        booster = fit_rounds(matrix[learn], y[learn], settings.train_params, rounds)
-        scores[label] = booster.predict(encoded[inside])
-    inspected = {name: matrix.loc[inside, f"{name}_inspected"].to_numpy() for name in ("importer", "declarant")}
-    return Scored(frame[inside].reset_index(drop=True), scores["fraud"], scores["critical_fraud"], inspected)
+        learn = ~np.isnan(y)
+        boosters.append(fit_rounds(matrix[learn], y[learn], settings.train_params, rounds))
+    unset = LanePolicy.fit(settings.shares, settings.exploration_key, [], [], [])  # each period fits its own
+    return RiskModel(boosters[0], boosters[1], IDENTITY, IDENTITY, unset, state)
+
+
+def score_period(knowledge: Knowledge, period: pd.DataFrame, first: pd.Timestamp, settings: Settings) -> Scored:
+    """`period` (history rows) scored by the model trained on what `knowledge` held before it."""
+    model = train_model(knowledge, first, settings)
+    assessed = model.assess(period[DECLARATION_FIELDS])
+    counts = assessed.inputs.counts
+    inspected = {name: counts[f"{name}__inspected_count"] for name in UNKNOWN_ENTITIES}
+    return Scored(period, model, assessed.risk, assessed.critical, assessed.duty_at_risk, inspected)
 
 
 def declared_duty(period: pd.DataFrame) -> np.ndarray:
@@ -141,9 +162,9 @@ def top(values: np.ndarray, count: int, taken: np.ndarray | None = None) -> np.n
     return picks
 
 
-def policy_picks(scored: Scored, settings: Settings) -> np.ndarray:
-    """The lane policy as params.yaml sets it, red capacity scaled to the inspection rate: the
-    thresholds are fitted on the period's own scores, so each source gets its share of it."""
+def scaled_policy(scored: Scored, settings: Settings) -> LanePolicy:
+    """The lane policy as params.yaml sets it, red capacity scaled to the inspection rate and
+    fitted on the period's own scores, so each source gets its share of the period."""
     shares = settings.shares
     assert shares is not None
     scale = settings.inspection_rate / (shares.red_share + shares.exploration_share)
@@ -156,10 +177,16 @@ def policy_picks(scored: Scored, settings: Settings) -> np.ndarray:
         yellow_critical_share=0.0,
         exploration_share=shares.exploration_share * scale,
     )
-    value = scored.risk * declared_duty(scored.period)
-    policy = LanePolicy.fit(scaled, settings.exploration_key, scored.risk, scored.critical, value)
-    lane, _ = policy.assign(scored.risk, scored.critical, value, scored.period["declaration_id"].tolist())
-    return lane == "red"
+    return LanePolicy.fit(scaled, settings.exploration_key, scored.risk, scored.critical, scored.duty_at_risk)
+
+
+def policy_picks(scored: Scored, settings: Settings, rng: np.random.Generator) -> np.ndarray:
+    """Red as `serving.decide` decides it: the inspections of the lane policy."""
+    assert scored.model is not None
+    decided = decide(
+        scored.model, scored.period[DECLARATION_FIELDS], reasons="none", policy=scaled_policy(scored, settings)
+    )
+    return decided["lane"].to_numpy() == "red"
 
 
 def explore_picks(share: float) -> Callable[[Scored, Settings, np.random.Generator], np.ndarray]:
@@ -197,10 +224,10 @@ def strategies(settings: Settings) -> list[Strategy]:
     """CONTRACT section 2's strategies. `risk_only` and `explore_0` are the same selection by
     definition (0% exploration, the rest by risk): computed once, reported under both names."""
     out = [
-        Strategy("policy", "policy", lambda s, st, rng: policy_picks(s, st), True),
+        Strategy("policy", "policy", policy_picks, True),
         Strategy("risk_only", "risk_only", risk_picks, True),
         Strategy("random", "random", random_picks, True),
-        Strategy("policy_fully_labelled", "fully_labelled", lambda s, st, rng: policy_picks(s, st), False),
+        Strategy("policy_fully_labelled", "fully_labelled", policy_picks, False),
         Strategy("risk_only_fully_labelled", "fully_labelled", risk_picks, False),
     ]
     for share in settings.exploration_sweep:
@@ -208,7 +235,7 @@ def strategies(settings: Settings) -> list[Strategy]:
         if share == 0:
             continue  # = risk_only
         out.append(Strategy(name, name, explore_picks(share), True))
-    return out
+    return [strategy for strategy in out if not settings.only or strategy.name in settings.only]
 
 
 def period_figures(period: pd.DataFrame, picks: np.ndarray) -> dict:
@@ -251,7 +278,9 @@ def simulate(
         raise ValueError(f"no declaration is dated on or after --start {settings.start}: nothing to replay")
     plan = strategies(settings)
     knowledge = {s.learner: Knowledge.initial(history, start) for s in plan}
-    knowledge["fully_labelled"].revealed[:] = True  # hidden only while its own period is scored
+    fully = knowledge.get("fully_labelled")
+    if fully is not None:
+        fully.revealed[:] = True  # its period's labels are not in what its model reads
     rng = np.random.default_rng(settings.seed)
     rows, known_share = [], {s.name: [] for s in plan}
     started = time.perf_counter()
@@ -263,9 +292,7 @@ def simulate(
             learner = knowledge[strategy.learner]
             if strategy.learner not in scored:
                 scored[strategy.learner] = (
-                    _unscored(learner, first, end)
-                    if strategy.learner == "random"
-                    else score_period(_hiding(learner, first, end), first, end, settings)
+                    _unscored(truth) if strategy.learner == "random" else score_period(learner, truth, first, settings)
                 )
             period = scored[strategy.learner]
             picks = strategy.picks(period, settings, rng)
@@ -290,7 +317,7 @@ def simulate(
             knowledge["fully_labelled"].known_on[inside] = np.datetime64((end - pd.Timedelta(days=1)).date(), "D")
         progress(f"period {number}/{len(periods)} {first.date()}..{(end - pd.Timedelta(days=1)).date()}")
     table = pd.DataFrame(rows, columns=PERIOD_COLUMNS)
-    if 0.0 in settings.exploration_sweep:
+    if 0.0 in settings.exploration_sweep and "risk_only" in known_share:
         table = pd.concat(
             [table, table[table["strategy"] == "risk_only"].assign(strategy="explore_0")], ignore_index=True
         )
@@ -298,19 +325,9 @@ def simulate(
     return table, summarize(table, known_share, settings, len(periods), time.perf_counter() - started)
 
 
-def _hiding(knowledge: Knowledge, first: pd.Timestamp, end: pd.Timestamp) -> Knowledge:
-    """The knowledge with the period's own labels hidden (they are what is being predicted)."""
-    inside = (
-        (knowledge.history["declaration_date"] >= first) & (knowledge.history["declaration_date"] < end)
-    ).to_numpy()
-    return Knowledge(knowledge.history, knowledge.revealed & ~inside, knowledge.known_on)
-
-
-def _unscored(knowledge: Knowledge, first: pd.Timestamp, end: pd.Timestamp) -> Scored:
-    dates = knowledge.history["declaration_date"]
-    period = knowledge.history[(dates >= first) & (dates < end)].reset_index(drop=True)
+def _unscored(period: pd.DataFrame) -> Scored:
     empty = np.zeros(len(period))
-    return Scored(period, empty, empty, {"importer": empty, "declarant": empty})
+    return Scored(period, None, empty, empty, empty, dict.fromkeys(UNKNOWN_ENTITIES, empty))
 
 
 def summarize(

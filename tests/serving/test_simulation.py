@@ -80,23 +80,20 @@ def test_a_periods_model_reads_no_label_it_was_not_shown(history):
     rows, later rows): the period's scores do not move."""
     settings = _settings(history)
     start = pd.Timestamp(settings.start)
-    end = start + pd.Timedelta(days=30)
+    dates = history["declaration_date"]
+    period = history[(dates >= start) & (dates < start + pd.Timedelta(days=30))]
     knowledge = Knowledge.initial(history, start - pd.Timedelta(days=60))
-    earlier = np.flatnonzero(
-        (
-            (history["declaration_date"] >= start - pd.Timedelta(days=60)) & (history["declaration_date"] < start)
-        ).to_numpy()
-    )
+    earlier = np.flatnonzero(((dates >= start - pd.Timedelta(days=60)) & (dates < start)).to_numpy())
     knowledge.reveal(earlier[::7], start - pd.Timedelta(days=1))  # a few inspected, known the day before
-    scored = score_period(knowledge, start, end, settings)
+    scored = score_period(knowledge, period, start, settings)
     hidden = np.flatnonzero(~knowledge.revealed)
     flipped = Knowledge(_flip(history, hidden), knowledge.revealed, knowledge.known_on)
-    again = score_period(flipped, start, end, settings)
+    again = score_period(flipped, period, start, settings)
     np.testing.assert_array_equal(again.risk, scored.risk)
     np.testing.assert_array_equal(again.critical, scored.critical)
     # and the labels it was shown do matter: the check above could fail
     shown = Knowledge(_flip(history, earlier[::7]), knowledge.revealed, knowledge.known_on)
-    assert not np.array_equal(score_period(shown, start, end, settings).risk, scored.risk)
+    assert not np.array_equal(score_period(shown, period, start, settings).risk, scored.risk)
 
 
 def test_an_outcome_counts_only_from_the_day_it_was_known(history):
