@@ -1,7 +1,7 @@
 """The decision on a batch of declarations, written once: the service's /score, `customs-risk
-score` and bench.backtest call `decide` (as should anything else that decides lanes, the loop
-simulation first), so a declaration gets the same lane, source and reasons whichever door it
-comes in by.
+score`, bench.backtest and the loop simulation (serving.simulation) all call `decide`, so a
+declaration gets the same lane, source and reasons whichever door it comes in by, and what the
+simulation measures is what a center would run.
 
 The chain, in the order a targeting center wants it (CONTRACT section 3):
 
