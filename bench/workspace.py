@@ -5,8 +5,11 @@ guard); the workspace's declarations as the measurements send them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -16,6 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 import psutil
@@ -95,21 +99,119 @@ def _watch_memory(process: subprocess.Popen, stop: threading.Event, tripped: lis
             return
 
 
+def _group_members(group: int) -> set[int]:
+    """The processes of process group `group` still running (a zombie has exited: only its reaping
+    by its parent is left)."""
+    members = set()
+    for candidate in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if candidate.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(candidate.pid) == group:
+                members.add(candidate.pid)
+    return members
+
+
+def _wait_exited(pid: int, group: int) -> None:
+    """Until process `pid`, a member of `group` that need not be our child, has exited: its pidfd
+    polls readable then (Linux 5.3). No deadline: it was signalled, and the wait is for it to go."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # gone already
+    try:
+        if os.getpgid(pid) == group:  # still the same process, not a new one given its number
+            poll = select.poll()
+            poll.register(pidfd, select.POLLIN)
+            poll.poll()
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """`sig` to the child's process group (the child and every descendant that stayed in it,
+    which is what run_child's own session holds), and back only once all of them have exited: the
+    child reaped, the others waited for however long they take. A member that appears meanwhile
+    gets `sig` too. Interrupted again while it waits (a second Ctrl-C), it kills them (SIGKILL,
+    which nothing ignores) and waits for that."""
+    group, signalled = process.pid, set()
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+        signalled = _group_members(group) | {group}
+        process.wait()
+        while members := _group_members(group):
+            for pid in members - signalled:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            signalled |= members
+            for pid in members:
+                _wait_exited(pid, group)
+    except BaseException:
+        if sig != signal.SIGKILL:
+            stop_group(process, signal.SIGKILL)
+        raise
+
+
+class _Launch:
+    """A child started in a session of its own by a helper thread. Python runs signal handlers
+    (Ctrl-C's KeyboardInterrupt) in the main thread only, so an interrupt never lands inside Popen,
+    where it would leave a child running that nothing knows of: whenever it lands, `stop` finds what
+    was started and stops it."""
+
+    def __init__(self, command: list[str], cwd: Path, env: dict, out: IO, err: IO):
+        self.process: subprocess.Popen | None = None
+        self._error: BaseException | None = None
+        self._orders: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        # An Event, not Thread.join: a join that an exception interrupted marks a thread that is
+        # still running as stopped (Python 3.11, bpo-45274's fix), and a second join returns at once.
+        self._done = threading.Event()
+        helper = threading.Thread(target=self._start, args=(command, cwd, env, out, err), daemon=True)
+        helper.start()  # it waits for its order: interrupted here, nothing was started
+
+    def _start(self, command: list[str], cwd: Path, env: dict, out: IO, err: IO) -> None:
+        try:
+            if self._orders.get():
+                self.process = subprocess.Popen(
+                    command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True
+                )
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = error
+        finally:
+            self._done.set()
+
+    def run(self) -> subprocess.Popen:
+        self._orders.put(True)
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self.process is not None
+        return self.process
+
+    def stop(self) -> None:
+        self._orders.put(False)  # the helper's order, unless it took `True` already
+        self._done.wait()
+        if self.process is not None:
+            stop_group(self.process)
+
+
 def run_child(command: list[str], cwd: Path, env: dict) -> Child:
     """Run to completion; wall time and the child's own peak RSS (os.wait4: the largest of the
-    child and the descendants it waited for)."""
+    child and the descendants it waited for). The child runs in a session of its own, so the
+    terminal's Ctrl-C never reaches it: interrupted (or failing) here, at whatever moment, this
+    stops the child's whole process group and returns only once every process in it has exited."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
         stop, tripped = threading.Event(), []
-        watchdog = threading.Thread(target=_watch_memory, args=(process, stop, tripped), daemon=True)
-        watchdog.start()
+        started = time.perf_counter()
+        launch = _Launch(command, cwd, env, out, err)
         try:
+            process = launch.run()
+            watchdog = threading.Thread(target=_watch_memory, args=(process, stop, tripped), daemon=True)
+            watchdog.start()
             _, status, usage = os.wait4(process.pid, 0)
         except BaseException:  # Ctrl-C or the bench's own error: its own session never sees the signal
             stop.set()
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
+            launch.stop()
             raise
         seconds = time.perf_counter() - started
         stop.set()
