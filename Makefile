@@ -13,12 +13,19 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: run test serve ui install bench bench-quick fuzz soak scale report backtest
 
+# One environment for the service, the pipeline, the tests and the benchmarks, installed from
+# requirements.lock (every package pinned, the versions CI ran), then the project itself without
+# resolving anything; the bento installs from the same lock (pipelines/package.py). After a change
+# to pyproject.toml's dependencies, rewrite the lock with the command at its top (pins kept where
+# they still fit; with --upgrade every one moves to its newest allowed version):
+#   .venv/bin/uv pip compile pyproject.toml --extra test --extra bench --universal --python-version 3.11 -o requirements.lock
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 run: $(INSTALLED)
@@ -51,30 +58,24 @@ report: $(INSTALLED)
 # alone: scoring (issue 14) needs only what `make run` left, a few minutes. OpenMP threads sleep
 # instead of spinning while they wait (models/__init__.py), so a busy neighbour on a shared machine
 # does not make a 2-thread LightGBM call 40x slower.
-BENCH_INSTALLED := $(VENV)/.installed-bench
-
-$(BENCH_INSTALLED): $(INSTALLED)
-	$(BIN)/pip install --quiet -e ".[test,bench]"
-	touch $@
-
-bench: $(BENCH_INSTALLED)
+bench: $(INSTALLED)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
-bench-quick: $(BENCH_INSTALLED)
+bench-quick: $(INSTALLED)
 	$(BIN)/python -m bench.run --quick
 
 # Soak (bench/soak.py): the packaged service (`make run` builds it) on loopback at a steady rate
 # for SOAK_SECONDS; fails on any failed request or memory growth beyond noise.
 SOAK_SECONDS ?= 300
 
-soak: $(BENCH_INSTALLED)
+soak: $(INSTALLED)
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
 
 # API fuzzing (bench/fuzz.py): schemathesis, every check, against the packaged service on
 # loopback; FUZZ_EXAMPLES per operation, a new seed each run (FUZZ_SEED to replay one).
 FUZZ_EXAMPLES ?= 500
 
-fuzz: $(BENCH_INSTALLED)
+fuzz: $(INSTALLED)
 	$(BIN)/python -m bench.fuzz --examples $(FUZZ_EXAMPLES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 # Scale (bench/scale.py): the real validate, featurize, tune and train stages on ROWS synthetic

@@ -30,7 +30,7 @@ from bench.servers import BIN, PYTHON, REPO, server_env
 from features.schema import DECLARATION_FIELDS
 
 CODE = ("features", "models", "serving", "pipelines")
-CONFIG = ("dvc.yaml", "params.yaml", ".dvcignore")
+CONFIG = ("dvc.yaml", "params.yaml", ".dvcignore", "requirements.lock")  # the lock: the bento installs from it
 RAW_FILES = ("df_syn_train_eng.csv", "df_syn_valid_eng.csv")
 VALIDATED = Path("data/validated/declarations.parquet")
 # A child above this is stopped: the machine has 24 GiB and is shared.

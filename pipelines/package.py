@@ -93,7 +93,7 @@ def main() -> None:
         SERVICE,
         name="customs-risk-service",
         include=["features/*.py", "models/*.py", "serving/*.py", "serving/risk_profiles.yaml"],
-        python={"packages": ["customs-risk"], "lock_packages": False},
+        python={"requirements_txt": "requirements.lock", "lock_packages": False},  # the pins make install uses
         labels={"model": str(model.tag)},
         args={"model_tag": str(model.tag)},
     )

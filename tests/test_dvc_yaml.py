@@ -33,7 +33,9 @@ from tests.conftest import REPO
 PACKAGES = ("features", "models", "serving", "pipelines", "bench")
 STAGE_COMMAND = re.compile(r"^python -m (pipelines(?:\.\w+)+)(?:\s|$)")
 IMPORT_STRING = re.compile(rf"^((?:{'|'.join(PACKAGES)})(?:\.\w+)*):\w+(?:\.\w+)*$")
-PATH_LITERAL = re.compile(rf"^(?:{'|'.join(PACKAGES)})/[\w*?./-]+$")
+# Files outside the packages that decide what a stage's outputs hold: the bento installs the lock.
+ROOT_CODE = ("requirements.lock",)
+PATH_LITERAL = re.compile(rf"^(?:(?:{'|'.join(PACKAGES)})/[\w*?./-]+|{'|'.join(map(re.escape, ROOT_CODE))})$")
 
 
 def _stages() -> dict[str, dict]:
@@ -153,12 +155,12 @@ def stage_code(module: str) -> set[Path]:
 
 
 def listed_code(deps: list[str]) -> set[Path]:
-    """The project files a stage's deps name: files under the project's packages, a directory
-    standing for every file under it (as DVC hashes it, less what .dvcignore leaves out)."""
+    """The project files a stage's deps name: files under the project's packages (and ROOT_CODE),
+    a directory standing for every file under it (as DVC hashes it, less what .dvcignore leaves out)."""
     files: set[Path] = set()
     for dep in deps:
         path = REPO / dep.rstrip("/")
-        if dep.split("/")[0] not in PACKAGES:
+        if dep.split("/")[0] not in PACKAGES and dep not in ROOT_CODE:
             continue
         if path.is_dir():
             files.update(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
@@ -255,6 +257,7 @@ def test_the_walk_follows_imports_strings_and_globs():
     package = {str(f.relative_to(REPO)) for f in stage_code("pipelines.package")}
     assert {"serving/service.py", "serving/loading.py", "models/registry.py", "features/schema.py"} <= package
     assert "serving/risk_profiles.yaml" in package
+    assert "requirements.lock" in package  # the bento's python packages
     assert "features/__init__.py" in package  # copied into the bento by the "features/*.py" glob
     # train logs its model with code_paths=["features", "models"]: every file there goes into it
     train = {str(f.relative_to(REPO)) for f in stage_code("pipelines.train")}
