@@ -20,6 +20,7 @@ from serving.simulation import (
     simulate,
     write_outputs,
 )
+from tests.conftest import REPO
 
 TRAIN = {
     "seed": 42,
@@ -160,3 +161,44 @@ def test_the_command_refuses_what_it_cannot_replay(tmp_path):
     assert missing.exit_code == 2 and "none.csv: no such file" in missing.output
     rate = runner.invoke(app, ["simulate", "--inspection-rate", "0", "--output", str(tmp_path)])
     assert rate.exit_code == 2 and "--inspection-rate" in rate.output
+
+
+def test_the_command_replays_a_canonical_file_with_uninspected_rows_and_logs_a_run(history, tmp_path, mlflow_store):
+    """`customs-risk simulate` as a user runs it, on canonical history holding declarations
+    nobody inspected (null labels: never counted as clean, never learned from)."""
+    from mlflow import MlflowClient
+
+    source = history.copy()
+    source.loc[source.index % 9 == 4, ["fraud", "critical_fraud"]] = None
+    path = tmp_path / "history.csv"
+    source.to_csv(path, index=False, date_format="%Y-%m-%d")
+    tracking = mlflow_store
+    start = _settings(history).start
+    args = [
+        "simulate",
+        "--input",
+        str(path),
+        "--start",
+        start,
+        "--period-days",
+        "200",
+        "--output",
+        str(tmp_path / "out"),
+        "--params",
+        str(REPO / "params.yaml"),  # mlflow_store runs the test in its own folder
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out" / "periods.csv")
+    assert set(table["strategy"]) == STRATEGIES and list(table.columns) == PERIOD_COLUMNS
+    # uninspected rows are not frauds a strategy could have found
+    inside = history[history["declaration_date"] >= pd.Timestamp(start)]
+    assert table.groupby("strategy")["frauds"].sum().max() <= int((source.loc[inside.index, "fraud"] == 1).sum())
+    runs = MlflowClient(tracking).search_runs(
+        [MlflowClient(tracking).get_experiment_by_name("simulation").experiment_id]
+    )
+    assert len(runs) == 1 and "policy.mean.precision" in runs[0].data.metrics
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert runs[0].data.metrics["policy.mean.precision"] == pytest.approx(
+        summary["strategies"]["policy"]["mean"]["precision"]
+    )
