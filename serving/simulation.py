@@ -32,7 +32,7 @@ from features.matrix import training_features
 from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel
 from models.calibration import Calibration
-from models.exploration import UNKNOWN_ENTITIES, exploration_picks
+from models.exploration import exploration_picks
 from models.lanes import LanePolicy, LaneShares
 from models.training import fit_rounds
 from serving.decide import decide
@@ -119,7 +119,7 @@ class Scored:
     risk: np.ndarray
     critical: np.ndarray
     duty_at_risk: np.ndarray
-    inspected: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]  # the entity counts the model read (features.history)
 
 
 IDENTITY = Calibration(1.0, 0.0)  # the booster's own probability: ranks and shares need no more
@@ -143,9 +143,7 @@ def score_period(knowledge: Knowledge, period: pd.DataFrame, first: pd.Timestamp
     """`period` (history rows) scored by the model trained on what `knowledge` held before it."""
     model = train_model(knowledge, first, settings)
     assessed = model.assess(period[DECLARATION_FIELDS])
-    counts = assessed.inputs.counts
-    inspected = {name: counts[f"{name}__inspected_count"] for name in UNKNOWN_ENTITIES}
-    return Scored(period, model, assessed.risk, assessed.critical, assessed.duty_at_risk, inspected)
+    return Scored(period, model, assessed.risk, assessed.critical, assessed.duty_at_risk, assessed.inputs.counts)
 
 
 def declared_duty(period: pd.DataFrame) -> np.ndarray:
@@ -196,7 +194,16 @@ def explore_picks(share: float) -> Callable[[Scored, Settings, np.random.Generat
         budget = round(settings.inspection_rate * len(scored.risk))
         explored = round(share * budget)
         by_risk = top(scored.risk, budget - explored)
-        return by_risk | exploration_picks(scored.inspected, scored.risk, explored, by_risk)
+        counts = scored.counts
+        return by_risk | exploration_picks(
+            scored.period["importer_id"].to_numpy(),
+            counts["importer__inspected_count"],
+            counts["importer__declarations"],
+            counts["declarant__inspected_count"],
+            scored.risk,
+            explored,
+            by_risk,
+        )
 
     return picks
 
@@ -327,7 +334,7 @@ def simulate(
 
 def _unscored(period: pd.DataFrame) -> Scored:
     empty = np.zeros(len(period))
-    return Scored(period, None, empty, empty, empty, dict.fromkeys(UNKNOWN_ENTITIES, empty))
+    return Scored(period, None, empty, empty, empty, {})
 
 
 def summarize(
