@@ -21,7 +21,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,20 +56,21 @@ LAST_PERIODS = 12  # the summary's second mean: the loop once it has settled
 
 @dataclass(frozen=True)
 class Settings:
-    """What one run replays; `rounds` are fewer than the pipeline's early-stopped count so that 27
-    periods x 6 learners fit in minutes (summary.json says how many)."""
+    """What one run replays (params.yaml `simulate`, with `train`, `features` and `serving`);
+    `rounds` are fewer than the pipeline's early-stopped count so that 27 periods x 6 learners
+    fit in minutes (summary.json says how many)."""
 
-    start: str = "2020-02-28"
-    period_days: int = 15
-    inspection_rate: float = 0.10
-    rounds: int = 100
-    critical_rounds: int = 50
-    smoothing: float = 10.0
-    seed: int = 0
-    train_params: dict = field(default_factory=dict)
-    shares: LaneShares | None = None
-    exploration_key: str = "customs-risk-exploration"
-    exploration_sweep: tuple[float, ...] = (0.0, 0.01, 0.05, 0.10)
+    start: str
+    period_days: int
+    inspection_rate: float
+    rounds: int
+    critical_rounds: int
+    seed: int
+    smoothing: float
+    train_params: dict
+    shares: LaneShares
+    exploration_key: str
+    exploration_sweep: tuple[float, ...] = (0.0, 0.01, 0.05, 0.10)  # CONTRACT section 2's explore_*
     only: tuple[str, ...] = ()  # run these strategies alone (comparing variants); () runs all
 
 
@@ -164,7 +165,6 @@ def scaled_policy(scored: Scored, settings: Settings) -> LanePolicy:
     """The lane policy as params.yaml sets it, red capacity scaled to the inspection rate and
     fitted on the period's own scores, so each source gets its share of the period."""
     shares = settings.shares
-    assert shares is not None
     scale = settings.inspection_rate / (shares.red_share + shares.exploration_share)
     scaled = dataclasses.replace(
         shares,
@@ -426,16 +426,11 @@ def read_history(paths: list[Path]) -> pd.DataFrame:
 
 
 def settings_from_params(params: dict, **overrides) -> Settings:
-    """The run's settings from params.yaml (`simulate`, `train`, `features`, `serving`)."""
-    section = params.get("simulate", {})
+    """The run's settings from params.yaml (`simulate`, `train`, `features`, `serving`); an
+    override of None keeps the file's value."""
     serving = params["serving"]
     values = {
-        "start": section.get("start", Settings.start),
-        "period_days": section.get("period_days", Settings.period_days),
-        "inspection_rate": section.get("inspection_rate", Settings.inspection_rate),
-        "rounds": section.get("rounds", Settings.rounds),
-        "critical_rounds": section.get("critical_rounds", Settings.critical_rounds),
-        "seed": section.get("seed", Settings.seed),
+        **{name: params["simulate"][name] for name in SIMULATE_KEYS},
         "smoothing": params["features"]["smoothing"],
         "train_params": params["train"],
         "shares": LaneShares.from_params(serving),
@@ -443,6 +438,9 @@ def settings_from_params(params: dict, **overrides) -> Settings:
     }
     values.update({key: value for key, value in overrides.items() if value is not None})
     return Settings(**values)
+
+
+SIMULATE_KEYS = ("start", "period_days", "inspection_rate", "rounds", "critical_rounds", "seed")
 
 
 def print_table(summary: dict) -> None:
@@ -501,16 +499,21 @@ def log_run(summary: dict, outputs: list[Path]) -> str:
         return run.info.run_id
 
 
-DEFAULT_INPUTS = [Path("data/raw/df_syn_train_eng.csv"), Path("data/raw/df_syn_valid_eng.csv")]
-
-
 def simulate_command(
     inputs: list[Path] = typer.Option(
-        None, "--input", help="a history file ingest takes (KCS export or canonical), repeatable; default data/raw/"
+        None,
+        "--input",
+        help="a history file ingest takes (KCS export or canonical), repeatable; default params.yaml ingest.sources",
     ),
-    start: str | None = typer.Option(None, "--start", help="labelled up to this day (default 2020-02-28)"),
-    period_days: int | None = typer.Option(None, "--period-days", help="days in a period (default 15)"),
-    inspection_rate: float | None = typer.Option(None, "--inspection-rate", help="share inspected (default 0.10)"),
+    start: str | None = typer.Option(
+        None, "--start", help="labelled up to this day (default: params.yaml simulate.start)"
+    ),
+    period_days: int | None = typer.Option(
+        None, "--period-days", help="days in a period (default: simulate.period_days)"
+    ),
+    inspection_rate: float | None = typer.Option(
+        None, "--inspection-rate", help="share inspected (default: simulate.inspection_rate)"
+    ),
     output: Path = typer.Option(Path("reports/simulation"), "--output", help="folder for the CSV, JSON and PNG"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="the knobs (train, serving, simulate)"),
 ) -> None:
@@ -534,7 +537,7 @@ def simulate_command(
     try:
         params = yaml.safe_load(params_file.read_text())
         settings = settings_from_params(params, start=start, period_days=period_days, inspection_rate=inspection_rate)
-        history = read_history(list(inputs or DEFAULT_INPUTS))
+        history = read_history(list(inputs or []) or [Path(source) for source in params["ingest"]["sources"]])
         with Progress(transient=True) as bar:
             task = bar.add_task(
                 "simulate", total=len(periods_of(history, pd.Timestamp(settings.start), settings.period_days))

@@ -65,6 +65,10 @@ def _settings(history: pd.DataFrame, **changes) -> Settings:
         "critical_rounds": 5,
         "train_params": TRAIN,
         "shares": SHARES,
+        "inspection_rate": 0.10,
+        "seed": 0,
+        "smoothing": 10.0,
+        "exploration_key": "customs-risk-exploration",
     }
     return Settings(**{**values, **changes})
 
