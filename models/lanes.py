@@ -7,17 +7,24 @@ the first source that picks it. Yellow takes the next by critical score and by r
 A keyed hash sends an exploration share of would-be-green declarations red at random, so the
 model keeps being tested on what it would have released (the report's unbiased yardstick).
 
-Every threshold is fixed when the model is packaged; at serving a declaration's lane depends on
-its own scores only, so the lane never depends on what else is in the batch, and raising any
-score never lowers a lane.
+Thresholds are fitted when the model is trained, on the validation window's scores. Served, they
+either stay so (`fixed`) or follow the traffic (`follow`, params.yaml `serving.lane_thresholds`):
+capacity is a share of what arrives, and the score distribution moves by more than a point at
+the top from month to month (docs/lanes.md, Backtest), so thresholds fixed on any past window let
+the shares drift. Following, each declaration's thresholds are fitted, the same way, on the
+scores of the declarations scored just before it (`ScoreWindow`): its lane depends on its own
+scores and on that window, never on the declarations after it, so a stream gets the same lanes
+however it is cut into batches. Given its thresholds, raising any score never lowers a lane.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 
 # Every lane, least scrutiny first: green releases, yellow checks the documents, red inspects.
 LANES = ("green", "yellow", "red")
@@ -33,9 +40,37 @@ def raise_lane(lane: str, *to: str) -> str:
     return max((lane, *to), key=SEVERITY.__getitem__)
 
 
+# What thresholds are quantiles of, as /score names the scores; a window holds them in this order.
+SCORES = ("risk_score", "critical_score", "duty_at_risk")
+RISK, CRITICAL, VALUE = range(len(SCORES))
+# Every threshold, in the order it fills capacity: (its name, the lane and source it picks for,
+# the score it is a quantile of). Each takes its share among what the ones before it left.
+FILLS = (
+    ("red_critical_threshold", "red", "critical", CRITICAL),
+    ("red_value_threshold", "red", "value", VALUE),
+    ("red_threshold", "red", "model", RISK),  # fraud risk
+    ("yellow_critical_threshold", "yellow", "critical", CRITICAL),
+    ("yellow_threshold", "yellow", "model", RISK),  # fraud risk
+)
+THRESHOLDS = tuple(name for name, *_ in FILLS)
 # the sources of red and yellow picks, in the order they fill capacity: public safety first
-RED_SOURCES = ("critical", "value", "model")
-YELLOW_SOURCES = ("critical", "model")
+RED_SOURCES = tuple(source for _, lane, source, _ in FILLS if lane == "red")
+YELLOW_SOURCES = tuple(source for _, lane, source, _ in FILLS if lane == "yellow")
+# params.yaml `serving.lane_thresholds`: thresholds as fitted on the validation window, or
+# refitted for each declaration on the last `serving.follow_window` scored (the default)
+FIXED, FOLLOW = "fixed", "follow"
+THRESHOLD_MODES = (FOLLOW, FIXED)
+# The folder of a training run's MLflow artifacts holding its validation window's scores (the
+# evaluate stage logs them): what the run's thresholds were fitted on, and what a packaged
+# window that follows traffic starts from.
+SCORES_ARTIFACTS = "lanes"
+
+
+def threshold_mode(value: str) -> str:
+    """params.yaml `serving.lane_thresholds`, checked where it is packaged and where it is read."""
+    if value not in THRESHOLD_MODES:
+        raise ValueError(f"serving.lane_thresholds must be one of {', '.join(THRESHOLD_MODES)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -72,6 +107,16 @@ class LaneShares:
     def from_params(serving: dict) -> LaneShares:
         return LaneShares(**{name: float(serving[name]) for name in LaneShares.__dataclass_fields__})
 
+    def fill_shares(self) -> tuple[float, ...]:
+        """Each threshold's share of all declarations, in FILLS order."""
+        return (
+            self.red_critical_share,
+            self.red_value_share,
+            self.red_risk_share,
+            self.yellow_critical_share,
+            self.yellow_share - self.yellow_critical_share,
+        )
+
 
 def _threshold(values: np.ndarray, available: np.ndarray, share: float) -> float:
     """The score of the last declaration the share takes among those still available (infinite
@@ -82,6 +127,23 @@ def _threshold(values: np.ndarray, available: np.ndarray, share: float) -> float
         return float("inf")
     count = min(count, len(pool))
     return float(np.partition(pool, len(pool) - count)[len(pool) - count])
+
+
+def fit_thresholds(shares: LaneShares, scores: np.ndarray) -> np.ndarray:
+    """The thresholds (THRESHOLDS order) that give each source its share of these declarations'
+    scores (rows of SCORES), each among what the sources before it left."""
+    available = np.ones(len(scores), dtype=bool)
+    thresholds = np.empty(len(FILLS))
+    for k, ((*_, column), share) in enumerate(zip(FILLS, shares.fill_shares())):
+        values = scores[:, column]
+        thresholds[k] = _threshold(values, available, share)
+        available &= values < thresholds[k]
+    return thresholds
+
+
+def score_rows(risk, critical, duty_at_risk) -> np.ndarray:
+    """Scores as a window holds them: one row per declaration, SCORES in order."""
+    return np.column_stack([np.asarray(a, dtype=float) for a in (risk, critical, duty_at_risk)])
 
 
 @dataclass(frozen=True)
@@ -105,22 +167,15 @@ class LanePolicy(LaneShares):
         duty_at_risk: np.ndarray,
     ) -> LanePolicy:
         """Thresholds that give each source its share on these (out-of-sample) scores."""
-        risk, critical, value = (np.asarray(a, dtype=float) for a in (risk, critical, duty_at_risk))
-        available = np.ones(len(risk), dtype=bool)
-        thresholds = {}
-        for name, scores, share in (
-            ("red_critical_threshold", critical, shares.red_critical_share),
-            ("red_value_threshold", value, shares.red_value_share),
-            ("red_threshold", risk, shares.red_risk_share),
-            ("yellow_critical_threshold", critical, shares.yellow_critical_share),
-            ("yellow_threshold", risk, shares.yellow_share - shares.yellow_critical_share),
-        ):
-            thresholds[name] = _threshold(scores, available, share)
-            available &= scores < thresholds[name]
+        thresholds = fit_thresholds(shares, score_rows(risk, critical, duty_at_risk))
         shared = {name: getattr(shares, name) for name in LaneShares.__dataclass_fields__}
-        return cls(**shared, exploration_key=exploration_key, **thresholds)
+        return cls(**shared, exploration_key=exploration_key, **dict(zip(THRESHOLDS, thresholds.tolist())))
 
-    def explored(self, declaration_ids: list[str]) -> np.ndarray:
+    def thresholds(self) -> np.ndarray:
+        """The policy's thresholds, in THRESHOLDS order."""
+        return np.array([getattr(self, name) for name in THRESHOLDS], dtype=float)
+
+    def explored(self, declaration_ids: Sequence[str]) -> np.ndarray:
         """Whether each ID falls in the exploration share: the same ID always answers the same."""
         key = self.exploration_key.encode()
         if len(key) > hashlib.blake2b.MAX_KEY_SIZE:  # blake2b takes at most 64 key bytes
@@ -132,22 +187,22 @@ class LanePolicy(LaneShares):
         return np.asarray(draws, dtype=np.float64) / 2.0**64 < self.exploration_share
 
     def assign(
-        self, risk: np.ndarray, critical: np.ndarray, duty_at_risk: np.ndarray, declaration_ids: list[str]
+        self,
+        risk: np.ndarray,
+        critical: np.ndarray,
+        duty_at_risk: np.ndarray,
+        declaration_ids: Sequence[str],
+        thresholds: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Lane and what selected it (`selected_by`), for each declaration."""
-        risk, critical, value = (np.asarray(a, dtype=float) for a in (risk, critical, duty_at_risk))
-        lane = np.full(len(risk), "green", dtype=object)
-        selected_by = np.full(len(risk), "model", dtype=object)
-        picks = (
-            ("red", "critical", critical >= self.red_critical_threshold),
-            ("red", "value", value >= self.red_value_threshold),
-            ("red", "model", risk >= self.red_threshold),
-            ("yellow", "critical", critical >= self.yellow_critical_threshold),
-            ("yellow", "model", risk >= self.yellow_threshold),
-        )
-        undecided = np.ones(len(risk), dtype=bool)
-        for to_lane, source, picked in picks:
-            chosen = undecided & picked
+        """Lane and what selected it (`selected_by`), for each declaration; by `thresholds`, one
+        row per declaration (THRESHOLDS order), where they follow the traffic, else the policy's."""
+        scores = score_rows(risk, critical, duty_at_risk)
+        limits = self.thresholds() if thresholds is None else np.asarray(thresholds, dtype=float)
+        lane = np.full(len(scores), "green", dtype=object)
+        selected_by = np.full(len(scores), "model", dtype=object)
+        undecided = np.ones(len(scores), dtype=bool)
+        for k, (_, to_lane, source, column) in enumerate(FILLS):
+            chosen = undecided & (scores[:, column] >= limits[..., k])
             lane[chosen], selected_by[chosen] = to_lane, source
             undecided &= ~chosen
         random_pick = undecided & self.explored(declaration_ids)
@@ -170,3 +225,47 @@ class LanePolicy(LaneShares):
             "red_share": self.red_share,
             "order": {"red": list(RED_SOURCES), "yellow": list(YELLOW_SOURCES)},
         }
+
+
+@dataclass(frozen=True)
+class ScoreWindow:
+    """The scores lane thresholds follow: those of the last `size` declarations scored (rows of
+    SCORES, oldest first), as the audit store keeps them, topped up from the validation window's
+    out-of-sample scores (packaged with the model) while fewer have been scored."""
+
+    size: int
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"serving.follow_window must be 1 or more, got {self.size}")
+
+    @classmethod
+    def of(cls, size: int, *parts: np.ndarray) -> ScoreWindow:
+        """The last `size` rows of `parts` (score rows, each part and the parts oldest first)."""
+        scores = np.concatenate([np.asarray(part, dtype=float).reshape(-1, len(SCORES)) for part in parts])
+        return cls(size, scores[max(0, len(scores) - size) :])
+
+    @classmethod
+    def latest(cls, size: int, scored: pd.DataFrame) -> ScoreWindow:
+        """The last `size` declarations by date of a frame with `declaration_date` and SCORES (the
+        validation window's scores, in the order they were scored within a day)."""
+        in_order = scored.sort_values("declaration_date", kind="stable")
+        return cls.of(size, in_order[list(SCORES)].to_numpy(dtype=float))
+
+    def policy(self, policy: LanePolicy) -> LanePolicy:
+        """`policy` with the thresholds the next declaration scored would be decided with."""
+        return LanePolicy.fit(policy, policy.exploration_key, *self.scores.T)
+
+    def follow(self, shares: LaneShares, scores: np.ndarray) -> np.ndarray:
+        """The thresholds of each of a batch of declarations (score rows in the order they are
+        decided), one row each: fitted on the `size` scored before it, the window's and then
+        the batch's own. So a declaration's thresholds do not depend on how the stream was cut
+        into batches, and no declaration's lane on the ones after it."""
+        stream = np.concatenate([self.scores, np.asarray(scores, dtype=float).reshape(-1, len(SCORES))])
+        return np.array(
+            [
+                fit_thresholds(shares, stream[max(0, end - self.size) : end])
+                for end in range(len(self.scores), len(stream))
+            ]
+        ).reshape(-1, len(THRESHOLDS))

@@ -4,12 +4,13 @@ and reproducible random exploration."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from models.lanes import LanePolicy, LaneShares
+from models.lanes import THRESHOLDS, LanePolicy, LaneShares, ScoreWindow, threshold_mode
 
 KEY = "customs-risk-exploration"
 INF = float("inf")
@@ -251,3 +252,57 @@ def test_exploration_depends_on_the_id_alone(ids, share):
     alone = [bool(policy.explored([i])[0]) for i in ids]
     assert policy.explored(ids).tolist() == alone
     assert policy.explored(list(reversed(ids))).tolist() == list(reversed(alone))
+
+
+# --- thresholds that follow the traffic ----------------------------------------------------------
+
+
+def test_a_window_keeps_the_last_scores_oldest_first():
+    rows = np.arange(30, dtype=float).reshape(10, 3)
+    window = ScoreWindow.of(4, rows[:3], rows[3:7])
+    np.testing.assert_array_equal(window.scores, rows[3:7])
+    assert len(ScoreWindow.of(50, rows).scores) == 10  # fewer scored than it holds: all of them
+    with pytest.raises(ValueError, match="follow_window must be 1 or more"):
+        ScoreWindow.of(0, rows)
+
+
+def test_the_latest_of_a_window_are_the_last_by_date_in_their_order():
+    scored = pd.DataFrame(
+        {
+            "declaration_date": pd.to_datetime(["2021-03-02", "2021-03-01", "2021-03-02", "2021-03-01"]),
+            "risk_score": [0.1, 0.2, 0.3, 0.4],
+            "critical_score": 0.0,
+            "duty_at_risk": 0.0,
+        }
+    )
+    assert ScoreWindow.latest(3, scored).scores[:, 0].tolist() == [0.4, 0.1, 0.3]
+
+
+def test_thresholds_given_per_declaration_decide_as_the_policy_fitted_on_them(scores):
+    policy = LanePolicy.fit(SHARES, KEY, *scores)
+    ids = _ids(len(scores[0]), seed=8)
+    windows = [ScoreWindow.of(500, np.column_stack(scores)[start : start + 500]) for start in (0, 3000, 6000)]
+    rows = np.arange(len(ids)) % len(windows)  # each declaration by one of three windows' thresholds
+    thresholds = np.array([windows[w].policy(policy).thresholds() for w in rows])
+    lane, selected_by = policy.assign(*scores, ids, thresholds)
+    for w, window in enumerate(windows):
+        mine = rows == w
+        expected = window.policy(policy).assign(*(s[mine] for s in scores), [i for i, m in zip(ids, mine) if m])
+        assert lane[mine].tolist() == expected[0].tolist()
+        assert selected_by[mine].tolist() == expected[1].tolist()
+    # a window's thresholds are the policy's fitted on its scores, shares and key kept
+    assert windows[0].policy(policy) == LanePolicy.fit(SHARES, KEY, *(s[:500] for s in scores))
+
+
+def test_following_a_window_as_big_as_the_scores_gives_the_fitted_thresholds(scores):
+    rows = np.column_stack(scores)
+    followed = ScoreWindow.of(1000, rows[:1000]).follow(SHARES, rows[1000:1003])
+    np.testing.assert_array_equal(followed[0], LanePolicy.fit(SHARES, KEY, *rows[:1000].T).thresholds())
+    np.testing.assert_array_equal(followed[2], LanePolicy.fit(SHARES, KEY, *rows[2:1002].T).thresholds())
+    assert ScoreWindow.of(10, rows[:10]).follow(SHARES, rows[:0]).shape == (0, len(THRESHOLDS))
+
+
+def test_an_unknown_threshold_mode_is_refused_by_name():
+    assert [threshold_mode(mode) for mode in ("follow", "fixed")] == ["follow", "fixed"]
+    with pytest.raises(ValueError, match=r"serving\.lane_thresholds must be one of follow, fixed"):
+        threshold_mode("adaptive")
