@@ -6,7 +6,13 @@ release is brought up to this one when it is opened for writing, in one transact
 service and the CLI can open it at the same time. Version 0 (no version) is the first layout;
 version 1 adds each decision's container number and bill of lading (null when not declared);
 version 2 adds each outcome's `additional_duty`, the duty the inspection assessed beyond the
-declared duty (null when not reported, and in every outcome stored before version 2)."""
+declared duty (null when not reported, and in every outcome stored before version 2); version 3
+adds each decision's `duty_at_risk`, the lane thresholds it was made with and their mode
+(`lane_thresholds`: fixed or follow), null in every decision stored before it.
+
+Lane thresholds that follow traffic read their window here (`recent_scores`): the scores of the
+last declarations the champion scored, whichever worker or replica scored them, so a restart or
+another replica continues the same window."""
 
 from __future__ import annotations
 
@@ -16,7 +22,10 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from models.lanes import SCORES, THRESHOLDS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -31,10 +40,18 @@ CREATE TABLE IF NOT EXISTS decisions (
     selected_by TEXT NOT NULL,
     reasons TEXT NOT NULL,
     container_number TEXT,
-    bill_of_lading TEXT
+    bill_of_lading TEXT,
+    duty_at_risk REAL,
+    red_critical_threshold REAL,
+    red_value_threshold REAL,
+    red_threshold REAL,
+    yellow_critical_threshold REAL,
+    yellow_threshold REAL,
+    lane_thresholds TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_by_declaration ON decisions (declaration_id);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (scored_at);
+CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model_version, id);
 CREATE TABLE IF NOT EXISTS outcomes (
     declaration_id TEXT PRIMARY KEY,
     inspected_on TEXT NOT NULL,
@@ -46,11 +63,17 @@ CREATE TABLE IF NOT EXISTS outcomes (
 """
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What a decision row holds of its declaration besides the record itself, so that port control
-# and partner alerts can query and export them: (column, added in version).
-DECISION_IDENTIFIERS = {"container_number": 1, "bill_of_lading": 1}
-# Columns added to an outcome after the first layout: (column, its SQL type), by version added.
+# and partner alerts can query and export them.
+DECISION_IDENTIFIERS = ("container_number", "bill_of_lading")
+# Columns added to a decision or an outcome after the first layout: (version added, SQL type).
+DECISION_COLUMNS = {
+    **dict.fromkeys(DECISION_IDENTIFIERS, (1, "TEXT")),
+    "duty_at_risk": (3, "REAL"),
+    **dict.fromkeys(THRESHOLDS, (3, "REAL")),
+    "lane_thresholds": (3, "TEXT"),
+}
 OUTCOME_COLUMNS = {"additional_duty": (2, "REAL")}
 
 
@@ -67,6 +90,11 @@ def _text(value) -> str | None:
 def _amount(value) -> float | None:
     """An optional amount as stored: a float (SQLite cannot hold an integer past 2**63), or null."""
     return None if value is None else float(value)
+
+
+def _limit(value) -> float | None:
+    """A threshold as stored: null for a source given no share (it picks nothing: infinite)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def _now() -> str:
@@ -93,14 +121,11 @@ class AuditStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
-                for column in DECISION_IDENTIFIERS:
-                    if column not in columns:
-                        self._db.execute(f"ALTER TABLE decisions ADD COLUMN {column} TEXT")  # fixed names
-                columns = {row[1] for row in self._db.execute("PRAGMA table_info(outcomes)")}
-                for column, (_, kind) in OUTCOME_COLUMNS.items():
-                    if column not in columns:
-                        self._db.execute(f"ALTER TABLE outcomes ADD COLUMN {column} {kind}")  # fixed names
+                for table, added in (("decisions", DECISION_COLUMNS), ("outcomes", OUTCOME_COLUMNS)):
+                    columns = table_columns(self._db, table)
+                    for column, (_, kind) in added.items():
+                        if column not in columns:
+                            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")  # fixed names
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -128,32 +153,38 @@ class AuditStore:
         except sqlite3.Error:
             pass
 
-    def record_decisions(self, records: list[dict], results: pd.DataFrame, model_version: str) -> None:
-        scored_at = _now()
+    def record_decisions(
+        self, records: list[dict], results: pd.DataFrame, model_version: str, lane_thresholds: str | None = None
+    ) -> None:
+        """Store each declaration as sent (`records`) with its decision (`results`, as
+        serving.decide gives them: the /score fields, then the thresholds the lane was decided
+        with) and how those thresholds were set (models.lanes: fixed or follow). What a caller's
+        results lack (`duty_at_risk`, the thresholds) is stored null, and a decision without its
+        scores never joins the window thresholds follow."""
+        scored_at, n = _now(), len(records)
+
+        def optional(column: str, stored) -> list:
+            return [stored(value) for value in results[column].tolist()] if column in results else [None] * n
+
         # column by column: a frame's rows cost more to read one by one than the write itself
-        columns = ("declaration_id", "risk_score", "critical_score", "lane", "selected_by", "reasons")
-        rows = [
-            (
-                declaration_id,
-                scored_at,
-                model_version,
-                json.dumps(record, default=str),
-                float(risk_score),
-                float(critical_score),
-                lane,
-                selected_by,
-                json.dumps(reasons),
-                *(_text(record.get(column)) for column in DECISION_IDENTIFIERS),
-            )
-            for record, declaration_id, risk_score, critical_score, lane, selected_by, reasons in zip(
-                records, *(results[column].tolist() for column in columns)
-            )
-        ]
+        values = {
+            "declaration_id": results["declaration_id"].tolist(),
+            "scored_at": [scored_at] * n,
+            "model_version": [model_version] * n,
+            "record": [json.dumps(record, default=str) for record in records],
+            "risk_score": [float(score) for score in results["risk_score"].tolist()],
+            "critical_score": [float(score) for score in results["critical_score"].tolist()],
+            "lane": results["lane"].tolist(),
+            "selected_by": results["selected_by"].tolist(),
+            "reasons": [json.dumps(reasons) for reasons in results["reasons"].tolist()],
+            **{column: [_text(record.get(column)) for record in records] for column in DECISION_IDENTIFIERS},
+            "duty_at_risk": optional("duty_at_risk", _amount),
+            **{name: optional(name, _limit) for name in THRESHOLDS},
+            "lane_thresholds": [lane_thresholds] * n,
+        }
         self._write(
-            "INSERT INTO decisions (declaration_id, scored_at, model_version, record, risk_score,"
-            " critical_score, lane, selected_by, reasons, container_number, bill_of_lading)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            f"INSERT INTO decisions ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608 - fixed names
+            list(zip(*values.values())),
         )
 
     def record_outcomes(self, outcomes: list[dict]) -> int:
@@ -186,6 +217,27 @@ class AuditStore:
             return self._db.execute(
                 "SELECT risk_score, lane FROM decisions ORDER BY id DESC LIMIT ?", (int(count),)
             ).fetchall()
+
+    def recent_scores(self, count: int, model_version: str) -> pd.DataFrame:
+        """The scores (models.lanes.SCORES) and lane of the last `count` declarations this model
+        version decided, oldest first, whichever process decided them: the window lane
+        thresholds follow. Another version's scores are not this model's (a new champion's
+        window starts again from its own validation scores)."""
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT {', '.join(SCORES)}, lane FROM decisions"  # noqa: S608 - fixed names
+                    " WHERE model_version = ? AND duty_at_risk IS NOT NULL ORDER BY id DESC LIMIT ?",
+                    (model_version, int(count)),
+                ).fetchall()
+        except sqlite3.Error as failed:
+            raise AuditStoreUnavailable(f"the audit store {self.path} cannot be read: {failed}") from failed
+        return pd.DataFrame(rows[::-1], columns=[*SCORES, "lane"])
+
+    def close(self) -> None:
+        """Let go of the store: a command that only read it leaves no connection behind."""
+        with self._lock:
+            self._db.close()
 
     def read(self, table: str) -> pd.DataFrame:
         if table not in ("decisions", "outcomes"):
@@ -238,10 +290,8 @@ def export(path: Path, table: str, since: dt.date, until: dt.date) -> pd.DataFra
     if table == "outcomes" and "additional_duty" not in rows.columns:
         rows["additional_duty"] = None
     if table == "decisions":
-        # a store of an earlier layout, not opened for writing since: its decisions declared none
-        for column in DECISION_IDENTIFIERS:
+        # a store of an earlier layout, not opened for writing since: its decisions hold none
+        for position, column in enumerate(DECISION_COLUMNS, start=rows.columns.get_loc("reasons") + 1):
             if column not in rows.columns:
-                rows.insert(
-                    rows.columns.get_loc("reasons") + 1 + list(DECISION_IDENTIFIERS).index(column), column, None
-                )
+                rows.insert(position, column, None)
     return rows
