@@ -218,6 +218,20 @@ def _tuning_sample(tuning: dict) -> str:
     )
 
 
+def _packaged_thresholds(follow_window: int | None) -> str:
+    if follow_window is not None:
+        return (
+            "Packaged with thresholds that follow traffic (`serving.lane_thresholds: follow`): each declaration's "
+            f"are the quantiles, at the shares below, of the scores of the last {follow_window:,} declarations the "
+            "center scored with this model, starting from the validation window's. The table is the validation "
+            "window decided by the thresholds fitted on it, where a new service starts."
+        )
+    return (
+        "Packaged with thresholds fixed as fitted on the validation window's scores (`serving.lane_thresholds: "
+        "fixed`): the table below. On later traffic the shares move with the scores (docs/lanes.md, Backtest)."
+    )
+
+
 def model_card(
     identity: dict,
     windows: dict,
@@ -226,9 +240,12 @@ def model_card(
     tuning: dict,
     rates: list[float],
     duty_estimate: str = "risk x declared duty",
+    follow_window: int | None = None,
 ) -> str:
     """Markdown for the registry version: what it was trained on, how it did, where it is weak.
-    `tuning` is the tune stage's outcome: the parameters, and the training rows it searched on."""
+    `tuning` is the tune stage's outcome: the parameters, and the training rows it searched on;
+    `follow_window` how many declarations its packaged lane thresholds follow (None: they are
+    fixed), since the validation window's lane shares hold on later traffic only if they do."""
     params = tuning["params"]
     rows = "\n".join(
         f"| top {rate:g}% | {metrics[f'precision_at_{rate:g}']:.3f} | {metrics[f'recall_at_{rate:g}']:.3f} "
@@ -265,7 +282,9 @@ ROC AUC {metrics.get("roc_auc", float("nan")):.3f}, PR AUC {metrics.get("pr_auc"
 Brier {metrics["brier"]:.4f}; critical ROC AUC {metrics.get("critical_roc_auc", float("nan")):.3f},
 critical Brier {metrics["critical_brier"]:.4f}.
 
-## Lanes (fixed at training, from validation-window scores)
+## Lanes
+{_packaged_thresholds(follow_window)}
+
 Red by score {lanes["red_share"]:.1%}: critical score {lanes["red_critical_share"]:.1%}, then duty at risk
 {lanes["red_value_share"]:.1%} ({duty_estimate}), then fraud risk {lanes["red_risk_share"]:.1%};
 {lanes["exploration_share"]:.1%} of would-be-green declarations are inspected at random. Yellow

@@ -7,6 +7,7 @@ import pandas as pd
 
 from features.matrix import FEATURE_NAMES
 from models.bundle import RiskModel
+from models.lanes import FOLLOW, SCORES_ARTIFACTS, threshold_mode
 from models.metrics import lane_metrics, targeting_metrics
 from models.registry import configure_tracking
 from models.reports import (
@@ -93,8 +94,16 @@ def main() -> None:
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     identity = {"run_id": run_id, "data_version": tags.get("data_version"), "git_commit": tags.get("git_commit")}
     duty_estimate = "risk x expected recovered duty, learned" if model.duty_booster else "risk x declared duty"
+    serving = params["serving"]
     card = model_card(
-        identity, params["windows"], metrics, model.lanes.describe(), read_json(TUNED), rates, duty_estimate
+        identity,
+        params["windows"],
+        metrics,
+        model.lanes.describe(),
+        read_json(TUNED),
+        rates,
+        duty_estimate,
+        int(serving["follow_window"]) if threshold_mode(serving["lane_thresholds"]) == FOLLOW else None,
     )
     with staged_output(MODEL_CARD) as path:
         path.write_text(card)
@@ -102,11 +111,15 @@ def main() -> None:
         mlflow.log_metrics(metrics)
         for path in [*images, CURVE, FRONTIER, YELLOW_FRONTIER, MODEL_CARD]:
             mlflow.log_artifact(str(path), "reports")
+        mlflow.log_artifact(str(SCORES), SCORES_ARTIFACTS)  # a packaged window that follows traffic starts there
     shown = ", ".join(
         f"{k}={metrics[k]:.3f}"
         for k in ("precision_at_5", "roc_auc", "lane_red_hit_rate", "lane_red_duty_share", "lane_red_critical_share")
     )
-    print(f"evaluate: {shown} -> {METRICS}, plots in {PLOTS}/, model card {MODEL_CARD}")
+    print(
+        f"evaluate: {shown} -> {METRICS}, plots in {PLOTS}/, model card {MODEL_CARD} "
+        f"(lane thresholds packaged: {serving['lane_thresholds']})"
+    )
 
 
 if __name__ == "__main__":

@@ -14,22 +14,29 @@ from pathlib import Path
 
 import bentoml
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from models.lanes import FOLLOW, SCORES, SCORES_ARTIFACTS, ScoreWindow, threshold_mode
 from models.registry import champion, configure_tracking
 from pipelines.common import load_params, read_json, write_json
-from pipelines.paths import PACKAGE, REGISTRATION
-from serving.loading import file_digests, tree_digest, verify_files
+from pipelines.paths import PACKAGE, REGISTRATION, VALIDATION_SCORES
+from serving.loading import LANE_WINDOW, file_digests, tree_digest, verify_files
 from serving.settings import Settings, use_stores
 
 SERVICE = "serving.service:CustomsRisk"
-SERVING_LIMITS = (
+# params.yaml `serving` as the service and `customs-risk score` read it from the champion
+SERVING_PARAMS = (
     "max_batch",
     "max_reasons",
     "max_body_bytes",
     "timeout_seconds",
     "body_timeout_seconds",
     "drift_window",
+    "lane_thresholds",
+    "follow_window",
 )
 FILES_TAG = "files_sha256"
 
@@ -48,11 +55,30 @@ def registry_fingerprint(client: MlflowClient, name: str, version, digests: dict
     return fingerprint
 
 
+def validation_window(run_id: str, size: int) -> dict[str, np.ndarray]:
+    """The last `size` out-of-sample scores of the champion's validation window, in date order,
+    by score: where its lanes' window starts when they follow traffic. From its own run, not the
+    checkout: the champion may be an earlier run than the one trained last."""
+    artifact = f"{SCORES_ARTIFACTS}/{VALIDATION_SCORES.name}"
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=scratch)
+        except MlflowException as missing:
+            raise SystemExit(
+                f"package: the champion's run {run_id} holds no {artifact} (its evaluate stage logs it), so its "
+                "lanes cannot follow traffic: retrain, or set serving.lane_thresholds: fixed"
+            ) from missing
+        window = ScoreWindow.latest(size, pd.read_parquet(path, columns=["declaration_date", *SCORES]))
+    return {name: window.scores[:, column] for column, name in enumerate(SCORES)}
+
+
 def import_champion(name: str, serving: dict) -> bentoml.Model:
     """Import the champion once per registry version; the tag names the version it came from."""
     version = champion(name)
     if version is None:
         raise SystemExit(f"package: no '{name}@champion' in the registry; run the register stage")
+    follow = threshold_mode(serving["lane_thresholds"]) == FOLLOW
+    window = {LANE_WINDOW: validation_window(version.run_id, int(serving["follow_window"]))} if follow else None
     tag = f"{name}:v{version.version}"
     with contextlib.suppress(bentoml.exceptions.NotFound):
         bentoml.models.delete(bentoml.models.get(tag).tag)
@@ -66,12 +92,13 @@ def import_champion(name: str, serving: dict) -> bentoml.Model:
             tag,
             local,
             labels={"registry_version": str(version.version), "stage": "champion"},
+            custom_objects=window,
             metadata={
                 "name": name,
                 "version": str(version.version),
                 "run_id": version.run_id,
                 "validation_metrics": metrics,
-                "serving": {key: serving[key] for key in SERVING_LIMITS},
+                "serving": {key: serving[key] for key in SERVING_PARAMS},
                 FILES_TAG: fingerprint,
                 "files": digests,
             },

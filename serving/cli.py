@@ -18,6 +18,7 @@ from serving.settings import Settings, use_stores
 from serving.simulation import simulate_command
 
 if TYPE_CHECKING:  # for the annotation only: each command imports what it uses when it runs
+    from models.lanes import ScoreWindow
     from serving.alerts import AlertIndex
 
 app = typer.Typer(help="Customs risk targeting.", no_args_is_help=True, add_completion=False)
@@ -69,10 +70,22 @@ def score(
     max_reasons: int | None = typer.Option(
         None, help="reasons per declaration (default: the packaged serving.max_reasons, as the service)"
     ),
+    audit_db: Path | None = typer.Option(
+        None,
+        "--audit-db",
+        dir_okay=False,
+        help="continue the lane thresholds' window of this audit store, as the service would (its decisions are "
+        "read, none written; default: start from the packaged validation scores)",
+    ),
 ) -> None:
     """Score a file of canonical declarations with the packaged champion and the analysts' risk
     profiles (RISK_PROFILES), as the service would. Run from a checkout, it uses that checkout's
     BentoML and MLflow stores unless BENTOML_HOME / MLFLOW_TRACKING_URI say otherwise.
+
+    Where the lanes' thresholds follow traffic (serving.lane_thresholds: follow), each row's are
+    fitted on the scores of those scored before it, the file's rows in order after the packaged
+    validation scores, or after the last decisions of the store given by --audit-db: the lanes
+    the service would give the same rows sent in the same order. Nothing is written to the store.
 
     Valid rows are scored, in input order; invalid ones go to OUT with .rejected before the
     suffix (row from 1, field, message). Exit 0: every row scored; 3: some rejected; 2: none
@@ -98,7 +111,7 @@ def score(
     use_stores(settings)  # before bentoml is imported: it fixes its store on first use
     console.print(f"stores: {escape(settings.describe_stores())}", soft_wrap=True)
 
-    from models.bundle import InvalidDeclarations, validated_declarations
+    from models.bundle import RESULT_COLUMNS, InvalidDeclarations, validated_declarations
     from serving.decide import decide
     from serving.loading import ChampionUnavailable, load_packaged, model_tag, packaged_champion
     from serving.profiles import RiskProfileError, RiskProfiles
@@ -107,7 +120,8 @@ def score(
         bento_model = packaged_champion(model_tag(settings))
         model = load_packaged(bento_model)
         profiles = RiskProfiles.from_environment(settings)
-    except (ChampionUnavailable, RiskProfileError) as problem:
+        window = _lane_window(bento_model, model, audit_db)
+    except (ChampionUnavailable, RiskProfileError, FileNotFoundError) as problem:
         console.print(f"[red]nothing scored:[/red] {escape(str(problem))}", soft_wrap=True)
         raise typer.Exit(NOTHING_SCORED) from None
     if max_reasons is None:
@@ -132,9 +146,39 @@ def score(
             alerts=_partner_alerts(settings),
             reasons=reasons,
             max_reasons=max_reasons,
-        )
+            window=window,
+        )[RESULT_COLUMNS]
         results["reasons"] = results["reasons"].map(json.dumps)
     _write_results(output, results, rejected, len(records))
+
+
+def _lane_window(bento_model, model, audit_db: Path | None) -> ScoreWindow | None:
+    """The window the file's first row's thresholds follow: the packaged validation scores,
+    after them the champion's last decisions in the store `audit_db` (the window the service
+    would read now); None where the packaged thresholds are fixed."""
+    from serving.audit import AuditStore
+    from serving.loading import PackagedLanes
+
+    lanes = PackagedLanes.of(bento_model, model.lanes)
+    if not lanes.follows:
+        console.print("lane thresholds: fixed, as fitted on the validation window")
+        return None
+    recent = None
+    if audit_db is not None:
+        if not audit_db.is_file():  # opening it would make an empty store, hiding the mistake
+            raise FileNotFoundError(f"no audit store at {audit_db} (--audit-db)")
+        store = AuditStore(audit_db)
+        try:
+            recent = store.recent_scores(lanes.size, str(dict(bento_model.info.metadata)["version"]))
+        finally:
+            store.close()
+    decided = "no decision of a store" if recent is None else f"{len(recent):,} decisions of {audit_db}"
+    console.print(
+        f"lane thresholds: following the last {lanes.size:,} declarations scored: the packaged validation "
+        f"scores, then {escape(decided)}, then the file's rows in order",
+        soft_wrap=True,
+    )
+    return lanes.window(recent)
 
 
 def _partner_alerts(settings: Settings) -> AlertIndex:

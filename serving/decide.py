@@ -7,7 +7,10 @@ The chain, in the order a targeting center wants it (CONTRACT section 3):
 
 1. the model scores each declaration (fraud risk, critical risk, duty at risk);
 2. the lane policy gives it a lane by capacity (models.lanes; `selected_by` model, value,
-   critical or random);
+   critical or random), by thresholds fixed at training or following the traffic: fitted for
+   each declaration in turn on the scores of the last declarations scored before it, earlier
+   ones of the same batch included, so the same declarations in the same order get the same
+   lanes whether they come one by one, in batches of a thousand or as one file;
 3. an analyst's risk profile that fires raises the lane to its own (serving.profiles;
    `selected_by: rule`), so a declaration a rule holds is never counted as a random pick and the
    yardstick stays unbiased;
@@ -31,7 +34,7 @@ import pandas as pd
 
 from features.schema import Declarations
 from models.bundle import RiskModel, check_reasons, reason_rows
-from models.lanes import LanePolicy, raise_lane
+from models.lanes import THRESHOLDS, LanePolicy, ScoreWindow, raise_lane, score_rows
 from serving.alerts import EMPTY_INDEX, Alert, AlertIndex
 from serving.profiles import Rule, rule_hits
 
@@ -45,8 +48,11 @@ def decide(
     reasons: str = "selected",
     max_reasons: int = 3,
     policy: LanePolicy | None = None,
+    window: ScoreWindow | None = None,
 ) -> pd.DataFrame:
-    """The /score results (models.bundle.RESULT_COLUMNS), one row per declaration in their order.
+    """The /score results (models.bundle.RESULT_COLUMNS), one row per declaration in their order,
+    then the thresholds its lane was decided with (models.lanes.THRESHOLDS, infinite for a source
+    given no share): what the audit store keeps beside each decision.
 
     - `model`: the champion as loaded (serving.loading.load_packaged) or any RiskModel.
     - `declarations`: typed and valid, as `models.bundle.validated_declarations` gives them (or a
@@ -57,12 +63,21 @@ def decide(
     - `reasons`: which declarations carry the model's reasons: "selected" (red and yellow, after
       the profiles), "all" or "none"; a rule or alert that fires states its reason whatever.
     - `max_reasons`: reasons per declaration, all sources together.
-    - `policy`: thresholds to use instead of the packaged ones, for a what-if on the same scores
-      (bench.backtest: thresholds following the traffic); None: the model's own policy.
+    - `policy`: shares and thresholds to use instead of the packaged ones, for a what-if on the
+      same scores (serving.simulation: red scaled to its inspection rate); None: the model's own.
+    - `window`: the scores the thresholds follow (the last declarations scored before this batch,
+      serving.loading.PackagedLanes); None: the policy's thresholds are fixed.
     """
     check_reasons(reasons)
     declarations = Declarations.of(declarations)
+    lanes = policy or model.lanes
     assessed = model.assess(declarations, policy)
+    if window is None:
+        thresholds = np.tile(lanes.thresholds(), (len(assessed.ids), 1))
+    else:  # the scores first: each declaration's thresholds follow those before it in the batch
+        thresholds = window.follow(lanes, score_rows(assessed.risk, assessed.critical, assessed.duty_at_risk))
+        followed = lanes.assign(assessed.risk, assessed.critical, assessed.duty_at_risk, assessed.ids, thresholds)
+        assessed = replace(assessed, lane=followed[0], selected_by=followed[1])
     lane, selected_by = assessed.lane.copy(), assessed.selected_by.copy()
     stated: dict[int, list[dict]] = {}  # by row: the reasons of the profiles and alerts that fired
     if rules:
@@ -80,7 +95,8 @@ def decide(
         stated[row] = [alert_reason(alert) for alert in fired] + stated.get(row, [])
     for row, first in stated.items():
         explained[row] = (first + explained[row])[:max_reasons]
-    return replace(assessed, lane=lane, selected_by=selected_by).results(explained)
+    results = replace(assessed, lane=lane, selected_by=selected_by).results(explained)
+    return results.join(pd.DataFrame(thresholds, columns=list(THRESHOLDS), index=results.index))
 
 
 def profile_reason(rule: Rule) -> dict:

@@ -1,21 +1,29 @@
 """Finding the packaged champion in the BentoML store and proving its files are the ones the
-MLflow registry holds: one loader for the service and the CLI."""
+MLflow registry holds, and how its lanes are decided as packaged: one loader for the service and
+the CLI."""
 
 from __future__ import annotations
 
 import gc
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import bentoml
+import numpy as np
+import pandas as pd
 
 from models import release_freed_memory
 from models.bundle import RiskModel
+from models.lanes import FIXED, FOLLOW, LANES, SCORES, THRESHOLDS, LanePolicy, ScoreWindow, threshold_mode
 from serving.settings import Settings
 
 DEFAULT_MODEL_TAG = "customs-risk:latest"
 MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the registry's files
+# The champion's custom object (pipelines.package) holding the validation window's last
+# `serving.follow_window` out-of-sample scores, by name of score, in date order.
+LANE_WINDOW = "lane_window"
 
 
 class ChampionUnavailable(RuntimeError):
@@ -113,3 +121,57 @@ def _loaded(bento_model: bentoml.Model) -> RiskModel:
 def _give_back_memory() -> None:
     gc.collect()
     release_freed_memory()
+
+
+@dataclass(frozen=True)
+class PackagedLanes:
+    """How the champion's lanes are decided, as packaged (params.yaml `serving`): thresholds
+    `fixed` as fitted on the validation window, or following the last `size` declarations the
+    champion scored, topped up from the validation window's scores (`packaged`, oldest first)
+    until that many were scored. The service and `customs-risk score` read it here, so they
+    follow alike."""
+
+    policy: LanePolicy
+    mode: str
+    size: int
+    packaged: np.ndarray
+
+    @classmethod
+    def of(cls, bento_model: bentoml.Model, policy: LanePolicy) -> PackagedLanes:
+        serving = dict(bento_model.info.metadata)["serving"]
+        # a champion packaged before thresholds could follow has them fixed, and no window
+        mode = threshold_mode(serving.get("lane_thresholds", FIXED))
+        packaged = np.empty((0, len(SCORES)))
+        if mode == FOLLOW:  # the validation window's last scores, packaged with the model
+            window = bento_model.custom_objects[LANE_WINDOW]
+            packaged = np.column_stack([window[name] for name in SCORES])
+        return cls(policy, mode, int(serving.get("follow_window", 0)), packaged)
+
+    @property
+    def follows(self) -> bool:
+        """Whether the thresholds follow traffic: only then is a window read and kept."""
+        return self.mode == FOLLOW
+
+    def window(self, recent: pd.DataFrame | None = None) -> ScoreWindow:
+        """What the next declarations' thresholds follow, given the champion's `recent` scores in
+        the store (AuditStore.recent_scores, oldest first; None for a file scored on its own)."""
+        scored = () if recent is None else (recent[list(SCORES)].to_numpy(dtype=float),)
+        return ScoreWindow.of(self.size, self.packaged, *scored)
+
+    def describe(self, recent: pd.DataFrame) -> dict:
+        """The lanes as /metadata shows them: each source's share and their order, the thresholds
+        the next declaration would be decided with and how they are set, the thresholds fitted
+        on the validation window, and each lane's share of the champion's `recent` decisions."""
+        current = self.window(recent).policy(self.policy) if self.follows else self.policy
+        packaged = self.policy.describe()
+        counts = recent["lane"].value_counts()
+        return {
+            **current.describe(),
+            "mode": self.mode,
+            "packaged_thresholds": {name: packaged[name] for name in THRESHOLDS},
+            "window": {
+                "size": self.size,
+                "decisions": len(recent),
+                "shares": {lane: float(counts.get(lane, 0) / len(recent)) if len(recent) else None for lane in LANES},
+            },
+        }

@@ -9,16 +9,17 @@ import typing as t
 from pathlib import Path
 
 import bentoml
+import pandas as pd
 import pydantic
 import pydantic_core
 from starlette.responses import Response
 
-from models.bundle import InvalidDeclarations, result_records, validated_declarations
+from models.bundle import RESULT_COLUMNS, InvalidDeclarations, result_records, validated_declarations
 from serving.alert_exchange import LiveAlerts
 from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.decide import decide
 from serving.http import RequestGuard, quiet_client_errors
-from serving.loading import check_loadable, load_packaged, model_tag, packaged_champion
+from serving.loading import PackagedLanes, check_loadable, load_packaged, model_tag, packaged_champion
 from serving.profiles import RiskProfiles
 from serving.report import LiveMetrics, validation_scores
 from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors
@@ -93,6 +94,8 @@ class CustomsRisk:
         self.max_batch = int(LIMITS["max_batch"])
         self.max_reasons = int(LIMITS["max_reasons"])
         self.audit = AuditStore(audit_path())
+        # thresholds fixed, or following the champion's last decisions in the store (all workers')
+        self.lanes = PackagedLanes.of(self.champion, self.model.lanes)
         self.profiles = RiskProfiles.from_environment(SETTINGS)
         # partner alerts in the audit store's `alerts` table, re-read when an import changed it
         self.alerts = LiveAlerts(self.audit.path, _partner_keys_path())
@@ -147,22 +150,26 @@ class CustomsRisk:
             typed = validated_declarations(declarations)
         except InvalidDeclarations as invalid:
             return self._reject(ctx, [error(int(f.index), f.field, f.message) for f in invalid.failures.itertuples()])
-        results = decide(
-            self.model,
-            typed,
-            rules=self.profiles.current(),
-            alerts=self.alerts.current(),
-            reasons=reasons,
-            max_reasons=self.max_reasons,
-        )
         try:
-            self.audit.record_decisions(declarations, results, self.identity["version"])
+            # Concurrent requests each follow the window as it was when they began (every
+            # decision stores the thresholds it used); one client's stream in order is exact.
+            window = self.lanes.window(self._recent()) if self.lanes.follows else None
+            results = decide(
+                self.model,
+                typed,
+                rules=self.profiles.current(),
+                alerts=self.alerts.current(),
+                reasons=reasons,
+                max_reasons=self.max_reasons,
+                window=window,
+            )
+            self.audit.record_decisions(declarations, results, self.identity["version"], self.lanes.mode)
         except AuditStoreUnavailable as failed:
             return self._unavailable(ctx, failed)
         self.live.decided(results)
         # the answer as JSON bytes (pydantic's encoder, as BentoML's own): BentoML would first
         # validate the whole dict against the return annotation, dump it, then encode it
-        answer = {"model": self.identity, "results": result_records(results)}
+        answer = {"model": self.identity, "results": result_records(results[RESULT_COLUMNS])}
         return Response(pydantic_core.to_json(answer), media_type="application/json")
 
     @bentoml.api(input_spec=OutcomesRequest)
@@ -177,16 +184,24 @@ class CustomsRisk:
         self.live.reported(outcomes)
         return {"stored": stored}
 
+    def _recent(self) -> pd.DataFrame:
+        """The champion's last decisions in the store, as many as the lanes' window holds."""
+        return self.audit.recent_scores(self.lanes.size, self.identity["version"])
+
     @bentoml.api(input_spec=MetadataRequest)
-    def metadata(self) -> dict:
-        lanes = self.model.lanes
+    def metadata(self, ctx: bentoml.Context) -> dict:
+        try:
+            lanes = self.lanes.describe(self._recent())
+        except AuditStoreUnavailable as failed:
+            return self._unavailable(ctx, failed)
         return {
             **self.identity,
             "files_sha256": self.packaged["files_sha256"],
             "training_window": self.model.info["training_window"],
             "validation_window": self.model.info["validation_window"],
             "validation_metrics": self.packaged["validation_metrics"],
-            "lanes": lanes.describe(),  # the policy: shares per source, their order and thresholds
+            # shares per source, their order, the thresholds now and how they are set, the window
+            "lanes": lanes,
             # duty_at_risk: risk x the declared duty, or x the duty inspections were learned to recover
             "duty_estimate": self.model.info.get("duty_estimate", "declared"),
             "features": self.model.info["features"],

@@ -139,6 +139,11 @@ def test_model_card_states_data_metrics_lanes_and_limits():
     assert "Searched in 6 trials on every training row." in everything
     untuned = model_card(identity, windows, metrics, lanes, {"params": {"num_leaves": 63}, "trials": 0}, [5])
     assert "Not searched" in untuned
+    # which lane thresholds are packaged: fixed as fitted (the default), or following traffic
+    assert "thresholds fixed as fitted on the validation window's scores" in " ".join(card.split())
+    following = " ".join(model_card(identity, windows, metrics, lanes, tuning, [5], follow_window=1000).split())
+    assert "follow traffic (`serving.lane_thresholds: follow`)" in following
+    assert "the last 1,000 declarations the center scored with this model" in following
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from features.schema import DECLARATION_FIELDS
 from serving.cli import app
 from tests.e2e.stack import contract_example
 from tests.serving.test_decide import StandInModel
@@ -302,3 +303,97 @@ def test_score_refuses_an_unknown_reasons_choice(runner, tmp_path, fake_champion
     assert result.exit_code == 2
     assert "selected, all, none" in _plain(result.output)
     assert fake_champion.scored == []
+
+
+# Lanes that follow traffic (issue 28): a stand-in champion packaged with `follow`, whose scores
+# come from each declaration (tests.serving.test_decide.TrafficModel).
+
+FOLLOW_WINDOW = 40
+
+
+@pytest.fixture
+def following_champion(monkeypatch, history):
+    """`score` with a stand-in champion packaged to follow the last FOLLOW_WINDOW declarations,
+    its window starting from 60 declarations' scores; yields what the test compares with."""
+    import serving.cli
+    import serving.loading
+    import serving.profiles
+    from models.bundle import validated_declarations
+    from models.lanes import SCORES, LanePolicy
+    from serving.loading import LANE_WINDOW, PackagedLanes
+    from tests.serving.test_decide import SHARES, TrafficModel
+
+    records = history[DECLARATION_FIELDS].iloc[:160].reset_index(drop=True)
+    model = TrafficModel()
+    validation = model.scores(validated_declarations(records.iloc[:60]))
+    model.lanes = LanePolicy.fit(SHARES, "key", *validation.T)
+    champion = SimpleNamespace(
+        tag="customs-risk:fake",
+        info=SimpleNamespace(
+            metadata={
+                "version": "3",
+                "serving": {"max_reasons": 3, "lane_thresholds": "follow", "follow_window": FOLLOW_WINDOW},
+            }
+        ),
+        custom_objects={LANE_WINDOW: {name: validation[:, k] for k, name in enumerate(SCORES)}},
+    )
+    monkeypatch.setattr(serving.cli, "use_stores", lambda settings: {})
+    monkeypatch.setattr(serving.loading, "model_tag", lambda settings: "customs-risk:fake")
+    monkeypatch.setattr(serving.loading, "packaged_champion", lambda tag: champion)
+    monkeypatch.setattr(serving.loading, "load_packaged", lambda bento_model: model)
+    monkeypatch.setattr(
+        serving.profiles.RiskProfiles,
+        "from_environment",
+        classmethod(lambda cls, settings=None: SimpleNamespace(rules=(), path="rules.yaml")),
+    )
+    return SimpleNamespace(
+        model=model, lanes=PackagedLanes.of(champion, model.lanes), records=records.iloc[60:].reset_index(drop=True)
+    )
+
+
+def _as_decided(model, records: pd.DataFrame, window) -> pd.DataFrame:
+    from models.bundle import RESULT_COLUMNS, validated_declarations
+    from serving.decide import decide
+
+    return decide(model, validated_declarations(records), window=window)[RESULT_COLUMNS]
+
+
+def test_score_follows_the_files_rows_in_order_from_the_packaged_scores(runner, tmp_path, following_champion):
+    champion = following_champion
+    result, scored, _ = _score(runner, tmp_path, champion.records, suffix=".parquet")
+    assert result.exit_code == 0, result.output
+    expected = _as_decided(champion.model, champion.records, champion.lanes.window())
+    assert scored[["declaration_id", "lane", "selected_by"]].equals(expected[["declaration_id", "lane", "selected_by"]])
+    assert "following the last 40 declarations scored" in _plain(result.output)
+    # not the packaged thresholds: the file's own rows moved them
+    fixed = _as_decided(champion.model, champion.records, None)
+    assert scored["lane"].tolist() != fixed["lane"].tolist()
+
+
+def test_score_with_an_audit_store_continues_its_window_and_writes_nothing(runner, tmp_path, following_champion):
+    from serving.audit import AuditStore
+
+    champion, store = following_champion, AuditStore(tmp_path / "audit.db")
+    earlier = champion.records.iloc[:30]
+    decided = _as_decided(champion.model, earlier, champion.lanes.window())
+    store.record_decisions(earlier.to_dict("records"), decided, "3", "follow")
+    store.record_decisions(earlier.head(5).to_dict("records"), decided.head(5).assign(risk_score=0.99), "2", "follow")
+    rest = champion.records.iloc[30:].reset_index(drop=True)
+    result, scored, _ = _score(runner, tmp_path, rest, suffix=".parquet", options=("--audit-db", str(store.path)))
+    assert result.exit_code == 0, result.output
+    # after the packaged scores, the champion's (version 3's) 30 decisions, then the file: the
+    # lanes of one stream, as the service that made those decisions would give the file next
+    whole = _as_decided(champion.model, champion.records, champion.lanes.window())
+    assert scored["lane"].tolist() == whole["lane"].iloc[30:].tolist()
+    assert scored["selected_by"].tolist() == whole["selected_by"].iloc[30:].tolist()
+    assert len(store.read("decisions")) == 35  # read, never written
+    assert "30 decisions of" in _plain(result.output)
+
+
+def test_score_refuses_an_audit_store_that_is_not_there(runner, tmp_path, following_champion):
+    result, _, _ = _score(
+        runner, tmp_path, following_champion.records, options=("--audit-db", str(tmp_path / "absent.db"))
+    )
+    assert result.exit_code == 2
+    assert "no audit store at" in _plain(result.output)
+    assert not (tmp_path / "absent.db").exists()

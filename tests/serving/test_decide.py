@@ -6,6 +6,7 @@ the model's); on a real model, which declarations carry the model's reasons."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.schema import DECLARATION_FIELDS, Declarations
-from models.bundle import Assessment, validated_declarations
-from models.lanes import LANES, RAISED_LANES, SEVERITY, raise_lane
+from models.bundle import RESULT_COLUMNS, Assessment, validated_declarations
+from models.lanes import LANES, RAISED_LANES, SEVERITY, THRESHOLDS, LanePolicy, LaneShares, ScoreWindow, raise_lane
 from serving.alerts import EMPTY_INDEX, Alert, AlertIndex, digest
 from serving.decide import decide
 from serving.profiles import Condition, Rule, parse_rules
@@ -29,15 +30,29 @@ DAY = "2026-11-15"
 KEYS = {"KZ": b"shared-key-of-KZ"}
 
 
+SHARES = LaneShares(
+    red_risk_share=0.025,
+    red_value_share=0.015,
+    red_critical_share=0.02,
+    yellow_share=0.10,
+    yellow_critical_share=0.10,
+    exploration_share=0.01,
+)
+INF = float("inf")
+# a packaged policy that picks nothing by score: the stand-in's lanes are the test's own
+NO_PICKS = LanePolicy(**vars(SHARES), exploration_key="key", **dict.fromkeys(THRESHOLDS, INF))
+
+
 class StandInModel:
     """What `decide` asks of a model, answered as a test chooses: each declaration's lane and
     selected_by by position (green, by the model, unless given), and one model reason for every
     declaration whose reasons are asked for, so a test sees which ones were explained."""
 
     state = None  # the rules given to it look at record fields only, never at a model feature
+    lanes = NO_PICKS
 
     def __init__(self, lanes: list[str] | None = None, selected_by: list[str] | None = None, risk: float = 0.1):
-        self.lanes, self.selected_by, self.risk = lanes, selected_by, risk
+        self.decided, self.selected_by, self.risk = lanes, selected_by, risk
 
     def assess(self, declarations: Declarations, policy=None) -> Assessment:
         n = declarations.rows
@@ -46,7 +61,7 @@ class StandInModel:
             risk=np.full(n, self.risk),
             critical=np.full(n, 0.01),
             duty_at_risk=np.zeros(n),
-            lane=np.array(self.lanes or ["green"] * n, dtype=object),
+            lane=np.array(self.decided or ["green"] * n, dtype=object),
             selected_by=np.array(self.selected_by or ["model"] * n, dtype=object),
             inputs=SimpleNamespace(matrix=None),
         )
@@ -139,7 +154,14 @@ def test_without_profiles_or_alerts_the_policy_decides():
         "lane",
         "selected_by",
         "reasons",
+        # the thresholds each lane was decided with, for the audit store: here the packaged ones
+        "red_critical_threshold",
+        "red_value_threshold",
+        "red_threshold",
+        "yellow_critical_threshold",
+        "yellow_threshold",
     ]
+    assert (decided[list(THRESHOLDS)] == INF).all(axis=None)
     assert decided["declaration_id"].tolist() == ["D0", "D1", "D2"]
     assert decided["lane"].tolist() == ["red", "green", "yellow"]
     assert decided["selected_by"].tolist() == ["value", "model", "critical"]
@@ -313,7 +335,9 @@ def typed(history) -> Declarations:
 
 def test_without_profiles_or_alerts_the_decision_is_the_models_own_answer(model, typed):
     for reasons in ("selected", "all", "none"):
-        pd.testing.assert_frame_equal(decide(model, typed, reasons=reasons), model.score(typed, 3, reasons))
+        decided = decide(model, typed, reasons=reasons)
+        pd.testing.assert_frame_equal(decided[RESULT_COLUMNS], model.score(typed, 3, reasons))
+        assert (decided[list(THRESHOLDS)].to_numpy() == model.lanes.thresholds()).all()
 
 
 def test_reasons_go_by_the_lane_after_the_profiles(model, typed):
@@ -353,7 +377,7 @@ def test_a_rule_on_declarations_already_held_changes_their_source_and_first_reas
     for i in held:
         expected.at[i, "selected_by"] = "rule"
         expected.at[i, "reasons"] = [_stated(), *scored.at[i, "reasons"][:2]]
-    pd.testing.assert_frame_equal(decide(model, typed, rules=rules), expected)
+    pd.testing.assert_frame_equal(decide(model, typed, rules=rules)[RESULT_COLUMNS], expected)
 
 
 def test_a_policy_given_stands_in_for_the_packaged_thresholds(model, typed):
@@ -367,3 +391,118 @@ def test_a_policy_given_stands_in_for_the_packaged_thresholds(model, typed):
     assert decided["lane"].tolist() == expected.tolist()
     assert set(decided["lane"]) == {"red"} != set(packaged["lane"])
     pd.testing.assert_frame_equal(decide(model, typed, alerts=EMPTY_INDEX), packaged)
+
+
+# ------------------------------------------------------------------------------------------------
+# thresholds that follow the traffic
+
+
+def _draw(text: str) -> float:
+    """A uniform number in [0, 1) fixed by `text`."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2.0**64
+
+
+class TrafficModel:
+    """A stand-in whose scores come from the declaration, as a model's do: fraud risk rises with
+    the declared price and with the importer's propensity, the critical score with the
+    importer's own, duty at risk is the risk times the declared duty; a draw per ID makes every
+    score its own, so no share is blurred by ties. Lanes come from the policy it is handed."""
+
+    state = None
+
+    def __init__(self, lanes: LanePolicy = NO_PICKS):
+        self.lanes = lanes
+
+    def scores(self, declarations: Declarations) -> np.ndarray:
+        ids = [str(i) for i in declarations["declaration_id"].tolist()]
+        importers = [str(i) for i in declarations["importer_id"].tolist()]
+        price = np.asarray(declarations["item_price"], dtype=float)
+        tax = np.asarray(declarations["tax_rate"], dtype=float)
+        own, propensity = (
+            np.array([_draw(f"{kind}{v}") for v in values]) for kind, values in (("", ids), ("i", importers))
+        )
+        risk = 1 / (1 + np.exp(-(0.6 * (np.log1p(price) - 12) + 6 * propensity + 2 * own - 6)))
+        critical = 1 / (1 + np.exp(-(4 * np.array([_draw(f"c{v}") for v in importers]) + own - 6)))
+        return np.column_stack([risk, critical, risk * price * tax / 100])
+
+    def assess(self, declarations: Declarations, policy=None) -> Assessment:
+        ids = [str(i) for i in declarations["declaration_id"].tolist()]
+        risk, critical, duty_at_risk = self.scores(declarations).T
+        lane, selected_by = (policy or self.lanes).assign(risk, critical, duty_at_risk, ids)
+        return Assessment(ids, risk, critical, duty_at_risk, lane, selected_by, SimpleNamespace(matrix=None))
+
+    def explain(self, assessed: Assessment, rows: np.ndarray, max_reasons: int) -> list[list[dict]]:
+        return [[] for _ in assessed.ids]
+
+
+def _stream(history: pd.DataFrame, rows: slice) -> pd.DataFrame:
+    return history[DECLARATION_FIELDS].iloc[rows].reset_index(drop=True)
+
+
+def test_each_declaration_follows_the_window_before_it_and_not_the_ones_after_it(history):
+    model = TrafficModel()
+    earlier = model.scores(validated_declarations(_stream(history, slice(0, 6))))
+    window = ScoreWindow.of(5, earlier)
+    typed = validated_declarations(_stream(history, slice(6, 14)))
+    decided = decide(model, typed, window=window, reasons="none")
+    scores = model.scores(typed)
+    stream = np.concatenate([earlier, scores])
+    for row in range(typed.rows):
+        before = stream[row + 1 : row + 6]  # the 5 scored last before it: the window's, then the batch's
+        policy = LanePolicy.fit(SHARES, NO_PICKS.exploration_key, *before.T)
+        lane, selected_by = policy.assign(*scores[[row]].T, [decided.at[row, "declaration_id"]])
+        assert (decided.at[row, "lane"], decided.at[row, "selected_by"]) == (lane[0], selected_by[0])
+        np.testing.assert_array_equal(decided.loc[row, list(THRESHOLDS)].to_numpy(dtype=float), policy.thresholds())
+    # the same stream decided again with other declarations after it: the same lanes
+    longer = decide(model, validated_declarations(_stream(history, slice(6, 30))), window=window, reasons="none")
+    pd.testing.assert_frame_equal(longer.head(typed.rows), decided)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(1, 59), max_size=6, unique=True), size=st.integers(1, 40))
+def test_a_stream_gets_the_same_lanes_however_it_is_cut_into_batches(history, cuts, size):
+    """One by one (the service answering single declarations), in batches, or as one file (the
+    CLI): each batch's window is the last `size` scored before it, as the audit store keeps it."""
+    model = TrafficModel()
+    packaged = model.scores(validated_declarations(_stream(history, slice(0, 50))))
+    stream = validated_declarations(_stream(history, slice(50, 110)))
+    whole = decide(model, stream, window=ScoreWindow.of(size, packaged), reasons="none")
+    scored, parts = packaged, []
+    for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), stream.rows]):
+        batch = decide(model, stream.take(np.arange(start, end)), window=ScoreWindow.of(size, scored), reasons="none")
+        scored = np.concatenate([scored, batch[["risk_score", "critical_score", "duty_at_risk"]].to_numpy()])
+        parts.append(batch)
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole)
+
+
+def _red_share(decided: pd.DataFrame) -> float:
+    return float((decided["lane"] == "red").mean())
+
+
+@pytest.mark.parametrize("shift", ["prices doubled", "an importer's traffic tripled"])
+def test_a_shifted_stream_keeps_red_to_its_share_once_the_window_has_filled(history, shift):
+    """Thresholds fitted on a validation window; then the traffic shifts. Fixed, red takes more
+    than it is given; following the last 500 scored, within a point of its share once the
+    window holds the new traffic only (red at random included, as the backtest counts it)."""
+    model = TrafficModel()
+    traffic = _stream(history, slice(0, 3500))
+    # one importer, the riskiest to the model, sends a tenth of the declarations
+    riskiest = max(traffic["importer_id"].unique(), key=lambda importer: _draw(f"i{importer}"))
+    traffic.loc[traffic.index % 10 == 0, "importer_id"] = riskiest
+    validation = model.scores(validated_declarations(traffic.iloc[:1000]))
+    model.lanes = LanePolicy.fit(SHARES, "key", *validation.T)
+    stream = traffic.iloc[1000:].reset_index(drop=True)
+    if shift == "prices doubled":
+        stream["item_price"] *= 2
+    else:  # three times as many of its declarations (each its own ID), the others as before
+        copies = np.where(stream["importer_id"] == riskiest, 3, 1)
+        stream = stream.loc[stream.index.repeat(copies)].reset_index(drop=True)
+        stream["declaration_id"] = [f"T{i}" for i in range(len(stream))]
+    typed = validated_declarations(stream)
+    setting = SHARES.red_share + SHARES.exploration_share * (1 - SHARES.red_share - SHARES.yellow_share)
+    followed = decide(model, typed, window=ScoreWindow.of(500, validation), reasons="none").iloc[500:]
+    fixed = decide(model, typed, reasons="none").iloc[500:]
+    assert abs(_red_share(followed) - setting) <= 0.01, _red_share(followed)
+    assert _red_share(fixed) - setting > 0.01, _red_share(fixed)  # the shift is one fixed thresholds miss
+    yellow = float((followed["lane"] == "yellow").mean())
+    assert abs(yellow - SHARES.yellow_share) <= 0.01, yellow
