@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.schema import (
+from features.record import (
+    DECLARATION,
     DECLARATION_FIELDS,
     INSPECTED_ON,
     LABEL_FIELDS,
@@ -96,29 +97,9 @@ def _kcs_labels(source: pd.DataFrame) -> pd.DataFrame:
 
 KCS = SourceLayout(
     name="kcs",
-    columns={
-        "Declaration ID": "declaration_id",
-        "Date": "declaration_date",
-        "Office ID": "office_id",
-        "Process Type": "process_type",
-        "Import Type": "import_type",
-        "Import Use": "import_use",
-        "Payment Type": "payment_type",
-        "Mode of Transport": "transport_mode",
-        "Declarant ID": "declarant_id",
-        "Importer ID": "importer_id",
-        "Seller ID": "seller_id",
-        "Courier ID": "courier_id",
-        "HS6 Code": "hs6_code",
-        "Country of Departure": "departure_country",
-        "Country of Origin": "origin_country",
-        "Tax Rate": "tax_rate",
-        "Tax Type": "tax_type",
-        "Country of Origin Indicator": "origin_indicator",
-        "Net Mass": "net_mass_kg",
-        "Item Price": "item_price",
-        # no container number or bill of lading in the KCS export: both null for its rows
-    },
+    # the columns the contract's table names; the export has no container number or bill of
+    # lading: both null for its rows
+    columns={field.kcs: field.name for field in DECLARATION if field.kcs},
     label_columns=("Fraud", "Critical Fraud"),
     labels=_kcs_labels,
 )

@@ -20,7 +20,7 @@ from features.adapters import (
     read_source_chunks,
     with_source,
 )
-from features.schema import LABELLED_FIELDS
+from features.record import LABELLED_FIELDS
 from pipelines.common import load_params, part_path, staged_output
 from pipelines.paths import INTERIM
 

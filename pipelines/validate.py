@@ -26,19 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.adapters import SOURCE_FIELDS
-from features.schema import (
-    DECLARATION_FIELDS,
-    INSPECTED_ON,
-    LABEL_FIELDS,
-    LABELLED,
-    LABELLED_FIELDS,
-    NUMERIC_FIELDS,
-    RECOVERED_DUTY,
-    HistoryRules,
-    Rules,
-    check_declarations,
-    history_rules,
-)
+from features.record import DATE, LABEL, LABEL_FIELDS, LABELLED_FIELDS, NUMBER, HistoryRules
+from features.schema import LABELLED, Rules, check_declarations, history_rules
 from pipelines.common import load_params, part_path, staged_output, write_json
 from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
 
@@ -50,21 +39,8 @@ INTERIM_FIELDS = LABELLED_FIELDS + SOURCE_FIELDS  # what ingest writes
 HASH_KEYS = ("0123456789123456", "6543210987654321")
 # Every valid part has the canonical types, even a chunk whose optional field is all empty; the
 # labels are int8, null where nobody inspected the declaration.
-VALID_SCHEMA = pa.schema(
-    [
-        (
-            name,
-            pa.timestamp("ns")
-            if name == "declaration_date"
-            else pa.float64()
-            if name in NUMERIC_FIELDS
-            else pa.large_string(),
-        )
-        for name in DECLARATION_FIELDS
-    ]
-    + [(name, pa.int8()) for name in LABEL_FIELDS]
-    + [(INSPECTED_ON, pa.timestamp("ns")), (RECOVERED_DUTY, pa.float64())]
-)
+_ARROW_TYPES = {DATE: pa.timestamp("ns"), NUMBER: pa.float64(), LABEL: pa.int8()}
+VALID_SCHEMA = pa.schema([(field.name, _ARROW_TYPES.get(field.kind, pa.large_string())) for field in LABELLED.record])
 
 
 class UnreadableInput(ValueError):

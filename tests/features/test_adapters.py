@@ -15,7 +15,7 @@ from features.adapters import (
     read_source_chunks,
     with_source,
 )
-from features.schema import DECLARATION_FIELDS, INSPECTED_ON, LABEL_FIELDS, LABELLED_FIELDS
+from features.record import DECLARATION_FIELDS, INSPECTED_ON, LABEL_FIELDS, LABELLED_FIELDS
 
 KCS_COLUMNS = {
     "Declaration ID": "declaration_id",

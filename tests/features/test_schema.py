@@ -10,20 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.schema import (
+from features.record import (
     DECLARATION_FIELDS,
     INSPECTED_ON,
     LABEL_FIELDS,
-    LABELLED,
     NUMERIC_FIELDS,
     OPTIONAL_FIELDS,
-    RECORD,
     RECOVERED_DUTY,
-    DeclarationSchema,
-    LabelledDeclarationSchema,
-    Rules,
-    check_declarations,
 )
+from features.schema import LABELLED, RECORD, Rules, check_declarations
 
 REQUIRED_FIELDS = [f for f in DECLARATION_FIELDS if f not in OPTIONAL_FIELDS]
 BAD_ROW = 3
@@ -408,9 +403,6 @@ CUSTOM_CHECK_CASES = [
 
 
 def test_custom_check_messages_are_readable_in_both_schemas(good_records):
-    # both schemas built in one process, as in a test session or any process doing both
-    DeclarationSchema.to_schema()
-    LabelledDeclarationSchema.to_schema()
     seen = []
     for name, rules in (("history", LABELLED), ("scoring", RECORD)):
         for field, value, message in CUSTOM_CHECK_CASES:

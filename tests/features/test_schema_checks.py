@@ -9,16 +9,8 @@ import re
 import pandas as pd
 import pytest
 
-from features.schema import (
-    LABEL_FIELDS,
-    LABELLED,
-    OUTCOME_DETAILS,
-    RECORD,
-    HistoryRules,
-    Rules,
-    check_declarations,
-    history_rules,
-)
+from features.record import LABEL_FIELDS, OUTCOME_DETAILS, HistoryRules
+from features.schema import LABELLED, RECORD, Rules, check_declarations, history_rules
 from tests.conftest import HISTORY_RULES as RULES
 
 HISTORY_ONLY = [*LABEL_FIELDS, *OUTCOME_DETAILS]  # what a row of history holds beyond the record

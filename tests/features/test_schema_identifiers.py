@@ -11,17 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.matrix import FEATURES_BY_NAME, serving_features, training_features
-from features.schema import (
+from features.record import (
     BOUNDED_FIELDS,
     DECLARATION_FIELDS,
-    LABELLED,
     MAX_ID_CHARACTERS,
-    RECORD,
     STRING_FIELDS,
-    check_declarations,
     is_container_number,
     iso6346_check_digit,
 )
+from features.schema import LABELLED, RECORD, check_declarations
 from tests.conftest import HISTORY_RULES
 from tests.e2e.stack import contract_example
 

@@ -1,6 +1,7 @@
-"""The online checker (`check_requests`) against pandera (`check_declarations(..., RECORD)`): the
-same rules, so any batch a client can send gets the same verdict, the same failures (index,
-field, check, message, in the same order) and the same typed rows both ways."""
+"""What is sent for scoring (`check_requests`: the online checker, features.online, wherever it
+can decide) against pandera (`check_declarations(..., RECORD)`): the same rules, so any batch a
+client can send gets the same verdict, the same failures (index, field, check, message, in the
+same order) and the same typed rows both ways."""
 
 from __future__ import annotations
 
@@ -12,19 +13,17 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import features.schema as schema
-from features.schema import (
+from features.online import check_online
+from features.record import (
     DECLARATION_FIELDS,
     EARLIEST_DATE,
     LATEST_DATE,
     MAX_ID_CHARACTERS,
     NUMERIC_FIELDS,
-    RECORD,
     RECORD_RULES,
-    check_declarations,
-    check_requests,
     iso6346_check_digit,
 )
+from features.schema import RECORD, Checked, check_declarations, check_requests
 from tests.e2e.stack import contract_example
 
 # Text a client may send: printable, blank, look-alike digits, long; no lone surrogates, which no
@@ -94,7 +93,7 @@ def records(draw, json_only: bool = False) -> list[dict]:
     return batch
 
 
-def _both(frame: pd.DataFrame) -> tuple[schema.Checked, schema.Checked]:
+def _both(frame: pd.DataFrame) -> tuple[Checked, Checked]:
     try:
         expected = check_declarations(frame, RECORD)
     except Exception as failed:  # noqa: BLE001 - the online checker must then fail alike
@@ -104,7 +103,7 @@ def _both(frame: pd.DataFrame) -> tuple[schema.Checked, schema.Checked]:
     return expected, check_requests(frame)
 
 
-def _assert_same(expected: schema.Checked, found: schema.Checked) -> None:
+def _assert_same(expected: Checked, found: Checked) -> None:
     pd.testing.assert_frame_equal(found.failures, expected.failures)
     pd.testing.assert_frame_equal(found.valid, expected.valid, check_index_type=False)
 
@@ -132,9 +131,8 @@ def test_what_the_service_lets_through_is_checked_without_pandera(batch):
     """Declaration fields holding JSON strings, numbers and nulls, as serving/requests.py lets
     them through, never need pandera's parsing: the online path is the whole path."""
     frame = pd.DataFrame(batch)
-    with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(schema, "check_declarations", _refuse)
-        found = check_requests(frame)
+    found = check_online(frame)
+    assert found is not None, "left to pandera"
     _assert_same(check_declarations(frame, RECORD), found)
 
 
@@ -153,10 +151,6 @@ def test_json_objects_are_checked_as_their_frame_would_be(batch):
     _assert_same(expected, found)
     assert found.passed == expected.failures.empty
     pd.testing.assert_frame_equal(found.declarations.frame(), expected.valid.reset_index(drop=True))
-
-
-def _refuse(*_):
-    raise AssertionError("check_requests fell back to pandera")
 
 
 def test_typed_rows_pass_through_unchanged(kcs_records):

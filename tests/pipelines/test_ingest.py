@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from features.adapters import FEEDBACK_FIELDS, KCS, LAYOUTS, SourceLayout, labels_from_outcome
-from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, LABELLED, LABELLED_FIELDS, check_declarations
+from features.record import DECLARATION_FIELDS, LABEL_FIELDS, LABELLED_FIELDS
+from features.schema import LABELLED, check_declarations
 from pipelines import ingest as stage
 from pipelines.paths import INTERIM
 from pipelines.validate import validate
@@ -71,8 +72,9 @@ def ingest(params: dict, output) -> pd.DataFrame:
 def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatch):
     export = kcs_rows[DECLARATION_FIELDS].rename(columns={v: k for k, v in EXAMPLE.columns.items()})
     export["Finding"] = [FINDINGS[labels] for labels in zip(kcs_rows["fraud"], kcs_rows["critical_fraud"])]
-    export.loc[len(export)] = export.iloc[0].to_dict() | {"DeclNo": "PENDING-1", "Finding": "pending"}
-    export.loc[len(export)] = export.iloc[1].to_dict() | {"DeclNo": "UNINSPECTED-1", "Finding": None}
+    pending = export.iloc[[0]].assign(DeclNo="PENDING-1", Finding="pending")
+    uninspected = export.iloc[[1]].assign(DeclNo="UNINSPECTED-1", Finding="")  # no finding
+    export = pd.concat([export, pending, uninspected], ignore_index=True)
     export.to_csv(tmp_path / "example.csv", index=False)
     (tmp_path / "feedback").mkdir()
     monkeypatch.setitem(LAYOUTS, "example", EXAMPLE)
@@ -85,7 +87,7 @@ def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatc
     expected = check_declarations(kcs_rows, LABELLED).valid
     pd.testing.assert_frame_equal(valid.iloc[:-1].reset_index(drop=True), expected)
     assert expected["critical_fraud"].sum() == 3
-    assert valid["declaration_id"].iloc[-1] == "UNINSPECTED-1"  # no finding: nobody inspected it
+    assert valid["declaration_id"].iloc[-1] == "UNINSPECTED-1"  # nobody inspected it
     assert valid[LABEL_FIELDS].iloc[-1].isna().all()
     assert rejected["declaration_id"].tolist() == ["PENDING-1"]
     assert "fraud: must be a number [is_a_number]" in rejected["rejection_reasons"].iloc[0]

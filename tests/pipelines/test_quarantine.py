@@ -14,13 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.adapters import KCS, SOURCE_FIELDS, with_source
-from features.schema import (
-    BUILT_IN_CHECKS,
-    DATE_IN_RANGE,
-    IS_A_DATE,
-    IS_A_NUMBER,
-    LABELLED_FIELDS,
-)
+from features.record import BUILT_IN_CHECKS, DATE_IN_RANGE, IS_A_DATE, IS_A_NUMBER, LABELLED_FIELDS
 from pipelines import validate as stage
 from pipelines.common import part_path
 from pipelines.ingest import SCHEMA as INTERIM_SCHEMA

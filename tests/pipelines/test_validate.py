@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.adapters import with_source
-from features.schema import INSPECTED_ON, LABEL_FIELDS, LABELLED, LABELLED_FIELDS, check_declarations
+from features.record import INSPECTED_ON, LABEL_FIELDS, LABELLED_FIELDS
+from features.schema import LABELLED, check_declarations
 from pipelines import validate as stage
 from pipelines.common import part_path
 from pipelines.ingest import SCHEMA as INTERIM_SCHEMA
