@@ -3,31 +3,30 @@
 BentoML's generated document only knows `list[dict]` bodies and lists a 500 it should never
 give, so clients and API fuzzers could not learn from it what a declaration is or which errors
 to expect. This one is served at /docs.json instead, and states exactly what the service
-accepts: the field types and formats that features.schema enforces, the batch limit, and every
+accepts: the field types, formats and limits of features.record, the batch limit, and every
 status code the service answers with. A fuzzer that finds the document and the service
 disagreeing has found a bug in one of them.
 """
 
 from __future__ import annotations
 
-from features.schema import (
+from features.record import (
     BOUNDED_FIELDS,
     CONTAINER_NUMBER,
     COUNTRY_CODES,
+    DATE_PATTERN,
     DECLARATION_FIELDS,
+    HS6_CODE,
+    LARGEST_NUMBER,
+    MAX_ID_CHARACTERS,
+    MAX_TAX_RATE,
     NOT_BLANK,
     NUMERIC_FIELDS,
     OPTIONAL_FIELDS,
     UNKNOWN_COUNTRY,
 )
 from models.bundle import REASONS
-from serving.requests import (
-    DATE_PATTERN,
-    LARGEST_NUMBER,
-    MAX_ID_CHARACTERS,
-    MAX_NOTES_CHARACTERS,
-    OUTCOME_RESULTS,
-)
+from serving.requests import MAX_NOTES_CHARACTERS, OUTCOME_RESULTS
 
 _DATE = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
 _ID = {"type": "string", "pattern": NOT_BLANK, "maxLength": MAX_ID_CHARACTERS}
@@ -51,13 +50,13 @@ _CONTAINER = {
 def _declaration_field(field: str) -> dict:
     special = {
         "declaration_date": _DATE,
-        "hs6_code": {"type": "string", "pattern": "^[0-9]{6}$", "description": "six ASCII digits"},
+        "hs6_code": {"type": "string", "pattern": f"^{HS6_CODE}$", "description": "six ASCII digits"},
         "departure_country": _COUNTRY,
         "origin_country": _COUNTRY,
         "container_number": _CONTAINER,
-        "tax_rate": {**_NUMBER, "maximum": 1000, "description": "percent"},
+        "tax_rate": {**_NUMBER, "maximum": MAX_TAX_RATE, "description": "percent"},
     }
-    # every identifier and code without a format of its own is text of at most 64 characters
+    # every identifier and code without a format of its own is text of at most MAX_ID_CHARACTERS
     schema = special.get(field, _ID if field in BOUNDED_FIELDS else _NUMBER if field in NUMERIC_FIELDS else None)
     assert schema is not None, f"{field}: a declaration field the document does not describe"
     return {**schema, "nullable": True} if field in OPTIONAL_FIELDS else schema

@@ -1,15 +1,14 @@
-"""Checking what clients send, with field-level messages in the contract's error shape."""
+"""Checking what clients send, with field-level messages in the contract's error shape. The
+record's fields, limits and words are features.record's; what is here is the JSON around them
+(types a frame would paper over) and the /outcomes record."""
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import re
-import sys
 
-from features.schema import (
+from features.record import (
     EARLIEST_DATE,
-    ISO_DATE,
     LARGEST_INTEGER,
     LATEST_DATE,
     MAX_ID_CHARACTERS,
@@ -18,12 +17,9 @@ from features.schema import (
     STRING_FIELDS,
     TOO_LONG,
     is_recovered_duty,
+    parse_date,
 )
 
-# The dates the service takes, as the OpenAPI document states them: YYYY-MM-DD from EARLIEST_DATE
-# to LATEST_DATE (a real calendar date as well, which the document says with format: date).
-DATE_PATTERN = r"^(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}$"
-LARGEST_NUMBER = sys.float_info.max  # a JSON number beyond it is parsed as infinity or overflows
 MAX_NOTES_CHARACTERS = 4000
 OUTCOME_RESULTS = ("clean", "fraud", "critical")
 OUTCOME_FIELDS = {"declaration_id", "inspected_on", "result", "additional_duty", "notes"}
@@ -70,13 +66,7 @@ def declaration_type_errors(declarations: list[dict]) -> list[dict]:
 
 
 def _is_date(value) -> bool:
-    if not isinstance(value, str) or not re.fullmatch(ISO_DATE, value):
-        return False
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        return False
-    return EARLIEST_DATE <= value <= LATEST_DATE
+    return isinstance(value, str) and parse_date(value)[0] is None
 
 
 def _is_duty(value) -> bool:

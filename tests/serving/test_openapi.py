@@ -10,14 +10,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.schema import (
-    BOUNDED_FIELDS,
-    DECLARATION_FIELDS,
-    OPTIONAL_FIELDS,
-    RECORD,
-    check_declarations,
-    is_container_number,
-)
+from features.record import BOUNDED_FIELDS, DECLARATION_FIELDS, OPTIONAL_FIELDS, is_container_number
+from features.schema import RECORD, check_declarations
 from serving.openapi import ISO6346_FORMAT, contract_document
 from serving.requests import declaration_type_errors, outcome_errors
 from tests.e2e.stack import contract_example

@@ -7,9 +7,9 @@ import re
 import pandas as pd
 import pytest
 
-from features.schema import BOUNDED_FIELDS, RECORD, STRING_FIELDS, check_declarations
+from features.record import BOUNDED_FIELDS, DATE_PATTERN, STRING_FIELDS
+from features.schema import RECORD, check_declarations
 from serving.requests import (
-    DATE_PATTERN,
     batch_errors,
     declaration_type_errors,
     error,
