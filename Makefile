@@ -11,7 +11,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test serve ui install bench bench-quick fuzz soak scale report backtest
+.PHONY: run test check test-unit serve ui install bench bench-quick fuzz soak scale report backtest
 
 # One environment for the service, the pipeline, the tests and the benchmarks, installed from
 # requirements.lock (every package pinned, the versions CI ran), then the project itself without
@@ -26,15 +26,28 @@ $(INSTALLED): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check  # a requirement of pyproject.toml the lock lacks: rewrite the lock
 	touch $@
 
 run: $(INSTALLED)
 	@start=$$(date +%s); PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro && \
 	  echo "dvc repro: $$(( $$(date +%s) - start ))s" && $(BIN)/customs-risk metrics
 
-test: $(INSTALLED)
+# `make check`: lint, format, types (pyproject.toml [tool.mypy]) and the unit tests, in under a
+# minute; `make test-unit`: the unit tests alone, on every core (pytest-xdist, a test file per
+# worker). `make test`: `make check`, then the rest of the suite, one test at a time: the tests
+# marked e2e (the pipeline and the service) and slow (tests/conftest.py SLOW).
+check: $(INSTALLED)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(MAKE) --no-print-directory test-unit
+
+test-unit: $(INSTALLED)
+	$(BIN)/pytest -m "not e2e and not slow" -n auto --dist loadfile
+
+test: check
+	$(BIN)/pytest -m "e2e or slow"
 
 # The audit store and the analysts' rules default to this checkout (serving/settings.py); production sets both.
 serve: $(INSTALLED)

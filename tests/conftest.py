@@ -4,6 +4,7 @@ LocalCluster of two worker processes on loopback (featurize's and training's clu
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import models  # noqa: F401 - first: it sets OMP_WAIT_POLICY before LightGBM loads OpenMP
@@ -27,6 +28,60 @@ HISTORY_RULES = history_rules(
         max_net_mass_kg=5e8,
     )
 )
+
+# Unit tests that take a second or more of CPU each (measured per test on 2 cores), marked `slow`
+# here so that `make test-unit` and `make check` stay under a minute; `make test` runs them too. A
+# file's path marks every test in it, path::name one test (all its parameters). Everything under
+# tests/e2e/ is `e2e`. A renamed test drops out of this list with a warning.
+SLOW = {
+    # a Dask LocalCluster of worker processes; the real stages in subprocesses
+    "tests/features/test_cluster.py",
+    "tests/models/test_cluster_training.py",
+    "tests/bench/test_scale.py",
+    "tests/serving/test_settings.py::test_score_in_a_checkout_without_environment_uses_its_bentoml_store_and_says_what_to_run",
+    "tests/serving/test_report.py::test_the_command_writes_the_report_and_leaves_the_store_alone",
+    # closed-loop replays: featurize and train per period
+    "tests/serving/test_simulation.py",
+    # property tests of hundreds of examples, and whole-history runs
+    "tests/features/test_schema_requests.py::test_any_batch_gets_the_same_verdict_and_failures_both_ways",
+    "tests/features/test_schema_requests.py::test_what_the_service_lets_through_is_checked_without_pandera",
+    "tests/features/test_schema_requests.py::test_json_objects_are_checked_as_their_frame_would_be",
+    "tests/serving/test_openapi.py::test_the_document_and_the_service_agree_on_every_declaration",
+    "tests/serving/test_openapi.py::test_the_document_is_valid_openapi",
+    "tests/pipelines/test_quarantine.py::test_every_row_is_valid_quarantined_or_a_dropped_repeat",
+    "tests/pipelines/test_validate.py::test_accounting_holds_for_any_mix",
+    "tests/pipelines/test_validate.py::test_checking_a_few_rows_at_a_time_gives_the_one_chunk_result",
+    "tests/pipelines/test_validate.py::test_a_history_with_declarations_nobody_inspected_validates",
+    "tests/features/test_partitioned.py::test_streamed_features_equal_the_in_memory_ones",
+    "tests/features/test_history_and_matrix.py::test_row_order_never_changes_features",
+    "tests/features/test_history_and_matrix.py::test_labels_and_fields_of_the_same_day_or_later_never_reach_a_row",
+    "tests/models/test_lanes.py::test_without_ties_every_source_takes_its_share_to_one_declaration",
+    "tests/models/test_lanes.py::test_raising_any_score_never_lowers_a_lane",
+    "tests/models/test_metrics.py::test_every_metric_is_within_zero_and_one",
+    "tests/models/test_metrics.py::test_a_perfect_ranking_has_the_best_precision_possible",
+    "tests/models/test_metrics.py::test_a_reversed_ranking_has_the_worst_precision_possible",
+    "tests/models/test_training_and_bundle.py::test_only_inspected_rows_are_learned_from_and_every_validation_row_is_scored",
+    "tests/models/test_training_and_bundle.py::test_a_booster_fed_from_the_parquet_matrix_equals_one_fed_from_memory",
+    "tests/serving/test_decide.py::test_properties_the_strictest_override_wins_never_lower_and_order_does_not_matter",
+    "tests/serving/test_report.py::test_prices_times_ten_flag_the_price_features_and_the_risk_score",
+    "tests/serving/test_report.py::test_every_count_share_and_hit_rate_matches_the_declarations",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    matched, files = set(), set()
+    for item in items:
+        path, _, name = item.nodeid.partition("::")
+        files.add(path)
+        if path.startswith("tests/e2e/"):
+            item.add_marker(pytest.mark.e2e)
+        for key in (path, f"{path}::{name.split('[')[0]}"):
+            if key in SLOW:
+                item.add_marker(pytest.mark.slow)
+                matched.add(key)
+    for stale in sorted(key for key in SLOW - matched if key.split("::")[0] in files):
+        warnings.warn(pytest.PytestWarning(f"tests/conftest.py SLOW names no test: {stale}"), stacklevel=1)
 
 
 @pytest.fixture(scope="session")
