@@ -17,9 +17,8 @@ import pandas as pd
 from models import release_freed_memory
 from models.bundle import RiskModel
 from models.lanes import FIXED, FOLLOW, LANES, SCORES, THRESHOLDS, LanePolicy, ScoreWindow, threshold_mode
-from serving.settings import Settings
+from serving.settings import DEFAULT_MODEL_TAG, Settings
 
-DEFAULT_MODEL_TAG = "customs-risk:latest"
 MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the registry's files
 # The champion's custom object (pipelines.package) holding the validation window's last
 # `serving.follow_window` out-of-sample scores, by name of score, in date order.
@@ -32,7 +31,7 @@ class ChampionUnavailable(RuntimeError):
 
 def model_tag(settings: Settings) -> str:
     """The model this bento was packaged with (a bento argument), unless the settings name
-    another (RISK_MODEL_TAG); `customs-risk:latest` when serving from source."""
+    another (RISK_MODEL_TAG); DEFAULT_MODEL_TAG when serving from source."""
     packaged = getattr(bentoml.use_arguments(), "model_tag", None)
     return settings.model_tag or packaged or DEFAULT_MODEL_TAG
 

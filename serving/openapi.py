@@ -26,7 +26,9 @@ from features.record import (
     UNKNOWN_COUNTRY,
 )
 from models.bundle import REASONS
+from serving.kpis import LANES, SOURCES
 from serving.requests import MAX_NOTES_CHARACTERS, OUTCOME_RESULTS
+from serving.settings import MODEL_NAME
 
 _DATE = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
 _ID = {"type": "string", "pattern": NOT_BLANK, "maxLength": MAX_ID_CHARACTERS}
@@ -167,8 +169,8 @@ def contract_document(max_batch: int, secured: bool) -> dict:
                 "risk_score": {"type": "number", "minimum": 0, "maximum": 1},
                 "critical_score": {"type": "number", "minimum": 0, "maximum": 1},
                 "duty_at_risk": {"type": "number", "minimum": 0},
-                "lane": {"type": "string", "enum": ["red", "yellow", "green"]},
-                "selected_by": {"type": "string", "enum": ["model", "value", "critical", "rule", "alert", "random"]},
+                "lane": {"type": "string", "enum": list(LANES)},
+                "selected_by": {"type": "string", "enum": list(SOURCES)},
                 "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
             },
         },
@@ -227,7 +229,7 @@ def contract_document(max_batch: int, secured: bool) -> dict:
     document = {
         "openapi": "3.0.3",
         "info": {
-            "title": "customs-risk",
+            "title": MODEL_NAME,
             "version": "1",
             "description": "Scores import declarations for customs risk targeting (docs/api.md in the customs-risk repository).",
         },

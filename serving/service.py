@@ -15,13 +15,15 @@ import pydantic_core
 from starlette.responses import Response
 
 from models.bundle import RESULT_COLUMNS, InvalidDeclarations, result_records, validated_declarations
+from models.governance import APPROVAL_TAGS
 from serving.alert_exchange import LiveAlerts
 from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.decide import decide
 from serving.http import RequestGuard, quiet_client_errors
+from serving.kpis import validation_scores
+from serving.live_metrics import LiveMetrics
 from serving.loading import PackagedLanes, check_loadable, load_packaged, model_tag, packaged_champion
 from serving.profiles import RiskProfiles
-from serving.report import LiveMetrics, validation_scores
 from serving.requests import batch_errors, declaration_type_errors, error, outcome_errors
 from serving.settings import Settings, SettingsError
 
@@ -194,8 +196,10 @@ class CustomsRisk:
             lanes = self.lanes.describe(self._recent())
         except AuditStoreUnavailable as failed:
             return self._unavailable(ctx, failed)
+        approval = self.packaged.get("approval") or {}  # packaged with the version (models.governance)
         return {
             **self.identity,
+            **{key: approval.get(key) for key in APPROVAL_TAGS},  # who put it in service, when and why
             "files_sha256": self.packaged["files_sha256"],
             "training_window": self.model.info["training_window"],
             "validation_window": self.model.info["validation_window"],

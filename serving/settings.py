@@ -22,20 +22,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPOSITORY_MARKERS = ("dvc.yaml", "pyproject.toml")
-# The packaged serving params set the body limit the service enforces; this is only for a guard
-# built without them (tests, another app): 4 MiB holds a full batch of 1,000 declarations.
+# The registered model the service serves (its responses and the report name it), and the
+# BentoML service it is served by; the bento the package stage builds and `make serve` serves.
+MODEL_NAME = "customs-risk"
+BENTO_NAME = f"{MODEL_NAME}-service"
+DEFAULT_MODEL_TAG = f"{MODEL_NAME}:latest"  # the newest packaged version, when serving from source
+# The request body limit (413 beyond) unless RISK_MAX_BODY_BYTES sets another: 4 MiB holds a
+# full batch of 1,000 declarations.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-# Where `make run` leaves things in a checkout: the service, the CLI and the stages share them.
+# Where `make run` leaves things in a checkout: the service, the CLI and the stages share them
+# (pipelines.paths names the stages' files from these).
 CHECKOUT_AUDIT_DB = Path("data/serving/audit.db")
 CHECKOUT_PROFILES = Path("serving/risk_profiles.yaml")
 CHECKOUT_BENTOML_HOME = Path(".bentoml")
 CHECKOUT_MLFLOW_DB = Path("mlflow.db")
+CHECKOUT_PARAMS = Path("params.yaml")
+# The champion's validation window, which drift is measured against (the report, GET /metrics).
+CHECKOUT_VALIDATION_SCORES = Path("data/model/validation_scores.parquet")
+CHECKOUT_MATRIX = Path("data/features/matrix.parquet")
 # The rules file shipped inside the bento: outside a checkout the service still routes by the
 # examples it was packaged with rather than refusing to start.
 PACKAGED_PROFILES = Path(__file__).with_name("risk_profiles.yaml")
 AUDIT_DB_REQUIRED = (
     "RISK_AUDIT_DB must be the absolute path of the audit store, e.g. "
-    "/var/lib/customs-risk/audit.db (in a checkout it defaults to data/serving/audit.db there)"
+    f"/var/lib/customs-risk/audit.db (in a checkout it defaults to {CHECKOUT_AUDIT_DB} there)"
 )
 PROFILES_ABSOLUTE = "RISK_PROFILES must be an absolute path: the service runs inside the bento's folder"
 PARTNER_KEYS_ABSOLUTE = "RISK_PARTNER_KEYS must be an absolute path: the service runs inside the bento's folder"
@@ -102,10 +112,10 @@ class Settings:
     # RISK_WORKERS: processes, each with its own copy of the model, or "cpu_count". One by
     # default: a model copy per worker costs memory a small host may not have.
     workers: int | str = 1
-    # RISK_MAX_BODY_BYTES: body limit of a guard built without the packaged serving params.
+    # RISK_MAX_BODY_BYTES: the request body limit; a larger body gets 413.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # RISK_MODEL_TAG: serve or score another model than the packaged one (a rollback test).
-    # None: the model the bento was packaged with, or `customs-risk:latest` from source.
+    # None: the model the bento was packaged with, or DEFAULT_MODEL_TAG from source.
     model_tag: str | None = None
     # BENTOML_HOME as the libraries will see it: the variable, else the checkout's .bentoml
     # (where `make run` packages the champion), else None for BentoML's own ~/bentoml.

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
-from serving import report as reporting
+from serving import kpis as reporting
 from tests.conftest import REPO
 from tests.e2e.stack import API_KEY, BIN, contract_example, serve_bento
 

@@ -23,9 +23,11 @@ from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel, validated_declarations
 from models.lanes import LanePolicy, LaneShares
 from models.training import fit_target
+from serving import kpis
 from serving import report as reporting
 from serving.audit import AuditStore
 from serving.cli import app
+from serving.live_metrics import LiveMetrics
 
 TRAIN_PARAMS = {
     "seed": 42,
@@ -68,7 +70,7 @@ def trained(history):
         lanes,
         state,
     )
-    reference = reporting.Reference(
+    reference = kpis.Reference(
         name="customs-risk",
         version="7",
         lanes=lanes,
@@ -250,17 +252,17 @@ def test_random_vs_targeted_is_null_without_random_outcomes(trained, tmp_path, h
 def test_psi_is_zero_for_the_same_sample_and_large_for_a_shift():
     rng = np.random.default_rng(1)
     reference = rng.normal(size=5000)
-    assert reporting.psi(reference, reference) == pytest.approx(0.0)
-    assert reporting.psi(reference, rng.normal(size=5000)) < 0.05
-    assert reporting.psi(reference, rng.normal(loc=2, size=5000)) > 1.0
+    assert kpis.psi(reference, reference) == pytest.approx(0.0)
+    assert kpis.psi(reference, rng.normal(size=5000)) < 0.05
+    assert kpis.psi(reference, rng.normal(loc=2, size=5000)) > 1.0
     # repeated values: bins collapse, and a value the reference never had still counts
     flags = np.array([0.0] * 700 + [1.0] * 300)
-    assert reporting.psi(flags, flags) == pytest.approx(0.0)
-    assert reporting.psi(flags, np.array([0.0] * 300 + [1.0] * 700)) > 0.25
+    assert kpis.psi(flags, flags) == pytest.approx(0.0)
+    assert kpis.psi(flags, np.array([0.0] * 300 + [1.0] * 700)) > 0.25
     # missing values (unseen categories) are a bin of their own; empty bins are floored
     with_missing = np.append(flags, [np.nan] * 500)
-    assert np.isfinite(reporting.psi(flags, with_missing)) and reporting.psi(flags, with_missing) > 0.25
-    assert reporting.psi(reference, []) is None
+    assert np.isfinite(kpis.psi(flags, with_missing)) and kpis.psi(flags, with_missing) > 0.25
+    assert kpis.psi(reference, []) is None
 
 
 def _halves(history):
@@ -508,7 +510,7 @@ def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(t
     whoever wrote them, beside the shares the packaged policy sets."""
     model, reference = trained
     store = AuditStore(tmp_path / "audit.db")
-    live = reporting.LiveMetrics(store, reference.scores, window=150, lanes=model.lanes)
+    live = LiveMetrics(store, reference.scores, window=150, lanes=model.lanes)
     assert math.isnan(_sample("customs_risk_score_psi")) and _sample("customs_risk_score_psi_declarations") == 0
     assert _sample("customs_risk_lane_share_setting", lane="red") == pytest.approx(model.lanes.red_share)
     assert _sample("customs_risk_lane_share_setting", lane="yellow") == pytest.approx(model.lanes.yellow_share)
@@ -517,8 +519,8 @@ def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(t
     )
     before = {
         (lane, source): _sample("customs_risk_decisions_total", lane=lane, selected_by=source)
-        for lane in reporting.LANES
-        for source in reporting.SOURCES
+        for lane in kpis.LANES
+        for source in kpis.SOURCES
     }
     sent = _as_sent(history.iloc[-400:])
     first = _score(store, model, sent[:300], {0: "alert", 1: "rule"})
@@ -532,11 +534,11 @@ def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(t
         assert _sample("customs_risk_decisions_total", lane=lane, selected_by=source) - was == made
     assert _sample("customs_risk_decisions_total", lane="red", selected_by="alert") - before["red", "alert"] == 1
     last = both["risk_score"].to_numpy()[-150:]
-    assert _sample("customs_risk_score_psi") == pytest.approx(reporting.psi(reference.scores, last))
+    assert _sample("customs_risk_score_psi") == pytest.approx(kpis.psi(reference.scores, last))
     assert _sample("customs_risk_score_psi_declarations") == 150
     last_lanes = both["lane"].to_numpy()[-150:]
     assert {"red", "green"} <= set(last_lanes)  # the shares below are not all zero or one
-    for lane in reporting.LANES:
+    for lane in kpis.LANES:
         assert _sample("customs_risk_lane_share", lane=lane) == pytest.approx((last_lanes == lane).mean())
 
     frauds = _sample("customs_risk_outcomes_total", result="fraud")
@@ -551,8 +553,8 @@ def test_live_metrics_count_decisions_and_outcomes_and_gauge_the_last_n_scores(t
 
     # shifted prices drive the gauge over the flag; a service without a reference says NaN
     live.decided(_score(store, model, [dict(d, item_price=d["item_price"] * 10) for d in _as_sent(history.iloc[:300])]))
-    assert _sample("customs_risk_score_psi") >= reporting.PSI_FLAG
-    reporting.LiveMetrics(store, None, window=150)
+    assert _sample("customs_risk_score_psi") >= kpis.PSI_FLAG
+    LiveMetrics(store, None, window=150)
     assert math.isnan(_sample("customs_risk_score_psi")) and _sample("customs_risk_score_psi_declarations") == 150
 
 
@@ -564,7 +566,7 @@ def test_the_drift_gauge_is_computed_when_scraped_not_after_each_score(trained, 
 
     model, reference = trained
     store = AuditStore(tmp_path / "audit.db")
-    live = reporting.LiveMetrics(store, reference.scores, window=150)
+    live = LiveMetrics(store, reference.scores, window=150)
     reads = []
     read = store.recent_decisions
     store.recent_decisions = lambda count: reads.append(count) or read(count)
@@ -579,10 +581,10 @@ def test_the_drift_gauge_is_computed_when_scraped_not_after_each_score(trained, 
     }
     scores, lanes = zip(*read(150))
     assert shown == {
-        ("customs_risk_score_psi", None): pytest.approx(reporting.psi(reference.scores, list(scores))),
+        ("customs_risk_score_psi", None): pytest.approx(kpis.psi(reference.scores, list(scores))),
         ("customs_risk_score_psi_declarations", None): 150,
         # no packaged policy given: no setting to show
-        **{("customs_risk_lane_share", lane): pytest.approx(lanes.count(lane) / 150) for lane in reporting.LANES},
+        **{("customs_risk_lane_share", lane): pytest.approx(lanes.count(lane) / 150) for lane in kpis.LANES},
     }
     assert live.exposition(page) == ""  # a page that has the gauges already (no multiprocess dir) gets no copy
 
