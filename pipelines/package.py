@@ -24,7 +24,7 @@ from models.registry import champion, configure_tracking
 from pipelines.common import load_params, read_json, write_json
 from pipelines.paths import PACKAGE, REGISTRATION, VALIDATION_SCORES
 from serving.loading import LANE_WINDOW, file_digests, tree_digest, verify_files
-from serving.settings import Settings, use_stores
+from serving.settings import BENTO_NAME, Settings, use_stores
 
 SERVICE = "serving.service:CustomsRisk"
 # params.yaml `serving` as the service and `customs-risk score` read it from the champion
@@ -118,7 +118,7 @@ def main() -> None:
     model = import_champion(name, params["serving"])
     bento = bentoml.build(
         SERVICE,
-        name="customs-risk-service",
+        name=BENTO_NAME,
         include=["features/*.py", "models/*.py", "serving/*.py", "serving/risk_profiles.yaml"],
         python={"requirements_txt": "requirements.lock", "lock_packages": False},  # the pins make install uses
         labels={"model": str(model.tag)},
