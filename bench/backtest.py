@@ -8,14 +8,18 @@ declarations they were not fitted on. So a scratch workspace gets the history be
 (later months would leak the future into the refit model and its entity state), the validation
 window set to the three months before it, and the whole `dvc repro`, which trains, registers and
 packages a champion in the workspace's own MLflow and BentoML stores. The month is then scored as
-a center would: through `customs-risk score` and through the packaged service over HTTP, which
-must agree exactly, since both claim to run the same code on the same model. Beside them, a
-what-if: the month decided by the same code (serving.decide, in this process, on the trained
-model) had each day's thresholds followed the last declarations scored, which says what holding
-the shares would cost (the service's thresholds are fixed at packaging).
+a center would: through `customs-risk score` and through the packaged service over HTTP (a new
+audit store, so its lane thresholds start from the packaged validation scores, as the CLI's do),
+which must agree exactly, since both claim to run the same code on the same model. Beside them,
+the month decided in this process by the same code (serving.decide, on the trained model) in
+both modes of params.yaml `serving.lane_thresholds`, `follow` and `fixed`: the packaged mode's
+must be the service's own decisions, and the other says what the choice changes. Lane shares
+against the settings, month and week by week, and each lane's hit rate and shares of the duty
+and of critical frauds, for both.
 
 Prints one JSON line per step and per table row on stdout; progress and the readable tables go
-to stderr. Exits 1 when the CLI and the service disagree on any declaration's scores or lane.
+to stderr. Exits 1 when the CLI, the service and this process's decision in the packaged mode
+disagree on any declaration's scores or lane.
 
     python -m bench.backtest [--month 2021-03] [--keep]
 """
@@ -43,11 +47,11 @@ from bench.workspace import CODE, RAW_FILES, Workspace, copy_project, dvc, run_c
 from features.adapters import KCS
 from features.schema import DECLARATION_FIELDS, LABEL_FIELDS, RECORD, check_declarations
 from models.bundle import RiskModel
-from models.lanes import LanePolicy, LaneShares
+from models.lanes import FIXED, FOLLOW, THRESHOLD_MODES, LaneShares, ScoreWindow, threshold_mode
 from models.metrics import lane_metrics
 from pipelines import paths
 from serving.decide import decide
-from serving.profiles import RiskProfiles, Rule
+from serving.profiles import RiskProfiles
 from serving.settings import Settings
 
 VALIDATION_MONTHS = 3
@@ -58,10 +62,10 @@ SCORE_SOURCES = ("model", "value", "critical")  # red picks by the policy's scor
 # Issue 13's acceptance: the lanes' shares within 1 point of the settings over a later month, and
 # these figures, which it sets for the validation window and asks of a held-out window too.
 SHARE_TOLERANCE = 0.01
-# What-if beside the service: each day's thresholds refitted on the last this many declarations
-# scored before it (a capacity controller over the audit store, which the service is not).
-FOLLOWED_DECLARATIONS = 1000
-SCORE_COLUMNS = ["risk_score", "critical_score", "duty_at_risk"]
+# Issue 28's: thresholds that follow traffic cost each lane at most 2 points of these figures
+# against fixed ones (more found by red and yellow, less released green, is no cost).
+FIGURE_TOLERANCE = 0.02
+COMPARED_FIGURES = ("hit_rate", "duty_share", "critical_share")
 POLICY_TARGETS = {
     "lane_red_hit_rate": ("red hit rate", 0.55),
     "lane_red_duty_share": ("red share of duty at risk on frauds", 0.85),
@@ -166,43 +170,6 @@ def lane_shares(lane: np.ndarray, selected_by: np.ndarray) -> dict[str, float]:
     return {name: float(rows.mean()) if len(lane) else 0.0 for name, rows in picked.items()}
 
 
-def policy_figures(lane: np.ndarray, fraud: np.ndarray, critical: np.ndarray, duty: np.ndarray) -> dict[str, float]:
-    """The acceptance's figures of models.metrics.lane_metrics, as the evaluate stage computes them."""
-    figures = lane_metrics(lane, fraud, critical, duty)
-    return {key: figures[key] for key in POLICY_TARGETS}
-
-
-def lanes_following_traffic(
-    model: RiskModel,
-    records: pd.DataFrame,
-    rules: tuple[Rule, ...],
-    shares: LaneShares,
-    exploration_key: str,
-    earlier: pd.DataFrame,
-    month: pd.DataFrame,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The month's lanes (and selected_by) had each day's thresholds been fitted, as packaging
-    fits them, on the scores of the last FOLLOWED_DECLARATIONS declarations before that day:
-    `earlier` (scores in date order, the validation window's), then the month's own, as the
-    service gave them (`month`, in the order of `records`, the typed declarations). Each day is
-    decided as the service decides it (serving.decide, with the analysts' `rules`), only with
-    those thresholds: what packaging's fixed thresholds cannot do, a controller following the
-    traffic would, and this measures what it would buy."""
-    dates = records["declaration_date"].to_numpy(dtype="datetime64[ns]")
-    order = np.argsort(dates, kind="stable")
-    in_date_order = dates[order]
-    scored = pd.concat([earlier[SCORE_COLUMNS], month[SCORE_COLUMNS].iloc[order]], ignore_index=True)
-    lane, selected_by = np.empty(len(month), dtype=object), np.empty(len(month), dtype=object)
-    for day in np.unique(dates):
-        before = len(earlier) + int(np.searchsorted(in_date_order, day, side="left"))
-        past = scored.iloc[max(0, before - FOLLOWED_DECLARATIONS) : before]
-        policy = LanePolicy.fit(shares, exploration_key, *(past[column] for column in SCORE_COLUMNS))
-        rows = np.flatnonzero(dates == day)
-        decided = decide(model, records.iloc[rows], rules=rules, reasons="none", policy=policy)
-        lane[rows], selected_by[rows] = decided["lane"].to_numpy(), decided["selected_by"].to_numpy()
-    return lane, selected_by
-
-
 def disagreements(cli: pd.DataFrame, service: pd.DataFrame) -> dict[str, int]:
     """Per compared column, the declarations on which the two runs differ (exact equality: the
     same code on the same model must give the same floats); a length mismatch counts every row."""
@@ -225,67 +192,122 @@ LANE_ROWS = {
 }
 
 
-def lane_table(settings: dict, service: dict, cli: dict, validation: dict, followed: dict) -> list[dict]:
-    """One row per lane figure: the setting, the month through the service and the CLI, the
-    validation window, whether the service's month is within SHARE_TOLERANCE of the setting, and
-    the month had the thresholds followed the traffic (lanes_following_traffic)."""
+def lane_table(settings: dict, modes: dict[str, dict], validation: dict) -> list[dict]:
+    """One row per lane figure: the setting, the month in each mode (`modes`: lane_shares of its
+    decisions), whether each is within SHARE_TOLERANCE of the setting, and the validation window."""
     return [
         {
             "table": "lanes",
             "row": name,
             "setting": settings[name],
-            "service": service[name],
-            "cli": cli[name],
+            **{mode: shares[name] for mode, shares in modes.items()},
+            **{
+                f"{mode}_within_1_point": abs(shares[name] - settings[name]) <= SHARE_TOLERANCE
+                for mode, shares in modes.items()
+            },
             "validation": validation[name],
-            "within_1_point": abs(service[name] - settings[name]) <= SHARE_TOLERANCE,
-            "following_traffic": followed[name],
         }
         for name in LANE_ROWS
     ]
 
 
-def policy_table(month: dict, validation: dict, followed: dict) -> list[dict]:
+def weekly_table(dates: pd.Series, settings: dict, modes: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict]:
+    """Red and yellow shares per week (from Monday, by declaration date) in each mode (`modes`:
+    lanes and selected_by in the order of `dates`), against the settings: what the report shows
+    a center week by week."""
+    weeks = pd.to_datetime(dates).dt.to_period("W-SUN").dt.start_time.to_numpy()
+    rows = []
+    for week in np.unique(weeks):
+        mine = weeks == week
+        row = {"table": "weeks", "row": str(pd.Timestamp(week).date()), "declarations": int(mine.sum())}
+        for mode, (lane, selected_by) in modes.items():
+            shares = lane_shares(lane[mine], selected_by[mine])
+            row.update({f"{mode}_{name}": shares[name] for name in ("red", "yellow")})
+        rows.append({**row, **{f"setting_{name}": settings[name] for name in ("red", "yellow")}})
+    return rows
+
+
+def comparison_table(modes: dict[str, dict]) -> list[dict]:
+    """Each lane's hit rate and shares of the duty at risk and of critical frauds, following and
+    fixed (`modes`: lane_metrics of each): whether following costs at most FIGURE_TOLERANCE. Red
+    and yellow are better holding more, green holding less (what it releases)."""
+    rows = []
+    for lane in ("red", "yellow", "green"):
+        for figure in COMPARED_FIGURES:
+            key = f"lane_{lane}_{figure}"
+            follow, fixed = modes[FOLLOW][key], modes[FIXED][key]
+            cost = fixed - follow if lane != "green" else follow - fixed
+            rows.append(
+                {
+                    "table": "modes",
+                    "row": key,
+                    FOLLOW: follow,
+                    FIXED: fixed,
+                    "within_2_points_or_better": cost <= FIGURE_TOLERANCE,
+                }
+            )
+    return rows
+
+
+def policy_table(modes: dict[str, dict], validation: dict) -> list[dict]:
     return [
         {
             "table": "policy",
             "row": key,
-            "month": month[key],
+            **{mode: figures[key] for mode, figures in modes.items()},
+            **{f"{mode}_met": figures[key] >= target for mode, figures in modes.items()},
             "validation": validation[key],
-            "target": target,
-            "month_met": month[key] >= target,
             "validation_met": validation[key] >= target,
-            "following_traffic": followed[key],
+            "target": target,
         }
         for key, (_, target) in POLICY_TARGETS.items()
     ]
 
 
-def markdown(lanes: list[dict], policy: list[dict], header: str) -> str:
+def markdown(lanes: list[dict], weeks: list[dict], modes: list[dict], policy: list[dict], header: str) -> str:
     def pct(value: float) -> str:
         return f"{100 * value:.2f}%"
 
-    following = f"what-if: month, thresholds following the last {FOLLOWED_DECLARATIONS:,}"
+    def judged(value: float, within: bool) -> str:
+        return pct(value) + ("" if within else " (NOT within 1 pt)")
+
     lines = [
         header,
         "",
-        "| lane | setting | month, service | month, `customs-risk score` | validation window | "
-        f"within 1 pt | {following} |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| lane | setting | month, following | month, fixed | validation window |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {LANE_ROWS[r['row']]} | {pct(r['setting'])} | {pct(r['service'])} | {pct(r['cli'])} | "
-        f"{pct(r['validation'])} | {'yes' if r['within_1_point'] else 'NO'} | {pct(r['following_traffic'])} |"
+        f"| {LANE_ROWS[r['row']]} | {pct(r['setting'])} | {judged(r[FOLLOW], r[f'{FOLLOW}_within_1_point'])} | "
+        f"{judged(r[FIXED], r[f'{FIXED}_within_1_point'])} | {pct(r['validation'])} |"
         for r in lanes
     ]
     lines += [
         "",
-        f"| figure | month | validation window | target | {following} |",
-        "| --- | ---: | ---: | --- | ---: |",
+        "| week of | declarations | red, following | red, fixed | yellow, following | yellow, fixed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {POLICY_TARGETS[r['row']][0]} | {r['month']:.3f}{'' if r['month_met'] else ' (NOT met)'} | "
-        f"{r['validation']:.3f}{'' if r['validation_met'] else ' (NOT met)'} | >= {r['target']:.2f} | "
-        f"{r['following_traffic']:.3f} |"
+        f"| {r['row']} | {r['declarations']:,} | {pct(r[f'{FOLLOW}_red'])} | {pct(r[f'{FIXED}_red'])} | "
+        f"{pct(r[f'{FOLLOW}_yellow'])} | {pct(r[f'{FIXED}_yellow'])} |"
+        for r in weeks
+    ]
+    if weeks:
+        lines.append(f"| setting | | {pct(weeks[0]['setting_red'])} | | {pct(weeks[0]['setting_yellow'])} | |")
+    lines += ["", "| figure | following | fixed | following costs at most 2 points |", "| --- | ---: | ---: | --- |"]
+    lines += [
+        f"| {r['row']} | {r[FOLLOW]:.3f} | {r[FIXED]:.3f} | {'yes' if r['within_2_points_or_better'] else 'NO'} |"
+        for r in modes
+    ]
+    lines += [
+        "",
+        "| figure (issue 13) | month, following | month, fixed | validation window | target |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    lines += [
+        f"| {POLICY_TARGETS[r['row']][0]} | {r[FOLLOW]:.3f}{'' if r[f'{FOLLOW}_met'] else ' (NOT met)'} | "
+        f"{r[FIXED]:.3f}{'' if r[f'{FIXED}_met'] else ' (NOT met)'} | "
+        f"{r['validation']:.3f}{'' if r['validation_met'] else ' (NOT met)'} | >= {r['target']:.2f} |"
         for r in policy
     ]
     return "\n".join(lines)
@@ -400,45 +422,61 @@ def backtest(month: str | None, root: Path) -> int:
     progress(f"service: bentoml serve, {len(records):,} declarations in batches of {BATCH}")
     service, packaged = timed("service", lambda: score_with_service(ws, records), rows=len(records), batch=BATCH)
 
-    differ = disagreements(cli[list(COMPARED)], service[list(COMPARED)])
-    emit({"step": "agreement", "rows": len(records), "differ": differ})
-    fraud, critical = labels["fraud"].to_numpy(), labels["critical_fraud"].to_numpy()
-    duty = (records["item_price"] * records["tax_rate"] / 100).to_numpy()
-    scored = pd.read_parquet(root / paths.VALIDATION_SCORES).sort_values("declaration_date", kind="stable")
-    shares = LaneShares.from_params(packaged)
-    exploration_key = yaml.safe_load((root / "params.yaml").read_text())["serving"]["exploration_key"]
     # the trained bundle is the champion the workspace packaged (its first version, approved as
     # bootstrap), and its rules file the one the CLI and the service read; no partner alert is
-    # imported in the workspace
+    # imported in the workspace. Following, the month starts from the last follow_window
+    # validation scores, as the package stage stores them and the new service's store starts.
     model = RiskModel.load(root / paths.BUNDLE)
     rules = RiskProfiles.from_environment(Settings.from_environment(ws.env, cwd=root)).rules
-    followed, followed_by = lanes_following_traffic(model, records, rules, shares, exploration_key, scored, service)
+    serving = yaml.safe_load((root / "params.yaml").read_text())["serving"]
+    scored = pd.read_parquet(root / paths.VALIDATION_SCORES)
+    window = ScoreWindow.latest(int(serving["follow_window"]), scored)
+    decided = {
+        mode: decide(model, records, rules=rules, reasons="none", window=window if mode == FOLLOW else None)
+        for mode in THRESHOLD_MODES
+    }
+    packaged_mode = threshold_mode(serving["lane_thresholds"])
+    differ = {
+        "cli": disagreements(cli[list(COMPARED)], service[list(COMPARED)]),
+        f"in_process_{packaged_mode}": disagreements(decided[packaged_mode][list(COMPARED)], service[list(COMPARED)]),
+    }
+    emit({"step": "agreement", "rows": len(records), "mode": packaged_mode, "differ": differ})
+
+    fraud, critical = labels["fraud"].to_numpy(), labels["critical_fraud"].to_numpy()
+    duty = (records["item_price"] * records["tax_rate"] / 100).to_numpy()
+    settings = share_settings(LaneShares.from_params(packaged))
     lanes = lane_table(
-        share_settings(shares),
-        lane_shares(service["lane"], service["selected_by"]),
-        lane_shares(cli["lane"], cli["selected_by"]),
+        settings,
+        {mode: lane_shares(d["lane"], d["selected_by"]) for mode, d in decided.items()},
         lane_shares(scored["lane"], scored["selected_by"]),
-        lane_shares(followed, followed_by),
     )
+    weeks = weekly_table(
+        records["declaration_date"],
+        settings,
+        {mode: (d["lane"].to_numpy(), d["selected_by"].to_numpy()) for mode, d in decided.items()},
+    )
+    figures = {mode: lane_metrics(d["lane"].to_numpy(), fraud, critical, duty) for mode, d in decided.items()}
+    modes = comparison_table(figures)
     validation = json.loads((root / paths.TARGETING_METRICS).read_text())
-    policy = policy_table(
-        policy_figures(service["lane"], fraud, critical, duty),
-        validation,
-        policy_figures(followed, fraud, critical, duty),
-    )
-    for row in lanes + policy:
+    policy = policy_table(figures, validation)
+    for row in lanes + weeks + modes + policy:
         emit(row)
     header = (
         f"Backtest of {month}: {len(records):,} declarations ({int(fraud.sum())} frauds, {int(critical.sum())} "
         f"critical) never seen by the model, trained on {split.windows['train_start']} .. "
         f"{split.windows['valid_end']} (validation window from {split.windows['valid_start']}, "
-        f"{int(validation['validation_rows']):,} declarations, its scores out of sample)"
+        f"{int(validation['validation_rows']):,} declarations, its scores out of sample). Packaged: "
+        f"{packaged_mode}; following: the last {int(serving['follow_window']):,} declarations scored"
     )
-    print("\n" + markdown(lanes, policy, header), file=sys.stderr, flush=True)
-    if any(differ.values()):
-        progress(f"the CLI and the service DISAGREE: {differ}")
+    print("\n" + markdown(lanes, weeks, modes, policy, header), file=sys.stderr, flush=True)
+    disagreeing = {name: counts for name, counts in differ.items() if any(counts.values())}
+    if disagreeing:
+        progress(f"the CLI, the service and this process ({packaged_mode}) DISAGREE: {disagreeing}")
         return 1
-    progress(f"the CLI and the service agree on every score and lane of the {len(records):,} declarations")
+    progress(
+        f"the CLI, the service and this process ({packaged_mode}) agree on every score and lane of the "
+        f"{len(records):,} declarations"
+    )
     return 0
 
 

@@ -5,28 +5,25 @@ these are its pure parts on inputs small enough to count."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from bench.backtest import (
-    SCORE_COLUMNS,
+    LANE_ROWS,
+    comparison_table,
     disagreements,
     lane_shares,
     lane_table,
-    lanes_following_traffic,
     last_month,
     markdown,
     month_split,
-    policy_figures,
     policy_table,
     share_settings,
+    weekly_table,
 )
-from models.bundle import Assessment
-from models.lanes import LanePolicy, LaneShares
-from serving.profiles import Condition, Rule
+from models.lanes import LaneShares
+from models.metrics import lane_metrics
 
 
 def _kcs(dates: list[str]) -> pd.DataFrame:
@@ -101,23 +98,6 @@ def test_lane_shares_count_each_source_of_red_apart():
     )
 
 
-def test_policy_figures_on_a_month_counted_by_hand():
-    lane = np.array(["red", "red", "red", "red", "yellow", "yellow", "green", "green", "green", "green"])
-    fraud = np.array([1, 1, 1, 0, 1, 0, 1, 0, 0, 0])
-    critical = np.array([1, 0, 0, 0, 1, 0, 1, 0, 0, 0])
-    duty = np.array([500.0, 300.0, 0.0, 9999.0, 100.0, 50.0, 100.0, 7.0, 0.0, 0.0])
-    # red: 3 frauds of 4; duty at risk on frauds 800 of 1000 (the clean red row's 9999 is not at
-    # risk); critical frauds 1 of 3 in red, 2 of 3 in red or yellow
-    assert policy_figures(lane, fraud, critical, duty) == pytest.approx(
-        {
-            "lane_red_hit_rate": 0.75,
-            "lane_red_duty_share": 0.8,
-            "lane_red_critical_share": 1 / 3,
-            "lane_red_yellow_critical_share": 2 / 3,
-        }
-    )
-
-
 def _results(**changes) -> pd.DataFrame:
     results = pd.DataFrame(
         {
@@ -146,98 +126,70 @@ def test_the_cli_and_the_service_must_agree_exactly():
     assert set(disagreements(_results(), _results().head(1)).values()) == {2}
 
 
-def test_the_tables_judge_the_month_through_the_service_against_settings_and_targets():
-    settings = dict.fromkeys(
-        (
-            "red_by_score",
-            "red_risk",
-            "red_value",
-            "red_critical",
-            "red_random",
-            "red_rule_alert",
-            "red",
-            "yellow",
-            "green",
-        ),
-        0.1,
-    )
-    service = {**settings, "red_by_score": 0.111, "yellow": 0.109}
-    followed = dict(settings, red_by_score=0.102)
-    lanes = lane_table(settings, service, dict(settings, yellow=0.5), settings, followed)
-    judged = {row["row"]: row["within_1_point"] for row in lanes}
-    assert not judged["red_by_score"] and judged["yellow"]  # the service's share is judged, not the CLI's
-    month = {
+def test_the_lanes_are_judged_in_both_modes_against_the_settings():
+    settings = dict.fromkeys(LANE_ROWS, 0.1)
+    modes = {"follow": {**settings, "red": 0.109}, "fixed": {**settings, "red": 0.111, "yellow": 0.05}}
+    rows = {row["row"]: row for row in lane_table(settings, modes, settings)}
+    assert (rows["red"]["follow_within_1_point"], rows["red"]["fixed_within_1_point"]) == (True, False)
+    assert not rows["yellow"]["fixed_within_1_point"] and rows["yellow"]["follow_within_1_point"]
+    assert (rows["red"]["setting"], rows["red"]["follow"], rows["red"]["fixed"]) == (0.1, 0.109, 0.111)
+
+
+def test_weeks_start_on_monday_and_count_each_modes_shares():
+    dates = pd.Series(pd.to_datetime(["2021-03-01", "2021-03-07", "2021-03-08", "2021-03-09"]))  # Mon, Sun, Mon
+    lane = np.array(["red", "green", "yellow", "yellow"], dtype=object)
+    by = np.full(4, "model", dtype=object)
+    weeks = weekly_table(dates, {"red": 0.07, "yellow": 0.1}, {"follow": (lane, by), "fixed": (lane[::-1], by)})
+    assert [(w["row"], w["declarations"]) for w in weeks] == [("2021-03-01", 2), ("2021-03-08", 2)]
+    assert (weeks[0]["follow_red"], weeks[0]["follow_yellow"], weeks[0]["fixed_yellow"]) == (0.5, 0.0, 1.0)
+    assert (weeks[1]["fixed_red"], weeks[1]["setting_red"]) == (0.5, 0.07)
+
+
+def test_following_may_cost_each_figure_two_points_and_more_found_is_no_cost():
+    lane = np.array(["red", "red", "red", "red", "yellow", "yellow", "green", "green", "green", "green"])
+    fraud = np.array([1, 1, 1, 0, 1, 0, 1, 0, 0, 0])
+    critical = np.array([1, 0, 0, 0, 1, 0, 1, 0, 0, 0])
+    duty = np.array([500.0, 300.0, 0.0, 9999.0, 100.0, 50.0, 100.0, 7.0, 0.0, 0.0])
+    fixed = lane_metrics(lane, fraud, critical, duty)
+    follow = {
+        **fixed,
+        "lane_red_hit_rate": fixed["lane_red_hit_rate"] - 0.021,  # costs more than 2 points
+        "lane_red_duty_share": fixed["lane_red_duty_share"] - 0.019,
+        "lane_yellow_critical_share": fixed["lane_yellow_critical_share"] + 0.3,  # finds more
+        "lane_green_critical_share": fixed["lane_green_critical_share"] + 0.05,  # releases more
+    }
+    judged = {
+        row["row"]: row["within_2_points_or_better"] for row in comparison_table({"follow": follow, "fixed": fixed})
+    }
+    assert len(judged) == 9
+    assert not judged["lane_red_hit_rate"] and judged["lane_red_duty_share"]
+    assert judged["lane_yellow_critical_share"] and not judged["lane_green_critical_share"]
+    assert judged["lane_green_hit_rate"]
+
+
+def test_the_tables_read_as_a_head_of_targeting_reads_them():
+    settings = dict.fromkeys(LANE_ROWS, 0.1)
+    lanes = lane_table(settings, {"follow": {**settings, "red": 0.105}, "fixed": {**settings, "red": 0.12}}, settings)
+    figures = {
         "lane_red_hit_rate": 0.6,
         "lane_red_duty_share": 0.84,
         "lane_red_critical_share": 0.7,
         "lane_red_yellow_critical_share": 0.9,
     }
-    policy = policy_table(month, {**month, "lane_red_hit_rate": 0.5}, {**month, "lane_red_duty_share": 0.91})
-    assert [row["month_met"] for row in policy] == [True, False, True, True]
-    assert [row["validation_met"] for row in policy] == [False, False, True, True]
-    text = markdown(lanes, policy, "header")
-    assert "| red by score (risk + value + critical) | 10.00% | 11.10% | 10.00% | 10.00% | NO | 10.20% |" in text
-    assert "| red share of duty at risk on frauds | 0.840 (NOT met) | 0.840 (NOT met) | >= 0.85 | 0.910 |" in text
-
-
-class ScoresModel:
-    """What `serving.decide` asks of a model, with known scores by declaration ID: lanes come from
-    the policy it is handed, as a RiskModel's do."""
-
-    state = None
-
-    def __init__(self, scores: pd.DataFrame, policy: LanePolicy):
-        self.scores, self.lanes = scores.set_index("declaration_id"), policy
-
-    def assess(self, declarations, policy=None) -> Assessment:
-        ids = [str(i) for i in declarations["declaration_id"].tolist()]
-        risk, critical, duty = (self.scores.loc[ids, column].to_numpy(dtype=float) for column in SCORE_COLUMNS)
-        lane, selected_by = (policy or self.lanes).assign(risk, critical, duty, ids)
-        return Assessment(ids, risk, critical, duty, lane, selected_by, SimpleNamespace(matrix=None))
-
-    def explain(self, assessed: Assessment, rows, max_reasons: int) -> list[list[dict]]:
-        return [[] for _ in assessed.ids]
-
-
-def test_thresholds_following_traffic_are_fitted_each_day_on_the_declarations_before_it(monkeypatch):
-    monkeypatch.setattr("bench.backtest.FOLLOWED_DECLARATIONS", 4)
-    shares = LaneShares(
-        red_risk_share=0.5,
-        red_value_share=0,
-        red_critical_share=0,
-        yellow_share=0,
-        yellow_critical_share=0,
-        exploration_share=0,
-    )
-    earlier = pd.DataFrame({"risk_score": [0.1, 0.2, 0.3, 0.4], "critical_score": 0.0, "duty_at_risk": 0.0})
-    # the second day's rows come first: the days are taken in date order, not row order
-    month = pd.DataFrame(
-        {
-            "declaration_id": ["C", "D", "A", "B"],
-            "risk_score": [0.32, 0.36, 0.35, 0.25],
-            "critical_score": 0.0,
-            "duty_at_risk": 0.0,
-        }
-    )
-    records = pd.DataFrame(
-        {
-            "declaration_id": month["declaration_id"],
-            "declaration_date": pd.to_datetime(["2021-03-02", "2021-03-02", "2021-03-01", "2021-03-01"]),
-            "hs6_code": "440890",
-            "item_price": 100.0,
-            "net_mass_kg": 10.0,
-        }
-    )
-    # packaged on the validation window alone: its threshold (0.3) would send C red on day 2 too
-    model = ScoresModel(month, LanePolicy.fit(shares, "key", *(earlier[column] for column in SCORE_COLUMNS)))
-    lane, selected_by = lanes_following_traffic(model, records, (), shares, "key", earlier, month)
-    # day 1: the top half of 0.1..0.4 starts at 0.3, so A (0.35) is red and B (0.25) green; day 2:
-    # the last 4 scored are 0.3, 0.4, 0.35, 0.25, whose top half starts at 0.35: D red, C green
-    assert list(lane) == ["green", "red", "red", "green"]
-    assert list(selected_by) == ["model"] * 4
-    assert model.assess(records).lane.tolist() == ["red", "red", "red", "green"]  # as packaged
-    # an analyst's rule holds what it holds whatever the thresholds: the same decision as served
-    watched = (Rule("watched", "yellow", "r", (Condition("declaration_id", "in", ("B",)),)),)
-    lane, selected_by = lanes_following_traffic(model, records, watched, shares, "key", earlier, month)
-    assert list(lane) == ["green", "red", "red", "yellow"]
-    assert list(selected_by) == ["model", "model", "model", "rule"]
+    policy = policy_table({"follow": figures, "fixed": {**figures, "lane_red_hit_rate": 0.5}}, figures)
+    assert [row["fixed_met"] for row in policy] == [False, False, True, True]  # duty: 0.84 against 0.85
+    assert [row["follow_met"] for row in policy] == [True, False, True, True]
+    dates = pd.Series(pd.to_datetime(["2021-03-01"]))
+    one = (np.array(["red"], dtype=object), np.array(["model"], dtype=object))
+    weeks = weekly_table(dates, settings, {"follow": one, "fixed": one})
+    fixed = {
+        f"lane_{lane}_{figure}": 0.5
+        for lane in ("red", "yellow", "green")
+        for figure in ("hit_rate", "duty_share", "critical_share")
+    }
+    modes = comparison_table({"follow": fixed, "fixed": fixed})
+    text = markdown(lanes, weeks, modes, policy, "header")
+    assert "| red, all | 10.00% | 10.50% | 12.00% (NOT within 1 pt) | 10.00% |" in text
+    assert "| 2021-03-01 | 1 | 100.00% | 100.00% | 0.00% | 0.00% |" in text
+    assert "| lane_red_hit_rate | 0.500 | 0.500 | yes |" in text
+    assert "| red hit rate | 0.600 | 0.500 (NOT met) | 0.600 | >= 0.55 |" in text
