@@ -11,7 +11,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test check test-unit serve ui install bench bench-quick fuzz soak scale report backtest
+.PHONY: run test check test-unit serve ui install bench bench-quick fuzz soak scale report backtest simulate
 
 # One environment for the service, the pipeline, the tests and the benchmarks, installed from
 # requirements.lock (every package pinned, the versions CI ran), then the project itself without
@@ -108,3 +108,11 @@ scale: $(INSTALLED)
 # settings and issue 13's policy figures, MONTH beside the validation window. KEEP=1 keeps the workspace.
 backtest: $(INSTALLED)
 	@$(BIN)/python -m bench.backtest $(if $(MONTH),--month $(MONTH)) $(if $(filter 1,$(KEEP)),--keep)
+
+# The loop replayed (docs/loop.md): `customs-risk simulate` with params.yaml `simulate` on the
+# embedded history, every strategy side by side; SIMULATE_DIR/periods.csv, summary.json,
+# simulation.png and an MLflow run (experiment simulation). About 12 minutes on 2 cores.
+SIMULATE_DIR ?= reports/simulation
+
+simulate: $(INSTALLED)
+	$(BIN)/customs-risk simulate --output "$(SIMULATE_DIR)"
