@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
@@ -72,3 +73,18 @@ def lane_metrics(lane: np.ndarray, fraud: np.ndarray, critical: np.ndarray, duty
         metrics[f"lane_{name}_critical_share"] = _share(critical, held)
     metrics["lane_red_yellow_critical_share"] = _share(critical, lane != "green")
     return metrics
+
+
+def window_figures(scored: pd.DataFrame, rates: list[float]) -> dict[str, float]:
+    """The evaluate stage's figures for a model's scores and lanes on a window (columns `fraud`,
+    `critical_fraud`, `duty_exposure`, `risk_score`, `critical_score`, `lane`), over its labelled
+    rows: an uninspected declaration says nothing about what inspecting it would find. Register
+    judges a challenger and the champion with it, so both are measured as evaluate measures."""
+    labelled = scored[scored["fraud"].notna()]
+    fraud, critical, duty = (labelled[c].to_numpy(dtype=float) for c in ("fraud", "critical_fraud", "duty_exposure"))
+    figures = targeting_metrics(
+        fraud, critical, duty, labelled["risk_score"].to_numpy(), labelled["critical_score"].to_numpy(), rates
+    )
+    figures.update(lane_metrics(labelled["lane"].to_numpy(), fraud, critical, duty))
+    figures.update(validation_rows=len(scored), validation_rows_labelled=len(labelled))
+    return figures

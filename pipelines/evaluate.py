@@ -8,7 +8,7 @@ import pandas as pd
 from features.matrix import FEATURE_NAMES
 from models.bundle import RiskModel
 from models.lanes import FOLLOW, SCORES_ARTIFACTS, threshold_mode
-from models.metrics import lane_metrics, targeting_metrics
+from models.metrics import window_figures
 from models.registry import configure_tracking
 from models.reports import (
     lane_frontier,
@@ -40,9 +40,7 @@ def main() -> None:
     scores = every[every["fraud"].notna()].reset_index(drop=True)
     fraud, critical = scores["fraud"].to_numpy(), scores["critical_fraud"].to_numpy()
     risk, critical_risk = scores["risk_score"].to_numpy(), scores["critical_score"].to_numpy()
-    metrics = targeting_metrics(fraud, critical, scores["duty_exposure"].to_numpy(), risk, critical_risk, rates)
-    metrics.update(lane_metrics(scores["lane"].to_numpy(), fraud, critical, scores["duty_exposure"].to_numpy()))
-    metrics.update(validation_rows=len(every), validation_rows_labelled=len(scores))
+    metrics = window_figures(every, rates)  # as register measures the champion on a challenger's window
     write_json(METRICS, metrics)
 
     curve = targeting_curve(fraud, scores["duty_exposure"].to_numpy(), risk)

@@ -251,3 +251,35 @@ def test_a_reversed_ranking_has_the_worst_precision_possible(window):
     metrics = _metrics(fraud, (1 - fraud) * 0.5 + noise, rates=[rate])
     count, clean = len(top_share(noise, rate)), int((fraud == 0).sum())
     assert metrics[f"precision_at_{rate:g}"] == pytest.approx(max(0, count - clean) / count)
+
+
+# --- window_figures: what evaluate reports and register judges ------------------------------------
+
+
+def test_window_figures_are_over_the_labelled_rows_and_count_every_row():
+    import pandas as pd
+
+    from models.metrics import lane_metrics, window_figures
+
+    rng = np.random.default_rng(3)
+    n = 400
+    fraud = pd.array(_labels(n, 60).astype(int), dtype="Int8")
+    fraud[rng.choice(n, 100, replace=False)] = pd.NA  # released uninspected: no label
+    critical = pd.array(np.where(fraud.fillna(0).to_numpy() == 1, rng.integers(0, 2, n), 0), dtype="Int8")
+    critical[fraud.isna()] = pd.NA
+    frame = pd.DataFrame(
+        {
+            "fraud": fraud,
+            "critical_fraud": critical,
+            "duty_exposure": rng.random(n) * 1000,
+            "risk_score": rng.random(n),
+            "critical_score": rng.random(n),
+            "lane": rng.choice(["red", "yellow", "green"], n),
+        }
+    )
+    figures = window_figures(frame, RATES)
+    labelled = frame[frame["fraud"].notna()]
+    known, dangerous, duty = (labelled[c].to_numpy(dtype=float) for c in ("fraud", "critical_fraud", "duty_exposure"))
+    expected = _metrics(known, labelled["risk_score"], dangerous, duty, labelled["critical_score"])
+    expected.update(lane_metrics(labelled["lane"].to_numpy(), known, dangerous, duty))
+    assert figures == {**expected, "validation_rows": 400, "validation_rows_labelled": 300}
