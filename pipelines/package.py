@@ -15,12 +15,12 @@ from pathlib import Path
 import bentoml
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from models.governance import Approval, recorded_champion
 from models.lanes import FOLLOW, SCORES, SCORES_ARTIFACTS, ScoreWindow, threshold_mode
-from models.registry import champion, configure_tracking
+from models.registry import configure_tracking, run_parquet
 from pipelines.common import load_params, read_json, write_json
 from pipelines.paths import PACKAGE, REGISTRATION, VALIDATION_SCORES
 from serving.loading import LANE_WINDOW, file_digests, tree_digest, verify_files
@@ -60,21 +60,22 @@ def validation_window(run_id: str, size: int) -> dict[str, np.ndarray]:
     by score: where its lanes' window starts when they follow traffic. From its own run, not the
     checkout: the champion may be an earlier run than the one trained last."""
     artifact = f"{SCORES_ARTIFACTS}/{VALIDATION_SCORES.name}"
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=scratch)
-        except MlflowException as missing:
-            raise SystemExit(
-                f"package: the champion's run {run_id} holds no {artifact} (its evaluate stage logs it), so its "
-                "lanes cannot follow traffic: retrain, or set serving.lane_thresholds: fixed"
-            ) from missing
-        window = ScoreWindow.latest(size, pd.read_parquet(path, columns=["declaration_date", *SCORES]))
+    try:
+        window = ScoreWindow.latest(size, run_parquet(run_id, artifact, ["declaration_date", *SCORES]))
+    except MlflowException as missing:
+        raise SystemExit(
+            f"package: the champion's run {run_id} holds no {artifact} (its evaluate stage logs it), so its "
+            "lanes cannot follow traffic: retrain, or set serving.lane_thresholds: fixed"
+        ) from missing
     return {name: window.scores[:, column] for column, name in enumerate(SCORES)}
 
 
 def import_champion(name: str, serving: dict) -> bentoml.Model:
-    """Import the champion once per registry version; the tag names the version it came from."""
-    version = champion(name)
+    """Import the champion once per registry version; the tag names the version it came from.
+    Only the `champion` alias is packaged, with who approved it and when: what is served is what
+    a reviewer approved (models.governance), and an alias moved in the MLflow UI is recorded first."""
+    client = MlflowClient()
+    version = recorded_champion(client, name, "the package stage")
     if version is None:
         raise SystemExit(f"package: no '{name}@champion' in the registry; run the register stage")
     follow = threshold_mode(serving["lane_thresholds"]) == FOLLOW
@@ -82,8 +83,8 @@ def import_champion(name: str, serving: dict) -> bentoml.Model:
     tag = f"{name}:v{version.version}"
     with contextlib.suppress(bentoml.exceptions.NotFound):
         bentoml.models.delete(bentoml.models.get(tag).tag)
-    client = MlflowClient()
     metrics = client.get_run(version.run_id).data.metrics
+    approval = Approval.of(version)
     with tempfile.TemporaryDirectory() as scratch:
         local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=scratch)
         digests = file_digests(Path(local))
@@ -98,6 +99,7 @@ def import_champion(name: str, serving: dict) -> bentoml.Model:
                 "version": str(version.version),
                 "run_id": version.run_id,
                 "validation_metrics": metrics,
+                "approval": approval.tags() if approval else None,
                 "serving": {key: serving[key] for key in SERVING_PARAMS},
                 FILES_TAG: fingerprint,
                 "files": digests,

@@ -200,8 +200,10 @@ def test_forced_rerun_gives_identical_metrics_and_models(workspace):
     assert (root / "data/model/tuned_params.json").read_text() == tuned
     assert _model_files(root) == files  # boosters, calibration, lanes and feature state
     registration = json.loads((root / "data/model/registration.json").read_text())
-    assert registration["alias"] == "champion"  # as good as the champion: it moves
+    # as good as the champion on the same window: recommended, and waiting for a reviewer's approval
+    assert (registration["alias"], registration["recommended"]) == ("challenger", True)
     assert registration["champion_value"] == registration["new_value"]
+    assert registration["champion"]["version"] == registration["previous_champion"]
 
 
 def _model_files(root) -> dict[str, bytes]:

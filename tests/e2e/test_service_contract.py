@@ -141,7 +141,9 @@ def held_back_results(service, held_back) -> list[dict]:
 
 
 def _registered(workspace) -> dict:
-    return json.loads((workspace["root"] / "data/model/registration.json").read_text())
+    """The champion the last registration left in service: what the package stage served (a
+    retrain earlier in the session waits for approval as `challenger`)."""
+    return json.loads((workspace["root"] / "data/model/registration.json").read_text())["champion"]
 
 
 def _audit_export(workspace, table: str, output: Path) -> pd.DataFrame:
