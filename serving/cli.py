@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from serving.approval import REGISTRATION, approve_command, print_comparison
 from serving.feedback import export_feedback_command
 from serving.settings import Settings, use_stores
 from serving.simulation import simulate_command
@@ -318,8 +319,10 @@ def report(
 @app.command()
 def metrics(
     path: Path = typer.Option(Path("metrics/targeting.json"), help="metrics file of the evaluate stage"),
+    registration: Path = typer.Option(REGISTRATION, help="the register stage's decision: its comparison table"),
 ) -> None:
-    """Print the validation window's targeting metrics as a table."""
+    """Print the validation window's targeting metrics as a table, then the comparison the
+    champion rule judged the last registered version on, where there was a champion."""
     values = json.loads(path.read_text())
     rates = sorted({key.rsplit("_", 1)[1] for key in values if key.startswith("precision_at_")}, key=float)
     table = Table(title=f"Validation window ({int(values['validation_rows']):,} declarations)")
@@ -340,8 +343,12 @@ def metrics(
         f"Brier {values['brier']:.4f}   "
         f"critical ROC AUC {values.get('critical_roc_auc', float('nan')):.3f}"
     )
-    if "lane_red_share" not in values:  # metrics of a release before the lane policy
-        return
+    if "lane_red_share" in values:  # not in metrics of a release before the lane policy
+        _print_lanes(values)
+    print_comparison(registration)
+
+
+def _print_lanes(values: dict) -> None:
     from models.lanes import LANES
     from models.metrics import LANE_FIGURES
 
@@ -356,6 +363,7 @@ def metrics(
 
 
 app.command("export-feedback")(export_feedback_command)
+app.command("approve")(approve_command)
 app.command("simulate")(simulate_command)
 
 alerts_app = typer.Typer(

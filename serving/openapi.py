@@ -214,6 +214,11 @@ def contract_document(max_batch: int, secured: bool) -> dict:
             "name": {"type": "string"},
             "version": {"type": "string"},
             "run_id": {"type": "string"},
+            # who put the version into service and when (models.governance); null for a bento
+            # packaged before approvals were recorded
+            "approved_by": {"type": "string", "nullable": True},
+            "approved_at": {"type": "string", "format": "date-time", "nullable": True},
+            "approval_note": {"type": "string", "nullable": True},
             "lanes": {"type": "object"},
             "features": {"type": "array", "items": {"type": "string"}},
         },

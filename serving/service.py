@@ -15,6 +15,7 @@ import pydantic_core
 from starlette.responses import Response
 
 from models.bundle import RESULT_COLUMNS, InvalidDeclarations, result_records, validated_declarations
+from models.governance import APPROVAL_TAGS
 from serving.alert_exchange import LiveAlerts
 from serving.audit import AuditStore, AuditStoreUnavailable
 from serving.decide import decide
@@ -195,8 +196,10 @@ class CustomsRisk:
             lanes = self.lanes.describe(self._recent())
         except AuditStoreUnavailable as failed:
             return self._unavailable(ctx, failed)
+        approval = self.packaged.get("approval") or {}  # packaged with the version (models.governance)
         return {
             **self.identity,
+            **{key: approval.get(key) for key in APPROVAL_TAGS},  # who put it in service, when and why
             "files_sha256": self.packaged["files_sha256"],
             "training_window": self.model.info["training_window"],
             "validation_window": self.model.info["validation_window"],
