@@ -38,6 +38,9 @@ class Reference:
     state: object | None = None  # features.history.FeatureState
     scores: np.ndarray | None = None  # validation window risk scores
     features: pd.DataFrame | None = None  # validation window features, as models read them
+    # who put the version into service and when (approved_by, approved_at, approval_note), as
+    # packaged with it; empty for a bento packaged before approvals were recorded
+    approval: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -139,7 +142,7 @@ def drift(reference_scores, scores, reference_features: pd.DataFrame | None, fea
 def kpis(rows: pd.DataFrame, since: dt.date, until: dt.date, reference: Reference, drifted: dict) -> dict:
     return {
         "period": {"since": since.isoformat(), "until": until.isoformat()},
-        "model": {"name": reference.name, "version": reference.version},
+        "model": {"name": reference.name, "version": reference.version, **reference.approval},
         "decisions": len(rows),
         "lanes": lane_figures(rows, reference.lanes),
         "selected_by": {source: _group(rows[rows["selected_by"] == source]) for source in SOURCES},

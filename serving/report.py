@@ -173,6 +173,7 @@ def load_reference(settings) -> Reference:
         version=str(metadata["version"]) if metadata.get("version") is not None else None,
         lanes=model.lanes,
         state=model.state,
+        approval=metadata.get("approval") or {},
     )
     root = settings.checkout
     if root is None:

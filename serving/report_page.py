@@ -106,6 +106,13 @@ th:first-child,td:first-child{text-align:left}
 """
 
 
+def _approved(model: dict) -> str:
+    """Who put the version into service and when, as the page's first lines name the model."""
+    if not model.get("approved_by"):
+        return ""
+    return f", approved by {html.escape(str(model['approved_by']))} at {html.escape(str(model['approved_at']))}"
+
+
 def render_html(figures: dict, rows: pd.DataFrame, notes: list[str]) -> str:
     """The page of `figures` (serving.kpis) for the period's decision `rows`, with `notes` on what
     could not be computed."""
@@ -117,7 +124,8 @@ def render_html(figures: dict, rows: pd.DataFrame, notes: list[str]) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>Targeting report, {period['since']} to {period['until']}</h1>",
         f"<p>{figures['decisions']:,} declarations dated in the period (the latest decision of each), "
-        f"model {html.escape(str(figures['model']['name']))} version {html.escape(str(figures['model']['version']))}. "
+        f"model {html.escape(str(figures['model']['name']))} version {html.escape(str(figures['model']['version']))}"
+        f"{_approved(figures['model'])}. "
         f"A hit is an inspection outcome of fraud or critical; cells with fewer than {FEW_OUTCOMES} outcomes are "
         "marked: too few to mean anything.</p>",
     ]

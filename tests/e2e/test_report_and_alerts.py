@@ -306,7 +306,9 @@ def test_the_report_runs_on_the_month_and_leaves_the_store_alone(session):
 def test_every_count_share_and_hit_rate_of_the_month_is_the_declarations(session):
     kpis, truth, serving = session["reports"]["month"]["kpis"], session["truth"], session["params"]["serving"]
     assert kpis["period"] == {"since": "2021-02-01", "until": "2021-02-28"}
-    assert kpis["model"] == {"name": "customs-risk", "version": session["metadata"]["version"]}
+    served = session["metadata"]
+    approval = {key: served[key] for key in ("approved_by", "approved_at", "approval_note")}
+    assert kpis["model"] == {"name": "customs-risk", "version": served["version"], **approval}
     assert kpis["decisions"] == len(truth)
     red = serving["red_risk_share"] + serving["red_value_share"] + serving["red_critical_share"]
     settings = {"red": red, "yellow": serving["yellow_share"], "green": 1 - red - serving["yellow_share"]}
@@ -352,6 +354,8 @@ def test_the_months_drift_is_computed_against_the_validation_window(session):
 
 def test_the_page_renders_its_tables_and_plots(session):
     page = (session["folder"] / "month" / "index.html").read_text()
+    served = session["metadata"]
+    assert f"version {served['version']}, approved by {served['approved_by']} at {served['approved_at']}." in page
     assert page.count("<table>") >= 5 and page.count('src="data:image/png;base64,') >= 5
     assert "<script" not in page and "http://" not in page and "https://" not in page
 

@@ -452,6 +452,18 @@ def test_the_page_is_self_contained_with_its_tables_and_plots(trained, scored_st
     assert "too few" in text  # the small sources have fewer than 30 outcomes
 
 
+def test_the_page_and_kpis_name_who_approved_the_model_and_when(trained, scored_store, tmp_path):
+    _, reference = trained
+    path, _ = scored_store
+    approval = {"approved_by": "A. Reviewer", "approved_at": "2026-12-06T10:00:00Z", "approval_note": "better on March"}
+    _run(tmp_path, path, dataclasses.replace(reference, approval=approval))
+    assert (
+        "version 7, approved by A. Reviewer at 2026-12-06T10:00:00Z." in (tmp_path / "out" / "index.html").read_text()
+    )
+    model = json.loads((tmp_path / "out" / "kpis.json").read_text())["model"]
+    assert model == {"name": "customs-risk", "version": "7", **approval}
+
+
 BROWSER = next(
     (
         path
