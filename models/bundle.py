@@ -14,7 +14,18 @@ import numpy as np
 import pandas as pd
 
 from features.history import FeatureState
-from features.matrix import CATEGORICAL, FEATURE_NAMES, FEATURES_BY_NAME, ServingInputs, serving_inputs
+from features.matrix import (
+    CATEGORICAL,
+    FEATURE_NAMES,
+    FEATURES,
+    OUTCOME,
+    OUTCOME_WORDS,
+    OVERALL_COUNTS,
+    ServingInputs,
+    evidence,
+    overall_rate,
+    serving_inputs,
+)
 from features.schema import Declarations, check_requests
 from models.calibration import Calibration
 from models.contributions import PathContributions
@@ -22,6 +33,8 @@ from models.lanes import LanePolicy
 
 RESULT_COLUMNS = ["declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"]
 DECLARED_DUTY = FEATURE_NAMES.index("duty_exposure")  # item_price * tax_rate / 100, as a feature
+MAX_REASONS = 3  # serving.max_reasons's default
+TOPICS = [feature.reason.topic if feature.reason else None for feature in FEATURES]
 
 
 def _json_value(value):
@@ -84,23 +97,58 @@ def result_records(results: pd.DataFrame) -> list[dict]:
     return [dict(zip(columns, row)) for row in zip(*(results[column].tolist() for column in columns))]
 
 
-def reasons_for(
-    inputs: ServingInputs, state: FeatureState, rows: np.ndarray, contributions: np.ndarray, max_reasons: int
-) -> list[list[dict]]:
-    """The features that pushed each score up most, as sentences about the declaration, for
-    `rows` (positions in `inputs`) and their contributions (one row each, features only).
+def select_reasons(contributions: np.ndarray, stated: np.ndarray, max_reasons: int) -> list[list[int]]:
+    """Per row, the features its reasons state: the largest positive contributions among those
+    whose value is evidence (`stated`, from features.matrix.evidence), one per topic (two
+    features saying the same thing, a first declaration or an entity's record, are said once),
+    at most `max_reasons`. A typical value is skipped for the next contribution, not shown."""
+    stated = stated & (contributions > 0)
+    order = np.argsort(np.where(stated, -contributions, np.inf), axis=1, kind="stable")
+    chosen = []
+    for row, count in zip(order.tolist(), stated.sum(axis=1).tolist()):
+        picked: list[int] = []
+        topics = set()
+        for j in row[:count]:
+            if len(picked) == max_reasons:
+                break
+            if TOPICS[j] not in topics:
+                topics.add(TOPICS[j])
+                picked.append(j)
+        chosen.append(picked)
+    return chosen
 
-    Each row's context holds the features, then the counts, then the record's fields (declared
-    values last: an unseen category is NaN as a feature but named as declared), as plain Python
-    values taken column by column, and only for rows with a positive contribution."""
-    top = np.argsort(-contributions, axis=1, kind="stable")[:, :max_reasons]
-    chosen = np.take_along_axis(contributions, top, axis=1)
-    keep = chosen > 0
-    out: list[list[dict]] = [[] for _ in range(len(rows))]
-    explained = np.flatnonzero(keep.any(axis=1))
-    if not len(explained):
+
+def _columns(matrix: np.ndarray, overall: dict, outcome: str) -> dict:
+    """What features.matrix.evidence and references read: the features, overall counts, outcome."""
+    return {**{name: matrix[:, j] for j, name in enumerate(FEATURE_NAMES)}, **overall, OUTCOME: outcome}
+
+
+def reasons_for(
+    inputs: ServingInputs,
+    state: FeatureState,
+    rows: np.ndarray,
+    contributions: np.ndarray,
+    max_reasons: int,
+    outcome: str = "fraud",
+) -> list[list[dict]]:
+    """The reasons of `rows` (positions in `inputs`) from their contributions (one row each,
+    features only) to `outcome`'s score: what `select_reasons` picks, each with its sentence and
+    `support` (features.matrix.Reason).
+
+    Which features are stated is decided on arrays, as evaluate decides it from the stored
+    matrix; only the rows that state something get a context for the sentences: the features,
+    then the counts, then the record's fields (declared values last: an unseen category is NaN
+    as a feature but named as declared), as plain Python values taken column by column."""
+    at = np.asarray(rows)
+    overall = {name: inputs.counts[name][at] for name in OVERALL_COUNTS}
+    chosen = select_reasons(
+        contributions, evidence(_columns(inputs.matrix[at], overall, outcome), len(at)), max_reasons
+    )
+    out: list[list[dict]] = [[] for _ in range(len(at))]
+    explained = [i for i, picked in enumerate(chosen) if picked]
+    if not explained:
         return out
-    at = np.asarray(rows)[explained]
+    at = at[explained]
     matrix = inputs.matrix[at]
     values = {name: matrix[:, j].tolist() for j, name in enumerate(FEATURE_NAMES)}
     for column in CATEGORICAL:  # the category a code stands for, as the feature frame holds it
@@ -118,17 +166,18 @@ def reasons_for(
         context_columns[name] = inputs.fields[name][at].tolist()
     names = list(context_columns)
     for k, context_values in enumerate(zip(*context_columns.values())):
-        context = dict(zip(names, context_values))
+        context = dict(zip(names, context_values), **{OUTCOME: outcome})
         i = explained[k]
         out[i] = [
             {
                 "feature": FEATURE_NAMES[j],
                 "value": _json_value(values[FEATURE_NAMES[j]][k]),
                 "contribution": float(contributions[i, j]),
-                "text": FEATURES_BY_NAME[FEATURE_NAMES[j]].reason(context),
+                "support": int(context[reason.support]),
+                "text": reason.text(context),
             }
-            for j, positive in zip(top[i].tolist(), keep[i].tolist())
-            if positive
+            for j in chosen[i]
+            if (reason := FEATURES[j].reason) is not None
         ]
     return out
 
@@ -146,15 +195,19 @@ def policy_reason(assessed: Assessment, row: int, learned_duty: bool) -> dict | 
             "feature": "duty_at_risk",
             "value": duty_at_risk,
             "contribution": None,
+            "support": None,
             "text": f"{estimate} {duty:,.0f} at {risk:.0%} fraud risk",
         }
     if source == "critical":
         critical = float(assessed.critical[row])
+        counts = assessed.inputs.counts
+        overall = float(overall_rate(counts["all__critical_count"][row], counts["all__inspected_count"][row]))
         return {
             "feature": "critical_score",
             "value": critical,
             "contribution": None,
-            "text": f"{critical:.1%} risk of critical (public-safety) fraud, at {risk:.0%} fraud risk",
+            "support": None,
+            "text": f"critical (public-safety) fraud risk {critical:.1%}, against {overall:.1%} overall",
         }
     return None
 
@@ -172,19 +225,29 @@ class RiskModel:
     # holds enough of it; None: the declared duty is the estimate (docs/api.md, duty_at_risk)
     duty_booster: lgb.Booster | None = None
 
-    @functools.cached_property
-    def path_contributions(self) -> PathContributions:
-        """The fraud booster's per-leaf attribution table (models.contributions): built by `load`
-        (or on first use for a model made in memory), never per request."""
-        return PathContributions(self.fraud_booster)
+    def _booster(self, outcome: str) -> tuple[lgb.Booster, Calibration]:
+        if outcome == "fraud":
+            return self.fraud_booster, self.fraud_calibration
+        return self.critical_booster, self.critical_calibration
 
-    def contributions(self, matrix) -> np.ndarray:
-        """The fraud booster's contributions to its raw score (log-odds), by path attribution:
+    def calibrated(self, matrix, outcome: str = "fraud") -> np.ndarray:
+        """The calibrated probability of `outcome` ("fraud": the risk score; "critical")."""
+        booster, calibration = self._booster(outcome)
+        return calibration(booster.predict(matrix, raw_score=True))
+
+    @functools.cached_property
+    def path_contributions(self) -> dict[str, PathContributions]:
+        """Each booster's per-leaf attribution table (models.contributions), by the outcome it
+        predicts: built by `load` (or on first use for a model made in memory), never per request."""
+        return {outcome: PathContributions(self._booster(outcome)[0]) for outcome in OUTCOME_WORDS}
+
+    def contributions(self, matrix, outcome: str = "fraud") -> np.ndarray:
+        """A booster's contributions to its raw score (log-odds), by path attribution:
         `pred_contrib`'s shape (one column per feature, then the bias), summing to the raw score."""
-        return self.path_contributions(matrix)
+        return self.path_contributions[outcome](matrix)
 
     def score(
-        self, records: pd.DataFrame | Declarations, max_reasons: int = 3, reasons: str = "selected"
+        self, records: pd.DataFrame | Declarations, max_reasons: int = MAX_REASONS, reasons: str = "selected"
     ) -> pd.DataFrame:
         """Scores, lanes and reasons for typed canonical declarations (a frame or its columns), in their order. Reasons
         ("selected": red and yellow declarations; "all"; "none") cost a leaf-index predict and a
@@ -199,8 +262,7 @@ class RiskModel:
         the packaged one, for a caller that asks what other thresholds would have decided on
         the same scores (bench.backtest's thresholds following the traffic)."""
         inputs = serving_inputs(records, self.state)
-        risk = self.fraud_calibration(self.fraud_booster.predict(inputs.matrix, raw_score=True))
-        critical = self.critical_calibration(self.critical_booster.predict(inputs.matrix, raw_score=True))
+        risk, critical = self.calibrated(inputs.matrix), self.calibrated(inputs.matrix, "critical")
         duty_at_risk = risk * self.expected_duty(inputs.matrix)
         ids = [str(i) for i in inputs.records["declaration_id"].tolist()]
         lane, selected_by = (policy or self.lanes).assign(risk, critical, duty_at_risk, ids)
@@ -214,14 +276,18 @@ class RiskModel:
         return self.duty_booster.predict(matrix)  # Tweedie's log link: never negative
 
     def explain(self, assessed: Assessment, rows: np.ndarray, max_reasons: int) -> list[list[dict]]:
-        """Reasons for every declaration: from the fraud booster's contributions for `rows`
-        (positions), `[]` for the others."""
+        """Reasons for `rows` (positions), `[]` for the others: a critical pick's from the critical
+        booster's contributions, every other's from the fraud booster's, after the policy's line."""
         reasons: list[list[dict]] = [[] for _ in assessed.ids]
-        if len(rows) and max_reasons > 0:
-            matrix = assessed.inputs.matrix[rows]
-            contributions = self.contributions(matrix)[:, :-1]
-            found_all = reasons_for(assessed.inputs, self.state, rows, contributions, max_reasons)
-            for row, found in zip(rows.tolist(), found_all):
+        if not len(rows) or max_reasons <= 0:
+            return reasons
+        critical = assessed.selected_by[rows] == "critical"
+        for outcome, explained in (("fraud", rows[~critical]), ("critical", rows[critical])):
+            if not len(explained):
+                continue
+            contributions = self.contributions(assessed.inputs.matrix[explained], outcome)[:, :-1]
+            found_all = reasons_for(assessed.inputs, self.state, explained, contributions, max_reasons, outcome)
+            for row, found in zip(explained.tolist(), found_all):
                 stated = policy_reason(assessed, row, self.duty_booster is not None)
                 reasons[row] = ([stated] if stated else []) + found[: max_reasons - bool(stated)]
         return reasons
@@ -294,7 +360,7 @@ class RiskPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         results = score_declarations(
-            self.model, model_input, params.get("max_reasons", 3), params.get("reasons", "selected")
+            self.model, model_input, params.get("max_reasons", MAX_REASONS), params.get("reasons", "selected")
         )
         results["reasons"] = results["reasons"].map(json.dumps)
         return results

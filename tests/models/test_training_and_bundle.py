@@ -5,8 +5,6 @@ result shape, save/load, validation and the MLflow pyfunc wrapper."""
 from __future__ import annotations
 
 import json
-import math
-import re
 
 import mlflow
 import numpy as np
@@ -14,16 +12,13 @@ import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
-from features.history import with_derived_fields
-from features.matrix import FEATURE_NAMES, FEATURES_BY_NAME, serving_features, serving_inputs, training_features
+from features.matrix import FEATURE_NAMES, serving_features, training_features
 from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from models.bundle import (
     RESULT_COLUMNS,
     InvalidDeclarations,
     RiskModel,
     RiskPyfunc,
-    _json_value,
-    reasons_for,
     result_records,
     score_declarations,
 )
@@ -210,54 +205,6 @@ def test_lanes_follow_the_policy(model, scored):
     assert (random["risk_score"] < model.lanes.yellow_threshold).all()
 
 
-def test_value_and_critical_picks_say_why_first(scored):
-    for source, feature, words in (
-        ("value", "duty_at_risk", "declared duty"),
-        ("critical", "critical_score", "critical"),
-    ):
-        picked = scored[scored["selected_by"] == source]
-        assert len(picked), f"no {source} pick in the sample"
-        for row in picked.itertuples():
-            first = row.reasons[0]
-            assert first["feature"] == feature and first["contribution"] is None
-            assert words in first["text"] and f"{row.risk_score:.0%} fraud risk" in first["text"]
-            assert len(row.reasons) <= MAX_REASONS
-    model_picks = scored[(scored["selected_by"] == "model") & (scored["lane"] != "green")]
-    assert all(r[0]["contribution"] is not None for r in model_picks["reasons"] if r)
-
-
-def test_reasons_are_the_largest_contributions(model, scored_all, features):
-    """The model's contributions by path attribution (models.contributions), in log-odds."""
-    contributions = model.contributions(features)
-    assert contributions.shape[1] == len(FEATURE_NAMES) + 1
-    with_reasons = 0
-    for row, (reasons, source) in enumerate(zip(scored_all["reasons"], scored_all["selected_by"])):
-        assert len(reasons) <= MAX_REASONS
-        if source in ("value", "critical"):  # the policy's reason first (tested above), then the model's
-            reasons = reasons[1:]
-        own = contributions[row, :-1]
-        positive = np.sort(own[own > 0])[::-1]
-        assert len(reasons) == min(MAX_REASONS - (source in ("value", "critical")), len(positive))
-        shown = [reason["contribution"] for reason in reasons]
-        assert shown == sorted(shown, reverse=True)
-        np.testing.assert_allclose(shown, positive[: len(shown)], rtol=1e-12)
-        for reason in reasons:
-            assert set(reason) == {"feature", "value", "contribution", "text"}
-            assert reason["feature"] in FEATURE_NAMES
-            j = FEATURE_NAMES.index(reason["feature"])
-            assert reason["contribution"] == pytest.approx(own[j], rel=1e-12)
-            expected_value = features.iat[row, j]
-            if isinstance(expected_value, str):
-                assert reason["value"] == expected_value
-            elif expected_value is None or (isinstance(expected_value, float) and math.isnan(expected_value)):
-                assert reason["value"] is None
-            else:
-                assert reason["value"] == pytest.approx(float(expected_value))
-            assert isinstance(reason["text"], str) and reason["text"].strip()
-        with_reasons += bool(reasons)
-    assert with_reasons > len(scored_all) // 2
-
-
 def test_by_default_only_red_and_yellow_declarations_carry_reasons(model, records, scored, scored_all):
     """CONTRACT section 3: green `[]` unless "all" is asked; "none" gives none; the scores,
     lanes and selection never depend on which reasons were asked for."""
@@ -279,69 +226,9 @@ def test_an_unknown_reasons_choice_is_refused(model, records, declarations):
         score_declarations(model, declarations, MAX_REASONS, reasons="")
 
 
-def _row_by_row_reasons(model: RiskModel, records: pd.DataFrame, max_reasons: int) -> list[list[dict]]:
-    """The reasons as first written: every row's contributions, and a context per row from the
-    feature frame's, the counts' and the derived records' rows (an oracle for the arrays)."""
-    x, counts = serving_features(records, model.state)
-    contributions = model.contributions(x)[:, :-1]
-    derived = with_derived_fields(records)
-    top = np.argsort(-contributions, axis=1, kind="stable")[:, :max_reasons]
-    out = []
-    for row in range(len(records)):
-        picked = [j for j in top[row] if contributions[row, j] > 0]
-        context = {
-            **{name: x.iat[row, j] for j, name in enumerate(FEATURE_NAMES)},
-            **counts.iloc[row].to_dict(),
-            **derived.iloc[row].to_dict(),
-        }
-        out.append(
-            [
-                {
-                    "feature": FEATURE_NAMES[j],
-                    "value": _json_value(x.iat[row, j]),
-                    "contribution": float(contributions[row, j]),
-                    "text": FEATURES_BY_NAME[FEATURE_NAMES[j]].reason(context),
-                }
-                for j in picked
-            ]
-        )
-    return out
-
-
-def test_reasons_assembled_from_arrays_equal_the_row_by_row_ones(model, history, declarations):
-    """Texts, values and contributions identical to the per-row pandas contexts, for known
-    declarations, unseen entities and categories, and missing seller and courier."""
-    sent = pd.concat([declarations, history[DECLARATION_FIELDS].iloc[-200:]], ignore_index=True)
-    sent.loc[0, ["importer_id", "hs6_code", "office_id", "origin_country"]] = ["NEWIMP", "999999", "999", "AQ"]
-    sent.loc[1, ["seller_id", "courier_id"]] = None
-    records = check_declarations(sent, RECORD).valid
-    expected = _row_by_row_reasons(model, records, MAX_REASONS)
-    assert sum(map(len, expected)) > len(records)
-    assert model.score(records, MAX_REASONS, reasons="all")["reasons"].tolist() == expected
-    # and for any subset of rows, with their own contributions
-    inputs = serving_inputs(records, model.state)
-    rows = np.arange(0, len(records), 3)
-    contributions = model.contributions(inputs.matrix[rows])[:, :-1]
-    assert reasons_for(inputs, model.state, rows, contributions, MAX_REASONS) == [expected[r] for r in rows]
-
-
 def test_reasons_serialise_to_strict_json(scored):
     text = json.dumps(scored["reasons"].tolist(), allow_nan=False)
     assert json.loads(text) == scored["reasons"].tolist()
-
-
-def test_reason_texts_never_show_missing_values(model, declarations):
-    """A declaration without seller and courier, with those features forced to the top."""
-    records = check_declarations(declarations.assign(seller_id=None, courier_id=None), RECORD).valid
-    contributions = np.zeros((len(records), len(FEATURE_NAMES)))
-    for rank, name in enumerate(["seller_fraud_rate", "courier_critical_rate", "seller_declarations"]):
-        contributions[:, FEATURE_NAMES.index(name)] = 3.0 - rank
-    inputs = serving_inputs(records, model.state)
-    reasons = reasons_for(inputs, model.state, np.arange(len(records)), contributions, MAX_REASONS)
-    texts = [reason["text"] for row in reasons for reason in row]
-    assert len(texts) == 3 * len(records)
-    for text in texts:
-        assert not re.search(r"\b(nan|None|NaN|NaT)\b", text), text
 
 
 def test_max_reasons_is_respected(model, records):
