@@ -26,6 +26,8 @@ each leaf (`leaf_count`), as LightGBM's TreeSHAP weights them; LightGBM's own `i
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightgbm as lgb
 import numpy as np
 import scipy.sparse
@@ -43,7 +45,7 @@ def _trees(booster: lgb.Booster):
         fields = dict(line.split("=", 1) for line in block.split("\n\n", 1)[0].split("\n")[1:] if "=" in line)
         if fields.get("is_linear", "0").strip() != "0":
             raise ValueError("path contributions need constant leaves, not linear trees (linear_tree)")
-        tree = {
+        tree: dict[str, Any] = {
             key: np.array(fields[key].split(), dtype=np.float64) for key in wanted - {"num_leaves"} if key in fields
         }
         tree["num_leaves"] = int(fields["num_leaves"])
@@ -105,8 +107,8 @@ def leaf_table(booster: lgb.Booster) -> tuple[scipy.sparse.csr_matrix, np.ndarra
         entries.append((np.array(rows, dtype=np.int64), np.array(columns, dtype=np.int64), np.array(credits)))
         offsets.append(at)
         at += tree["num_leaves"]
-    rows, columns, credits = (np.concatenate(part) for part in zip(*entries))
-    table = scipy.sparse.csr_matrix((credits, (rows, columns)), shape=(at, bias_column + 1))
+    all_rows, all_columns, all_credits = (np.concatenate(part) for part in zip(*entries))
+    table = scipy.sparse.csr_matrix((all_credits, (all_rows, all_columns)), shape=(at, bias_column + 1))
     return table, np.asarray(offsets, dtype=np.int64)
 
 
