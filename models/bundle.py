@@ -24,6 +24,7 @@ from features.matrix import (
     ServingInputs,
     evidence,
     overall_rate,
+    references,
     serving_inputs,
 )
 from features.schema import Declarations, check_requests
@@ -34,6 +35,10 @@ from models.lanes import LanePolicy
 RESULT_COLUMNS = ["declaration_id", "risk_score", "critical_score", "duty_at_risk", "lane", "selected_by", "reasons"]
 DECLARED_DUTY = FEATURE_NAMES.index("duty_exposure")  # item_price * tax_rate / 100, as a feature
 MAX_REASONS = 3  # serving.max_reasons's default
+# Picks the lane policy made for something else than fraud risk state why first (policy_reason);
+# a critical pick's reasons are then the critical booster's contributions, every other's the fraud
+# booster's (docs/api.md, reasons).
+STATED_SOURCES = ("value", "critical")
 TOPICS = [feature.reason.topic if feature.reason else None for feature in FEATURES]
 
 
@@ -210,6 +215,62 @@ def policy_reason(assessed: Assessment, row: int, learned_duty: bool) -> dict | 
             "text": f"critical (public-safety) fraud risk {critical:.1%}, against {overall:.1%} overall",
         }
     return None
+
+
+def reason_quality(
+    model: RiskModel, matrix: pd.DataFrame, scores: pd.DataFrame, max_reasons: int = MAX_REASONS, seed: int = 0
+) -> dict[str, float]:
+    """How the reasons of a window's red and yellow declarations hold up, from its stored feature
+    matrix (`model_input`'s encoding, in the order of `scores`, which holds their `lane` and
+    `selected_by`), as the service would state them with the overall rates of the model's state:
+
+    - `reasons_pass_share`: declarations whose shown reasons all state evidence (no typical
+      value, no bare category: features.matrix.Reason); `reasons_top_pass_share`: the same for
+      the largest positive contributions as they were shown before (issue 30);
+    - `reasons_explained_share`: declarations with at least one of the model's reasons;
+    - `reasons_faithfulness_shown`: the mean drop of the explained score (the risk score, or the
+      critical score for a critical pick) when the shown reasons' features are set to their
+      reference values (features.matrix.references), over the declarations with a reason;
+      `reasons_faithfulness_random`: the same for as many features drawn at random."""
+    red_or_yellow = np.flatnonzero(scores["lane"].to_numpy() != "green")
+    x = matrix[FEATURE_NAMES].to_numpy(dtype="float64")[red_or_yellow]
+    source = scores["selected_by"].to_numpy()[red_or_yellow]
+    totals = model.state.totals["all"].loc["all"]
+    overall = {name: float(totals[name.removeprefix("all__")]) for name in OVERALL_COUNTS}
+    rng = np.random.default_rng(seed)
+    passed, top_passed, explained, drops, random_drops = [], [], [], [], []
+    for outcome, rows in (("fraud", source != "critical"), ("critical", source == "critical")):
+        if not rows.any():
+            continue
+        features, n = x[rows], int(rows.sum())
+        columns = _columns(features, overall, outcome)
+        stated = evidence(columns, n)
+        contributions = model.contributions(features, outcome)[:, :-1]
+        slots = max_reasons - np.isin(source[rows], STATED_SOURCES)
+        chosen = [js[:k] for js, k in zip(select_reasons(contributions, stated, max_reasons), slots)]
+        top = np.argsort(-contributions, axis=1, kind="stable")
+        passed += [bool(stated[i, js].all()) for i, js in enumerate(chosen)]
+        top_passed += [
+            bool(stated[i, [j for j in top[i, :k] if contributions[i, j] > 0]].all()) for i, k in enumerate(slots)
+        ]
+        explained += [bool(js) for js in chosen]
+        reference = references(columns, n)
+        shown, drawn = features.copy(), features.copy()
+        for i, js in enumerate(chosen):
+            shown[i, js] = reference[i, js]
+            at_random = rng.choice(len(FEATURE_NAMES), size=len(js), replace=False)
+            drawn[i, at_random] = reference[i, at_random]
+        score, with_reason = model.calibrated(features, outcome), np.array([bool(js) for js in chosen])
+        drops += (score - model.calibrated(shown, outcome))[with_reason].tolist()
+        random_drops += (score - model.calibrated(drawn, outcome))[with_reason].tolist()
+    return {
+        "reasons_rows": len(red_or_yellow),
+        "reasons_pass_share": float(np.mean(passed)),
+        "reasons_top_pass_share": float(np.mean(top_passed)),
+        "reasons_explained_share": float(np.mean(explained)),
+        "reasons_faithfulness_shown": float(np.mean(drops)),
+        "reasons_faithfulness_random": float(np.mean(random_drops)),
+    }
 
 
 @dataclass

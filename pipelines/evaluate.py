@@ -6,7 +6,7 @@ import mlflow
 import pandas as pd
 
 from features.matrix import FEATURE_NAMES
-from models.bundle import RiskModel
+from models.bundle import RiskModel, reason_quality
 from models.lanes import FOLLOW, SCORES_ARTIFACTS, threshold_mode
 from models.metrics import window_figures
 from models.registry import configure_tracking
@@ -41,7 +41,6 @@ def main() -> None:
     fraud, critical = scores["fraud"].to_numpy(), scores["critical_fraud"].to_numpy()
     risk, critical_risk = scores["risk_score"].to_numpy(), scores["critical_score"].to_numpy()
     metrics = window_figures(every, rates)  # as register measures the champion on a challenger's window
-    write_json(METRICS, metrics)
 
     curve = targeting_curve(fraud, scores["duty_exposure"].to_numpy(), risk)
     PLOTS.mkdir(exist_ok=True)
@@ -62,6 +61,8 @@ def main() -> None:
         .set_index("declaration_id")
         .loc[scores["declaration_id"], FEATURE_NAMES]
     )
+    metrics.update(reason_quality(model, valid_rows, scores))  # the red and yellow rows' reasons (docs/api.md)
+    write_json(METRICS, metrics)
     # a fixed sample is enough for a mean per feature; the served reasons' contributions
     sample = valid_rows.sample(n=min(2000, len(valid_rows)), random_state=0)
     contributions = model.contributions(sample)[:, :-1]

@@ -1,7 +1,7 @@
 """The reasons a declaration carries (issue 30; docs/api.md, reasons), as models.bundle assembles
 them: the largest contributions whose value is evidence (features.matrix.Reason), one per topic,
 with their support; a value pick's and a critical pick's line first, a critical pick explained by
-the critical booster."""
+the critical booster; and evaluate's measure of them."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from features.matrix import (
     FEATURE_NAMES,
     FEATURES,
     OUTCOME,
+    model_input,
     overall_rate,
     serving_features,
     serving_inputs,
 )
 from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
-from models.bundle import _json_value, reasons_for, select_reasons
+from models.bundle import _json_value, reason_quality, reasons_for, select_reasons
 from tests.models.test_training_and_bundle import MAX_REASONS, build_model
 
 POLICY_LINES = {"value": "duty_at_risk", "critical": "critical_score"}
@@ -200,3 +201,36 @@ def test_an_unseen_category_is_never_a_reason(model, records):
     contributions = _one_row(office_id=3.0, origin_country=2.0, route_fraud_rate=1.0)
     (reasons,) = reasons_for(serving_inputs(typed, model.state), model.state, np.arange(1), contributions, 3)
     assert reasons == []
+
+
+# --- evaluate's measure ----------------------------------------------------------------------------
+
+
+def test_reason_quality_measures_what_the_service_states(model, records):
+    scored = model.score(records, max_reasons=MAX_REASONS)
+    matrix = pd.DataFrame(serving_inputs(records, model.state).matrix, columns=FEATURE_NAMES)
+    quality = reason_quality(model, matrix, scored)
+    assert set(quality) == {
+        "reasons_rows",
+        "reasons_pass_share",
+        "reasons_top_pass_share",
+        "reasons_explained_share",
+        "reasons_faithfulness_shown",
+        "reasons_faithfulness_random",
+    }
+    red_or_yellow = scored[scored["lane"] != "green"]
+    assert quality["reasons_rows"] == len(red_or_yellow)
+    served = [any(r["contribution"] is not None for r in reasons) for reasons in red_or_yellow["reasons"]]
+    assert quality["reasons_explained_share"] == pytest.approx(np.mean(served))
+    assert quality["reasons_pass_share"] == 1.0
+    assert quality["reasons_top_pass_share"] < 1.0  # the plain top contributions hold typical values
+    assert quality["reasons_faithfulness_shown"] > quality["reasons_faithfulness_random"]
+    assert quality == reason_quality(model, matrix, scored)  # seeded
+
+
+def test_reason_quality_reads_the_stored_matrix_as_the_service_reads_its_arrays(model, records):
+    """evaluate passes the matrix featurize wrote (model_input's encoding): the same figures."""
+    scored = model.score(records, max_reasons=MAX_REASONS)
+    stored = model_input(serving_features(records, model.state)[0])
+    served = pd.DataFrame(serving_inputs(records, model.state).matrix, columns=FEATURE_NAMES)
+    assert reason_quality(model, stored, scored) == reason_quality(model, served, scored)
