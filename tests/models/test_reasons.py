@@ -1,16 +1,20 @@
 """The reasons a declaration carries (issue 30; docs/api.md, reasons), as models.bundle assembles
 them: the largest contributions whose value is evidence (features.matrix.Reason), one per topic,
 with their support; a value pick's and a critical pick's line first, a critical pick explained by
-the critical booster; and evaluate's measure of them."""
+the critical booster; the reviewed set's sentences pinned; and evaluate's measure of them."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.history import with_derived_fields
+from features.history import FeatureState, with_derived_fields
 from features.matrix import (
+    CATEGORICAL,
     FEATURE_NAMES,
     FEATURES,
     OUTCOME,
@@ -23,6 +27,7 @@ from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from models.bundle import _json_value, reason_quality, reasons_for, select_reasons
 from tests.models.test_training_and_bundle import MAX_REASONS, build_model
 
+REVIEWED = Path(__file__).resolve().parents[1] / "data" / "reviewed_reasons.json"
 POLICY_LINES = {"value": "duty_at_risk", "critical": "critical_score"}
 
 
@@ -201,6 +206,41 @@ def test_an_unseen_category_is_never_a_reason(model, records):
     contributions = _one_row(office_id=3.0, origin_country=2.0, route_fraud_rate=1.0)
     (reasons,) = reasons_for(serving_inputs(typed, model.state), model.state, np.arange(1), contributions, 3)
     assert reasons == []
+
+
+# --- the reviewed set ----------------------------------------------------------------------------
+
+
+class _PinnedCounts(FeatureState):
+    """The reviewed declarations' counts as history held them for each, in place of a fitted
+    history: serving_inputs computes their features from them as the service would."""
+
+    def __init__(self, counts: dict[str, np.ndarray], categories: dict[str, list[str]], smoothing: float):
+        super().__init__({}, categories, smoothing, "2021-03-31")
+        self.pinned = counts
+
+    def lookup(self, columns, rows: int) -> dict[str, np.ndarray]:
+        return self.pinned
+
+
+def test_the_reviewed_declarations_state_the_reviewed_sentences():
+    reviewed = json.loads(REVIEWED.read_text())
+    declarations = reviewed["declarations"]
+    assert len(declarations) >= 20
+    records = check_declarations(pd.DataFrame([d["record"] for d in declarations]), RECORD).valid
+    counts = {
+        name: np.array([d["counts"][name] for d in declarations], dtype="float64") for name in declarations[0]["counts"]
+    }
+    derived = records.assign(hs_chapter=records["hs6_code"].str[:2])
+    categories = {column: sorted(derived[column].dropna().unique().tolist()) for column in CATEGORICAL}
+    state = _PinnedCounts(counts, categories, reviewed["smoothing"])
+    inputs = serving_inputs(records, state)
+    contributions = np.array([d["contributions"] for d in declarations])
+    for outcome in ("fraud", "critical"):
+        rows = np.array([i for i, d in enumerate(declarations) if d["outcome"] == outcome])
+        stated = reasons_for(inputs, state, rows, contributions[rows], MAX_REASONS, outcome)
+        for i, reasons in zip(rows, stated):
+            assert reasons == declarations[i]["reasons"], declarations[i]["record"]["declaration_id"]
 
 
 # --- evaluate's measure ----------------------------------------------------------------------------
