@@ -226,7 +226,7 @@ def reason_quality(
 
     - `reasons_pass_share`: declarations whose shown reasons all state evidence (no typical
       value, no bare category: features.matrix.Reason); `reasons_top_pass_share`: the same for
-      the largest positive contributions as they were shown before (issue 30);
+      the plain largest positive contributions, without those rules (as before issue 30);
     - `reasons_explained_share`: declarations with at least one of the model's reasons;
     - `reasons_faithfulness_shown`: the mean drop of the explained score (the risk score, or the
       critical score for a critical pick) when the shown reasons' features are set to their
