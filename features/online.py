@@ -120,17 +120,17 @@ def check_online(records: pd.DataFrame | list[dict]) -> CheckedRequests | None:
         and (pd.api.types.is_datetime64_any_dtype(records["declaration_date"]))
     )
     failures: list[tuple] = []
-    columns = {}
+    columns: dict[str, list] = {}
     for field in DECLARATION_FIELDS:
-        if field not in sent:
-            if field not in OPTIONAL_FIELDS:
-                failures.extend((i, field, *REQUIRED) for i in rows)
-            values = [None] * count
-        else:
+        if field in sent:
             values = _checked_values(field, sent[field], typed_dates, failures)
             if values is None:
                 return None
-        columns[field] = values
+            columns[field] = values
+        else:
+            if field not in OPTIONAL_FIELDS:
+                failures.extend((i, field, *REQUIRED) for i in rows)
+            columns[field] = [None] * count
     failures.sort(key=lambda failure: (failure[0], failure[1]))  # stable: rule order within a field
     typed = Declarations({field: _typed_column(field, values) for field, values in columns.items()})
     if not failures:
@@ -168,7 +168,7 @@ def _checked_values(field: str, sent: list, typed_dates: bool, failures: list) -
     required, rules = field not in OPTIONAL_FIELDS, RULES_BY_FIELD[field]
     numeric, date = field in NUMERIC_FIELDS, field == "declaration_date"
     failed_rules: dict = {}  # (name, message) of the rules a value fails, by value: a batch repeats its codes
-    values = []
+    values: list = []
     for i, value in enumerate(sent):
         if _missing(value):
             if required:

@@ -225,7 +225,7 @@ def parse_number(value) -> float:
 
 
 def in_date_range(day: np.datetime64) -> bool:
-    return _EARLIEST <= day <= _LATEST
+    return bool(_EARLIEST <= day <= _LATEST)
 
 
 _EARLIEST, _LATEST = np.datetime64(EARLIEST_DATE, "D"), np.datetime64(LATEST_DATE, "D")

@@ -260,7 +260,7 @@ def _typed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, st
     typed = records.copy()
     for field in sorted(OPTIONAL_FIELDS - set(typed.columns)):
         typed[field] = None
-    failures = []
+    failures: list[tuple[int, str, str, str]] = []
     for field in typed.columns:
         values = typed[field]
         present = values.notna()
@@ -308,7 +308,7 @@ def _parse_dates(values: pd.Series) -> pd.Series:
     return pd.to_datetime(text.where(well_formed), format="%Y-%m-%d", errors="coerce")
 
 
-def _describe(rules: Rules, case) -> tuple[str, str, str | None]:
+def _describe(rules: Rules, case) -> tuple[str, str, str]:
     """(field, check name, message) of one pandera failure case."""
     if case.check_number is None or pd.isna(case.check_number):
         name, message = BUILT_IN_CHECKS.get(str(case.check), (str(case.check), f"failed check {case.check}"))
@@ -316,7 +316,7 @@ def _describe(rules: Rules, case) -> tuple[str, str, str | None]:
         return field, name, message
     if case.schema_context == "Column":
         check = rules.schema.columns[case.column].checks[int(case.check_number)]
-        return str(case.column), check.name, check.error
+        return str(case.column), check.name, str(check.error)
     rule = rules.row_rules[int(case.check_number)]
     return rule.field, rule.name, rule.message
 

@@ -92,7 +92,9 @@ def lane_figures(rows: pd.DataFrame, lanes=None) -> dict:
 def additional_duty(rows: pd.DataFrame) -> float | None:
     """The duty the rows' inspections assessed beyond the declared duty, as reported with their
     outcomes; null when no outcome reported one (not zero: an unreported duty is unknown)."""
-    reported = pd.to_numeric(rows["additional_duty"], errors="coerce").dropna() if "additional_duty" in rows else ()
+    if "additional_duty" not in rows:
+        return None
+    reported = pd.to_numeric(rows["additional_duty"], errors="coerce").dropna()
     return float(reported.sum()) if len(reported) else None
 
 

@@ -10,6 +10,8 @@ disagreeing has found a bug in one of them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from features.record import (
     BOUNDED_FIELDS,
     CONTAINER_NUMBER,
@@ -50,7 +52,7 @@ _CONTAINER = {
 
 
 def _declaration_field(field: str) -> dict:
-    special = {
+    special: dict[str, dict[str, Any]] = {
         "declaration_date": _DATE,
         "hs6_code": {"type": "string", "pattern": f"^{HS6_CODE}$", "description": "six ASCII digits"},
         "departure_country": _COUNTRY,
@@ -59,7 +61,9 @@ def _declaration_field(field: str) -> dict:
         "tax_rate": {**_NUMBER, "maximum": MAX_TAX_RATE, "description": "percent"},
     }
     # every identifier and code without a format of its own is text of at most MAX_ID_CHARACTERS
-    schema = special.get(field, _ID if field in BOUNDED_FIELDS else _NUMBER if field in NUMERIC_FIELDS else None)
+    schema: dict[str, Any] | None = special.get(
+        field, _ID if field in BOUNDED_FIELDS else _NUMBER if field in NUMERIC_FIELDS else None
+    )
     assert schema is not None, f"{field}: a declaration field the document does not describe"
     return {**schema, "nullable": True} if field in OPTIONAL_FIELDS else schema
 
@@ -84,7 +88,7 @@ def _operation(name: str, body: dict | None, answer: dict, description: str, sec
         responses["401"] = _errors_response("missing or wrong bearer key")
     if stores:
         responses["503"] = _errors_response("the audit store cannot write: nothing was stored, retry later")
-    operation = {
+    operation: dict[str, Any] = {
         "operationId": name,
         "description": description,
         "requestBody": {
@@ -231,7 +235,7 @@ def contract_document(max_batch: int, secured: bool) -> dict:
         "description": "which declarations carry reasons: red and yellow (selected, the default), all, or none; "
         "a rule that fired always states its reason",
     }
-    document = {
+    document: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": MODEL_NAME,
