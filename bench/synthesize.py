@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.schema import HS_CHAPTERS, LABELLED_FIELDS, RECOVERED_DUTY
+from features.schema import HS_CHAPTERS, INSPECTED_ON, LABELLED_FIELDS, RECOVERED_DUTY
 from pipelines.common import part_path, staged_output
 from pipelines.ingest import SCHEMA as INGESTED
 
@@ -289,8 +289,8 @@ def _block(e: _Entities, rng: np.random.Generator, first_row: int, day: np.ndarr
         "tax_type": _strings(TAX_TYPES, e.hs_tax_type[hs]),
         "net_mass_kg": net_mass,
         "item_price": item_price,
-        "fraud": fraud.astype("int8"),
-        "critical_fraud": critical.astype("int8"),
+        "fraud": pd.array(fraud, dtype="Int8"),  # nullable, as history's labels are (all inspected here)
+        "critical_fraud": pd.array(critical, dtype="Int8"),
     }
     for field, (values, shares) in e.small_fields.items():
         columns[field] = _strings(values, rng.choice(len(values), size=rows, p=shares))
@@ -301,6 +301,7 @@ def _block(e: _Entities, rng: np.random.Generator, first_row: int, day: np.ndarr
     duty = item_price * e.hs_tax_rate[hs] / 100
     assessed = np.where(fraud, duty * np.where(undervalued, np.expm1(discount), 0.05), 0.0)
     columns[RECOVERED_DUTY] = np.where(rng.random(rows) < 0.5, np.round(assessed, 2), np.nan)
+    columns[INSPECTED_ON] = pd.Series(pd.NaT, index=range(rows), dtype="datetime64[ns]")  # not given, as in KCS
     return pd.DataFrame(columns)[LABELLED_FIELDS]
 
 
