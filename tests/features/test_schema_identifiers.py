@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.matrix import FEATURES_BY_NAME, serving_features, training_features
+from features.matrix import FEATURES_BY_NAME, OUTCOME, serving_features, training_features
 from features.record import (
     BOUNDED_FIELDS,
     DECLARATION_FIELDS,
@@ -60,14 +60,24 @@ def test_an_unknown_country_is_a_category_like_any_other_and_its_reason_says_so(
     record = history[DECLARATION_FIELDS].tail(1).assign(origin_country="ZZ").reset_index(drop=True)
     matrix, _ = serving_features(record, state)
     assert matrix["origin_country"].iloc[0] == "ZZ"  # a known category, not the unseen (NaN) one
-    assert FEATURES_BY_NAME["origin_country"].reason({"origin_country": "ZZ"}) == "origin country ZZ (unknown country)"
-    assert FEATURES_BY_NAME["departure_country"].reason({"departure_country": "ZZ"}).endswith("(unknown country)")
-    differs = FEATURES_BY_NAME["origin_differs_from_departure"].reason
-    assert differs({"origin_country": "ZZ", "departure_country": "BE", "origin_differs_from_departure": 1.0}) == (
-        "origin ZZ (unknown country) differs from departure BE"
+    # the unknown country is named as such in the sentence of its record (issue 30: a category is
+    # stated only with what makes it risky)
+    origin = {"origin_country": "ZZ", OUTCOME: "fraud", "origin__inspected_count": 1.0, "origin__fraud_count": 1.0}
+    assert FEATURES_BY_NAME["origin_country"].reason.text(origin) == (
+        "origin country ZZ (unknown country): the only earlier inspected declaration was fraud"
     )
-    assert FEATURES_BY_NAME["departure_country"].reason({"departure_country": "BE"}) == "departure country BE"
-    assert FEATURES_BY_NAME["office_id"].reason({"office_id": "ZZ"}) == "office ZZ"  # only countries
+    route = {
+        "origin_country": "ZZ",
+        "departure_country": "BE",
+        "origin_differs_from_departure": 1.0,
+        OUTCOME: "fraud",
+        "route__inspected_count": 4.0,
+        "route__fraud_count": 3.0,
+    }
+    assert FEATURES_BY_NAME["origin_differs_from_departure"].reason.text(route) == (
+        "shipped from BE with origin ZZ (unknown country): 3 of 4 earlier inspected declarations were fraud"
+    )
+    assert FEATURES_BY_NAME["departure_country"].reason is None  # a declared field, never a reason alone
 
 
 # -- every identifier and code at most 64 characters ---------------------------------------------
