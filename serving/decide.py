@@ -102,7 +102,7 @@ def decide(
 def profile_reason(rule: Rule) -> dict:
     """The reason a risk profile states, in the shape of the model's (no contribution: it is the
     analyst's judgement, not a weight)."""
-    return {"feature": "risk_profile", "value": rule.name, "contribution": None, "text": rule.reason}
+    return {"feature": "risk_profile", "value": rule.name, "contribution": None, "support": None, "text": rule.reason}
 
 
 def alert_reason(alert: Alert) -> dict:
@@ -111,5 +111,6 @@ def alert_reason(alert: Alert) -> dict:
         "feature": "alert",
         "value": alert.alert_id,
         "contribution": None,
+        "support": None,
         "text": f"partner alert {alert.alert_id} from {alert.issued_by} on the {alert.target}: {alert.reason}",
     }

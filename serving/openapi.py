@@ -149,11 +149,13 @@ def contract_document(max_batch: int, secured: bool) -> dict:
         },
         "Reason": {
             "type": "object",
-            "required": ["feature", "value", "contribution", "text"],
+            "required": ["feature", "value", "contribution", "support", "text"],
             "properties": {
                 "feature": {"type": "string"},
                 "value": {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}]},
                 "contribution": {"type": "number", "nullable": True},  # null: a rule's or an alert's reason
+                # earlier declarations behind an entity statistic; null for anything else
+                "support": {"type": "integer", "nullable": True},
                 "text": {"type": "string"},
             },
         },

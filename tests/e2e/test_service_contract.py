@@ -252,7 +252,7 @@ def test_score_answers_every_contract_field(service, workspace, held_back):
             (r["contribution"] for r in model_reasons), reverse=True
         )
         for reason in result["reasons"]:
-            assert set(reason) == {"feature", "value", "contribution", "text"} and reason["text"]
+            assert set(reason) == {"feature", "value", "contribution", "support", "text"} and reason["text"]
 
 
 def test_reasons_go_to_red_and_yellow_unless_the_request_asks_for_all_or_none(service, held_back):
@@ -344,6 +344,7 @@ def test_a_rule_hit_sets_lane_selected_by_and_first_reason(service):
         "feature": "risk_profile",
         "value": "watched-timber",
         "contribution": None,
+        "support": None,
         "text": f"timber for importer {WATCHED_IMPORTER}, on the intelligence unit's watch list",
     }
     assert results[1]["selected_by"] != "rule"

@@ -127,7 +127,7 @@ def _watch(ids: list[str], lane: str = "red", name: str = "watched-ids") -> tupl
 
 
 def _stated(name: str = "watched-ids") -> dict:
-    return {"feature": "risk_profile", "value": name, "contribution": None, "text": f"{name} fired"}
+    return {"feature": "risk_profile", "value": name, "contribution": None, "support": None, "text": f"{name} fired"}
 
 
 def _alert_stated(alert: Alert) -> dict:
@@ -135,6 +135,7 @@ def _alert_stated(alert: Alert) -> dict:
         "feature": "alert",
         "value": alert.alert_id,
         "contribution": None,
+        "support": None,
         "text": f"partner alert {alert.alert_id} from {alert.issued_by} on the {alert.target}: {alert.reason}",
     }
 
@@ -183,6 +184,7 @@ def test_a_rule_that_fires_sets_lane_source_and_first_reason():
         "feature": "risk_profile",
         "value": "timber",
         "contribution": None,
+        "support": None,
         "text": "timber from a watch-list origin",
     }
     # the green the rule raised is red now, so it carries the model's reasons after the rule's
