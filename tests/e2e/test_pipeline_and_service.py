@@ -103,7 +103,7 @@ def test_score_answers_the_contract_example(service, workspace):
     ]
     assert contributions == sorted(contributions, reverse=True)
     for reason in result["reasons"]:
-        assert set(reason) == {"feature", "value", "contribution", "text"}
+        assert set(reason) == {"feature", "value", "contribution", "support", "text"}
         assert reason["text"]
 
 
