@@ -31,7 +31,7 @@ REQUIRED_COLUMNS = {
 
 PERIOD_DECISIONS = """
 SELECT d.id, d.declaration_id, d.scored_at, d.model_version, d.record, d.risk_score, d.lane, d.selected_by,
-       substr(json_extract(d.record, '$.declaration_date'), 1, 10) AS declaration_date,
+       {mode} AS lane_thresholds, substr(json_extract(d.record, '$.declaration_date'), 1, 10) AS declaration_date,
        o.result AS outcome, o.inspected_on, o.received_at, {duty} AS additional_duty
 FROM decisions d
 JOIN (SELECT declaration_id, MAX(id) AS id FROM decisions GROUP BY declaration_id) latest ON latest.id = d.id
@@ -91,7 +91,10 @@ def read_period(path: Path, since: dt.date, until: dt.date, timeout: float = LOC
                 )
         # a store of the layout before version 2, not opened for writing since: no duty was reported
         duty = "o.additional_duty" if "additional_duty" in table_columns(db, "outcomes") else "NULL"
-        rows = pd.read_sql_query(PERIOD_DECISIONS.format(duty=duty), db, params=(since.isoformat(), until.isoformat()))
+        # and before version 3: no decision recorded how its lane thresholds were set
+        mode = "d.lane_thresholds" if "lane_thresholds" in table_columns(db, "decisions") else "NULL"
+        query = PERIOD_DECISIONS.format(duty=duty, mode=mode)
+        rows = pd.read_sql_query(query, db, params=(since.isoformat(), until.isoformat()))
         if rows.empty:
             first, last, count = db.execute(DATE_RANGE).fetchone()
             held = f"its {count:,} decisions are dated {first} to {last}" if count else "it holds no decisions"

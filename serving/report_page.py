@@ -97,6 +97,26 @@ def _weekly_section(rows: pd.DataFrame, column: str, values: tuple[str, ...], ti
     return f"<h3>{title}</h3>{_png(figure)}" + _table(["week of", *map(str, rates.columns)], body)
 
 
+def _weekly_shares(rows: pd.DataFrame, lanes: dict) -> str:
+    """Each week's lane shares (from Monday, by declaration date) against the settings, and how
+    the lane thresholds of its decisions were set: fixed thresholds let the shares move with the
+    traffic, following ones hold them (docs/lanes.md)."""
+    weeks = pd.to_datetime(rows["declaration_date"]).dt.to_period("W-SUN").dt.start_time
+    body = []
+    for week, decided in rows.groupby(weeks):
+        shares = decided["lane"].value_counts(normalize=True)
+        modes = decided["lane_thresholds"].fillna("not recorded").unique()
+        cells = [_number(float(shares.get(lane, 0.0))) for lane in LANES]
+        body.append([week.strftime("%Y-%m-%d"), _number(len(decided), "count"), *cells, ", ".join(sorted(modes))])
+    body.append(["setting", "", *(_number(lanes[lane]["share_setting"]) for lane in LANES), ""])
+    return "<h3>Lane shares by week</h3>" + _table(
+        ["week of", "decisions", *LANES, "lane thresholds"],
+        body,
+        "lane thresholds: follow (each declaration's fitted on the last declarations scored) or fixed "
+        "(fitted on the validation window), as each decision recorded",
+    )
+
+
 CSS = """
 body{font-family:sans-serif;max-width:60em;margin:1em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -187,6 +207,7 @@ def render_html(figures: dict, rows: pd.DataFrame, notes: list[str]) -> str:
     axes.legend()
     axes.set_title("Lane shares against the settings")
     parts.append(_png(figure))
+    parts.append(_weekly_shares(rows, lanes))
 
     # sources
     sources = figures["selected_by"]

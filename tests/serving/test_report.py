@@ -452,6 +452,29 @@ def test_the_page_is_self_contained_with_its_tables_and_plots(trained, scored_st
     assert "too few" in text  # the small sources have fewer than 30 outcomes
 
 
+def test_the_page_shows_each_weeks_lane_shares_against_the_settings_and_the_thresholds_mode(trained, history, tmp_path):
+    """Two weeks' decisions, the first made with fixed thresholds, the second following traffic:
+    each week's shares beside the settings, and how its thresholds were set, as stored."""
+    model, reference = trained
+    store = AuditStore(tmp_path / "audit.db")
+    sample = _as_sent(history.iloc[-6:])
+    for i, sent in enumerate(sample):
+        sent["declaration_date"] = "2021-03-01" if i < 4 else "2021-03-08"  # a Monday each
+    results = model.score(validated_declarations(pd.DataFrame(sample)), max_reasons=0)
+    results["lane"] = ["red", "green", "green", "yellow", "red", "green"]
+    store.record_decisions(sample[:4], results.iloc[:4], model_version="7", lane_thresholds="fixed")
+    store.record_decisions(sample[4:], results.iloc[4:], model_version="7", lane_thresholds="follow")
+    _run(tmp_path, store.path, reference, since=dt.date(2021, 3, 1), until=dt.date(2021, 3, 14))
+    page = _Page()
+    page.feed((tmp_path / "out" / "index.html").read_text())
+    text = " ".join(" ".join(page.text).split())
+    assert "Lane shares by week" in text
+    assert "2021-03-01 4 25.0% 25.0% 50.0% fixed" in text  # red, yellow, green
+    assert "2021-03-08 2 50.0% 0.0% 50.0% follow" in text
+    settings = kpis.share_settings(reference.lanes)
+    assert f"setting {settings['red']:.1%} {settings['yellow']:.1%} {settings['green']:.1%}" in text
+
+
 def test_the_page_and_kpis_name_who_approved_the_model_and_when(trained, scored_store, tmp_path):
     _, reference = trained
     path, _ = scored_store
