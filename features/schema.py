@@ -14,8 +14,9 @@ carrying its message:
 - `history_rules(limits)`: adds to `LABELLED` what only a history can be held to, with limits
   from params.yaml (`history_limit_rules`).
 
-The record's names (fields, limits, formats) are importable from here as well as from
-features.record, as modules written before it existed import them.
+The record's column names, and the few other names of it that modules imported from here before
+features.record existed, are importable from here too (`__all__`); new code imports
+features.record.
 """
 
 from __future__ import annotations
@@ -27,14 +28,13 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from features.online import CheckedRequests, Declarations, check_online, sent_columns
+from features.online import CheckedRequests, Declarations, check_online
 from features.record import (
     BOUNDED_FIELDS,
     BUILT_IN_CHECKS,
     CODE,
     CODE_FIELDS,
     CONSISTENCY_RULES,
-    CONTAINER_NUMBER,
     COUNTRY_CODES,
     DATE,
     DATE_IN_RANGE,
@@ -43,21 +43,16 @@ from features.record import (
     EARLIEST_DATE,
     FAILURE_COLUMNS,
     FIELDS,
-    HS6_CODE,
     HS_CHAPTERS,
     IDENTIFIER,
     INSPECTED_ON,
     IS_A_DATE,
     IS_A_NUMBER,
-    ISO_COUNTRIES,
     ISO_DATE,
     LABEL,
     LABEL_FIELDS,
     LABELLED_FIELDS,
-    LARGEST_INTEGER,
     LATEST_DATE,
-    MAX_ID_CHARACTERS,
-    NOT_BLANK,
     NUMBER,
     NUMERIC_FIELDS,
     OPTIONAL_FIELDS,
@@ -67,7 +62,6 @@ from features.record import (
     RECORD_RULES,
     RECOVERED_DUTY,
     STRING_FIELDS,
-    TOO_LONG,
     UNKNOWN_COUNTRY,
     Field,
     HistoryRules,
@@ -75,7 +69,6 @@ from features.record import (
     ValueRule,
     history_limit_rules,
     is_container_number,
-    is_recovered_duty,
     iso6346_check_digit,
     parse_number,
     past_float_range,
@@ -83,39 +76,22 @@ from features.record import (
 
 __all__ = [
     "BOUNDED_FIELDS",
-    "BUILT_IN_CHECKS",
     "CODE_FIELDS",
-    "CONTAINER_NUMBER",
     "COUNTRY_CODES",
-    "DATE_IN_RANGE",
     "DECLARATION_FIELDS",
-    "EARLIEST_DATE",
-    "FAILURE_COLUMNS",
-    "HS6_CODE",
     "HS_CHAPTERS",
     "INSPECTED_ON",
-    "ISO_COUNTRIES",
-    "ISO_DATE",
-    "IS_A_DATE",
-    "IS_A_NUMBER",
     "LABELLED",
     "LABELLED_FIELDS",
     "LABEL_FIELDS",
-    "LARGEST_INTEGER",
-    "LATEST_DATE",
-    "MAX_ID_CHARACTERS",
-    "NOT_BLANK",
     "NUMERIC_FIELDS",
     "OPTIONAL_FIELDS",
     "OUTCOME_DETAILS",
     "RECORD",
-    "RECORD_RULES",
     "RECOVERED_DUTY",
     "STRING_FIELDS",
-    "TOO_LONG",
     "UNKNOWN_COUNTRY",
     "Checked",
-    "CheckedRequests",
     "Declarations",
     "HistoryRules",
     "Rules",
@@ -123,9 +99,7 @@ __all__ = [
     "check_requests",
     "history_rules",
     "is_container_number",
-    "is_recovered_duty",
     "iso6346_check_digit",
-    "sent_columns",
 ]
 
 
