@@ -396,7 +396,7 @@ OUTCOME_RULES = (
     ValueRule(
         "label_0_or_1",
         tuple(LABEL_FIELDS),
-        "must be 0 or 1, or empty where the declaration was not inspected",
+        "must be 0 or 1",  # a null is not inspected, with both labels null (CONSISTENCY_RULES)
         OneOf(frozenset({0, 1})),
     ),
     ValueRule(
