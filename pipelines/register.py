@@ -56,12 +56,12 @@ def window_records(scores: pd.DataFrame) -> pd.DataFrame:
     return history.set_index("declaration_id").loc[scores["declaration_id"]].reset_index()[DECLARATION_FIELDS]
 
 
-def measure(version: ModelVersion, params: dict) -> Comparison:
-    """The champion `version` beside the version trained last, on the same declarations."""
+def measure(version: ModelVersion, run_id: str, params: dict) -> Comparison:
+    """The champion `version` beside the run trained last, on the same declarations."""
     client = MlflowClient()
     name, rates = params["register"]["model_name"], params["evaluate"]["inspection_rates"]
     champion = client.get_run(version.run_id).data
-    challenger = client.get_run(read_json(RUN)["run_id"]).data
+    challenger = client.get_run(run_id).data
     trained_until = pd.Timestamp(champion.tags["training_window"].split("..")[1])
     scores = pd.read_parquet(VALIDATION_SCORES)
     unseen = scores[scores["declaration_date"] > trained_until].reset_index(drop=True)
@@ -122,7 +122,7 @@ def main() -> None:
         run["run_id"],
         read_json(METRICS),
         rule,
-        lambda champion: measure(champion, params),
+        lambda champion: measure(champion, run["run_id"], params),
         promotion(params["governance"]["promotion"]),
         model_card=MODEL_CARD.read_text(),
     )
