@@ -210,7 +210,11 @@ def test_the_comparison_table_shows_the_rules_figures_first_then_the_context():
     champion = {METRIC: 0.6, **KEPT, "roc_auc": 0.8, "brier": 0.1}
     challenger = {METRIC: 0.65, "lane_red_duty_share": 0.95, "lane_red_critical_share": 0.55, "roc_auc": 0.85}
     report = Comparison("3", "on the same 400 declarations", 400, challenger, champion).report(RULE, "5")
-    assert [row["figure"] for row in report["figures"]] == [METRIC, *GUARDS, "roc_auc"]  # brier: the challenger lacks it
+    assert [row["figure"] for row in report["figures"]] == [
+        METRIC,
+        *GUARDS,
+        "roc_auc",
+    ]  # brier: the challenger lacks it
     assert report["recommended"] is False and "lane_red_critical_share 0.5500 < 0.6000 - 0.01" in report["reason"]
     table = comparison_markdown(report)
     assert table.splitlines()[:5] == [
