@@ -25,6 +25,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from bench.workspace import copy_project
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from tests.conftest import REPO
@@ -65,7 +66,6 @@ def _kcs_split(root: Path) -> Path:
     train = pd.concat([example, early.drop(example.index).sample(n=TRAIN_ROWS - len(example), random_state=5)])
     raw = root / "data" / "raw"
     raw.mkdir(parents=True)
-    (root / "data" / "feedback").mkdir()
     train.sort_values("Date", kind="stable").to_csv(raw / "df_syn_train_eng.csv", index=False)
     recent.sample(n=VALID_ROWS, random_state=5).sort_values("Date", kind="stable").to_csv(
         raw / "df_syn_valid_eng.csv", index=False
@@ -78,10 +78,7 @@ def _kcs_split(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, _migrated_mlflow_db) -> dict:
     root = tmp_path_factory.mktemp("contract-workspace")
-    for name in ("features", "models", "serving", "pipelines"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
+    copy_project(root)  # what `dvc repro` runs, as make bench copies it (requirements.lock among it)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["windows"].update(WINDOWS)
     params["train"].update(FAST_TRAINING)
