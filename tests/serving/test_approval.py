@@ -1,5 +1,5 @@
 """`customs-risk approve` and the comparison `customs-risk metrics` prints, on a registry of
-stand-in models (tests/e2e/test_approval.py runs them on real ones, with the packaging)."""
+stand-in models (tests/e2e/test_approval_flow.py runs them on real ones, with the packaging)."""
 
 from __future__ import annotations
 
