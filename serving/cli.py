@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,6 +114,7 @@ def score(
     console.print(f"stores: {escape(settings.describe_stores())}", soft_wrap=True)
 
     from models.bundle import RESULT_COLUMNS, InvalidDeclarations, validated_declarations
+    from serving.audit import AuditStoreUnavailable
     from serving.decide import decide
     from serving.loading import ChampionUnavailable, load_packaged, model_tag, packaged_champion
     from serving.profiles import RiskProfileError, RiskProfiles
@@ -122,7 +124,7 @@ def score(
         model = load_packaged(bento_model)
         profiles = RiskProfiles.from_environment(settings)
         window = _lane_window(bento_model, model, audit_db)
-    except (ChampionUnavailable, RiskProfileError, FileNotFoundError) as problem:
+    except (ChampionUnavailable, RiskProfileError, FileNotFoundError, AuditStoreUnavailable) as problem:
         console.print(f"[red]nothing scored:[/red] {escape(str(problem))}", soft_wrap=True)
         raise typer.Exit(NOTHING_SCORED) from None
     if max_reasons is None:
@@ -157,7 +159,7 @@ def _lane_window(bento_model, model, audit_db: Path | None) -> ScoreWindow | Non
     """The window the file's first row's thresholds follow: the packaged validation scores,
     after them the champion's last decisions in the store `audit_db` (the window the service
     would read now); None where the packaged thresholds are fixed."""
-    from serving.audit import AuditStore
+    from serving.audit import AuditStore, AuditStoreUnavailable
     from serving.loading import PackagedLanes
 
     lanes = PackagedLanes.of(bento_model, model.lanes)
@@ -168,7 +170,10 @@ def _lane_window(bento_model, model, audit_db: Path | None) -> ScoreWindow | Non
     if audit_db is not None:
         if not audit_db.is_file():  # opening it would make an empty store, hiding the mistake
             raise FileNotFoundError(f"no audit store at {audit_db} (--audit-db)")
-        store = AuditStore(audit_db)
+        try:
+            store = AuditStore(audit_db)
+        except sqlite3.Error as failed:  # not a store, or one that cannot be read
+            raise AuditStoreUnavailable(f"the audit store {audit_db} cannot be opened: {failed}") from failed
         try:
             recent = store.recent_scores(lanes.size, str(dict(bento_model.info.metadata)["version"]))
         finally:

@@ -397,3 +397,12 @@ def test_score_refuses_an_audit_store_that_is_not_there(runner, tmp_path, follow
     assert result.exit_code == 2
     assert "no audit store at" in _plain(result.output)
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_score_refuses_a_file_that_is_no_audit_store(runner, tmp_path, following_champion):
+    (tmp_path / "notes.db").write_text("not a database\n" * 100)
+    result, _, _ = _score(
+        runner, tmp_path, following_champion.records, options=("--audit-db", str(tmp_path / "notes.db"))
+    )
+    assert result.exit_code == 2
+    assert "cannot be opened" in _plain(result.output)
