@@ -10,7 +10,6 @@ stage that fails leaves the approval standing and says how to package again.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
 
-from serving.settings import MODEL_NAME, Settings, use_stores
+from serving.settings import MODEL_NAME, Settings, child_environment, use_stores
 
 console = Console(stderr=True)
 NOT_APPROVED = 2  # exit status of a refused approval; a failed packaging after an approval exits 1
@@ -65,9 +64,8 @@ def approve_command(
             soft_wrap=True,
         )
         return
-    # the stage runs `python -m ...`: this interpreter's, as `make run` puts the venv first on PATH
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    packaged = subprocess.run([str(Path(sys.executable).parent / PACKAGE[0]), *PACKAGE[1:]], cwd=root, env=env)
+    venv = Path(sys.executable).parent
+    packaged = subprocess.run([str(venv / PACKAGE[0]), *PACKAGE[1:]], cwd=root, env=child_environment(venv))
     if packaged.returncode:
         console.print(
             f"[red]approved, but not packaged[/red] (`{' '.join(PACKAGE)}` exited {packaged.returncode}): the "

@@ -225,3 +225,9 @@ def use_stores(settings: Settings, environ: MutableMapping[str, str] | None = No
             env[name] = value
             applied[name] = value
     return applied
+
+
+def child_environment(first_on_path: Path) -> dict[str, str]:
+    """This process's environment for a command it starts, with `first_on_path` searched first
+    (a stage runs `python -m ...`: the interpreter of this venv, as `make run` puts it first)."""
+    return {**os.environ, "PATH": f"{first_on_path}{os.pathsep}{os.environ.get('PATH', '')}"}
