@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from models.lanes import LaneShares
 from serving.cli import app
 from serving.simulation import (
     PERIOD_COLUMNS,
@@ -21,27 +20,8 @@ from serving.simulation import (
     write_outputs,
 )
 from tests.conftest import REPO
+from tests.models.test_training_and_bundle import SHARES, TRAIN_PARAMS
 
-TRAIN = {
-    "seed": 42,
-    "learning_rate": 0.1,
-    "num_leaves": 15,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "cat_smoothing": 10,
-    "max_cat_to_onehot": 8,
-}
-SHARES = LaneShares(
-    red_risk_share=0.025,
-    red_value_share=0.015,
-    red_critical_share=0.02,
-    yellow_share=0.10,
-    yellow_critical_share=0.10,
-    exploration_share=0.01,
-)
 STRATEGIES = {
     "policy",
     "risk_only",
@@ -63,7 +43,7 @@ def _settings(history: pd.DataFrame, **changes) -> Settings:
         "period_days": 60,
         "rounds": 10,
         "critical_rounds": 5,
-        "train_params": TRAIN,
+        "train_params": TRAIN_PARAMS,
         "shares": SHARES,
         "inspection_rate": 0.10,
         "seed": 0,
