@@ -143,6 +143,7 @@ def scored_store(trained, history, tmp_path_factory):
     )
     in_period = truth["declaration_date"].between(pd.Timestamp(SINCE), pd.Timestamp(UNTIL))
     assert 0 < in_period.sum() < len(truth)  # the period leaves some out
+    store.close()  # not left to garbage collection: test_a_locked_store_is_explained takes the lock
     return store.path, truth[in_period].reset_index(drop=True)
 
 
