@@ -28,21 +28,8 @@ from serving import report as reporting
 from serving.audit import AuditStore
 from serving.cli import app
 from serving.live_metrics import LiveMetrics
+from tests.models.test_training_and_bundle import TRAIN_PARAMS
 
-TRAIN_PARAMS = {
-    "seed": 42,
-    "learning_rate": 0.1,
-    "num_leaves": 15,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "cat_smoothing": 10,
-    "max_cat_to_onehot": 8,
-    "max_rounds": 50,
-    "early_stopping_rounds": 10,
-}
 SINCE, UNTIL = dt.date(2021, 2, 1), dt.date(2021, 4, 30)
 
 
