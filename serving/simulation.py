@@ -136,7 +136,8 @@ def train_model(knowledge: Knowledge, first: pd.Timestamp, settings: Settings) -
         y = frame[label].to_numpy(dtype="float64")
         learn = ~np.isnan(y)
         boosters.append(fit_rounds(matrix[learn], y[learn], settings.train_params, rounds))
-    unset = LanePolicy.fit(settings.shares, settings.exploration_key, [], [], [])  # each period fits its own
+    none = np.empty(0)
+    unset = LanePolicy.fit(settings.shares, settings.exploration_key, none, none, none)  # each period fits its own
     return RiskModel(boosters[0], boosters[1], IDENTITY, IDENTITY, unset, state)
 
 
@@ -289,7 +290,8 @@ def simulate(
     if fully is not None:
         fully.revealed[:] = True  # its period's labels are not in what its model reads
     rng = np.random.default_rng(settings.seed)
-    rows, known_share = [], {s.name: [] for s in plan}
+    rows: list[dict] = []
+    known_share: dict[str, list[float]] = {s.name: [] for s in plan}
     started = time.perf_counter()
     for number, (first, end) in enumerate(periods, 1):
         scored: dict[str, Scored] = {}
