@@ -263,33 +263,28 @@ def test_reasons_go_to_red_and_yellow_unless_the_request_asks_for_all_or_none(se
         assert response.status_code == 200, response.text
         answers[choice] = response.json()["results"]
     default, every, none = answers[None], answers["all"], answers["none"]
-    assert answers["selected"] == default
-    carried = [r["lane"] != "green" for r in default]
-    assert any(carried) and not all(carried)
-    for result, full, bare, has in zip(default, every, none, carried):
-        assert {k: v for k, v in result.items() if k != "reasons"} == {k: v for k, v in full.items() if k != "reasons"}
-        assert {k: v for k, v in result.items() if k != "reasons"} == {k: v for k, v in bare.items() if k != "reasons"}
-        assert result["reasons"] == (full["reasons"] if has else [])
-        assert bare["reasons"] == []  # no held-back declaration meets the rule
+
+    def scores(results: list[dict]) -> list[tuple]:
+        return [(r["declaration_id"], r["risk_score"], r["critical_score"], r["duty_at_risk"]) for r in results]
+
+    # the scores never depend on it; lanes may move between the four requests, since thresholds
+    # follow the traffic and each request adds 200 declarations to the window (issue 28)
+    assert scores(answers["selected"]) == scores(default) == scores(every) == scores(none)
+    for answer in (default, answers["selected"]):
+        carried = [r["lane"] != "green" for r in answer]
+        assert any(carried) and not all(carried)
+        assert all(r["reasons"] == [] for r, has in zip(answer, carried) if not has)  # green: none
+        assert any(r["reasons"] for r, has in zip(answer, carried) if has)
+    assert all(r["reasons"] == [] for r in none)  # no held-back declaration meets the rule
     assert sum(bool(r["reasons"]) for r in every) > sum(bool(r["reasons"]) for r in default)
     refused = service["client"].post("/score", json={"declarations": batch[:1], "reasons": "some"})
     assert refused.status_code in (400, 422), refused.text
     assert [e["field"] for e in refused.json()["errors"]] == ["reasons"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="thresholds are fixed at packaging from the validation window's out-of-sample scores, and a later month's "
-    "scores do not keep to them: on this 6,000-row sample red goes far over its share; on the full embedded history "
-    "with March 2021 held back (make backtest) red by score is 9.09% against 6% set (critical 3.90% against 2%), "
-    "yellow 9.12% against 10%. Six ways of fixing thresholds were measured on February and March 2021 (README, "
-    "Backtest); none kept red and yellow within 1 point in both months: the score distribution itself moves. "
-    "Thresholds following the last 1,000 declarations scored would have (make backtest's what-if), which waits "
-    "for a decision on what the lanes may depend on",
-)
 def test_lane_shares_on_the_held_back_month_are_the_settings(held_back_results, workspace):
-    """Thresholds come from the validation model's out-of-sample scores; the served model has
-    never seen the held-back month. Shares are of lanes the model chose (not rules, not random)."""
+    """Thresholds follow the last declarations scored (issue 28), so a month the served model
+    never saw keeps to the shares set. Shares are of lanes the model chose (not rules, not random)."""
     lanes = pd.DataFrame(held_back_results)
     by_score = lanes[lanes["selected_by"].isin(["model", "value", "critical"])]["lane"]
     red = (by_score == "red").sum() / len(lanes)
