@@ -28,33 +28,10 @@ from serving.audit import AuditStore
 from serving.cli import app
 from serving.decide import decide
 from tests.e2e.stack import contract_example
+from tests.serving.test_alerts import CONTAINER, KEY, KEYS, _alert, _lines
 from tests.serving.test_cli import _declarations as cli_declarations
 from tests.serving.test_cli import fake_champion  # noqa: F401 - the stand-in champion of `score`
 from tests.serving.test_decide import StandInModel
-
-KEY = "s3cr3t-shared-key-of-KZ-7f1e"  # what the tests look for in every output
-KEYS = {"KZ": KEY.encode()}
-CONTAINER = "MSCU1234566"  # a valid ISO 6346 number
-
-
-def _alert(**fields) -> dict:
-    alert = {
-        "alert_id": "KZ-2026-000042",
-        "issued_by": "KZ",
-        "issued_on": "2026-11-02",
-        "valid_until": "2027-02-02",
-        "target": "importer_id",
-        "value": "QLRUBN9",
-        "lane": "red",
-        "reason": "cocaine found in a consignment of this importer",
-        "hashed": False,
-    }
-    alert.update(fields)
-    return alert
-
-
-def _lines(*alerts) -> str:
-    return "".join((a if isinstance(a, str) else json.dumps(a)) + "\n" for a in alerts)
 
 
 def _sent(n: int, **columns) -> pd.DataFrame:
