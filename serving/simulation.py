@@ -297,6 +297,7 @@ def simulate(
         scored: dict[str, Scored] = {}
         in_period = ((history["declaration_date"] >= first) & (history["declaration_date"] < end)).to_numpy()
         truth = history[in_period].reset_index(drop=True)
+        last_day = end - pd.Timedelta(days=1)  # when the period's revealed outcomes are known
         for strategy in plan:
             learner = knowledge[strategy.learner]
             if strategy.learner not in scored:
@@ -310,21 +311,17 @@ def simulate(
                 {
                     "strategy": strategy.name,
                     "period_start": first.date(),
-                    "period_end": (end - pd.Timedelta(days=1)).date(),
+                    "period_end": last_day.date(),
                     **figures,
                 }
             )
             importers = learner.known_importers(first)
             known_share[strategy.name].append(float(period.period["importer_id"].isin(importers).mean()))
             if strategy.teaches:
-                inside = np.flatnonzero(
-                    ((history["declaration_date"] >= first) & (history["declaration_date"] < end)).to_numpy()
-                )
-                learner.reveal(inside[picks], end - pd.Timedelta(days=1))
-        if "fully_labelled" in knowledge:
-            inside = ((history["declaration_date"] >= first) & (history["declaration_date"] < end)).to_numpy()
-            knowledge["fully_labelled"].known_on[inside] = np.datetime64((end - pd.Timedelta(days=1)).date(), "D")
-        progress(f"period {number}/{len(periods)} {first.date()}..{(end - pd.Timedelta(days=1)).date()}")
+                learner.reveal(np.flatnonzero(in_period)[picks], last_day)
+        if fully is not None:
+            fully.known_on[in_period] = np.datetime64(last_day.date(), "D")
+        progress(f"period {number}/{len(periods)} {first.date()}..{last_day.date()}")
     table = pd.DataFrame(rows, columns=PERIOD_COLUMNS)
     if 0.0 in settings.exploration_sweep and "risk_only" in known_share:
         table = pd.concat(
