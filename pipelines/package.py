@@ -31,7 +31,6 @@ SERVICE = "serving.service:CustomsRisk"
 SERVING_PARAMS = (
     "max_batch",
     "max_reasons",
-    "max_body_bytes",
     "timeout_seconds",
     "body_timeout_seconds",
     "drift_window",

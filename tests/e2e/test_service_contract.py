@@ -28,6 +28,7 @@ from mlflow import MlflowClient
 from bench.workspace import copy_project
 from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
+from serving.settings import DEFAULT_MAX_BODY_BYTES
 from tests.conftest import REPO
 from tests.e2e.stack import BIN, _free_port, _run, contract_example, serve_bento
 
@@ -422,7 +423,7 @@ def test_invalid_and_malformed_requests_get_field_errors_and_store_nothing(servi
 
 
 def test_a_body_over_the_limit_gets_413(service, workspace):
-    limit = workspace["params"]["serving"]["max_body_bytes"]
+    limit = DEFAULT_MAX_BODY_BYTES  # RISK_MAX_BODY_BYTES is not set for this service
     body = json.dumps(
         {"declarations": [dict(contract_example(), declaration_id=f"BIG-{i}") for i in range(limit // 400)]}
     )
