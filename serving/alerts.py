@@ -145,19 +145,19 @@ def line_problems(number: int, line: str, keys: Mapping[str, bytes]) -> tuple[Al
     get = record.get
     if "alert_id" in record and (message := _text_problem(get("alert_id"), MAX_ID)):
         problems.append(problem("alert_id", message))
-    if "issued_by" in record and (
-        not isinstance(get("issued_by"), str) or not re.fullmatch(CENTER_CODE, get("issued_by"))
-    ):
+    issued_by = get("issued_by")
+    if "issued_by" in record and (not isinstance(issued_by, str) or not re.fullmatch(CENTER_CODE, issued_by)):
         problems.append(
             problem("issued_by", "must be a partner code: 2 to 16 capital letters, digits, - or _, such as KZ")
         )
-    dates = {}
+    dates: dict[str, dt.date | None] = {}
     for field in ("issued_on", "valid_until"):
         if field in record:
             dates[field] = parse_day(get(field))
             if dates[field] is None:
                 problems.append(problem(field, "must be a date YYYY-MM-DD"))
-    if dates.get("issued_on") and dates.get("valid_until") and dates["valid_until"] <= dates["issued_on"]:
+    issued_on, valid_until = dates.get("issued_on"), dates.get("valid_until")
+    if issued_on and valid_until and valid_until <= issued_on:
         problems.append(problem("valid_until", "must be after issued_on"))
     target_known = get("target") in TARGETS
     if "target" in record and not target_known:
@@ -184,7 +184,9 @@ def line_problems(number: int, line: str, keys: Mapping[str, bytes]) -> tuple[Al
 def parse_alerts(text: str, keys: Mapping[str, bytes]) -> list[Alert]:
     """The alerts of a JSON Lines file (blank lines are skipped); raises AlertFileError with every
     problem of every line when any line is invalid, so a file is taken whole or not at all."""
-    alerts, problems, seen = [], [], {}
+    alerts: list[Alert] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -272,7 +274,7 @@ class AlertIndex:
         strictest first, then by alert_id (independent of the order alerts were stored in)."""
         if day is None or not self.count:
             return []
-        found = []
+        found: list[Alert] = []
         for target, value in identifiers.items():
             self.lookups += 1
             found += self.plain.get((target, value), ())

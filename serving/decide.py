@@ -88,11 +88,11 @@ def decide(
             selected_by[row] = "rule"
             stated[row] = [profile_reason(rule) for rule in fired]
     explained = model.explain(assessed, reason_rows(lane, reasons), max_reasons)
-    for row, fired in alerts.fired(declarations).items():
-        strictest = fired[0].lane  # `AlertIndex.matching` puts the strictest first
+    for row, matched in alerts.fired(declarations).items():
+        strictest = matched[0].lane  # `AlertIndex.matching` puts the strictest first
         if raise_lane(lane[row], strictest) == strictest:  # as strict as the lane, or stricter
             lane[row], selected_by[row] = strictest, "alert"
-        stated[row] = [alert_reason(alert) for alert in fired] + stated.get(row, [])
+        stated[row] = [alert_reason(alert) for alert in matched] + stated.get(row, [])
     for row, first in stated.items():
         explained[row] = (first + explained[row])[:max_reasons]
     results = replace(assessed, lane=lane, selected_by=selected_by).results(explained)
