@@ -17,6 +17,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 import yaml
 
 from bench.load import as_sent
@@ -144,13 +145,18 @@ def audit_writes(audit_db: Path, sent: list[dict], results: pd.DataFrame, repeat
     for the batch, as the store is (WAL, synchronous=FULL: the WAL is synced at each commit) and,
     for comparison only, with synchronous=NORMAL (WAL synced at checkpoints: a process crash
     loses nothing, a power cut may lose the last commits)."""
-    store = AuditStore(audit_db)
     out = {}
     for synchronous in ("FULL", "NORMAL"):
-        store._db.execute(f"PRAGMA synchronous={synchronous}")  # the bench's own connection
+        store = AuditStore(audit_db)
+        if synchronous == "NORMAL":  # the bench's own connections, after the store's FULL
+            sa.event.listen(
+                store.engine, "connect", lambda connection, _: connection.execute("PRAGMA synchronous=NORMAL")
+            )
+            store.engine.dispose()
         for name, rows in (("single", 1), ("batch", len(sent))):
             write = partial(store.record_decisions, sent[:rows], results.head(rows), "bench")
             out[f"{name}_{synchronous.lower()}_ms"] = fastest_seconds(write, repeats) * 1e3
+        store.close()
     return out
 
 

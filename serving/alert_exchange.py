@@ -2,7 +2,7 @@
 imported alerts, the partner keys that hashed alerts need, and the center's own findings sent out
 as alerts. What an alert is and what it matches is serving.alerts.
 
-- `AlertStore`: the alerts in the center's store (the audit store's SQLite file, table `alerts`);
+- `AlertStore`: the alerts in the center's store (serving.audit, table `alerts`);
   an import is one transaction, and the same `alert_id` replaces the earlier alert.
 - `LiveAlerts`: the stored alerts as an `AlertIndex`, rebuilt when the table changed, so an
   import reaches the service and the CLI without a restart.
@@ -17,38 +17,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from serving.alerts import EMPTY_INDEX, FIELDS, MAX_REASON, Alert, AlertIndex, digest, parse_day
-from serving.audit import read_only
+from serving.audit import ALERTS, AuditStore, connect, now, reading, upsert
+from serving.settings import masked
 
 logger = logging.getLogger("customs_risk.alerts")
 
 DEFAULT_VALID_DAYS = 180
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id TEXT PRIMARY KEY,
-    issued_by TEXT NOT NULL,
-    issued_on TEXT NOT NULL,
-    valid_until TEXT NOT NULL,
-    target TEXT NOT NULL,
-    value TEXT NOT NULL,
-    lane TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    hashed INTEGER NOT NULL,
-    imported_at TEXT NOT NULL,
-    import_no INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alerts_by_import ON alerts (import_no);
-"""
 # What tells a reader the table changed: a new import raises max(import_no) (a replaced alert is
 # rewritten with the new number); the count catches rows deleted by hand. Both come from indexes.
-STAMP = "SELECT count(*), max(import_no) FROM alerts"
+STAMP = sa.select(sa.func.count(), sa.func.max(ALERTS.c.import_no)).select_from(ALERTS)
 
 
 class PartnerKeysError(ValueError):
@@ -97,81 +83,65 @@ def load_partner_keys(path: Path | None) -> dict[str, bytes]:
 # the store
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """A connection as serving.audit opens the same file: WAL, synchronous=FULL, busy timeout."""
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=10000")
-    return db
-
-
 def _alert(row) -> Alert:
     return Alert(*row[:8], bool(row[8]))
 
 
-class AlertStore:
-    """The `alerts` table of the center's store (the audit store's file)."""
+ALERT_ROWS = sa.select(*(ALERTS.c[field] for field in FIELDS))
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = _connect(self.path)
-        self._db.executescript(SCHEMA)
+
+class AlertStore:
+    """The `alerts` table of the center's store (serving.audit), opened for writing."""
+
+    def __init__(self, location: str | Path):
+        self.store = AuditStore(location)
 
     def close(self) -> None:
-        self._db.close()
+        self.store.close()
 
     def import_alerts(self, alerts: Iterable[Alert]) -> tuple[int, int]:
         """Store alerts in one transaction; an alert_id already stored is replaced. Returns
-        (new, replaced)."""
+        (new, replaced). Imports take turns (serialized), so each has its own number."""
         alerts = list(alerts)
-        imported_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                number = self._db.execute("SELECT coalesce(max(import_no), 0) + 1 FROM alerts").fetchone()[0]
-                replaced = 0
-                for start in range(0, len(alerts), 500):  # SQLite's limit on bound parameters
-                    ids = [a.alert_id for a in alerts[start : start + 500]]
-                    marks = ",".join("?" * len(ids))
-                    query = f"SELECT count(*) FROM alerts WHERE alert_id IN ({marks})"  # noqa: S608 - marks only
-                    replaced += self._db.execute(query, ids).fetchone()[0]
-                self._db.executemany(
-                    "INSERT INTO alerts (alert_id, issued_by, issued_on, valid_until, target, value, lane, reason,"
-                    " hashed, imported_at, import_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT(alert_id) DO UPDATE SET issued_by=excluded.issued_by, issued_on=excluded.issued_on,"
-                    " valid_until=excluded.valid_until, target=excluded.target, value=excluded.value,"
-                    " lane=excluded.lane, reason=excluded.reason, hashed=excluded.hashed,"
-                    " imported_at=excluded.imported_at, import_no=excluded.import_no",
-                    [(*(getattr(a, f) for f in FIELDS[:8]), int(a.hashed), imported_at, number) for a in alerts],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        imported_at = now()
+        with self.store.serialized() as connection:
+            number = connection.execute(sa.select(sa.func.coalesce(sa.func.max(ALERTS.c.import_no), 0) + 1)).scalar()
+            replaced = 0
+            for start in range(0, len(alerts), 500):  # within every database's limit on bound parameters
+                ids = [a.alert_id for a in alerts[start : start + 500]]
+                stored = sa.select(sa.func.count()).select_from(ALERTS).where(ALERTS.c.alert_id.in_(ids))
+                replaced += connection.execute(stored).scalar() or 0
+            rows = [
+                {
+                    **{field: getattr(a, field) for field in FIELDS[:8]},
+                    "hashed": int(a.hashed),
+                    "imported_at": imported_at,
+                    "import_no": number,
+                }
+                for a in alerts
+            ]
+            if rows:
+                upsert(connection, ALERTS, rows)
         return len(alerts) - replaced, replaced
 
     def alerts(self) -> list[Alert]:
-        with self._lock:
-            query = f"SELECT {', '.join(FIELDS)} FROM alerts ORDER BY alert_id"  # noqa: S608 - fixed field names
-            return [_alert(row) for row in self._db.execute(query)]
+        with self.store.engine.connect() as connection:
+            return [_alert(row) for row in connection.execute(ALERT_ROWS.order_by(ALERTS.c.alert_id))]
 
 
 class LiveAlerts:
     """The alert index as the service and the CLI see it: built from the store, and built again
-    when the `alerts` table changed (one indexed query per call), so an import reaches the lanes
-    without a restart. The store is only read (read-only connection): with no store yet, or no
-    alerts table, nothing matches. Partner keys are read again on each rebuild; keys that cannot
-    be read are logged (by file, never content) and the keys in force are kept."""
+    when the `alerts` table changed (one indexed query per call), so an import on any host
+    reaches the lanes without a restart. The store is only read (read-only): with no store yet,
+    no alerts table, or a store out of reach, the index in force is kept (empty at first).
+    Partner keys are read again on each rebuild; keys that cannot be read are logged (by file,
+    never content) and the keys in force are kept."""
 
-    def __init__(self, path: Path | None, keys_path: Path | None):
-        self.path = Path(path) if path is not None else None
+    def __init__(self, location: str | Path | None, keys_path: Path | None):
+        self.location = location
         self.keys_path = keys_path
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._engine: sa.Engine | None = None
         self._stamp = None
         self.keys: dict[str, bytes] = {}
         self.keys_error: str | None = None
@@ -186,26 +156,27 @@ class LiveAlerts:
             self.keys_error = str(err)
             logger.error("partner keys not loaded, hashed alerts of partners without a key do not match: %s", err)
 
-    def _read(self, sql: str) -> list:
-        """Rows of a query on the store, or None when there is no store or no alerts table."""
-        if self.path is None:
+    def _read(self, query) -> list | None:
+        """Rows of a query on the store, or None when there is no store, no alerts table, or
+        the store cannot be reached now."""
+        if self.location is None:
             return None
         try:
-            if self._db is None:
-                if not self.path.is_file():
-                    return None
-                self._db = read_only(self.path, check_same_thread=False)
-                self._db.execute("PRAGMA busy_timeout=10000")
-            return self._db.execute(sql).fetchall()
-        except sqlite3.Error:
+            if self._engine is None:
+                self._engine = connect(self.location, read_only=True)
+            with self._engine.connect() as connection:
+                return list(connection.execute(query))
+        except (FileNotFoundError, sa.exc.SQLAlchemyError):
             return None
 
     def current(self) -> AlertIndex:
         with self._lock:
             rows = self._read(STAMP)
+            if rows is None and self._stamp is not None:
+                return self.index  # the store is out of reach for now: keep what was loaded
             stamp = tuple(rows[0]) if rows else None
             if stamp != self._stamp:
-                loaded = self._read(f"SELECT {', '.join(FIELDS)} FROM alerts")  # noqa: S608 - fixed names
+                loaded = self._read(ALERT_ROWS)
                 if stamp is not None:
                     self._load_keys()  # a new partner's key comes with its first import
                 self.index = AlertIndex((_alert(row) for row in loaded or ()), self.keys)
@@ -215,13 +186,13 @@ class LiveAlerts:
                         "hashed alerts of %s cannot match: no key in RISK_PARTNER_KEYS",
                         ", ".join(sorted(self.index.without_key)),
                     )
-                logger.info("partner alerts loaded from %s: %d alert(s)", self.path, len(self.index))
+                logger.info("partner alerts loaded from %s: %d alert(s)", masked(self.location or ""), len(self.index))
             return self.index
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,8 +202,12 @@ class LiveAlerts:
 FINDINGS_QUERY = (
     "SELECT o.declaration_id, o.inspected_on, o.result, o.notes, d.record FROM outcomes o"
     " JOIN decisions d ON d.id = (SELECT max(id) FROM decisions WHERE declaration_id = o.declaration_id)"
-    " WHERE o.result IN ('fraud', 'critical') AND o.inspected_on >= ? AND o.inspected_on <= ?"
+    " WHERE o.result IN ('fraud', 'critical') AND o.inspected_on >= :since AND o.inspected_on <= :until"
     " ORDER BY o.inspected_on, o.declaration_id"
+)
+FINDINGS_COUNT = (
+    "SELECT count(*) FROM outcomes WHERE result IN ('fraud', 'critical')"
+    " AND inspected_on >= :since AND inspected_on <= :until"
 )
 # Identifiers of a declaration that never leave in the clear when the export is for a partner:
 # they are taken out of the outcome's notes.
@@ -251,7 +226,7 @@ def _present(value) -> bool:
 
 
 def export_findings(
-    path: Path,
+    location: str | Path,
     since: dt.date,
     until: dt.date,
     center: str,
@@ -268,15 +243,10 @@ def export_findings(
     notes, so the file holds no raw identifier. The store is opened read-only."""
     if until < since:
         raise ValueError(f"--until {until} is before --since {since}")
-    db = read_only(path)
-    try:
-        rows = db.execute(FINDINGS_QUERY, (since.isoformat(), until.isoformat())).fetchall()
-        outcomes = db.execute(
-            "SELECT count(*) FROM outcomes WHERE result IN ('fraud', 'critical') AND inspected_on >= ? AND inspected_on <= ?",
-            (since.isoformat(), until.isoformat()),
-        ).fetchone()[0]
-    finally:
-        db.close()
+    period = {"since": since.isoformat(), "until": until.isoformat()}
+    with reading(location) as connection:
+        rows = list(connection.execute(sa.text(FINDINGS_QUERY), period))
+        outcomes = connection.execute(sa.text(FINDINGS_COUNT), period).scalar() or 0
     records = [
         (declaration_id, inspected_on, result, notes, json.loads(record))
         for declaration_id, inspected_on, result, notes, record in rows

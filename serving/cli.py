@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,7 @@ from rich.table import Table
 
 from serving.approval import REGISTRATION, approve_command, print_comparison
 from serving.feedback import export_feedback_command
-from serving.settings import Settings, use_stores
+from serving.settings import Settings, is_server_url, masked, use_stores
 from serving.simulation import simulate_command
 
 if TYPE_CHECKING:  # for the annotation only: each command imports what it uses when it runs
@@ -72,11 +71,10 @@ def score(
     max_reasons: int | None = typer.Option(
         None, help="reasons per declaration (default: the packaged serving.max_reasons, as the service)"
     ),
-    audit_db: Path | None = typer.Option(
+    audit_db: str | None = typer.Option(
         None,
         "--audit-db",
-        dir_okay=False,
-        help="continue the lane thresholds' window of this audit store, as the service would (its decisions are "
+        help="continue the lane thresholds' window of this audit store (a SQLite path or postgresql:// URL), as the service would (its decisions are "
         "read, none written; default: start from the packaged validation scores)",
     ),
 ) -> None:
@@ -155,11 +153,11 @@ def score(
     _write_results(output, results, rejected, len(records))
 
 
-def _lane_window(bento_model, model, audit_db: Path | None) -> ScoreWindow | None:
+def _lane_window(bento_model, model, audit_db: str | None) -> ScoreWindow | None:
     """The window the file's first row's thresholds follow: the packaged validation scores,
     after them the champion's last decisions in the store `audit_db` (the window the service
     would read now); None where the packaged thresholds are fixed."""
-    from serving.audit import AuditStore, AuditStoreUnavailable
+    from serving.audit import AuditStore
     from serving.loading import PackagedLanes
 
     lanes = PackagedLanes.of(bento_model, model.lanes)
@@ -168,17 +166,15 @@ def _lane_window(bento_model, model, audit_db: Path | None) -> ScoreWindow | Non
         return None
     recent = None
     if audit_db is not None:
-        if not audit_db.is_file():  # opening it would make an empty store, hiding the mistake
+        if not is_server_url(audit_db) and not Path(audit_db).is_file():
+            # opening it would make an empty store, hiding the mistake
             raise FileNotFoundError(f"no audit store at {audit_db} (--audit-db)")
-        try:
-            store = AuditStore(audit_db)
-        except sqlite3.Error as failed:  # not a store, or one that cannot be read
-            raise AuditStoreUnavailable(f"the audit store {audit_db} cannot be opened: {failed}") from failed
+        store = AuditStore(audit_db)  # AuditStoreUnavailable: not a store, or one that cannot be read
         try:
             recent = store.recent_scores(lanes.size, str(dict(bento_model.info.metadata)["version"]))
         finally:
             store.close()
-    decided = "no decision of a store" if recent is None else f"{len(recent):,} decisions of {audit_db}"
+    decided = "no decision of a store" if recent is None else f"{len(recent):,} decisions of {masked(audit_db or '')}"
     console.print(
         f"lane thresholds: following the last {lanes.size:,} declarations scored: the packaged validation "
         f"scores, then {escape(decided)}, then the file's rows in order",
@@ -250,21 +246,22 @@ def audit(
     until: str = typer.Option(..., "--until", help="last day, YYYY-MM-DD (UTC), included"),
     output: Path = typer.Option(..., "--output", help="a .csv or .parquet file"),
     table: str = typer.Option("decisions", help="decisions (each with its outcome, if reported) or outcomes"),
-    db: Path | None = typer.Option(
+    db: str | None = typer.Option(
         None,
-        help="the audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout, as the service)",
+        help="the audit store, a SQLite path or postgresql:// URL (default: RISK_AUDIT_DB, else "
+        "data/serving/audit.db in this checkout, as the service)",
     ),
 ) -> None:
     """Export the audit store by date range: every decision the service made, or every outcome
     reported to it."""
-    from serving.audit import export
+    from serving.audit import AuditStoreUnavailable, export
 
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise typer.BadParameter("expected a .csv or .parquet file", param_hint="--output")
     try:
-        db = db or Settings.from_environment().audit_store()
-        rows = export(db, table, _day(since, "--since"), _day(until, "--until"))
-    except (ValueError, FileNotFoundError) as problem:  # SettingsError is a ValueError
+        store = db or Settings.from_environment().audit_store()
+        rows = export(store, table, _day(since, "--since"), _day(until, "--until"))
+    except (ValueError, FileNotFoundError, AuditStoreUnavailable) as problem:  # SettingsError is a ValueError
         console.print(f"[red]nothing exported:[/red] {escape(str(problem))}", soft_wrap=True)
         raise typer.Exit(2) from None
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -280,9 +277,10 @@ def report(
     since: str = typer.Option(..., "--since", help="first declaration date, YYYY-MM-DD, included"),
     until: str = typer.Option(..., "--until", help="last declaration date, YYYY-MM-DD, included"),
     output: Path = typer.Option(..., "--output", help="folder for index.html and kpis.json"),
-    db: Path | None = typer.Option(
+    db: str | None = typer.Option(
         None,
-        help="the audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout, as the service)",
+        help="the audit store, a SQLite path or postgresql:// URL (default: RISK_AUDIT_DB, else "
+        "data/serving/audit.db in this checkout, as the service)",
     ),
 ) -> None:
     """Targeting performance of the declarations dated in a period, from the audit store (read
@@ -294,14 +292,16 @@ def report(
     first, last = _day(since, "--since"), _day(until, "--until")
     try:
         settings = Settings.from_environment()
-        db = db or settings.audit_store()
-        if not db.is_file():  # before the champion is looked for: the commonest mistake, said first
-            raise reporting.ReportError(f"no audit store at {db}: set RISK_AUDIT_DB or pass --db")
+        store = db or settings.audit_store()
+        if (
+            not is_server_url(store) and not Path(store).is_file()
+        ):  # before the champion is looked for: the commonest mistake
+            raise reporting.ReportError(f"no audit store at {store}: set RISK_AUDIT_DB or pass --db")
         use_stores(settings)  # before bentoml is imported: it fixes its store on first use
         reference = reporting.load_reference(settings)
         for note in reference.notes:
             console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
-        figures = reporting.make_report(db, first, last, output, reference)
+        figures = reporting.make_report(store, first, last, output, reference)
     except (reporting.ReportError, ValueError) as problem:  # SettingsError is a ValueError
         console.print(f"[red]no report:[/red] {escape(str(problem))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -378,7 +378,7 @@ app.add_typer(alerts_app, name="alerts")
 ALERTS_REFUSED = 2  # exit status of `alerts import` and `alerts export` when nothing was done
 
 
-def _alert_settings() -> tuple[Settings, Path]:
+def _alert_settings() -> tuple[Settings, Path | str]:
     """The settings and the center's store, or exit 2 saying what to set."""
     from serving.settings import SettingsError
 
@@ -410,6 +410,7 @@ def alerts_import(
     imported, and the exit status is 2. An alert_id already stored is replaced."""
     from serving.alert_exchange import AlertStore
     from serving.alerts import AlertFileError, read_alert_file
+    from serving.audit import AuditStoreUnavailable
 
     settings, store_path = _alert_settings()
     keys = _partner_keys(settings)
@@ -422,13 +423,17 @@ def alerts_import(
             f"[red]nothing imported:[/red] {len(invalid.problems):,} problem(s) in {escape(str(file))}", soft_wrap=True
         )
         raise typer.Exit(ALERTS_REFUSED) from None
-    store = AlertStore(store_path)
     try:
-        new, replaced = store.import_alerts(alerts)
-    finally:
-        store.close()
+        store = AlertStore(store_path)
+        try:
+            new, replaced = store.import_alerts(alerts)
+        finally:
+            store.close()
+    except AuditStoreUnavailable as problem:
+        console.print(f"[red]nothing imported:[/red] {escape(str(problem))}", soft_wrap=True)
+        raise typer.Exit(ALERTS_REFUSED) from None
     console.print(
-        f"imported {len(alerts):,} alert(s) from {escape(str(file))} into {escape(str(store_path))}: "
+        f"imported {len(alerts):,} alert(s) from {escape(str(file))} into {escape(masked(store_path))}: "
         f"{new:,} new, {replaced:,} replaced",
         soft_wrap=True,
     )
@@ -447,6 +452,7 @@ def alerts_export(
     declared. With --partner, every value is hashed with that partner's key
     (RISK_PARTNER_KEYS) and the file holds no raw identifier."""
     from serving.alert_exchange import export_findings, write_alert_file
+    from serving.audit import AuditStoreUnavailable
 
     settings, store_path = _alert_settings()
     key = None
@@ -463,7 +469,7 @@ def alerts_export(
         findings = export_findings(
             store_path, _day(since, "--since"), _day(until, "--until"), settings.center_code, key, valid_days
         )
-    except (ValueError, FileNotFoundError) as problem:
+    except (ValueError, FileNotFoundError, AuditStoreUnavailable) as problem:
         console.print(f"[red]nothing exported:[/red] {escape(str(problem))}", soft_wrap=True)
         raise typer.Exit(ALERTS_REFUSED) from None
     write_alert_file(findings.alerts, output)

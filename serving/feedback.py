@@ -22,11 +22,12 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 import typer
 
 from features.adapters import FEEDBACK_FIELDS, labels_from_outcome, newest_outcomes
 from features.schema import DECLARATION_FIELDS, RECOVERED_DUTY
-from serving.audit import read_only, table_columns
+from serving.audit import AuditStoreUnavailable, reading, table_columns
 from serving.settings import Settings, SettingsError
 
 DEFAULT_OUTPUT = Path("data/feedback/outcomes.parquet")
@@ -83,17 +84,15 @@ def _earlier_export(output: Path) -> pd.DataFrame:
     return earlier[EXPORT_FIELDS]
 
 
-def export_feedback(audit_db: Path, output: Path) -> dict:
-    if not audit_db.exists():
-        raise FileNotFoundError(f"no audit store at {audit_db} (set --audit-db or RISK_AUDIT_DB)")
-    db = read_only(audit_db)  # the export never writes to the store
+def export_feedback(audit_db: str | Path, output: Path) -> dict:
     try:
-        # a store of an earlier layout, not opened for writing since: no outcome reported a duty
-        duty = f"o.{RECOVERED_DUTY}" if RECOVERED_DUTY in table_columns(db, "outcomes") else "NULL"
-        scored = pd.read_sql_query(_DECISIONS_WITH_OUTCOMES.format(duty=duty), db)
-        unscored = db.execute(_UNSCORED_OUTCOMES).fetchone()[0]
-    finally:
-        db.close()
+        with reading(audit_db) as db:  # the export never writes to the store
+            # a store of an earlier layout, not opened for writing since: no outcome reported a duty
+            duty = f"o.{RECOVERED_DUTY}" if RECOVERED_DUTY in table_columns(db, "outcomes") else "NULL"
+            scored = pd.read_sql_query(sa.text(_DECISIONS_WITH_OUTCOMES.format(duty=duty)), db)
+            unscored = db.execute(sa.text(_UNSCORED_OUTCOMES)).scalar() or 0
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no audit store at {audit_db} (set --audit-db or RISK_AUDIT_DB)") from None
     exported = history_rows(scored)
     merged = exported
     if output.exists():
@@ -112,15 +111,16 @@ def export_feedback(audit_db: Path, output: Path) -> dict:
 
 
 def export_feedback_command(
-    audit_db: Path | None = typer.Option(
-        None, help="the service's audit store (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout)"
+    audit_db: str | None = typer.Option(
+        None,
+        help="the service's audit store, a SQLite path or postgresql:// URL (default: RISK_AUDIT_DB, else data/serving/audit.db in this checkout)",
     ),
     output: Path = typer.Option(DEFAULT_OUTPUT, help="feedback file; ingest reads every *.parquet in its folder"),
 ) -> None:
     """Write every declaration the service scored, labelled where an outcome was posted, for the next `dvc repro`."""
     try:
         summary = export_feedback(audit_db or Settings.from_environment().audit_store(), output)
-    except (FileNotFoundError, SettingsError) as missing:
+    except (FileNotFoundError, SettingsError, AuditStoreUnavailable) as missing:
         typer.echo(f"export-feedback: {missing}", err=True)
         raise typer.Exit(2) from None
     results = ", ".join(f"{result} {n:,}" for result, n in sorted(summary["by_result"].items())) or "none"

@@ -7,13 +7,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from serving.audit import AuditStoreUnavailable
 from serving.kpis import LANES, psi, share_settings
 
 logger = logging.getLogger("customs_risk.live_metrics")
@@ -138,7 +138,7 @@ class LiveMetrics:
         """The PSI and the lane shares of the store's last `window` decisions."""
         try:
             decisions = self.audit.recent_decisions(self.window)
-        except sqlite3.Error as failed:  # a scrape never fails for it: the last figures stay
+        except AuditStoreUnavailable as failed:  # a scrape never fails for it: the last figures stay
             logger.warning("the drift and lane share gauges were not updated: %s", failed)
             return self._last
         scores = [score for score, _ in decisions]

@@ -2,24 +2,25 @@
 (docs/report.md, CONTRACT section 4): OUTPUT/kpis.json (serving.kpis) and OUTPUT/index.html
 (serving.report_page).
 
-The store is opened read-only (`mode=ro`): the report never writes to it, and reading it beside
-a running service neither blocks the service nor changes the file. A period selects decisions
-by their declaration's `declaration_date` (both days included); where a declaration was scored
-more than once its latest decision (the highest row id) counts."""
+The store is opened read-only (SQLite `mode=ro`, a PostgreSQL READ ONLY transaction): the report
+never writes to it, and reading it beside a running service neither blocks the service nor
+changes it. A period selects decisions by their declaration's `declaration_date` (both days
+included); where a declaration was scored more than once its latest decision (the highest row
+id) counts."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 
-from serving.audit import read_only, table_columns
+from serving.audit import AuditStoreUnavailable, reading, reason, record_field, table_columns
 from serving.kpis import Reference, drift, kpis, validation_scores
 from serving.report_page import render_html
-from serving.settings import CHECKOUT_MATRIX, CHECKOUT_PARAMS, MODEL_NAME
+from serving.settings import CHECKOUT_MATRIX, CHECKOUT_PARAMS, MODEL_NAME, masked
 
 LOCK_TIMEOUT_SECONDS = 5.0
 
@@ -31,18 +32,15 @@ REQUIRED_COLUMNS = {
 
 PERIOD_DECISIONS = """
 SELECT d.id, d.declaration_id, d.scored_at, d.model_version, d.record, d.risk_score, d.lane, d.selected_by,
-       {mode} AS lane_thresholds, substr(json_extract(d.record, '$.declaration_date'), 1, 10) AS declaration_date,
+       {mode} AS lane_thresholds, substr({declared}, 1, 10) AS declaration_date,
        o.result AS outcome, o.inspected_on, o.received_at, {duty} AS additional_duty
 FROM decisions d
 JOIN (SELECT declaration_id, MAX(id) AS id FROM decisions GROUP BY declaration_id) latest ON latest.id = d.id
 LEFT JOIN outcomes o ON o.declaration_id = d.declaration_id
-WHERE substr(json_extract(d.record, '$.declaration_date'), 1, 10) BETWEEN ? AND ?
+WHERE substr({declared}, 1, 10) BETWEEN :since AND :until
 ORDER BY d.id
 """
-DATE_RANGE = (
-    "SELECT MIN(substr(json_extract(record, '$.declaration_date'), 1, 10)), "
-    "MAX(substr(json_extract(record, '$.declaration_date'), 1, 10)), COUNT(*) FROM decisions"
-)
+DATE_RANGE = "SELECT MIN(substr({declared}, 1, 10)), MAX(substr({declared}, 1, 10)), COUNT(*) FROM decisions d"
 
 
 class ReportError(RuntimeError):
@@ -52,59 +50,53 @@ class ReportError(RuntimeError):
 # --- reading the store -------------------------------------------------------------------------
 
 
-def _connect(path: Path, timeout: float) -> sqlite3.Connection:
-    path = Path(path)
-    try:
-        db = read_only(path, timeout=timeout)
-    except FileNotFoundError:
-        raise ReportError(f"no audit store at {path}: set RISK_AUDIT_DB or pass --db") from None
-    except sqlite3.Error as failed:
-        raise ReportError(f"the audit store {path} cannot be opened: {failed}") from None
-    return db
-
-
-def _explain(path: Path, failed: sqlite3.Error) -> ReportError:
-    text = str(failed)
+def _explain(location: str | Path, failed: BaseException) -> ReportError:
+    text, store = reason(failed), masked(location)
     if "locked" in text or "busy" in text:
         return ReportError(
-            f"the audit store {path} is locked by another process ({text}); nothing was read, try again later"
+            f"the audit store {store} is locked by another process ({text}); nothing was read, try again later"
         )
     if "not a database" in text or "malformed" in text:
-        return ReportError(f"{path} is not a readable audit store: {text}")
-    return ReportError(f"the audit store {path} cannot be read: {text}")
+        return ReportError(f"{store} is not a readable audit store: {text}")
+    return ReportError(f"the audit store {store} cannot be read: {text}")
 
 
-def read_period(path: Path, since: dt.date, until: dt.date, timeout: float = LOCK_TIMEOUT_SECONDS) -> pd.DataFrame:
+def read_period(
+    location: str | Path, since: dt.date, until: dt.date, timeout: float = LOCK_TIMEOUT_SECONDS
+) -> pd.DataFrame:
     """The latest decision of every declaration dated in the period, with its outcome (if any)."""
     if until < since:
         raise ReportError(f"--until {until} is before --since {since}")
-    db = _connect(path, timeout)
     try:
-        for table, needed in REQUIRED_COLUMNS.items():
-            columns = table_columns(db, table)
-            missing = [column for column in needed if column not in columns]
-            if missing:
-                what = f"has no {table} table" if not columns else f"its {table} lack {', '.join(missing)}"
-                raise ReportError(
-                    f"the audit store {path} is from an older or another version: {what}. Open it once with "
-                    "the current service to bring it up to date (the report only reads it)"
-                )
-        # a store of the layout before version 2, not opened for writing since: no duty was reported
-        duty = "o.additional_duty" if "additional_duty" in table_columns(db, "outcomes") else "NULL"
-        # and before version 3: no decision recorded how its lane thresholds were set
-        mode = "d.lane_thresholds" if "lane_thresholds" in table_columns(db, "decisions") else "NULL"
-        query = PERIOD_DECISIONS.format(duty=duty, mode=mode)
-        rows = pd.read_sql_query(query, db, params=(since.isoformat(), until.isoformat()))
-        if rows.empty:
-            first, last, count = db.execute(DATE_RANGE).fetchone()
-            held = f"its {count:,} decisions are dated {first} to {last}" if count else "it holds no decisions"
-            raise ReportError(f"no decision in the audit store {path} is dated {since} to {until}; {held}")
-    except sqlite3.Error as failed:
-        raise _explain(path, failed) from None
-    except pd.errors.DatabaseError as failed:  # pandas wraps sqlite's errors
-        raise _explain(path, sqlite3.Error(str(failed))) from None
-    finally:
-        db.close()
+        with reading(location, timeout=timeout) as db:
+            return _period(db, masked(location), since, until)
+    except FileNotFoundError:
+        raise ReportError(f"no audit store at {location}: set RISK_AUDIT_DB or pass --db") from None
+    except AuditStoreUnavailable as failed:
+        raise _explain(location, failed.__cause__ or failed) from None
+
+
+def _period(db: sa.Connection, store: str, since: dt.date, until: dt.date) -> pd.DataFrame:
+    for table, needed in REQUIRED_COLUMNS.items():
+        columns = table_columns(db, table)
+        missing = [column for column in needed if column not in columns]
+        if missing:
+            what = f"has no {table} table" if not columns else f"its {table} lack {', '.join(missing)}"
+            raise ReportError(
+                f"the audit store {store} is from an older or another version: {what}. Open it once with "
+                "the current service to bring it up to date (the report only reads it)"
+            )
+    # a store of the layout before version 2, not opened for writing since: no duty was reported
+    duty = "o.additional_duty" if "additional_duty" in table_columns(db, "outcomes") else "NULL"
+    # and before version 3: no decision recorded how its lane thresholds were set
+    mode = "d.lane_thresholds" if "lane_thresholds" in table_columns(db, "decisions") else "NULL"
+    declared = record_field(db, "d.record", "declaration_date")
+    query = sa.text(PERIOD_DECISIONS.format(duty=duty, mode=mode, declared=declared))
+    rows = pd.read_sql_query(query, db, params={"since": since.isoformat(), "until": until.isoformat()})
+    if rows.empty:
+        first, last, count = db.execute(sa.text(DATE_RANGE.format(declared=declared))).one()
+        held = f"its {count:,} decisions are dated {first} to {last}" if count else "it holds no decisions"
+        raise ReportError(f"no decision in the audit store {store} is dated {since} to {until}; {held}")
     return rows
 
 
@@ -126,7 +118,7 @@ def period_features(rows: pd.DataFrame, state) -> tuple[pd.DataFrame, int]:
 
 
 def make_report(
-    store: Path,
+    store: str | Path,
     since: dt.date,
     until: dt.date,
     output: Path,

@@ -58,9 +58,9 @@ class MetadataRequest(_Body):
     pass
 
 
-def audit_path() -> Path:
-    """Where decisions and outcomes are kept (serving.settings: required outside a checkout, and
-    absolute)."""
+def audit_location() -> Path | str:
+    """Where decisions and outcomes are kept (serving.settings: a postgresql:// URL or an
+    absolute path, required outside a checkout)."""
     try:
         return SETTINGS.audit_store()
     except SettingsError as err:
@@ -95,12 +95,12 @@ class CustomsRisk:
         }
         self.max_batch = int(LIMITS["max_batch"])
         self.max_reasons = int(LIMITS["max_reasons"])
-        self.audit = AuditStore(audit_path())
+        self.audit = AuditStore(audit_location())
         # thresholds fixed, or following the champion's last decisions in the store (all workers')
         self.lanes = PackagedLanes.of(self.champion, self.model.lanes)
         self.profiles = RiskProfiles.from_environment(SETTINGS)
         # partner alerts in the audit store's `alerts` table, re-read when an import changed it
-        self.alerts = LiveAlerts(self.audit.path, _partner_keys_path())
+        self.alerts = LiveAlerts(self.audit.location, _partner_keys_path())
         # GET /metrics: decisions, outcomes, and the risk score's drift from the validation window
         reference, missing = validation_scores(SETTINGS.checkout)
         if missing:
@@ -114,7 +114,7 @@ class CustomsRisk:
         logger.info(
             "serving %s version %s (run %s); audit store %s; %d risk profile rule(s) from %s",
             *self.identity.values(),
-            self.audit.path,
+            self.audit.described,
             len(self.profiles.rules),
             self.profiles.path,
         )
@@ -124,9 +124,14 @@ class CustomsRisk:
         """Runs once in `bentoml serve` before any worker starts, so a champion that does not
         match the registry or cannot be loaded, an unusable audit store or a bad rules file
         stops the server with the reason; a failing worker would be restarted forever."""
-        AuditStore(audit_path())
+        AuditStore(audit_location()).close()
         RiskProfiles.from_environment(SETTINGS)
         check_loadable(CHAMPION)
+
+    def __is_ready__(self) -> bool:
+        """BentoML's hook on GET /readyz: ready while the store answers, so a replica that
+        cannot store a decision leaves the balancer's pool (503) and returns by itself."""
+        return self.audit.ready()
 
     def __metrics__(self, page: str) -> str:
         """BentoML's hook on GET /metrics: the page it rendered from the workers' counters, and

@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 REPOSITORY_MARKERS = ("dvc.yaml", "pyproject.toml")
 # The registered model the service serves (its responses and the report name it), and the
@@ -44,9 +45,11 @@ CHECKOUT_MATRIX = Path("data/features/matrix.parquet")
 # examples it was packaged with rather than refusing to start.
 PACKAGED_PROFILES = Path(__file__).with_name("risk_profiles.yaml")
 AUDIT_DB_REQUIRED = (
-    "RISK_AUDIT_DB must be the absolute path of the audit store, e.g. "
-    f"/var/lib/customs-risk/audit.db (in a checkout it defaults to {CHECKOUT_AUDIT_DB} there)"
+    "RISK_AUDIT_DB must be the absolute path of the audit store, e.g. /var/lib/customs-risk/audit.db, "
+    f"or a postgresql:// URL (in a checkout it defaults to {CHECKOUT_AUDIT_DB} there)"
 )
+# The schemes of a store on a PostgreSQL server (RISK_AUDIT_DB); anything else is a SQLite path.
+SERVER_SCHEMES = ("postgresql://", "postgresql+psycopg://")
 PROFILES_ABSOLUTE = "RISK_PROFILES must be an absolute path: the service runs inside the bento's folder"
 PARTNER_KEYS_ABSOLUTE = "RISK_PARTNER_KEYS must be an absolute path: the service runs inside the bento's folder"
 # The code this center signs its exported alerts with (`issued_by`, docs/alerts.md) until
@@ -67,6 +70,16 @@ def repository_root(start: Path | None = None) -> Path | None:
         if all((folder / marker).is_file() for marker in REPOSITORY_MARKERS):
             return folder
     return None
+
+
+def is_server_url(location: str | Path | None) -> TypeGuard[str]:
+    """Whether a store's location is a PostgreSQL URL rather than the path of a SQLite file."""
+    return isinstance(location, str) and location.startswith(SERVER_SCHEMES)
+
+
+def masked(location: str | Path) -> str:
+    """A store's location as a message may show it: a URL's password replaced by ***."""
+    return re.sub(r"^([a-z+]+://[^/@:]*:)[^/@]*@", r"\1***@", str(location))
 
 
 def _workers(value: str) -> int | str:
@@ -105,7 +118,8 @@ class Settings:
     # RISK_AUDIT_DB. Default: the checkout's data/serving/audit.db, so `make serve` and
     # `customs-risk audit` / `export-feedback` read and write the same store. None outside a
     # checkout: a store must outlive the bento, so the operator chooses where it lives.
-    audit_db: Path | None = None
+    # A postgresql:// URL (kept as text) instead: every replica pointed at it shares one store.
+    audit_db: Path | str | None = None
     # RISK_PROFILES. Default: the checkout's rules file, which analysts edit and the service
     # re-reads; outside a checkout the copy packaged in the bento.
     profiles: Path = PACKAGED_PROFILES
@@ -147,6 +161,7 @@ class Settings:
             from_checkout.add(name)
             return root / default
 
+        audit_db = env.get("RISK_AUDIT_DB", "").strip()
         keys = tuple(key.strip() for key in env.get("RISK_API_KEYS", "").split(",") if key.strip())
         profiles = path("RISK_PROFILES", CHECKOUT_PROFILES)
         body = env.get("RISK_MAX_BODY_BYTES", "").strip()
@@ -157,7 +172,7 @@ class Settings:
         return cls(
             checkout=root,
             api_keys=keys,
-            audit_db=path("RISK_AUDIT_DB", CHECKOUT_AUDIT_DB),
+            audit_db=audit_db if is_server_url(audit_db) else path("RISK_AUDIT_DB", CHECKOUT_AUDIT_DB),
             profiles=profiles if profiles is not None else PACKAGED_PROFILES,
             workers=_workers(env.get("RISK_WORKERS", "").strip() or "1"),
             max_body_bytes=_positive_int("RISK_MAX_BODY_BYTES", body) if body else DEFAULT_MAX_BODY_BYTES,
@@ -171,10 +186,12 @@ class Settings:
             from_checkout=frozenset(from_checkout),
         )
 
-    def audit_store(self) -> Path:
-        """The audit store, absolute: a worker runs inside the bento's folder, and a store there
-        would vanish with the bento."""
-        if self.audit_db is None or not self.audit_db.is_absolute():
+    def audit_store(self) -> Path | str:
+        """The audit store: a PostgreSQL URL, or a SQLite file's absolute path (a worker runs
+        inside the bento's folder, and a store there would vanish with the bento)."""
+        if is_server_url(self.audit_db):
+            return self.audit_db
+        if not isinstance(self.audit_db, Path) or not self.audit_db.is_absolute():
             raise SettingsError(AUDIT_DB_REQUIRED)
         return self.audit_db
 
@@ -211,7 +228,7 @@ class Settings:
             if self.mlflow_tracking_uri
             else "MLflow's default"
         )
-        audit = f"{self.audit_db}{origin('RISK_AUDIT_DB')}" if self.audit_db else "none (set RISK_AUDIT_DB)"
+        audit = f"{masked(self.audit_db)}{origin('RISK_AUDIT_DB')}" if self.audit_db else "none (set RISK_AUDIT_DB)"
         return f"BentoML store {home}; MLflow {mlflow}; audit store {audit}"
 
 

@@ -70,6 +70,8 @@ SLOW = {
     "tests/models/test_training_and_bundle.py::test_pyfunc_predict_equals_risk_model_score",  # logs and loads an MLflow model
     "tests/serving/test_alerts.py::test_matching_is_a_dictionary_lookup_per_identifier_whatever_the_number_of_alerts",
     "tests/serving/test_report.py::test_prices_times_ten_flag_the_price_features_and_the_risk_score",
+    # a PostgreSQL server of its own, stopped and started again
+    "tests/serving/test_audit.py::test_a_stopped_server_refuses_writes_and_is_reconnected_when_it_returns",
 }
 
 

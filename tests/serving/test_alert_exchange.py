@@ -58,8 +58,8 @@ def _sent(n: int, **columns) -> pd.DataFrame:
 # the store
 
 
-def test_import_is_all_or_nothing_and_the_same_alert_id_replaces(tmp_path):
-    store = AlertStore(tmp_path / "audit.db")
+def test_import_is_all_or_nothing_and_the_same_alert_id_replaces(store_location):
+    store = AlertStore(store_location)
     assert store.import_alerts(parse_alerts(_lines(_alert()), {})) == (1, 0)
     with pytest.raises(AlertFileError):
         parse_alerts(_lines(_alert(alert_id="B-1"), _alert(alert_id="B-2", lane="blue")), {})
@@ -70,16 +70,16 @@ def test_import_is_all_or_nothing_and_the_same_alert_id_replaces(tmp_path):
     store.close()
 
 
-def test_the_alerts_table_lives_beside_the_audit_tables(tmp_path):
-    path = tmp_path / "audit.db"
+def test_the_alerts_table_lives_beside_the_audit_tables(store_location):
+    path = store_location
     AuditStore(path)
     AlertStore(path).import_alerts([Alert(**_alert())])
     AuditStore(path)  # the audit store opens the file with the alerts table in it
     assert [a.alert_id for a in AlertStore(path).alerts()] == ["KZ-2026-000042"]
 
 
-def test_the_cli_refuses_a_bad_file_with_every_problem_and_imports_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("RISK_AUDIT_DB", str(tmp_path / "audit.db"))
+def test_the_cli_refuses_a_bad_file_with_every_problem_and_imports_nothing(store_location, tmp_path, monkeypatch):
+    monkeypatch.setenv("RISK_AUDIT_DB", str(store_location))
     monkeypatch.delenv("RISK_PARTNER_KEYS", raising=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
@@ -94,20 +94,19 @@ def test_the_cli_refuses_a_bad_file_with_every_problem_and_imports_nothing(tmp_p
     assert "line 2: issued_on: must be a date YYYY-MM-DD" in result.output
     assert "line 2: target: must be one of" in result.output
     assert "line 3: hashed: no key for issuer 'KZ' in RISK_PARTNER_KEYS" in result.output
-    assert AlertStore(tmp_path / "audit.db").alerts() == []
+    assert AlertStore(store_location).alerts() == []
     good = tmp_path / "good.jsonl"
     good.write_text(_lines(_alert()))
     result = CliRunner().invoke(app, ["alerts", "import", str(good)])
     assert result.exit_code == 0, result.output
-    assert len(AlertStore(tmp_path / "audit.db").alerts()) == 1
+    assert len(AlertStore(store_location).alerts()) == 1
 
 
-def test_live_alerts_see_an_import_without_a_restart(tmp_path):
-    path = tmp_path / "audit.db"
-    live = LiveAlerts(path, None)
-    assert len(live.current()) == 0  # no store yet: nothing matches, nothing is created
-    assert not path.exists()
-    store = AlertStore(path)
+def test_live_alerts_see_an_import_without_a_restart(store_location):
+    live = LiveAlerts(store_location, None)
+    assert len(live.current()) == 0  # no store (or no alerts table) yet: nothing matches, nothing is created
+    assert isinstance(store_location, str) or not store_location.exists()
+    store = AlertStore(store_location)
     store.import_alerts([Alert(**_alert())])
     first = live.current()
     assert len(first) == 1 and live.current() is first  # unchanged table: the same index
@@ -144,7 +143,7 @@ def test_partner_keys_are_read_stripped_and_errors_never_show_a_key(tmp_path):
     assert KEY not in str(refused.value)
 
 
-def _audit_with_findings(path: Path) -> pd.DataFrame:
+def _audit_with_findings(path: Path | str) -> pd.DataFrame:
     """A store with four scored declarations; two were found fraud or critical in October."""
     records = _sent(
         4,
@@ -170,9 +169,9 @@ def _audit_with_findings(path: Path) -> pd.DataFrame:
     return records
 
 
-def test_export_writes_the_findings_of_the_period_as_alerts_of_the_center(tmp_path):
-    _audit_with_findings(tmp_path / "audit.db")
-    findings = export_findings(tmp_path / "audit.db", dt.date(2026, 10, 1), dt.date(2026, 10, 31), "XX")
+def test_export_writes_the_findings_of_the_period_as_alerts_of_the_center(store_location, tmp_path):
+    _audit_with_findings(store_location)
+    findings = export_findings(store_location, dt.date(2026, 10, 1), dt.date(2026, 10, 31), "XX")
     assert findings.outcomes == 2 and findings.without_decision == 0
     got = {(a.target, a.value) for a in findings.alerts}
     assert got == {("importer_id", "IMP0"), ("container_number", CONTAINER), ("importer_id", "IMP1")}

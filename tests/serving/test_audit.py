@@ -1,5 +1,5 @@
-"""The audit and outcomes store: durable (WAL, on disk before the answer), replace-on-repost,
-and safe under concurrent writers (docs/design.md invariant 6)."""
+"""The audit and outcomes store: durable (committed before the answer), replace-on-repost, and
+safe under concurrent writers (docs/design.md invariant 6), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,34 +10,33 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from models.bundle import RESULT_COLUMNS
 from serving.audit import AuditStore, AuditStoreUnavailable
+from tests.postgres import records, rows, start_again, start_server, stop
 
 
 @pytest.fixture
-def store(tmp_path) -> AuditStore:
-    return AuditStore(tmp_path / "serving" / "audit.db")
-
-
-def _fresh(store: AuditStore) -> sqlite3.Connection:
-    """Another connection, as another process would open the file."""
-    return sqlite3.connect(store.path)
+def store(store_location) -> AuditStore:
+    return AuditStore(store_location)
 
 
 def _outcome(i: int, result: str = "fraud", notes: str | None = None) -> dict:
     return {"declaration_id": f"D{i:06d}", "inspected_on": "2021-03-02", "result": result, "notes": notes}
 
 
-def test_creates_its_folder_and_uses_wal(store):
+def test_a_sqlite_store_creates_its_folder_and_uses_wal_synced_at_each_commit(tmp_path):
+    store = AuditStore(tmp_path / "serving" / "audit.db")
     assert store.path.exists()
-    with _fresh(store) as db:
+    with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
 def test_decisions_are_recorded_with_every_field(store):
-    records = [
+    sent = [
         {"declaration_id": "97061800", "hs6_code": "854442", "item_price": 2547.36, "seller_id": None},
         {"declaration_id": "00012345", "hs6_code": "010121", "item_price": 10.0, "seller_id": "K76UOWY"},
     ]
@@ -57,14 +56,12 @@ def test_decisions_are_recorded_with_every_field(store):
         }
     )[RESULT_COLUMNS]
     before = datetime.now(UTC)
-    store.record_decisions(records, results, model_version="3")
+    store.record_decisions(sent, results, model_version="3")
     after = datetime.now(UTC)
 
-    with _fresh(store) as db:
-        db.row_factory = sqlite3.Row
-        rows = [dict(row) for row in db.execute("SELECT * FROM decisions ORDER BY id")]
-    assert len(rows) == 2
-    for row, record, result in zip(rows, records, results.itertuples(index=False)):
+    stored = records(store.location, "SELECT * FROM decisions ORDER BY id")
+    assert len(stored) == 2
+    for row, record, result in zip(stored, sent, results.itertuples(index=False)):
         assert row["declaration_id"] == result.declaration_id
         assert row["model_version"] == "3"
         assert json.loads(row["record"]) == record
@@ -77,7 +74,7 @@ def test_decisions_are_recorded_with_every_field(store):
         assert scored_at.tzinfo is not None
         assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= scored_at <= after
     # leading zeros survive
-    assert rows[1]["declaration_id"] == "00012345"
+    assert stored[1]["declaration_id"] == "00012345"
     assert list(store.read("decisions")["declaration_id"]) == ["97061800", "00012345"]
 
 
@@ -101,9 +98,8 @@ def test_every_scoring_is_kept(store):
 
 def test_outcomes_are_stored_durably(store):
     assert store.record_outcomes([_outcome(1, notes="undervalued"), _outcome(2, "clean")]) == 2
-    with _fresh(store) as db:
-        rows = db.execute("SELECT declaration_id, inspected_on, result, notes FROM outcomes ORDER BY 1").fetchall()
-    assert rows == [("D000001", "2021-03-02", "fraud", "undervalued"), ("D000002", "2021-03-02", "clean", None)]
+    stored = rows(store.location, "SELECT declaration_id, inspected_on, result, notes FROM outcomes ORDER BY 1")
+    assert stored == [("D000001", "2021-03-02", "fraud", "undervalued"), ("D000002", "2021-03-02", "clean", None)]
 
 
 def test_posting_the_same_outcome_again_replaces_it(store):
@@ -149,16 +145,14 @@ def test_twenty_threads_posting_concurrently_lose_nothing(store):
     for worker in workers:
         worker.join()
     assert failures == []
-    with _fresh(store) as db:
-        assert db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == threads * per_thread
-        ids = {row[0] for row in db.execute("SELECT declaration_id FROM outcomes")}
-    assert ids == {f"D{t * 1000 + k:06d}" for t in range(threads) for k in range(per_thread)}
+    ids = [declaration_id for (declaration_id,) in rows(store.location, "SELECT declaration_id FROM outcomes")]
+    assert len(ids) == threads * per_thread
+    assert set(ids) == {f"D{t * 1000 + k:06d}" for t in range(threads) for k in range(per_thread)}
 
 
-def test_separate_stores_on_one_file_lose_nothing(tmp_path):
-    """Several service workers each open their own store on the same file."""
-    path = tmp_path / "audit.db"
-    stores = [AuditStore(path) for _ in range(4)]
+def test_separate_stores_on_one_location_lose_nothing(store_location):
+    """Several service workers or replicas each open their own store on the same file or server."""
+    stores = [AuditStore(store_location) for _ in range(4)]
     failures = []
 
     def post(t: int) -> None:
@@ -174,20 +168,48 @@ def test_separate_stores_on_one_file_lose_nothing(tmp_path):
     for worker in workers:
         worker.join()
     assert failures == []
-    outcomes = AuditStore(path).read("outcomes")
+    outcomes = AuditStore(store_location).read("outcomes")
     assert len(outcomes) == 20 * 20 + 1
     assert outcomes["declaration_id"].is_unique
 
 
-def test_a_store_that_cannot_write_refuses_the_whole_batch_and_recovers(store):
+def test_a_store_that_cannot_write_refuses_the_whole_batch_and_recovers(tmp_path):
     """A full disk, as SQLite reports it: the batch is refused with the cause and nothing of it
     is kept; once there is room again, writes go on."""
+    store = AuditStore(tmp_path / "audit.db")
     store.record_outcomes([_outcome(1)])
-    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    with store.engine.connect() as connection:
+        pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
+
+    def full(connection, _record) -> None:
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    sa.event.listen(store.engine, "connect", full)
+    store.engine.dispose()  # every connection from now on sees the disk full
     with pytest.raises(AuditStoreUnavailable, match="cannot write: database or disk is full"):
         store.record_outcomes([_outcome(i, notes="x" * 3000) for i in range(2, 50)])
     assert store.read("outcomes")["declaration_id"].tolist() == ["D000001"]
-    store._db.execute("PRAGMA max_page_count = 1073741823")
+    sa.event.remove(store.engine, "connect", full)
+    store.engine.dispose()
     assert store.record_outcomes([_outcome(2)]) == 1
     assert store.read("outcomes")["declaration_id"].tolist() == ["D000001", "D000002"]
+
+
+def test_a_stopped_server_refuses_writes_and_is_reconnected_when_it_returns(tmp_path_factory):
+    """PostgreSQL going away: a write is refused with the reason (and no password), the store is
+    not ready; started again, the same store writes again without being reopened."""
+    server = start_server(tmp_path_factory.mktemp("stopped") / "postgres")
+    store = AuditStore(server.get_uri().replace("postgres:@", "postgres:s3cret@"))
+    store.record_outcomes([_outcome(1)])
+    assert store.ready()
+    stop(server)
+    try:
+        with pytest.raises(AuditStoreUnavailable, match="cannot write") as refused:
+            store.record_outcomes([_outcome(2)])
+        assert "s3cret" not in str(refused.value)
+        store._ready = (0.0, True)  # the readiness answer is reused for a second: look again now
+        assert not store.ready()
+    finally:
+        start_again(server)
+    assert store.record_outcomes([_outcome(3)]) == 1
+    assert store.read("outcomes")["declaration_id"].tolist() == ["D000001", "D000003"]

@@ -83,7 +83,7 @@ def test_decisions_hold_their_container_number_and_bill_of_lading(tmp_path):
         ["C3", None, None],
     ]
     with sqlite3.connect(store.path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT version FROM store_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_customs_risk_audit_exports_them(tmp_path):
@@ -117,7 +117,7 @@ def test_a_store_of_the_first_layout_is_migrated_when_opened(tmp_path):
     ]
     assert list(rows.columns) == list(AuditStore(tmp_path / "new.db").read("decisions").columns)  # one layout
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT version FROM store_version").fetchone()[0] == SCHEMA_VERSION
     AuditStore(path)  # opening a migrated store again changes nothing
     assert store.read("decisions").equals(rows)
 

@@ -74,7 +74,7 @@ def test_a_store_of_version_1_gains_the_column_and_keeps_its_rows(tmp_path):
         db.executescript(VERSION_1)
     store = AuditStore(path)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT version FROM store_version").fetchone()[0] == SCHEMA_VERSION
         assert [row[1] for row in db.execute("PRAGMA table_info(outcomes)")][-1] == "additional_duty"
     old = store.read("outcomes").iloc[0]
     assert (old["declaration_id"], old["result"], old["notes"]) == ("V1", "fraud", "undervalued")

@@ -31,22 +31,22 @@ def _results(ids: list[str]) -> pd.DataFrame:
 
 
 def _decide(store: AuditStore, ids: list[str], monkeypatch, when: str) -> None:
-    monkeypatch.setattr(audit, "_now", lambda: when)
+    monkeypatch.setattr(audit, "now", lambda: when)
     store.record_decisions([{"declaration_id": i} for i in ids], _results(ids), "7")
 
 
 @pytest.fixture
-def filled(tmp_path, monkeypatch):
-    """Decisions on three days, and outcomes for two of them."""
-    path = tmp_path / "audit.db"
-    store = AuditStore(path)
+def filled(store_location, monkeypatch):
+    """Decisions on three days, and outcomes for two of them, on either kind of store."""
+    store = AuditStore(store_location)
     _decide(store, ["A1", "A2"], monkeypatch, "2021-04-01T23:59:59.999+00:00")
     _decide(store, ["B1"], monkeypatch, "2021-04-02T00:00:00.000+00:00")
     _decide(store, ["C1"], monkeypatch, "2021-04-03T12:00:00.000+00:00")
-    monkeypatch.setattr(audit, "_now", lambda: "2021-04-05T08:00:00.000+00:00")
+    monkeypatch.setattr(audit, "now", lambda: "2021-04-05T08:00:00.000+00:00")
     store.record_outcomes([{"declaration_id": "B1", "inspected_on": "2021-04-04", "result": "fraud", "notes": "short"}])
     store.record_outcomes([{"declaration_id": "C1", "inspected_on": "2021-04-04", "result": "clean"}])
-    return path
+    store.close()
+    return store_location
 
 
 def test_export_takes_whole_days_and_joins_the_outcome(filled):
@@ -127,8 +127,10 @@ def test_cli_audit_explains_a_bad_request(filled, tmp_path, arguments, message):
 
 
 def test_concurrent_decision_batches_are_never_interleaved(tmp_path):
-    """Twenty writers, half sharing one connection (threads of a worker) and half with their own
-    (other workers): each request's decisions land as one contiguous block, none lost."""
+    """Twenty writers, half sharing one store (threads of a worker) and half with their own
+    (other workers): each request's decisions land as one contiguous block, none lost. (SQLite
+    has one writer at a time; PostgreSQL numbers concurrent batches' rows as they come, in order
+    but interleaved, which the window of the newest decisions does not need.)"""
     path = tmp_path / "audit.db"
     shared = AuditStore(path)
     failures = []

@@ -107,6 +107,7 @@ def test_the_window_is_the_models_last_decisions_oldest_first(tmp_path):
 def test_a_store_that_cannot_be_read_says_so(tmp_path):
     store = AuditStore(tmp_path / "audit.db")
     store.close()
+    (tmp_path / "audit.db").write_bytes(b"not a database, overwritten by mistake" * 100)
     with pytest.raises(AuditStoreUnavailable, match="cannot be read"):
         store.recent_scores(10, "3")
 
@@ -117,7 +118,7 @@ def test_a_store_of_version_2_gains_the_columns_in_place_and_loses_nothing(tmp_p
         db.executescript(VERSION_2)
     store = AuditStore(path)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("SELECT version FROM store_version").fetchone()[0] == SCHEMA_VERSION == 4
     old = store.read("decisions").iloc[0]
     assert (old["declaration_id"], old["risk_score"], old["lane"], old["container_number"]) == (
         "OLD1",

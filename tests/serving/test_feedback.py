@@ -41,8 +41,9 @@ def client_records(declarations) -> list[dict]:
 
 
 @pytest.fixture
-def store(tmp_path, client_records) -> AuditStore:
-    store = AuditStore(tmp_path / "audit.db")
+def store(store_location, client_records) -> AuditStore:
+    """A store of either kind the service wrote to: the export reads both alike."""
+    store = AuditStore(store_location)
     _score(store, client_records)  # D3 and D4 are released uninspected
     _score(store, [dict(client_records[0], item_price=123.25)])  # D0 scored again, corrected
     store.record_outcomes(
@@ -64,7 +65,7 @@ def store(tmp_path, client_records) -> AuditStore:
 
 def test_every_scored_declaration_is_exported_as_last_scored_labelled_where_inspected(store, client_records, tmp_path):
     output = tmp_path / "feedback" / "outcomes.parquet"
-    summary = export_feedback(store.path, output)
+    summary = export_feedback(store.location, output)
     assert summary == {
         "scored": 5,
         "inspected": 3,
@@ -94,14 +95,14 @@ def test_every_scored_declaration_is_exported_as_last_scored_labelled_where_insp
 
 def test_exporting_again_merges_and_the_newest_outcome_wins(store, client_records, tmp_path):
     output = tmp_path / "outcomes.parquet"
-    export_feedback(store.path, output)
+    export_feedback(store.location, output)
     store.record_outcomes([{"declaration_id": "D0", "inspected_on": "2021-04-03", "result": "clean"}])
     other = AuditStore(tmp_path / "replica.db")  # another replica knew D1 from an older inspection
     _score(other, [{"declaration_id": "D1", **{f: "x" for f in DECLARATION_FIELDS if f != "declaration_id"}}])
     other.record_outcomes([{"declaration_id": "D1", "inspected_on": "2021-03-01", "result": "clean"}])
 
-    export_feedback(store.path, output)
-    summary = export_feedback(other.path, output)
+    export_feedback(store.location, output)
+    summary = export_feedback(other.location, output)
 
     assert summary["in_file"] == 5
     feedback = pd.read_parquet(output).set_index("declaration_id")
@@ -117,17 +118,17 @@ def test_exporting_again_merges_and_the_newest_outcome_wins(store, client_record
 def test_an_outcome_is_never_lost_to_a_later_export_without_it(store, tmp_path):
     """A reset store scores D0 again and hears nothing of its inspection: the file keeps it."""
     output = tmp_path / "outcomes.parquet"
-    export_feedback(store.path, output)
+    export_feedback(store.location, output)
     reset = AuditStore(tmp_path / "reset.db")
     _score(reset, [{"declaration_id": "D0", **{f: "y" for f in DECLARATION_FIELDS if f != "declaration_id"}}])
-    summary = export_feedback(reset.path, output)
+    summary = export_feedback(reset.location, output)
     assert summary["in_file"] == 5
     feedback = pd.read_parquet(output).set_index("declaration_id")
     assert feedback.loc["D0", ["fraud", "inspected_on", "item_price"]].tolist() == ["1", "2021-04-01", "123.25"]
 
 
 def test_the_exported_file_validates_into_typed_history(store, client_records, tmp_path):
-    export_feedback(store.path, tmp_path / "outcomes.parquet")
+    export_feedback(store.location, tmp_path / "outcomes.parquet")
     records = read_feedback(tmp_path).drop(columns=["outcome_received_at"])
     valid, rejected, report = validate(records)
     assert rejected.empty and report["rows_valid"] == 5
@@ -147,7 +148,7 @@ def test_the_exported_file_validates_into_typed_history(store, client_records, t
 
 def test_cli_exports_and_names_what_it_left_out(store, tmp_path):
     output = tmp_path / "feedback" / "outcomes.parquet"
-    result = CliRunner().invoke(app, ["export-feedback", "--audit-db", str(store.path), "--output", str(output)])
+    result = CliRunner().invoke(app, ["export-feedback", "--audit-db", str(store.location), "--output", str(output)])
     assert result.exit_code == 0, result.output
     assert "5 scored declarations, 3 with an outcome (clean 1, critical 1, fraud 1)" in result.stdout
     assert "1 outcomes left out" in result.stderr
@@ -162,12 +163,12 @@ def test_cli_without_an_audit_store_says_so(tmp_path):
 
 def test_a_file_exported_before_the_duty_merges_with_the_duty_null(store, tmp_path):
     output = tmp_path / "outcomes.parquet"
-    export_feedback(store.path, output)
+    export_feedback(store.location, output)
     # as the release before additional_duty wrote it
     older = pd.read_parquet(output)[[f for f in FEEDBACK_FIELDS if f != "additional_duty"]]  # nor the decision
     older.loc[older["declaration_id"] == "D2", "inspected_on"] = "2021-05-01"  # a later inspection of D2 elsewhere
     older.to_parquet(output, index=False)
-    export_feedback(store.path, output)
+    export_feedback(store.location, output)
     feedback = pd.read_parquet(output).set_index("declaration_id")
     assert list(feedback.reset_index().columns) == EXPORT_FIELDS
     assert feedback.loc["D0", "additional_duty"] == "1840000.5"
@@ -181,7 +182,7 @@ def test_a_store_of_the_layout_before_the_duty_exports_it_null(tmp_path, client_
     store = AuditStore(path)
     _score(store, client_records[:1])
     store.record_outcomes([{"declaration_id": "D0", "inspected_on": "2021-04-01", "result": "fraud"}])
-    store._db.close()
+    store.close()
     with sqlite3.connect(path) as db:  # the outcomes table as version 1 had it
         db.execute("ALTER TABLE outcomes DROP COLUMN additional_duty")
         db.execute("PRAGMA user_version = 1")

@@ -25,10 +25,11 @@ from models.lanes import LanePolicy, LaneShares
 from models.training import fit_target
 from serving import kpis
 from serving import report as reporting
-from serving.audit import AuditStore
+from serving.audit import DECISIONS, OUTCOMES, AuditStore, AuditStoreUnavailable
 from serving.cli import app
 from serving.live_metrics import LiveMetrics
 from tests.models.test_training_and_bundle import TRAIN_PARAMS
+from tests.postgres import fresh_database
 
 SINCE, UNTIL = dt.date(2021, 2, 1), dt.date(2021, 4, 30)
 
@@ -201,6 +202,25 @@ def test_every_count_share_and_hit_rate_matches_the_declarations(trained, scored
     assert set(kpis["drift"]["features"]) == set(FEATURE_NAMES)
 
 
+def test_a_postgresql_store_reports_the_same_figures(trained, scored_store, postgres_server, tmp_path):
+    """The period's decisions and outcomes copied as they are into a PostgreSQL store: the
+    report reads the same rows there (its JSON and date expressions are the dialect's own)."""
+    _, reference = trained
+    path, _ = scored_store
+    sqlite = AuditStore(path)
+    with fresh_database(postgres_server) as uri:
+        server = AuditStore(uri)
+        with server.engine.begin() as connection:
+            for table in (DECISIONS, OUTCOMES):
+                rows = sqlite.read(table.name).astype(object)
+                connection.execute(table.insert(), rows.where(rows.notna(), None).to_dict("records"))
+        sqlite.close()
+        on_sqlite = _run(tmp_path, path, reference, output="sqlite")
+        on_server = _run(tmp_path, uri, reference, output="server")
+        server.close()
+    assert on_server == on_sqlite
+
+
 def test_the_latest_decision_counts(trained, tmp_path, history):
     model, reference = trained
     store = AuditStore(tmp_path / "audit.db")
@@ -339,7 +359,7 @@ def test_a_period_without_outcomes_is_written_with_null_hit_rates(cli, trained, 
     model, _ = trained
     store = AuditStore(tmp_path / "audit.db")
     _score(store, model, _as_sent(history.iloc[-100:]))
-    store._db.close()
+    store.close()
     before = _fingerprint(store.path)
     result = cli(store.path, tmp_path / "out", since="2020-01-01", until="2022-01-01")
     assert result.exit_code == 2
@@ -612,7 +632,7 @@ def test_the_drift_gauge_is_computed_when_scraped_not_after_each_score(trained, 
     assert live.exposition(page) == ""  # a page that has the gauges already (no multiprocess dir) gets no copy
 
     def unreadable(count):
-        raise sqlite3.OperationalError("database is locked")
+        raise AuditStoreUnavailable("the audit store cannot be read: database is locked")
 
     store.recent_decisions = unreadable
     assert live.exposition() == page

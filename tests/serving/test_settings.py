@@ -90,6 +90,14 @@ def test_variables_override_every_default(tmp_path):
     assert Settings.from_environment({"RISK_WORKERS": "cpu_count"}, cwd=root).workers == "cpu_count"
 
 
+def test_a_postgresql_store_is_a_url_kept_as_given_and_never_shown_with_its_password(tmp_path):
+    url = "postgresql://risk:s3cret@db.center.example:5432/customs"
+    settings = Settings.from_environment({"RISK_AUDIT_DB": url}, cwd=tmp_path)
+    assert settings.audit_store() == url
+    described = settings.describe_stores()
+    assert "s3cret" not in described and "postgresql://risk:***@db.center.example:5432/customs" in described
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("RISK_WORKERS", "0"), ("RISK_WORKERS", "many"), ("RISK_MAX_BODY_BYTES", "4MB")]
 )
