@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STAGES = ["ingest", "validate", "featurize", "tune", "train", "evaluate", "register", "package"]  # dvc.yaml order
-SECTIONS = ["scoring", "pipeline", "serving", "batch"]
+SECTIONS = ["scoring", "pipeline", "serving", "store", "batch"]
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,35 @@ def scoring_table(s: dict) -> list[str]:
     return lines
 
 
+STORE_CONFIGURATIONS = {
+    "sqlite_1": "1 replica, SQLite",
+    "postgresql_1": "1 replica, PostgreSQL",
+    "postgresql_2": "2 replicas, one PostgreSQL",
+}
+
+
+def store_table(s: dict) -> list[str]:
+    lines = [
+        "",
+        f"**Store** (issue 31: /score in batches of {s['batch']}, {s['in_flight_per_replica']} requests in flight per "
+        f"replica, {s['seconds']:.0f} s each, {s['cores']} cores shared by the replicas, PostgreSQL and the load generator)",
+        "",
+        "| configuration | decisions/s | p50 ms | p99 ms | load generator (cores) | failed requests |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, x in s["configurations"].items():
+        lines.append(
+            f"| {STORE_CONFIGURATIONS[name]} | {x['declarations_per_second']:.0f} | {x['p50_ms']:.0f} | "
+            f"{x['p99_ms']:.0f} | {x['load_generator_cores']:.2f} | {x['failed_requests']} |"
+        )
+    lines += [
+        "",
+        f"2 replicas / 1 replica on PostgreSQL: {s['two_over_one_postgresql']:.2f}x; "
+        f"1 replica PostgreSQL / SQLite: {s['postgresql_over_sqlite']:.2f}x",
+    ]
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = []
     m = results["machine"]
@@ -147,6 +176,8 @@ def markdown(results: dict) -> str:
             f"throughput ours / mlflow models serve: {r['batch_100_throughput_over_mlflow']:.1f}x (100), "
             f"{r['batch_1000_throughput_over_mlflow']:.1f}x (1000)",
         ]
+    if "store" in results:
+        lines += store_table(results["store"])
     if "batch" in results:
         b = results["batch"]
         lines += [
@@ -241,6 +272,15 @@ def targets(results: dict) -> list[dict]:
             )
             for batch in (100, 1000)
         ]
+    if "store" in results:
+        out.append(
+            _target(
+                "2 replicas on one PostgreSQL >= 1.4x one (batches of 100)",
+                results["store"]["two_over_one_postgresql"],
+                "{:.2f}x",
+                at_least=1.4,
+            )
+        )
     if "batch" in results:
         out.append(
             _target(

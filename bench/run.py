@@ -4,7 +4,7 @@ Every figure is the median of several runs, and each baseline is measured in the
 what it is compared with, interleaved, so the ratio holds on a noisy shared machine. Writes
 bench/results.json and prints a markdown table.
 
-    python -m bench.run [--quick] [--only pipeline,serving,batch]
+    python -m bench.run [--quick] [--only pipeline,serving,store,batch]
 
 `make scale` measures the pipeline's stages on synthetic histories (bench/scale.py).
 
@@ -42,6 +42,7 @@ from bench.servers import (
     stop_servers,
     wait_ready,
 )
+from bench.store import bench_store
 from bench.workspace import (
     VALIDATED,
     Workspace,
@@ -360,15 +361,19 @@ def main() -> None:
     try:
         if "scoring" in sections:  # first: it needs no workspace, only what `make run` left
             save("scoring", bench_scoring(plan, tmp))
-        if {"pipeline", "serving", "batch"} & set(sections):
+        if {"pipeline", "serving", "store", "batch"} & set(sections):
             print(f"workspace {tmp / 'workspace'}", flush=True)
-            ws = make_workspace(tmp / "workspace", plan)
+            # the store's figures are the store's: a sample of the history serves them as well as the whole
+            sampled = {"pipeline", "serving", "batch"} & set(sections) or plan.kcs_rows
+            ws = make_workspace(tmp / "workspace", plan if sampled else replace(plan, kcs_rows=QUICK.kcs_rows))
             if "pipeline" in sections:
                 save("pipeline", bench_pipeline(ws, plan))
             else:
                 dvc(ws, "repro")
             if "serving" in sections:
                 save("serving", bench_serving(ws, plan))
+            if "store" in sections:
+                save("store", bench_store(ws, plan, tmp))
         if "batch" in sections:  # last: the slowest, one scoring of 1M rows takes many minutes
             save("batch", bench_batch(ws, plan, tmp))
     finally:

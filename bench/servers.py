@@ -11,6 +11,7 @@ models/__init__.py sets it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,7 +41,7 @@ def free_port() -> int:
 
 def server_env(
     bentoml_home: Path,
-    audit_db: Path,
+    audit_db: Path | str,
     *,
     mlflow_db: Path | None = None,
     pythonpath: str | None = None,
@@ -67,7 +68,7 @@ def server_env(
 
 
 def with_service_settings(
-    env: dict[str, str], *, audit_db: Path | None = None, api_keys: str | None = None
+    env: dict[str, str], *, audit_db: Path | str | None = None, api_keys: str | None = None
 ) -> dict[str, str]:
     """`env` with the service's audit store and/or API keys (comma-separated) replaced."""
     changed = dict(env)
@@ -178,6 +179,14 @@ def mlflow_serve(root: Path, env: dict, log: Path | None = None) -> Server:
         "/ping",
         ("/invocations", lambda d: {"dataframe_records": d}, lambda b: len(b["predictions"])),
     )
+
+
+def replica_home(bentoml_home: Path, home: Path) -> Path:
+    """A copy of a BentoML store for one more replica of the service: a replica on another host
+    has a store of its own, and `bentoml serve` empties its store's Prometheus folder when it
+    starts, so two replicas on one store would wipe each other's counters."""
+    shutil.copytree(bentoml_home, home, ignore=shutil.ignore_patterns("prometheus_multiproc_dir"))
+    return home
 
 
 def packaged_bento(bentoml_home: Path) -> str | None:

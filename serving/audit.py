@@ -429,9 +429,8 @@ def present_columns(connection: sa.Connection, table: sa.Table, alias: str) -> s
     """The table's columns in their declared order, as `alias.column`, each one a store of an
     earlier layout (opened read-only, so not migrated) lacks given as null under its name."""
     present = table_columns(connection, table.name)
-    return ", ".join(
-        f"{alias}.{name}" if name in present else f"NULL AS {name}" for name in (c.name for c in table.columns)
-    )
+    named = [column.name for column in table.columns]
+    return ", ".join(f"{alias}.{name}" if name in present else f"NULL AS {name}" for name in named)
 
 
 def export(location: str | Path, table: str, since: dt.date, until: dt.date) -> pd.DataFrame:

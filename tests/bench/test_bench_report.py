@@ -72,3 +72,29 @@ def test_the_table_shows_every_step_measured():
     table = "\n".join(scoring_table(_results(100, 5, 10)["scoring"]))
     assert all(step in table for step in STEPS)
     assert "100x" in table and "5.0x" in table and "3.5x" in table
+
+
+def test_the_store_section_shows_each_configuration_and_judges_two_replicas_on_their_ratio():
+    """Issue 31: the table holds the three configurations side by side; the target is judged on
+    2 replicas over 1 on PostgreSQL, not on any one rate."""
+    from bench.report import store_table
+
+    figures = {"declarations_per_second": 900.0, "p50_ms": 200.0, "p99_ms": 400.0, "load_generator_cores": 0.2}
+    store = {
+        "batch": 100,
+        "in_flight_per_replica": 2,
+        "seconds": 10,
+        "cores": 2,
+        "configurations": {
+            name: {**figures, "failed_requests": 0} for name in ("sqlite_1", "postgresql_1", "postgresql_2")
+        },
+        "two_over_one_postgresql": 1.3,
+        "postgresql_over_sqlite": 0.95,
+    }
+    table = "\n".join(store_table(store))
+    assert all(name in table for name in ("1 replica, SQLite", "1 replica, PostgreSQL", "2 replicas, one PostgreSQL"))
+    assert "1.30x" in table
+    assert _verdicts({"store": store}) == {"2 replicas on one PostgreSQL >= 1.4x one (batches of 100)": False}
+    assert _verdicts({"store": {**store, "two_over_one_postgresql": 1.5}}) == {
+        "2 replicas on one PostgreSQL >= 1.4x one (batches of 100)": True
+    }

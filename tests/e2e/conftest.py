@@ -12,6 +12,7 @@ import pytest
 from bench.workspace import RAW_FILES, copy_project, sample_kcs, workspace_env
 from tests.conftest import REPO
 from tests.e2e.stack import BIN, TRAIN_ROWS, VALID_ROWS, _run, contract_example, keyed_service
+from tests.postgres import postgres_server, store_location  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="session")
