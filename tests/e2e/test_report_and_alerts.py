@@ -2,7 +2,8 @@
 key): a held-back month scored and its true outcomes posted, then `customs-risk report` checked
 against figures computed here from the same declarations and labels; partner alerts imported with
 `customs-risk alerts import` while the service runs, and what they do to lanes; `/metadata`'s
-alerts in force; and `GET /metrics` against every answer the session got.
+alerts in force; and `GET /metrics` against every answer the session got. All of it twice: on a
+SQLite store and on a PostgreSQL one (issue 31: one suite, either store).
 
 The held-back month is February 2021 of the embedded KCS history without the declarations the
 workspace's sample trained on (the workspace holds a sample of the history only)."""
@@ -14,8 +15,8 @@ import hashlib
 import hmac
 import json
 import shutil
-import sqlite3
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from serving import kpis as reporting
 from tests.conftest import REPO
 from tests.e2e.stack import API_KEY, BIN, contract_example, serve_bento
+from tests.postgres import STORE_KINDS, fresh_database, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -143,13 +145,37 @@ def _cli(arguments: list[str], root: Path, env: dict) -> subprocess.CompletedPro
     )
 
 
-@pytest.fixture(scope="module")
-def session(workspace, tmp_path_factory) -> dict:
-    """One served session: every request of this module, and what each answered. The workspace is
-    copied into a checkout of its own (with pyproject.toml, so the service and the commands find
-    the validation window there, as they do in a clone after `make run`), leaving the shared one
-    as the other modules expect it."""
+def _fingerprint(store: Path | str) -> tuple:
+    """What would change if anything wrote to the store: a SQLite file's bytes and time, a
+    PostgreSQL store's row counts and last ids."""
+    if isinstance(store, Path):
+        return (store.read_bytes(), store.stat().st_mtime_ns)
+    return tuple(
+        rows(
+            store,
+            "SELECT (SELECT count(*) FROM decisions), (SELECT max(id) FROM decisions),"
+            " (SELECT count(*) FROM outcomes), (SELECT max(received_at) FROM outcomes), (SELECT count(*) FROM alerts)",
+        )
+    )
+
+
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def session(request, workspace, tmp_path_factory):
+    """One served session: every request of this module, and what each answered, on a SQLite
+    store and then on a PostgreSQL one."""
+    if request.param == "sqlite":
+        yield _session(workspace, tmp_path_factory, lambda folder: folder / "audit.db")
+        return
+    with fresh_database(request.getfixturevalue("postgres_server")) as url:
+        yield _session(workspace, tmp_path_factory, lambda _: url)
+
+
+def _session(workspace, tmp_path_factory, store_in) -> dict:
+    """The workspace is copied into a checkout of its own (with pyproject.toml, so the service and
+    the commands find the validation window there, as they do in a clone after `make run`),
+    leaving the shared one as the other modules expect it."""
     folder = tmp_path_factory.mktemp("report-alerts")
+    store = store_in(folder)
     root = folder / "checkout"
     shutil.copytree(
         workspace["root"],
@@ -164,7 +190,7 @@ def session(workspace, tmp_path_factory) -> dict:
         "BENTOML_HOME": str(root / ".bentoml"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "RISK_API_KEYS": API_KEY,
-        "RISK_AUDIT_DB": str(folder / "audit.db"),
+        "RISK_AUDIT_DB": str(store),
         "RISK_PARTNER_KEYS": str(folder / "partners.json"),
         "RISK_WORKERS": "2",
     }
@@ -195,6 +221,8 @@ def session(workspace, tmp_path_factory) -> dict:
                 assert response.status_code == 200, response.text
             posted.extend(outcomes)
 
+        # /readyz answers once one worker is up: the session's requests are spread over both
+        _until_logged(folder / "serve.log", "Service customs-risk initialized", times=2)
         metrics_before = _metrics(httpx.get(f"{served.base}/metrics", timeout=30).text)
         results = [
             result for start in range(0, len(sent), BATCH) for result in score(sent[start : start + BATCH], "none")
@@ -241,8 +269,7 @@ def session(workspace, tmp_path_factory) -> dict:
             )
             for path in worker_files
         }
-    store = folder / "audit.db"
-    untouched = (store.read_bytes(), store.stat().st_mtime_ns)
+    untouched = _fingerprint(store)
     reports = {}
     for name, (since, until) in {"month": MONTH, "alerts": (dt.date(2021, 5, 1), dt.date(2021, 5, 31))}.items():
         command = _cli(
@@ -273,8 +300,17 @@ def session(workspace, tmp_path_factory) -> dict:
         "reports": reports,
         "params": params,
         "audit": store,
-        "store_unchanged": (store.read_bytes(), store.stat().st_mtime_ns) == untouched,
+        "store_unchanged": _fingerprint(store) == untouched,
     }
+
+
+def _until_logged(log: Path, line: str, times: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while log.read_text().count(line) < times:
+        assert time.monotonic() < deadline, (
+            f"{line!r} not logged {times} times in {timeout:.0f} s:\n{log.read_text()[-2000:]}"
+        )
+        time.sleep(0.2)
 
 
 def _alert_file(folder: Path) -> Path:
@@ -406,14 +442,11 @@ def test_a_hashed_alert_matches_only_under_the_shared_key(session):
 
 
 def test_the_audit_store_records_which_alert_fired(session):
-    db = sqlite3.connect(f"{session['audit'].resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        selected_by, reasons = db.execute(
-            "SELECT selected_by, reasons FROM decisions WHERE declaration_id = ? ORDER BY id DESC LIMIT 1",
-            (ALERT_CASES["in_window"][0],),
-        ).fetchone()
-    finally:
-        db.close()
+    declaration_id = ALERT_CASES["in_window"][0]  # the test's own constant
+    (selected_by, reasons), *_ = rows(
+        session["audit"],
+        f"SELECT selected_by, reasons FROM decisions WHERE declaration_id = '{declaration_id}' ORDER BY id DESC",  # noqa: S608
+    )
     assert selected_by == "alert" and json.loads(reasons)[0]["value"] == "KZ-E2E-1"
 
 
