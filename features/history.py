@@ -41,6 +41,27 @@ ENTITIES = [
         "declarant {declarant_id} for importer {importer_id}",
     ),
     Entity("route", ("departure_country", "origin_country"), "route {departure_country}->{origin_country}"),
+    # What is declared, from where and taxed how: in the embedded history a declaration's fraud
+    # follows these combinations (their point-in-time fraud rates rank it with AUC 0.79-0.83
+    # against 0.50 for the importer's), so each level of detail is an entity of its own, the
+    # finer ones for a well-known combination, the coarser ones where it is new.
+    Entity("departure_hs6", ("departure_country", "hs6_code"), "HS {hs6_code} shipped from {departure_country}"),
+    Entity(
+        "route_hs6",
+        ("departure_country", "origin_country", "hs6_code"),
+        "HS {hs6_code} on route {departure_country}->{origin_country}",
+    ),
+    Entity("hs6_tax", ("hs6_code", "tax_type"), "HS {hs6_code} with tax type {tax_type}"),
+    Entity(
+        "origin_hs6_tax",
+        ("origin_country", "hs6_code", "tax_type"),
+        "HS {hs6_code} from {origin_country} with tax type {tax_type}",
+    ),
+    Entity(
+        "route_hs6_tax",
+        ("departure_country", "origin_country", "hs6_code", "tax_type"),
+        "HS {hs6_code} on route {departure_country}->{origin_country} with tax type {tax_type}",
+    ),
 ]
 # Volume counts every declaration; the labels (inspected, fraud, critical) count only inspected
 # ones, each from the day its outcome was known (CONTRACT section 1).

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from features.matrix import training_features
+from features.history import entity_keys
+from features.matrix import ENTITIES_BY_NAME, training_features
 from features.schema import DECLARATION_FIELDS
 from models.bundle import RiskModel
 from models.calibration import Calibration
@@ -188,6 +189,14 @@ def policy_picks(scored: Scored, settings: Settings, rng: np.random.Generator) -
     return decided["lane"].to_numpy() == "red"
 
 
+# What the exploration rule learns labels of (models.exploration): the finest combination of what
+# is declared, from where and taxed how, then HS codes. Aimed at importers instead (the busiest,
+# riskiest never inspected, then declarants) explore_5 and explore_10 reached 0.672 and 0.663 mean
+# precision (0.714 and 0.704 over the last 12 periods) against 0.675 and 0.674 (0.705, 0.724).
+EXPLORED = ENTITIES_BY_NAME["route_hs6_tax"]
+EXPLORED_BACKOFF = "hs6"
+
+
 def explore_picks(share: float) -> Callable[[Scored, Settings, np.random.Generator], np.ndarray]:
     """`share` of the inspections by the exploration rule (models.exploration), the rest by risk."""
 
@@ -197,10 +206,10 @@ def explore_picks(share: float) -> Callable[[Scored, Settings, np.random.Generat
         by_risk = top(scored.risk, budget - explored)
         counts = scored.counts
         return by_risk | exploration_picks(
-            scored.period["importer_id"].to_numpy(),
-            counts["importer__inspected_count"],
-            counts["importer__declarations"],
-            counts["declarant__inspected_count"],
+            entity_keys(scored.period, EXPLORED).to_numpy(),
+            counts[f"{EXPLORED.name}__inspected_count"],
+            counts[f"{EXPLORED.name}__declarations"],
+            counts[f"{EXPLORED_BACKOFF}__inspected_count"],
             scored.risk,
             explored,
             by_risk,
