@@ -42,6 +42,7 @@ from bench.servers import (
     stop_servers,
     wait_ready,
 )
+from bench.store import RUNS as STORE_RUNS
 from bench.store import bench_store
 from bench.workspace import (
     VALIDATED,
@@ -344,7 +345,8 @@ def main() -> None:
         "mode": plan.mode,
         "plan": asdict(plan),
         "machine": machine(),
-        "runs": f"{plan.pipeline_runs} (pipeline), {plan.serving_runs} (serving), {plan.batch_runs} (batch)",
+        "runs": f"{plan.pipeline_runs} (pipeline), {plan.serving_runs} (serving), {STORE_RUNS[plan.mode]} (store), "
+        f"{plan.batch_runs} (batch)",
     }
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="customs-risk-bench-"))

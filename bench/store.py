@@ -7,8 +7,7 @@ the same noise. The PostgreSQL server is a real one started from the embedded-po
 The load generator is this process (closed loop, two requests in flight per replica, so a
 replica always has the next batch waiting). The cores each party kept busy are reported beside
 the figures (the replicas' process trees, PostgreSQL's, the load generator): on a 2-core machine
-every core one takes is one the others do not have, and a replica's LightGBM predicts on two
-threads, so one replica alone can already keep both cores busy."""
+every core one takes is one the others do not have."""
 
 from __future__ import annotations
 
