@@ -266,7 +266,7 @@ def contract_document(max_batch: int, secured: bool) -> dict:
             ),
             "/healthz": _probe("alive"),
             "/livez": _probe("alive"),
-            "/readyz": _probe("the model is loaded"),
+            "/readyz": _probe("the model is loaded and the audit store answers"),
             "/metrics": _probe("Prometheus metrics"),
         },
         "components": {"schemas": schemas},
