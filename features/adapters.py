@@ -26,14 +26,16 @@ from features.record import (
     LABELLED_FIELDS,
     OPTIONAL_FIELDS,
     OUTCOME_DETAILS,
+    SELECTED_BY,
 )
 
 # Where each ingested row came from, so a steward can find a quarantined row in its file.
 SOURCE_FIELDS = ["source_file", "source_row"]  # source_row counts data rows from 1
-# A feedback file: a row of history, and when the service received its outcome.
+# A feedback file: a row of history, what selected it (which only the service's decisions say)
+# and when the service received its outcome.
 OUTCOME_RECEIVED = "outcome_received_at"
 OUTCOME_TIME_FIELDS = [INSPECTED_ON, OUTCOME_RECEIVED]  # the newest outcome is the last by these
-FEEDBACK_FIELDS = LABELLED_FIELDS + [OUTCOME_RECEIVED]
+FEEDBACK_FIELDS = LABELLED_FIELDS + [SELECTED_BY, OUTCOME_RECEIVED]
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,9 @@ class SourceLayout:
 
 def _with_optional_fields(records: pd.DataFrame) -> pd.DataFrame:
     """Optional fields a source does not have (KCS has no container number or bill of lading,
-    no inspection date and no duty assessed; feedback exported before they existed) as null, so
-    every source has the columns of a row of history."""
-    optional = [field for field in DECLARATION_FIELDS if field in OPTIONAL_FIELDS] + OUTCOME_DETAILS
+    no inspection date, no duty assessed and no selection; feedback exported before they existed)
+    as null, so every source has the columns of a row of history."""
+    optional = [field for field in DECLARATION_FIELDS if field in OPTIONAL_FIELDS] + OUTCOME_DETAILS + [SELECTED_BY]
     missing = [field for field in optional if field not in records.columns]
     return records.assign(**{field: pd.Series(None, index=records.index, dtype="str") for field in missing})
 

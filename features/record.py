@@ -159,6 +159,11 @@ OUTCOME = (
     _field(INSPECTED_ON, DATE, "date or null: when the outcome became known", None, required=False),
     _field(RECOVERED_DUTY, NUMBER, "number >= 0 or null: duty the inspection assessed", None, required=False),
 )
+# What selected a declaration that was fed back from the service (export-feedback's `selected_by`,
+# one of models.lanes.SOURCES): provenance evaluate weighs the validation window's labels by, never
+# a feature, and no field of the contract's record, so null where a source does not say (the KCS
+# export, canonical files).
+SELECTED_BY = "selected_by"
 FIELDS = {field.name: field for field in DECLARATION + OUTCOME}
 
 DECLARATION_FIELDS = [field.name for field in DECLARATION]

@@ -56,6 +56,11 @@ THRESHOLDS = tuple(name for name, *_ in FILLS)
 # the sources of red and yellow picks, in the order they fill capacity: public safety first
 RED_SOURCES = tuple(source for _, lane, source, _ in FILLS if lane == "red")
 YELLOW_SOURCES = tuple(source for _, lane, source, _ in FILLS if lane == "yellow")
+# What may select a declaration, as a decision's `selected_by` names it: the policy's sources by
+# score, an analyst's risk profile (`rule`, serving.profiles), a partner alert (`alert`,
+# serving.alerts) and the exploration share's random picks, the one sample chosen blind to risk.
+RANDOM_PICK = "random"
+SOURCES = ("model", "value", "critical", "rule", "alert", RANDOM_PICK)
 # params.yaml `serving.lane_thresholds`: thresholds as fitted on the validation window, or
 # refitted for each declaration on the last `serving.follow_window` scored (the default)
 FIXED, FOLLOW = "fixed", "follow"
@@ -206,7 +211,7 @@ class LanePolicy(LaneShares):
             lane[chosen], selected_by[chosen] = to_lane, source
             undecided &= ~chosen
         random_pick = undecided & self.explored(declaration_ids)
-        lane[random_pick], selected_by[random_pick] = "red", "random"
+        lane[random_pick], selected_by[random_pick] = "red", RANDOM_PICK
         return lane, selected_by
 
     def to_dict(self) -> dict:

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
+from models.lanes import RANDOM_PICK
+
 
 def top_share(scores: np.ndarray, rate_percent: float) -> np.ndarray:
     """Indices of the top `rate_percent`% by score; ties broken by position, so results repeat."""
@@ -87,4 +89,33 @@ def window_figures(scored: pd.DataFrame, rates: list[float]) -> dict[str, float]
     )
     figures.update(lane_metrics(labelled["lane"].to_numpy(), fraud, critical, duty))
     figures.update(validation_rows=len(scored), validation_rows_labelled=len(labelled))
+    return figures
+
+
+def unlabelled_window_figures(
+    scored: pd.DataFrame, selected_by: pd.Series, rates: list[float], exploration_share: float
+) -> dict[str, float | None]:
+    """Where some of a window's declarations were never inspected, the labelled figures say how
+    the model ranks what was chosen for inspection, not what inspecting its top n% would find.
+    Two figures that do, beside them: the random picks' hit rate (`selected_by` random: the one
+    sample drawn blind to risk; null without any) and, per rate, a Horvitz-Thompson estimate of
+    precision at the top n% by risk over every row (`ipw_precision_at_<n>`). An inspected row
+    stands for 1/p rows, p its chance of inspection: 1 where anything but the exploration share
+    selected it (or the source does not say), the exploration share for a random pick; the
+    estimate is the top's weighted frauds over the top's row count. Empty where every row is
+    labelled: the labelled figures are then the whole story."""
+    fraud = scored["fraud"].to_numpy(dtype=float, na_value=np.nan)
+    labelled = ~np.isnan(fraud)
+    if labelled.all():
+        return {}
+    random_pick = labelled & (selected_by == RANDOM_PICK).to_numpy(dtype=bool, na_value=False)
+    propensity = np.where(random_pick, exploration_share, 1.0)
+    weighted_fraud = np.where(labelled, fraud, 0.0) / propensity
+    figures: dict[str, float | None] = {
+        "random_picks": float(random_pick.sum()),
+        "random_pick_hit_rate": float(fraud[random_pick].mean()) if random_pick.any() else None,
+    }
+    for rate in rates:
+        top = top_share(scored["risk_score"].to_numpy(), rate)
+        figures[f"ipw_precision_at_{rate:g}"] = float(weighted_fraud[top].sum() / len(top)) if len(top) else 0.0
     return figures

@@ -218,6 +218,29 @@ def _tuning_sample(tuning: dict) -> str:
     )
 
 
+def _labelled_rows(metrics: dict, rates: list[float]) -> str:
+    """Precision over inspected rows alone describes what was chosen for inspection; where some
+    rows were not inspected, the card sets the unbiased figures beside it (docs/loop.md)."""
+    labelled, rows = int(metrics["validation_rows_labelled"]), int(metrics["validation_rows"])
+    counted = (
+        f"Every figure above counts the labelled (inspected) declarations only: {labelled:,} of the window's {rows:,}."
+    )
+    if labelled == rows:
+        return counted
+    hit_rate, picks = metrics["random_pick_hit_rate"], int(metrics["random_picks"])
+    random = (
+        "no random pick was inspected (no random-pick hit rate)"
+        if hit_rate is None
+        else f"the {picks:,} inspected random picks' hit rate {hit_rate:.3f}"
+    )
+    estimates = ", ".join(f"top {rate:g}% {metrics[f'ipw_precision_at_{rate:g}']:.3f}" for rate in rates)
+    return (
+        f"{counted} Beside them: {random}; and an inverse-propensity (Horvitz-Thompson) estimate of precision "
+        f"over all {rows:,}, each inspected declaration weighed by 1 / its chance of inspection (a random pick "
+        f"stands for the uninspected ones like it): {estimates} (`ipw_precision_at_<n>`)."
+    )
+
+
 def _packaged_thresholds(follow_window: int | None) -> str:
     if follow_window is not None:
         return (
@@ -277,6 +300,8 @@ critical fraud (`critical_score`), and routes them to inspection lanes.
 | inspected | precision | recall | duty recovered | critical recall |
 | --- | --- | --- | --- | --- |
 {rows}
+
+{_labelled_rows(metrics, rates)}
 
 ROC AUC {metrics.get("roc_auc", float("nan")):.3f}, PR AUC {metrics.get("pr_auc", float("nan")):.3f},
 Brier {metrics["brier"]:.4f}; critical ROC AUC {metrics.get("critical_roc_auc", float("nan")):.3f},

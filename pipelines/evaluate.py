@@ -6,9 +6,10 @@ import mlflow
 import pandas as pd
 
 from features.matrix import FEATURE_NAMES
+from features.record import SELECTED_BY
 from models.bundle import RiskModel, reason_quality
 from models.lanes import FOLLOW, SCORES_ARTIFACTS, threshold_mode
-from models.metrics import window_figures
+from models.metrics import unlabelled_window_figures, window_figures
 from models.registry import configure_tracking
 from models.reports import (
     lane_frontier,
@@ -23,7 +24,7 @@ from models.reports import (
     yellow_frontier,
 )
 from pipelines.common import load_params, read_json, staged_output, write_json
-from pipelines.paths import BUNDLE, MATRIX, MODEL_CARD, PLOTS, RUN, TUNED
+from pipelines.paths import BUNDLE, MATRIX, MODEL_CARD, PLOTS, RUN, TUNED, VALIDATED
 from pipelines.paths import TARGETING_METRICS as METRICS
 from pipelines.paths import VALIDATION_SCORES as SCORES
 
@@ -40,7 +41,19 @@ def main() -> None:
     scores = every[every["fraud"].notna()].reset_index(drop=True)
     fraud, critical = scores["fraud"].to_numpy(), scores["critical_fraud"].to_numpy()
     risk, critical_risk = scores["risk_score"].to_numpy(), scores["critical_score"].to_numpy()
-    metrics = window_figures(every, rates)  # as register measures the champion on a challenger's window
+    # as register measures the champion on a challenger's window
+    metrics: dict[str, float | None] = dict(window_figures(every, rates))
+    valid_start = pd.Timestamp(params["windows"]["valid_start"])
+    # what selected each declaration when it was decided (history's provenance, not the lanes this
+    # model would give it, which the scores' own `selected_by` holds)
+    decided = pd.read_parquet(
+        VALIDATED, columns=["declaration_id", SELECTED_BY], filters=[("declaration_date", ">=", valid_start)]
+    ).set_index("declaration_id")[SELECTED_BY]
+    metrics.update(
+        unlabelled_window_figures(
+            every, every["declaration_id"].map(decided), rates, float(params["serving"]["exploration_share"])
+        )
+    )
 
     curve = targeting_curve(fraud, scores["duty_exposure"].to_numpy(), risk)
     PLOTS.mkdir(exist_ok=True)
@@ -53,7 +66,6 @@ def main() -> None:
     yellow = yellow_frontier(model.lanes, scores)
     with staged_output(YELLOW_FRONTIER) as path:
         yellow.to_csv(path, index=False)
-    valid_start = pd.Timestamp(params["windows"]["valid_start"])
     valid_rows = (
         pd.read_parquet(
             MATRIX, columns=["declaration_id", *FEATURE_NAMES], filters=[("declaration_date", ">=", valid_start)]
@@ -107,7 +119,7 @@ def main() -> None:
     with staged_output(MODEL_CARD) as path:
         path.write_text(card)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({name: value for name, value in metrics.items() if value is not None})
         for path in [*images, CURVE, FRONTIER, YELLOW_FRONTIER, MODEL_CARD]:
             mlflow.log_artifact(str(path), "reports")
         mlflow.log_artifact(str(SCORES), SCORES_ARTIFACTS)  # a packaged window that follows traffic starts there

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 
 from features.adapters import (
@@ -20,7 +21,7 @@ from features.adapters import (
     read_source_chunks,
     with_source,
 )
-from features.record import LABELLED_FIELDS
+from features.record import LABELLED_FIELDS, SELECTED_BY
 from pipelines.common import load_params, part_path, staged_output
 from pipelines.paths import INTERIM
 
@@ -30,6 +31,15 @@ SCHEMA = pa.schema(
     [(field, pa.large_string()) for field in LABELLED_FIELDS]
     + [("source_file", pa.large_string()), ("source_row", pa.int64())]
 )
+# What ingest writes: those and what selected each declaration, which only fed-back rows say (null
+# in the administration's rows). Validate reads a part without it (bench.synthesize writes SCHEMA)
+# as saying nothing.
+WITH_SELECTION = SCHEMA.append(pa.field(SELECTED_BY, pa.large_string()))
+
+
+def write_part(records: pd.DataFrame, path: Path) -> None:
+    """One part of the interim history, in WITH_SELECTION's columns."""
+    records.reindex(columns=WITH_SELECTION.names).to_parquet(path, index=False, schema=WITH_SELECTION)
 
 
 def ingest(params: dict, output: Path) -> int:
@@ -51,7 +61,7 @@ def ingest(params: dict, output: Path) -> int:
     output.mkdir(parents=True, exist_ok=True)
     written = 0
     for index, part in enumerate(merge_feedback(history(), feedback, in_files)):
-        part.to_parquet(part_path(output, index), index=False, schema=SCHEMA)
+        write_part(part, part_path(output, index))
         written += len(part)
     known = feedback["declaration_id"].isin(in_files)
     outcome = has_outcome(feedback)

@@ -26,21 +26,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.adapters import SOURCE_FIELDS
-from features.record import DATE, LABEL, LABEL_FIELDS, LABELLED_FIELDS, NUMBER, HistoryRules
+from features.record import DATE, LABEL, LABEL_FIELDS, LABELLED_FIELDS, NUMBER, SELECTED_BY, HistoryRules
 from features.schema import LABELLED, Rules, check_declarations, history_rules
+from models.lanes import SOURCES
 from pipelines.common import load_params, part_path, staged_output, write_json
 from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
 
 CHUNK_ROWS = 500_000  # rows checked at a time: the stage peaks near 0.8 GB, plus 33 bytes per row
 EXAMPLES = 5  # example values per failed check in the report
-INTERIM_FIELDS = LABELLED_FIELDS + SOURCE_FIELDS  # what ingest writes
+INTERIM_FIELDS = LABELLED_FIELDS + SOURCE_FIELDS  # what ingest writes, besides what selected each row
 # Two keys, 128 bits per row: no two distinct rows of a national history share both hashes, so
 # a row is never dropped as the repeat of another.
 HASH_KEYS = ("0123456789123456", "6543210987654321")
 # Every valid part has the canonical types, even a chunk whose optional field is all empty; the
 # labels are int8, null where nobody inspected the declaration.
 _ARROW_TYPES = {DATE: pa.timestamp("ns"), NUMBER: pa.float64(), LABEL: pa.int8()}
-VALID_SCHEMA = pa.schema([(field.name, _ARROW_TYPES.get(field.kind, pa.large_string())) for field in LABELLED.record])
+VALID_SCHEMA = pa.schema(
+    [(field.name, _ARROW_TYPES.get(field.kind, pa.large_string())) for field in LABELLED.record]
+    + [(SELECTED_BY, pa.large_string())]
+)
+# The selection is provenance, not part of the record the rules hold: checked here, on its own.
+UNKNOWN_SOURCE = (
+    "selected_by_source",
+    f"must be one of {', '.join(SOURCES)} (what selected the declaration), or empty where the source does not say",
+)
 
 
 class UnreadableInput(ValueError):
@@ -220,7 +229,7 @@ def check_chunk(
     dropped = repeats.dropped[start : start + len(chunk)]
     kept = chunk[~dropped].reset_index(drop=True)
     conflicting = repeats.conflicting[start : start + len(chunk)][~dropped]
-    content = kept.drop(columns=[c for c in SOURCE_FIELDS if c in kept.columns])
+    content = kept.drop(columns=[c for c in [*SOURCE_FIELDS, SELECTED_BY] if c in kept.columns])
     checked = check_declarations(content, rules)
     conflict_rows = pd.DataFrame(
         {
@@ -230,14 +239,27 @@ def check_chunk(
             "message": "appears more than once with different content",
         }
     )
-    failures = pd.concat([checked.failures, conflict_rows], ignore_index=True)
+    selection = kept[SELECTED_BY] if SELECTED_BY in kept.columns else pd.Series(None, index=kept.index, dtype="str")
+    unknown_source = (selection.notna() & ~selection.isin(SOURCES)).to_numpy()
+    source_rows = pd.DataFrame(
+        {
+            "index": np.flatnonzero(unknown_source),
+            "field": SELECTED_BY,
+            "check": UNKNOWN_SOURCE[0],
+            "message": UNKNOWN_SOURCE[1],
+        }
+    )
+    failures = pd.concat([checked.failures, conflict_rows, source_rows], ignore_index=True)
     reasons = (
         (failures["field"] + ": " + failures["message"] + " [" + failures["check"] + "]")
         .groupby(failures["index"])
         .agg("; ".join)
     )
     rejected = kept.loc[reasons.index].assign(rejection_reasons=reasons.to_numpy())
-    valid = checked.valid[~conflicting[checked.valid.index]]  # a conflicting row may pass the checks
+    # a conflicting row, or one of an unknown source, may pass the record's checks
+    valid = checked.valid[~(conflicting | unknown_source)[checked.valid.index]]
+    if SELECTED_BY in kept.columns:
+        valid = valid.assign(**{SELECTED_BY: selection[valid.index]})
     tally.add(chunk, kept, failures, valid, rejected)
     return valid, rejected
 
@@ -265,7 +287,9 @@ def validate_parts(parts: list[Path], rows_in: int, rules: Rules, valid_dir: Pat
         for index, chunk in enumerate(_counted(read_chunks(parts, CHUNK_ROWS), rows_in, "checked")):
             valid, rejected = check_chunk(chunk, repeats, start, rules, tally)
             start += len(chunk)
-            valid.to_parquet(part_path(valid_dir, index), index=False, schema=VALID_SCHEMA)
+            valid.reindex(columns=VALID_SCHEMA.names).to_parquet(
+                part_path(valid_dir, index), index=False, schema=VALID_SCHEMA
+            )
             writer.write_table(pa.Table.from_pandas(rejected, schema=rejected_schema, preserve_index=False))
     return tally.report()
 

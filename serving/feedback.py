@@ -31,8 +31,8 @@ from serving.audit import AuditStoreUnavailable, reading, table_columns
 from serving.settings import Settings, SettingsError
 
 DEFAULT_OUTPUT = Path("data/feedback/outcomes.parquet")
-DECISION_FIELDS = ["lane", "selected_by", "risk_score"]  # what the service decided, beside the record
-EXPORT_FIELDS = FEEDBACK_FIELDS + DECISION_FIELDS
+# What the service decided, beside the record; `selected_by` is a feedback field, which history keeps.
+EXPORT_FIELDS = FEEDBACK_FIELDS + ["lane", "risk_score"]
 # /outcomes result -> (fraud, critical_fraud)
 OUTCOME_LABELS = {"clean": ("0", "0"), "fraud": ("1", "0"), "critical": ("1", "1")}
 _DECISIONS_WITH_OUTCOMES = """

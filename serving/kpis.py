@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from models import lanes as lane_policy
+from models.lanes import SOURCES  # a decision's `selected_by`, as kpis.json lists them
 from serving.settings import CHECKOUT_VALIDATION_SCORES
 
 LANES = lane_policy.LANES[::-1]  # as kpis.json lists them: most scrutiny first
-SOURCES = ("model", "value", "critical", "rule", "alert", "random")  # a decision's `selected_by`
 HITS = ("fraud", "critical")  # outcome results that count as a hit
 PSI_BINS = 10
 PSI_FLOOR = 1e-4

@@ -171,3 +171,23 @@ def test_the_retrained_model_learned_what_was_fed_back(loop):
     (retrained,) = score_declarations(model, pd.DataFrame([loop["query"]]), 3).to_dict("records")
     assert retrained["risk_score"] > loop["served"]["risk_score"]
     assert not any(IMPORTER in reason["text"] for reason in loop["served"]["reasons"])
+
+
+def test_evaluate_sets_the_estimates_beside_the_labelled_figures(loop):
+    """The query, dated in the validation window, was scored and never inspected: evaluate counts
+    it among the window's rows and not its labelled ones, and sets the random picks' hit rate and
+    the inverse-propensity estimate beside the labelled figures. What selected each fed-back
+    declaration reaches the validated history for it; the files' rows do not say."""
+    metrics = json.loads((loop["copy"] / "metrics/targeting.json").read_text())
+    assert metrics["validation_rows"] == metrics["validation_rows_labelled"] + 1
+    assert metrics["random_picks"] == 0 and metrics["random_pick_hit_rate"] is None  # only the query is fed back there
+    assert 0 < metrics["ipw_precision_at_10"] <= 1 and "precision_at_10" in metrics
+    card = " ".join((loop["copy"] / "data/model/model_card.md").read_text().split())
+    labelled, rows = metrics["validation_rows_labelled"], metrics["validation_rows"]
+    assert f"labelled (inspected) declarations only: {labelled:,} of the window's {rows:,}." in card
+    assert f"top 10% {metrics['ipw_precision_at_10']:.3f}" in card
+
+    feedback = pd.read_parquet(loop["copy"] / FEEDBACK).set_index("declaration_id")["selected_by"]
+    history = pd.read_parquet(loop["copy"] / "data/validated/declarations.parquet").set_index("declaration_id")
+    assert history.loc[feedback.index, "selected_by"].tolist() == feedback.tolist()
+    assert history.drop(feedback.index)["selected_by"].isna().all()

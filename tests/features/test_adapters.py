@@ -15,7 +15,7 @@ from features.adapters import (
     read_source_chunks,
     with_source,
 )
-from features.record import DECLARATION_FIELDS, INSPECTED_ON, LABEL_FIELDS, LABELLED_FIELDS
+from features.record import DECLARATION_FIELDS, INSPECTED_ON, LABEL_FIELDS, LABELLED_FIELDS, SELECTED_BY
 
 KCS_COLUMNS = {
     "Declaration ID": "declaration_id",
@@ -97,6 +97,7 @@ def _feedback(rows: list[tuple[str, str | None, str | None, str | None]]) -> pd.
         critical_fraud=[None if value is None else "0" for value in fraud],
         inspected_on=inspected,
         outcome_received_at=received,
+        selected_by="model",
     )
     return frame[FEEDBACK_FIELDS].astype("str")
 
@@ -127,7 +128,7 @@ def test_feedback_relabels_the_files_and_adds_only_new_declarations_nobody_inspe
     assert merged["declaration_id"].tolist() == ["00001", "00002", "00003", "00000", "NEW-A"]
     assert merged[LABEL_FIELDS].iloc[0].tolist() == ["1", "0"]  # the file's labels of 00001 stay
     assert merged[LABEL_FIELDS].iloc[-1].isna().all()
-    assert list(chunks[-1].columns) == LABELLED_FIELDS
+    assert list(chunks[-1].columns) == [*LABELLED_FIELDS, SELECTED_BY]  # fed-back rows say what selected them
     assert in_files == {"00000", "00001"}
 
 

@@ -283,3 +283,36 @@ def test_window_figures_are_over_the_labelled_rows_and_count_every_row():
     expected = _metrics(known, labelled["risk_score"], dangerous, duty, labelled["critical_score"])
     expected.update(lane_metrics(labelled["lane"].to_numpy(), known, dangerous, duty))
     assert figures == {**expected, "validation_rows": 400, "validation_rows_labelled": 300}
+
+
+def test_unlabelled_window_figures_by_hand():
+    """Ten declarations by falling risk, four never inspected, three random picks, exploration
+    share 0.5 (a random pick stands for two). Top 20% = the first two: one fraud found by the model
+    (p = 1), one uninspected -> 1 / 2 = 0.5. Top 50% = the first five: the model's fraud (1), its
+    clean row (0), a random pick's fraud (1 / 0.5 = 2), two uninspected -> 3 / 5 = 0.6. Labelled
+    precision at 50% would be 2 / 3 over the three inspected rows of that top."""
+    import pandas as pd
+
+    from models.metrics import unlabelled_window_figures
+
+    nan = float("nan")
+    frame = pd.DataFrame(
+        {
+            "fraud": [1, nan, 0, 1, nan, 0, nan, 1, nan, 0],
+            "risk_score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05],
+            "selected_by": ["model", None, "model", "random", None, "random", None, "rule", None, "random"],
+        }
+    ).iloc[::-1]  # the order rows come in does not matter, the risk does
+    figures = unlabelled_window_figures(frame, frame["selected_by"], [20, 50], exploration_share=0.5)
+    assert figures == {
+        "random_picks": 3.0,
+        "random_pick_hit_rate": pytest.approx(1 / 3),
+        "ipw_precision_at_20": pytest.approx(0.5),
+        "ipw_precision_at_50": pytest.approx(0.6),
+    }
+    no_random = unlabelled_window_figures(frame, frame["selected_by"].replace("random", "value"), [50], 0.5)
+    assert no_random["random_picks"] == 0 and no_random["random_pick_hit_rate"] is None
+    assert no_random["ipw_precision_at_50"] == pytest.approx(2 / 5)
+    # every row labelled (the embedded history): the labelled figures are the whole story
+    labelled = frame.assign(fraud=frame["fraud"].fillna(0))
+    assert unlabelled_window_figures(labelled, labelled["selected_by"], [20, 50], 0.5) == {}

@@ -101,6 +101,7 @@ def test_model_card_states_data_metrics_lanes_and_limits():
         for r in (5, 10)
     }
     metrics.update(roc_auc=0.9, pr_auc=0.7, brier=0.1, critical_roc_auc=0.8, critical_brier=0.01, validation_rows=1234)
+    metrics.update(validation_rows_labelled=1234)
     metrics.update(
         {
             f"lane_{lane}_{figure}": value
@@ -129,6 +130,24 @@ def test_model_card_states_data_metrics_lanes_and_limits():
     assert "2021-01-01 .. 2021-03-31 (1,234 declarations)" in card
     assert "`d1`" in card and "`c1`" in card and "num_leaves=63" in card
     assert "Known limits" in card
+    assert "counts the labelled (inspected) declarations only: 1,234 of the window's 1,234." in " ".join(card.split())
+    # some declarations never inspected: the random picks' hit rate and the estimate beside the labelled figures
+    partly = metrics | {
+        "validation_rows_labelled": 200,
+        "random_picks": 12,
+        "random_pick_hit_rate": 0.25,
+        "ipw_precision_at_5": 0.41,
+        "ipw_precision_at_10": 0.32,
+    }
+    shown = " ".join(model_card(identity, windows, partly, lanes, tuning, [5, 10]).split())
+    assert "labelled (inspected) declarations only: 200 of the window's 1,234." in shown
+    assert "the 12 inspected random picks' hit rate 0.250" in shown
+    assert "estimate of precision over all 1,234," in shown and "top 5% 0.410, top 10% 0.320 (`ipw_" in shown
+    assert "no random pick was inspected" in " ".join(
+        model_card(
+            identity, windows, partly | {"random_picks": 0, "random_pick_hit_rate": None}, lanes, tuning, [5]
+        ).split()
+    )
     assert "Red by score 6.0%: critical score 2.0%, then duty at risk 1.5%" in " ".join(card.split())
     assert "| red | 0.070 | 0.070 | 0.070 | 0.070 | 0.070 |" in card and "hold 80.0% of critical frauds" in " ".join(
         card.split()

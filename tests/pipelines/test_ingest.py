@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from features.adapters import FEEDBACK_FIELDS, KCS, LAYOUTS, SourceLayout, labels_from_outcome
-from features.record import DECLARATION_FIELDS, LABEL_FIELDS, LABELLED_FIELDS
+from features.record import DECLARATION_FIELDS, LABEL_FIELDS, SELECTED_BY
 from features.schema import LABELLED, check_declarations
 from pipelines import ingest as stage
 from pipelines.paths import INTERIM
@@ -85,7 +85,7 @@ def test_another_administration_is_one_new_layout(kcs_rows, tmp_path, monkeypatc
     valid, rejected, _ = validate(records)
 
     expected = check_declarations(kcs_rows, LABELLED).valid
-    pd.testing.assert_frame_equal(valid.iloc[:-1].reset_index(drop=True), expected)
+    pd.testing.assert_frame_equal(valid.iloc[:-1].drop(columns=SELECTED_BY).reset_index(drop=True), expected)
     assert expected["critical_fraud"].sum() == 3
     assert valid["declaration_id"].iloc[-1] == "UNINSPECTED-1"  # nobody inspected it
     assert valid[LABEL_FIELDS].iloc[-1].isna().all()
@@ -157,7 +157,7 @@ def test_the_newest_outcome_wins_over_older_ones_and_the_files(kcs_file):
     assert by_id.loc[second["Declaration ID"], ["fraud", "critical_fraud"]].tolist() == ["1", "1"]
     assert by_id.loc[second["Declaration ID"], "source_row"] == 2
     assert by_id.loc["NEW-1", "fraud"] == "1"
-    assert list(records.columns) == LABELLED_FIELDS + ["source_file", "source_row"]
+    assert list(records.columns) == stage.WITH_SELECTION.names
     _valid, rejected, report = validate(records)
     assert rejected.empty and report["rows_in_by_source"][str(feedback / "replica-b.parquet")] == 2
 
@@ -216,3 +216,38 @@ def test_declarations_scored_and_not_inspected_keep_the_files_labels_or_join_his
     valid, rejected, report = validate(records)
     assert rejected.empty and report["rows_not_inspected"] == 1
     assert valid.set_index("declaration_id").loc[second["Declaration ID"], "inspected_on"] == pd.Timestamp("2021-04-03")
+
+
+def test_what_selected_a_fed_back_declaration_reaches_the_validated_history(kcs_file):
+    """export-feedback's `selected_by` is kept as provenance for evaluate (the file's `lane` and
+    `risk_score` are not); the administration's rows, which do not say, have none; a value no
+    decision gives is quarantined with its reason."""
+    path, feedback, source = kcs_file
+    first, second, third = source.iloc[0], source.iloc[1], source.iloc[2]
+    rows = [
+        _outcome(first, "2021-04-03", "2021-04-09T10:00:00", "1", "0") | {SELECTED_BY: "random"},
+        _outcome(second, None, None, None, None, declaration_id="SCORED-1") | {SELECTED_BY: "model"},
+        _outcome(third, "2021-04-03", "2021-04-09T10:00:00", "0", "0") | {SELECTED_BY: "hunch"},
+    ]
+    exported = pd.DataFrame(rows, columns=FEEDBACK_FIELDS).assign(lane=["red", "green", "red"], risk_score="0.5")
+    exported.to_parquet(feedback / "outcomes.parquet")
+
+    valid, rejected, _report = validate(ingest(_params([path], feedback), path.parent / "out"))
+
+    selected_by = valid.set_index("declaration_id")[SELECTED_BY]
+    assert selected_by[first["Declaration ID"]] == "random" and selected_by["SCORED-1"] == "model"
+    assert selected_by.drop([first["Declaration ID"], "SCORED-1"]).isna().all()  # the KCS rows
+    assert "lane" not in valid.columns and "risk_score" not in valid.columns
+    assert rejected["declaration_id"].tolist() == [third["Declaration ID"]]
+    assert rejected["rejection_reasons"].item().startswith("selected_by: must be one of model, value, critical, rule,")
+    assert "[selected_by_source]" in rejected["rejection_reasons"].item()
+
+
+def test_a_history_that_never_says_what_selected_it_validates_as_before(kcs_file):
+    path, feedback, _source = kcs_file
+    records = ingest(_params([path], feedback), path.parent / "out")
+    valid, rejected, report = validate(records)
+    without = validate(records.drop(columns=SELECTED_BY))
+    assert valid[SELECTED_BY].isna().all() and rejected.empty
+    pd.testing.assert_frame_equal(valid.drop(columns=SELECTED_BY), without[0])
+    assert report == without[2]

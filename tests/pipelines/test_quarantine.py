@@ -17,7 +17,7 @@ from features.adapters import KCS, SOURCE_FIELDS, with_source
 from features.record import BUILT_IN_CHECKS, DATE_IN_RANGE, IS_A_DATE, IS_A_NUMBER, LABELLED_FIELDS
 from pipelines import validate as stage
 from pipelines.common import part_path
-from pipelines.ingest import SCHEMA as INTERIM_SCHEMA
+from pipelines.ingest import write_part
 from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
 from pipelines.validate import validate
 from tests.conftest import HISTORY_RULES as RULES
@@ -182,7 +182,7 @@ def _stage_workspace(tmp_path, monkeypatch, records: pd.DataFrame, max_reject_sh
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / INTERIM).mkdir(parents=True)
-    records.to_parquet(part_path(tmp_path / INTERIM, 0), index=False, schema=INTERIM_SCHEMA)
+    write_part(records, part_path(tmp_path / INTERIM, 0))
     monkeypatch.chdir(tmp_path)
 
 

@@ -21,7 +21,7 @@ from features.record import INSPECTED_ON, LABEL_FIELDS, LABELLED_FIELDS
 from features.schema import LABELLED, check_declarations
 from pipelines import validate as stage
 from pipelines.common import part_path
-from pipelines.ingest import SCHEMA as INTERIM_SCHEMA
+from pipelines.ingest import write_part
 from pipelines.paths import INTERIM, QUARANTINE, VALIDATED, VALIDATION_REPORT
 from pipelines.validate import validate
 from tests.conftest import HISTORY_RULES
@@ -352,7 +352,7 @@ def _run_stage(tmp_path, monkeypatch, records: pd.DataFrame, chunk_rows: int | N
     )
     INTERIM.mkdir(parents=True, exist_ok=True)
     for index, part in enumerate((records.iloc[:25], records.iloc[25:])):
-        part.to_parquet(part_path(INTERIM, index), index=False, schema=INTERIM_SCHEMA)
+        write_part(part, part_path(INTERIM, index))
     if chunk_rows:
         monkeypatch.setattr(stage, "CHUNK_ROWS", chunk_rows)
     stage.main()
@@ -368,7 +368,11 @@ def test_checking_a_few_rows_at_a_time_gives_the_one_chunk_result(interim, tmp_p
     assert chunked[2] == report
     assert len(list(VALIDATED.iterdir())) == 4 + 5  # parts of 25 and 32 rows, 7 at a time
     # and both are what validate gives for the history in memory
-    expected_valid, expected_rejected, expected_report = validate(interim, HISTORY_RULES)
+    # as ingest writes it: the administration's files do not say what selected a declaration
+    write_part(interim, tmp_path / "interim.parquet")
+    expected_valid, expected_rejected, expected_report = validate(
+        pd.read_parquet(tmp_path / "interim.parquet"), HISTORY_RULES
+    )
     pd.testing.assert_frame_equal(valid, expected_valid.reset_index(drop=True))
     pd.testing.assert_frame_equal(rejected, expected_rejected.reset_index(drop=True))
     assert report == json.loads(json.dumps(expected_report))

@@ -9,7 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from features.adapters import FEEDBACK_FIELDS, read_feedback
+from features.record import SELECTED_BY
 from features.schema import DECLARATION_FIELDS, LABELLED, check_declarations
+from models.lanes import SOURCES
 from pipelines.validate import validate
 from serving.audit import AuditStore
 from serving.cli import app
@@ -140,7 +142,8 @@ def test_the_exported_file_validates_into_typed_history(store, client_records, t
         additional_duty=[1840000.5, None, None, None, None],
     )
     expected = check_declarations(labelled, LABELLED).valid
-    pd.testing.assert_frame_equal(valid.reset_index(drop=True), expected)
+    pd.testing.assert_frame_equal(valid.drop(columns=SELECTED_BY).reset_index(drop=True), expected)
+    assert valid[SELECTED_BY].isin(SOURCES).all()  # what selected each, for evaluate to weigh its label by
     # the duty an inspection assessed reaches history typed, for the duty model to learn from
     assert valid["additional_duty"].tolist()[0] == 1840000.5 and valid["additional_duty"].isna().sum() == 4
     assert records["source_file"].eq(str(tmp_path / "outcomes.parquet")).all()
