@@ -69,7 +69,7 @@ SLOW = {
     "tests/pipelines/test_quarantine.py::test_a_corrupted_history_yields_the_report_its_manifest_predicts",
     "tests/models/test_training_and_bundle.py::test_pyfunc_predict_equals_risk_model_score",  # logs and loads an MLflow model
     "tests/serving/test_alerts.py::test_matching_is_a_dictionary_lookup_per_identifier_whatever_the_number_of_alerts",
-    "tests/serving/test_report.py::test_prices_times_ten_flag_the_price_features_and_the_risk_score",
+    "tests/serving/test_report.py::test_prices_times_ten_flag_the_price_features",
     # a PostgreSQL server of its own, stopped and started again
     "tests/serving/test_audit.py::test_a_stopped_server_refuses_writes_and_is_reconnected_when_it_returns",
 }

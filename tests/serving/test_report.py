@@ -287,20 +287,25 @@ def drift_reference(trained, history):
 
 
 @pytest.mark.parametrize("price_factor", [1, 10])
-def test_prices_times_ten_flag_the_price_features_and_the_risk_score(
-    trained, drift_reference, history, tmp_path, price_factor
-):
+def test_prices_times_ten_flag_the_price_features(trained, drift_reference, history, tmp_path, price_factor):
+    """The report flags the inputs that moved and no other. Whether the risk score moves with
+    them is the model's business (this one follows goods, route and tax more than prices: PSI
+    0.01 at prices x10 here); the report's figure for it is the PSI of the stored scores,
+    flagged only past the flag."""
     model, _ = trained
     _, other = _halves(history)
     store = AuditStore(tmp_path / "audit.db")
-    _score(store, model, _as_sent(other.assign(item_price=other["item_price"] * price_factor)))
-    kpis = _run(tmp_path, store.path, drift_reference, since=dt.date(2020, 1, 1), until=dt.date(2022, 1, 1))
-    flagged = kpis["drift"]["flagged"]
+    scored = _score(store, model, _as_sent(other.assign(item_price=other["item_price"] * price_factor)))
+    drift = _run(tmp_path, store.path, drift_reference, since=dt.date(2020, 1, 1), until=dt.date(2022, 1, 1))["drift"]
+    flagged = drift["flagged"]
+    score_psi = kpis.psi(drift_reference.scores, scored["risk_score"].to_numpy())
+    assert drift["risk_score"]["psi"] == pytest.approx(score_psi)
+    assert ("risk_score" in flagged) == (score_psi >= kpis.PSI_FLAG)
     if price_factor == 1:
         assert flagged == []
-        assert max(v["psi"] for v in kpis["drift"]["features"].values()) < 0.1
+        assert max(v["psi"] for v in drift["features"].values()) < 0.1
     else:
-        assert {"item_price", "log_value_per_kg", "risk_score"} <= set(flagged)
+        assert {"item_price", "log_value_per_kg"} <= set(flagged)
         assert any(name.startswith("value_vs_") for name in flagged)
         assert not {"tax_rate", "net_mass_kg", "importer_fraud_rate"} & set(flagged)
 
