@@ -284,14 +284,20 @@ def test_reasons_go_to_red_and_yellow_unless_the_request_asks_for_all_or_none(se
 
 
 def test_lane_shares_on_the_held_back_month_are_the_settings(held_back_results, workspace):
-    """Thresholds follow the last declarations scored (issue 28), so a month the served model
-    never saw keeps to the shares set. Shares are of lanes the model chose (not rules, not random)."""
-    lanes = pd.DataFrame(held_back_results)
+    """Thresholds follow the last declarations scored (issue 28), so once the window holds a month
+    the served model never saw, its lanes keep to the shares set. Shares are of lanes the model
+    chose (not rules, not random). Before that, the window is the packaged validation scores, and
+    this month outscores them: it lies inside the history the served state was fitted on, so its
+    entities' records include outcomes from after each declaration (red 12.9% over the month's
+    first sixth, 7.4% over the whole month, at 1b9111d)."""
+    window = workspace["params"]["serving"]["follow_window"]
+    lanes = pd.DataFrame(held_back_results).iloc[window:]
+    assert len(lanes) >= 2 * window  # the month outlasts its first window twice
     by_score = lanes[lanes["selected_by"].isin(["model", "value", "critical"])]["lane"]
     red = (by_score == "red").sum() / len(lanes)
     yellow = (lanes["lane"] == "yellow").mean()
     serving = workspace["params"]["serving"]
-    measured = f"{len(lanes)} held-back declarations: red {red:.2%} yellow {yellow:.2%}"
+    measured = f"{len(lanes)} held-back declarations after the first {window}: red {red:.2%} yellow {yellow:.2%}"
     red_share = serving["red_risk_share"] + serving["red_value_share"] + serving["red_critical_share"]
     assert abs(red - red_share) <= 0.01, measured
     assert abs(yellow - serving["yellow_share"]) <= 0.01, measured
