@@ -215,25 +215,33 @@ def test_a_stopped_server_refuses_writes_and_is_reconnected_when_it_returns(tmp_
     assert store.read("outcomes")["declaration_id"].tolist() == ["D000001", "D000003"]
 
 
-def test_processes_opening_a_new_store_at_once_lay_it_out_once(store_location):
-    """Replicas starting together: each opens the store while the others do; one lays out the
-    tables (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL), the others wait and find
-    it done."""
-    opened, failures = [], []
-    barrier = threading.Barrier(4)
+def open_at_once(location, count: int = 4) -> tuple[list[AuditStore], list[Exception]]:
+    """`count` stores opened on one location at the same moment, each with its own connection as
+    each service worker has; and what any of them raised."""
+    opened: list[AuditStore] = []
+    failures: list[Exception] = []
+    barrier = threading.Barrier(count)
 
     def start() -> None:
         try:
             barrier.wait()
-            opened.append(AuditStore(store_location))
-        except Exception as exc:  # noqa: BLE001 - reported below
+            opened.append(AuditStore(location))
+        except Exception as exc:  # noqa: BLE001 - returned to the test
             failures.append(exc)
 
-    workers = [threading.Thread(target=start) for _ in range(4)]
+    workers = [threading.Thread(target=start) for _ in range(count)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    return opened, failures
+
+
+def test_processes_opening_a_new_store_at_once_lay_it_out_once(store_location):
+    """Replicas starting together: each opens the store while the others do; one lays out the
+    tables (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL), the others wait and find
+    it done."""
+    opened, failures = open_at_once(store_location)
     assert failures == []
     assert rows(opened[0].location, "SELECT version FROM store_version") == [(SCHEMA_VERSION,)]
     for store in opened:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import threading
 
 import pandas as pd
 from typer.testing import CliRunner
 
 from serving.audit import SCHEMA_VERSION, AuditStore, export
 from serving.cli import app
+from tests.serving.test_audit import open_at_once
 
 # The decisions table as the release before issue 15 created it, without a layout version.
 FIRST_LAYOUT = """
@@ -125,21 +125,10 @@ def test_a_store_of_the_first_layout_is_migrated_when_opened(tmp_path):
 def test_processes_opening_an_old_store_together_migrate_it_once(tmp_path):
     path = tmp_path / "audit.db"
     _old_store(path)
-    errors, barrier = [], threading.Barrier(4)
-
-    def open_store() -> None:
-        barrier.wait()
-        try:
-            AuditStore(path)  # each its own connection, as each service worker has
-        except Exception as error:  # noqa: BLE001 - collected and asserted on
-            errors.append(error)
-
-    threads = [threading.Thread(target=open_store) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    opened, errors = open_at_once(path)
     assert errors == []
+    for store in opened:
+        store.close()
     with sqlite3.connect(path) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(decisions)")]
     assert columns.count("container_number") == 1 and columns.count("bill_of_lading") == 1
