@@ -63,15 +63,28 @@ def kill_9(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+BIND_ATTEMPTS = 3  # starts of a service whose free port another process took first
+
+
 @contextmanager
 def serve_bento(root: Path, env: dict, log: Path, wrapper: tuple[str, ...] = ()):
     """`bentoml serve` of the workspace's bento on a free loopback port (run through `wrapper`,
     e.g. `unshare`, when given), started as bench/servers.py starts it; yields the server (its
     `base` URL and `process`) once /readyz answers, and stops it after unless a test has killed
-    it already: a server that outlives 30 s of SIGTERM is killed, and fails the test."""
-    server = bentoml_serve("customs-risk-service:latest", root, env, log, wrapper)
+    it already: a server that outlives 30 s of SIGTERM is killed, and fails the test. A port is
+    free when picked, not when bound seconds later: a start that lost it to another process is
+    started again on another one."""
+    for attempts_left in reversed(range(BIND_ATTEMPTS)):
+        server = bentoml_serve("customs-risk-service:latest", root, env, log, wrapper)
+        try:
+            wait_ready(server, timeout=120)
+            break
+        except RuntimeError:
+            if attempts_left and server.process.poll() is not None and "Could not bind" in log.read_text():
+                continue
+            stop_servers([server])
+            raise
     try:
-        wait_ready(server, timeout=120)
         yield server
     finally:
         assert not stop_servers([server]), (
