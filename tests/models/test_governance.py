@@ -38,14 +38,16 @@ def client(mlflow_store) -> MlflowClient:
     return MlflowClient()
 
 
-def _register(new: float = 0.4, old: float = 0.4) -> dict:
-    """A version whose precision@5 is `new` beside the champion's `old` on the same rows."""
+def register_constant(new: float = 0.4, old: float = 0.4) -> dict:
+    """A version whose precision@5 is `new` beside the champion's `old` on the same rows (and a
+    ROC AUC the rule does not judge: 0.9 beside 0.8)."""
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
 
     def measure(champion) -> Comparison:
+        figures = {"precision_at_5": old, "roc_auc": 0.8}
         return Comparison(
-            str(champion.version), "on the same rows", 100, {"precision_at_5": new}, {"precision_at_5": old}
+            str(champion.version), "on the same rows", 100, {"precision_at_5": new, "roc_auc": 0.9}, figures
         )
 
     return register_version(info.model_uri, NAME, run.info.run_id, {"precision_at_5": new}, RULE, measure)
@@ -54,9 +56,9 @@ def _register(new: float = 0.4, old: float = 0.4) -> dict:
 @pytest.fixture
 def registry(client) -> MlflowClient:
     """Version 1 in service (bootstrap), 2 recommended and waiting, 3 rejected by the rule."""
-    _register()
-    assert _register(0.5, 0.4)["alias"] == "challenger"
-    assert _register(0.3, 0.4)["alias"] is None
+    register_constant()
+    assert register_constant(0.5, 0.4)["alias"] == "challenger"
+    assert register_constant(0.3, 0.4)["alias"] is None
     return client
 
 

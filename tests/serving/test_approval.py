@@ -6,38 +6,17 @@ from __future__ import annotations
 import json
 import re
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from models.registry import ChampionRule, Comparison, configure_tracking, register_version, use_experiment
+from models.registry import configure_tracking, use_experiment
 from pipelines import paths
 from serving.approval import REGISTRATION
 from serving.cli import app
-
-NAME = "customs-risk"
-RULE = ChampionRule("precision_at_5")
+from tests.models.test_governance import NAME, register_constant
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-class Constant(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input: list[str], params=None) -> list[float]:
-        return [0.5] * len(model_input)
-
-
-def _register(new: float, old: float = 0.4) -> dict:
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
-
-    def measure(champion) -> Comparison:
-        figures = {"precision_at_5": old, "roc_auc": 0.8}
-        return Comparison(
-            str(champion.version), "on the same rows", 100, {"precision_at_5": new, "roc_auc": 0.9}, figures
-        )
-
-    return register_version(info.model_uri, NAME, run.info.run_id, {"precision_at_5": new}, RULE, measure)
 
 
 @pytest.fixture
@@ -45,8 +24,8 @@ def registry(mlflow_store) -> MlflowClient:
     """Version 1 in service, 2 rejected by the rule; the working directory is no checkout."""
     configure_tracking()
     use_experiment()
-    _register(0.4)
-    _register(0.3)
+    register_constant(0.4)
+    register_constant(0.3)
     return MlflowClient()
 
 
@@ -83,7 +62,7 @@ def test_metrics_prints_the_last_registrations_comparison(registry, tmp_path):
     figures = {f"{name}_at_5": 0.3 for name in ("precision", "recall", "duty_recovered", "critical_recall")}
     metrics.write_text(json.dumps({"validation_rows": 100, "brier": 0.1, **figures}))
     registration = tmp_path / "registration.json"
-    registration.write_text(json.dumps(_register(0.5)))
+    registration.write_text(json.dumps(register_constant(0.5)))
     result = CliRunner().invoke(
         app, ["metrics", "--path", str(metrics), "--registration", str(registration)], env={"COLUMNS": "160"}
     )
