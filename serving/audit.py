@@ -53,9 +53,6 @@ SCHEMA_VERSION = 4
 # What a decision row holds of its declaration besides the record itself, so that port control
 # and partner alerts can query and export them.
 DECISION_IDENTIFIERS = ("container_number", "bill_of_lading")
-# Columns added to a decision or an outcome after the first layout (null in older rows).
-DECISION_COLUMNS = (*DECISION_IDENTIFIERS, "duty_at_risk", *THRESHOLDS, "lane_thresholds")
-OUTCOME_COLUMNS = ("additional_duty",)
 # Seconds a connection to PostgreSQL may take, and a SQLite writer may wait for another's lock:
 # past them a request is refused (503) rather than left hanging.
 CONNECT_TIMEOUT_SECONDS = 3
