@@ -106,9 +106,10 @@ class Knowledge:
         frame["inspected_on"] = pd.to_datetime(self.known_on[rows])
         return frame
 
-    def known_importers(self, before: pd.Timestamp) -> set:
+    def known(self, keys: pd.Series, before: pd.Timestamp) -> set:
+        """The keys (one per history row) of which this learner knows an outcome before `before`."""
         rows = self.revealed & (self.history["declaration_date"] < before).to_numpy()
-        return set(self.history.loc[rows, "importer_id"].dropna())
+        return set(keys[rows].dropna())
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,10 @@ def simulate(
         fully.revealed[:] = True  # its period's labels are not in what its model reads
     rng = np.random.default_rng(settings.seed)
     rows: list[dict] = []
-    known_share: dict[str, list[float]] = {s.name: [] for s in plan}
+    # what each strategy's learner has an outcome of, as a share of the period's declarations:
+    # the importer (the issue's yardstick) and the combination fraud follows (EXPLORED)
+    known_keys = {"importer": history["importer_id"], "combination": entity_keys(history, EXPLORED)}
+    known_share: dict[str, dict[str, list[float]]] = {s.name: {kind: [] for kind in known_keys} for s in plan}
     started = time.perf_counter()
     for number, (first, end) in enumerate(periods, 1):
         scored: dict[str, Scored] = {}
@@ -324,8 +328,9 @@ def simulate(
                     **figures,
                 }
             )
-            importers = learner.known_importers(first)
-            known_share[strategy.name].append(float(period.period["importer_id"].isin(importers).mean()))
+            for kind, keys in known_keys.items():
+                known = learner.known(keys, first)
+                known_share[strategy.name][kind].append(float(keys[in_period].isin(known).mean()))
             if strategy.teaches:
                 learner.reveal(np.flatnonzero(in_period)[picks], last_day)
         if fully is not None:
@@ -346,7 +351,11 @@ def _unscored(period: pd.DataFrame) -> Scored:
 
 
 def summarize(
-    table: pd.DataFrame, known_share: dict[str, list[float]], settings: Settings, periods: int, seconds: float
+    table: pd.DataFrame,
+    known_share: dict[str, dict[str, list[float]]],
+    settings: Settings,
+    periods: int,
+    seconds: float,
 ) -> dict:
     strategies_summary = {}
     for name, rows in table.groupby("strategy", sort=False):
@@ -355,7 +364,7 @@ def summarize(
         strategies_summary[name] = {
             "mean": {figure: _mean(rows[figure]) for figure in FIGURES},
             f"mean_last_{LAST_PERIODS}": {figure: _mean(last[figure]) for figure in FIGURES},
-            "importer_known_share": _mean(pd.Series(known_share[name])),
+            **{f"{kind}_known_share": _mean(pd.Series(shares)) for kind, shares in known_share[name].items()},
             "inspected": int(rows["inspected"].sum()),
             "hits": int(rows["hits"].sum()),
         }
@@ -466,6 +475,7 @@ def print_table(summary: dict) -> None:
         "duty recall",
         "critical recall",
         "importer known",
+        "combination known",
     ):
         table.add_column(column, justify="left" if column == "strategy" else "right")
 
@@ -482,6 +492,7 @@ def print_table(summary: dict) -> None:
             shown(mean["duty_recall"]),
             shown(mean["critical_recall"]),
             shown(figures["importer_known_share"]),
+            shown(figures["combination_known_share"]),
         )
     Console().print(table)
 
@@ -501,7 +512,8 @@ def log_run(summary: dict, outputs: list[Path]) -> str:
                 for figure, value in figures[window].items():
                     if value is not None:
                         mlflow.log_metric(f"{name}.{window}.{figure}", value)
-            mlflow.log_metric(f"{name}.importer_known_share", figures["importer_known_share"] or 0.0)
+            for kind in ("importer", "combination"):
+                mlflow.log_metric(f"{name}.{kind}_known_share", figures[f"{kind}_known_share"] or 0.0)
         for path in outputs:
             mlflow.log_artifact(str(path))
         return run.info.run_id

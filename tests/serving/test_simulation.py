@@ -118,7 +118,11 @@ def test_the_replay_reports_every_strategy_per_period_as_the_contract_names_them
     risk, explore0 = (table[table["strategy"] == name].reset_index(drop=True) for name in ("risk_only", "explore_0"))
     pd.testing.assert_frame_equal(risk.drop(columns="strategy"), explore0.drop(columns="strategy"))
     for name, figures in summary["strategies"].items():
-        assert 0 <= figures["importer_known_share"] <= 1, name
+        for kind in ("importer", "combination"):
+            assert 0 <= figures[f"{kind}_known_share"] <= 1, (name, kind)
+    # a learner that sees every label knows at least as many combinations as one that sees its picks
+    known = {name: figures["combination_known_share"] for name, figures in summary["strategies"].items()}
+    assert known["risk_only_fully_labelled"] > max(known["risk_only"], known["random"]) > 0
     paths = write_outputs(table, summary, tmp_path / "out")
     assert [path.name for path in paths] == ["periods.csv", "summary.json", "simulation.png"]
     assert pd.read_csv(paths[0]).shape == table.shape
