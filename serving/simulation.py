@@ -53,6 +53,7 @@ PERIOD_COLUMNS = [
 ]
 FIGURES = ["precision", "recall", "duty_recall", "critical_recall"]
 LAST_PERIODS = 12  # the summary's second mean: the loop once it has settled
+TABLE_WIDTH = 110  # the printed table's columns at full width
 
 
 @dataclass(frozen=True)
@@ -467,17 +468,17 @@ def print_table(summary: dict) -> None:
     table = Table(
         title=f"simulate: {summary['periods']} periods, {summary['settings']['inspection_rate']:.0%} inspected"
     )
+    table.add_column("strategy", no_wrap=True)
     for column in (
-        "strategy",
         "precision",
         f"last {LAST_PERIODS}",
         "recall",
-        "duty recall",
-        "critical recall",
-        "importer known",
-        "combination known",
+        "duty\nrecall",
+        "critical\nrecall",
+        "importer\nknown",
+        "combination\nknown",
     ):
-        table.add_column(column, justify="left" if column == "strategy" else "right")
+        table.add_column(column, justify="right", no_wrap=True)
 
     def shown(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
@@ -494,7 +495,8 @@ def print_table(summary: dict) -> None:
             shown(figures["importer_known_share"]),
             shown(figures["combination_known_share"]),
         )
-    Console().print(table)
+    # a narrower terminal would cut the strategy names the table is read by: lines wrap instead
+    Console(width=max(Console().width, TABLE_WIDTH)).print(table)
 
 
 def log_run(summary: dict, outputs: list[Path]) -> str:
