@@ -123,6 +123,11 @@ def test_the_replay_reports_every_strategy_per_period_as_the_contract_names_them
     # a learner that sees every label knows at least as many combinations as one that sees its picks
     known = {name: figures["combination_known_share"] for name, figures in summary["strategies"].items()}
     assert known["risk_only_fully_labelled"] > max(known["risk_only"], known["random"]) > 0
+    for name, figures in summary["strategies"].items():  # picks split by known combination add up
+        unknown = figures["picks_of_unknown_combination_share"] * figures["inspected"]
+        precision = {where: figures[f"precision_on_{where}_combination"] or 0.0 for where in ("known", "unknown")}
+        found = precision["unknown"] * unknown + precision["known"] * (figures["inspected"] - unknown)
+        assert found == pytest.approx(figures["hits"], abs=0.5), name
     paths = write_outputs(table, summary, tmp_path / "out")
     assert [path.name for path in paths] == ["periods.csv", "summary.json", "simulation.png"]
     assert pd.read_csv(paths[0]).shape == table.shape
