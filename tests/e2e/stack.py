@@ -5,11 +5,14 @@ session) is built by the fixtures in tests/e2e/conftest.py and shared by every e
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from bench.servers import BIN as BIN
 from bench.servers import bentoml_serve, free_port, stop_servers, wait_ready, with_service_settings
@@ -53,6 +56,15 @@ def contract_example() -> dict:
     }
 
 
+def until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Wait for a condition (checked every 0.05 s), failing with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.05)
+
+
 def kill_9(process: subprocess.Popen) -> None:
     """SIGKILL the server and every process under it: BentoML's workers run in process groups
     of their own, so killing the server's group alone would leave them answering."""
@@ -93,7 +105,7 @@ def serve_bento(root: Path, env: dict, log: Path, wrapper: tuple[str, ...] = ())
 
 
 @contextmanager
-def keyed_service(workspace: dict, log: Path, audit: Path | None = None):
+def keyed_service(workspace: dict, log: Path, audit: Path | str | None = None):
     """The workspace's bento served with API_KEY (and an audit store of its own when given),
     with a client that sends the key."""
     env = with_service_settings(workspace["env"], audit_db=audit, api_keys=API_KEY)

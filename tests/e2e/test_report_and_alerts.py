@@ -16,7 +16,6 @@ import hmac
 import json
 import shutil
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from features.adapters import KCS, read_source
 from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from serving import kpis as reporting
 from tests.conftest import REPO
-from tests.e2e.stack import API_KEY, BIN, contract_example, serve_bento
-from tests.postgres import STORE_KINDS, fresh_database, rows
+from tests.e2e.stack import API_KEY, BIN, contract_example, serve_bento, until
+from tests.postgres import STORE_KINDS, new_store, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -163,19 +162,15 @@ def _fingerprint(store: Path | str) -> tuple:
 def session(request, workspace, tmp_path_factory):
     """One served session: every request of this module, and what each answered, on a SQLite
     store and then on a PostgreSQL one."""
-    if request.param == "sqlite":
-        yield _session(workspace, tmp_path_factory, lambda folder: folder / "audit.db")
-        return
-    with fresh_database(request.getfixturevalue("postgres_server")) as url:
-        yield _session(workspace, tmp_path_factory, lambda _: url)
+    folder = tmp_path_factory.mktemp("report-alerts")
+    with new_store(request.param, folder, request) as store:
+        yield _session(workspace, folder, store)
 
 
-def _session(workspace, tmp_path_factory, store_in) -> dict:
+def _session(workspace, folder: Path, store: Path | str) -> dict:
     """The workspace is copied into a checkout of its own (with pyproject.toml, so the service and
     the commands find the validation window there, as they do in a clone after `make run`),
     leaving the shared one as the other modules expect it."""
-    folder = tmp_path_factory.mktemp("report-alerts")
-    store = store_in(folder)
     root = folder / "checkout"
     shutil.copytree(
         workspace["root"],
@@ -222,7 +217,8 @@ def _session(workspace, tmp_path_factory, store_in) -> dict:
             posted.extend(outcomes)
 
         # /readyz answers once one worker is up: the session's requests are spread over both
-        _until_logged(folder / "serve.log", "Service customs-risk initialized", times=2)
+        log, started = folder / "serve.log", "Service customs-risk initialized"
+        until(lambda: log.read_text().count(started) >= 2, f"both workers initialized (see {log})", timeout=120)
         metrics_before = _metrics(httpx.get(f"{served.base}/metrics", timeout=30).text)
         results = [
             result for start in range(0, len(sent), BATCH) for result in score(sent[start : start + BATCH], "none")
@@ -271,9 +267,9 @@ def _session(workspace, tmp_path_factory, store_in) -> dict:
         }
     untouched = _fingerprint(store)
     reports = {}
-    for name, (since, until) in {"month": MONTH, "alerts": (dt.date(2021, 5, 1), dt.date(2021, 5, 31))}.items():
+    for name, (since, last) in {"month": MONTH, "alerts": (dt.date(2021, 5, 1), dt.date(2021, 5, 31))}.items():
         command = _cli(
-            ["report", "--since", since.isoformat(), "--until", until.isoformat(), "--output", str(folder / name)],
+            ["report", "--since", since.isoformat(), "--until", last.isoformat(), "--output", str(folder / name)],
             root,
             cli_env,
         )
@@ -302,15 +298,6 @@ def _session(workspace, tmp_path_factory, store_in) -> dict:
         "audit": store,
         "store_unchanged": _fingerprint(store) == untouched,
     }
-
-
-def _until_logged(log: Path, line: str, times: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while log.read_text().count(line) < times:
-        assert time.monotonic() < deadline, (
-            f"{line!r} not logged {times} times in {timeout:.0f} s:\n{log.read_text()[-2000:]}"
-        )
-        time.sleep(0.2)
 
 
 def _alert_file(folder: Path) -> Path:

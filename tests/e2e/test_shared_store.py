@@ -13,15 +13,13 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 
 import httpx
 import pandas as pd
 import pytest
 
 from bench.servers import replica_home
-from tests.e2e.stack import BIN, contract_example, kill_9, serve_bento
+from tests.e2e.stack import BIN, contract_example, kill_9, serve_bento, until
 from tests.postgres import fresh_database, rows, start_again, start_server, stop
 
 pytestmark = pytest.mark.e2e
@@ -43,15 +41,6 @@ ALERT = {
 
 def _declaration(n: int, importer: str = "K76UOWY") -> dict:
     return {**contract_example(), "declaration_id": f"3{n:07d}", "importer_id": importer}
-
-
-def until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    """Wait for a condition (checked every 0.2 s), failing with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.2)
 
 
 def _cli(arguments: list[str], center: dict) -> subprocess.CompletedProcess:
