@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,13 @@ def parts_of(directory: Path) -> list[Path]:
     return parts
 
 
+# A read returns the table and a schema check nothing, so callers of a read need no None check.
+@overload
+def read_part(
+    path: Path, columns: list[str] | None = None, schema_only: Literal[False] = False, **options: Any
+) -> pa.Table: ...
+@overload
+def read_part(path: Path, columns: list[str] | None = None, *, schema_only: Literal[True], **options: Any) -> None: ...
 def read_part(path: Path, columns: list[str] | None = None, schema_only: bool = False, **options) -> pa.Table | None:
     """One part, or a clear error naming the file: unreadable bytes or a missing column."""
     try:
@@ -159,7 +167,10 @@ def sort_into_time_order(
             pq.write_table(chunk, buckets / f"{b:05d}" / f"{number:05d}.parquet")
         print(f"featurize: read {part.name}: {len(inside):,} of {len(days):,} rows in the window", flush=True)
     target.mkdir(parents=True)
-    rows_per_part, seen, offset, history_end = [], {column: set() for column in CATEGORICAL}, 0, None
+    rows_per_part: list[int] = []
+    seen: dict[str, set[str]] = {column: set() for column in CATEGORICAL}
+    offset = 0
+    history_end: pd.Timestamp | None = None
     for b, bucket_dir in enumerate(sorted(buckets.iterdir())):
         history = pd.concat([pd.read_parquet(path) for path in sorted(bucket_dir.iterdir())], ignore_index=True)
         history = with_derived_fields(history.sort_values(SORT_KEY, kind="stable").reset_index(drop=True))
@@ -171,6 +182,8 @@ def sort_into_time_order(
         rows_per_part.append(len(history))
         offset += len(history)
         shutil.rmtree(bucket_dir)
+    # the window holds rows (checked above) and each went into a bucket, so a part was written
+    assert history_end is not None
     return rows_per_part, {column: sorted(values) for column, values in seen.items()}, str(history_end.date())
 
 
