@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import lightgbm as lgb
 import numpy as np
@@ -136,7 +136,7 @@ class MatrixRows(lgb.Sequence):
         return MatrixRows(self.matrix, self.start + first, self.start + first + len(selected))
 
 
-Data = pd.DataFrame | MatrixRows
+Data: TypeAlias = pd.DataFrame | MatrixRows
 
 
 def rows_of(x: Data, mask: np.ndarray) -> Data:
@@ -220,7 +220,7 @@ class Trainer(Protocol):
     def fit_rounds(self, x: Data, y: np.ndarray, train_params: dict, rounds: int) -> lgb.Booster: ...
 
 
-LOCAL: Trainer = sys.modules[__name__]  # type: ignore[assignment]
+LOCAL: Trainer = sys.modules[__name__]
 
 
 def fit_target(
