@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -84,7 +85,10 @@ def load_partner_keys(path: Path | None) -> dict[str, bytes]:
 
 
 def _alert(row) -> Alert:
-    return Alert(*row[:8], bool(row[8]))
+    # one starred tuple: mypy reads `Alert(*row[:8], bool(row[8]))` as too many arguments, since a
+    # starred sequence of unknown length may fill every parameter
+    fields = (*row[:8], bool(row[8]))
+    return Alert(*fields)
 
 
 ALERT_ROWS = sa.select(*(ALERTS.c[field] for field in FIELDS))
@@ -142,7 +146,7 @@ class LiveAlerts:
         self.keys_path = keys_path
         self._lock = threading.Lock()
         self._engine: sa.Engine | None = None
-        self._stamp = None
+        self._stamp: tuple[Any, ...] | None = None
         self.keys: dict[str, bytes] = {}
         self.keys_error: str | None = None
         self.index = EMPTY_INDEX
@@ -261,9 +265,10 @@ def export_findings(
     for declaration_id, inspected_on, result, notes, record in records:
         declared = str(record.get("declaration_date", ""))[:10]
         inspected = parse_day(inspected_on[:10]) if isinstance(inspected_on, str) else None
-        if parse_day(declared) is None or inspected is None:
+        declared_day = parse_day(declared)
+        if declared_day is None or inspected is None:
             continue
-        until_day = max(inspected, parse_day(declared)) + dt.timedelta(days=valid_days)
+        until_day = max(inspected, declared_day) + dt.timedelta(days=valid_days)
         text = notes.strip() if _present(notes) else ""
         if key is not None:
             for identifier in withheld:
