@@ -227,7 +227,9 @@ class CustomsRisk:
         return {"on": today, "active_by_issuer": index.active_by_issuer(today), "stored": len(index)}
 
 
-CustomsRisk.add_asgi_middleware(
+# bentoml.service turned the class into a bentoml Service, which has add_asgi_middleware; mypy
+# ignores the return type of class decorators (python/mypy#3135) and still sees the class
+CustomsRisk.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
     body_timeout_seconds=LIMITS["body_timeout_seconds"],
     max_batch=int(LIMITS["max_batch"]),
