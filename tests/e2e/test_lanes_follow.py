@@ -3,12 +3,12 @@ follow the last declarations it scored, kept in its audit store, so `customs-ris
 file (from the packaged validation scores, or continuing the store's window with --audit-db)
 gives the lanes the service gives the same rows sent in the same order, one by one or in
 batches, before and after the service restarts; every decision stores its thresholds and mode,
-and /metadata shows them."""
+and /metadata shows them. All of it on a SQLite store and on a PostgreSQL one (issue 31)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +20,7 @@ from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from models.lanes import THRESHOLDS
 from tests.conftest import REPO
 from tests.e2e.stack import BIN, _run, keyed_service
+from tests.postgres import STORE_KINDS, new_store, records
 
 pytestmark = pytest.mark.e2e
 
@@ -57,24 +58,39 @@ def _served(client, records: pd.DataFrame, batch: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def followed(workspace, tmp_path_factory) -> dict:
+def packaged(workspace, tmp_path_factory) -> dict:
+    """The stream scored by the CLI from the packaged scores alone, as a whole and its first part:
+    no store is read, so once for both kinds of store."""
+    folder, stream = tmp_path_factory.mktemp("lanes-packaged"), _stream()
+    return {
+        "stream": stream,
+        "whole": _cli(workspace, stream, folder),
+        "one_by_one": _cli(workspace, stream.iloc[:ONE_BY_ONE], folder),
+    }
+
+
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def followed(request, workspace, packaged, tmp_path_factory) -> Iterator[dict]:
     """One stream: its first part scored by the CLI from the packaged scores and sent to a
     service with a new store one declaration at a time; the second by the CLI continuing that
     store (--audit-db), then sent in batches; the service restarted on the same store; the third
     part the same way. Before the CLI reads the store, the service has answered everything."""
     folder = tmp_path_factory.mktemp("lanes-follow")
-    audit = folder / "audit.db"
-    stream = _stream()
+    with new_store(request.param, folder, request) as audit:
+        yield _follow(workspace, packaged, folder, audit)
+
+
+def _follow(workspace: dict, packaged: dict, folder: Path, audit: Path | str) -> dict:
+    stream = packaged["stream"]
     parts = {
         "one_by_one": stream.iloc[:ONE_BY_ONE],
         "in_batches": stream.iloc[ONE_BY_ONE : ONE_BY_ONE + IN_BATCHES],
         "after_restart": stream.iloc[ONE_BY_ONE + IN_BATCHES :],
     }
-    runs: dict = {"stream": stream, "audit": audit}
+    runs: dict = {"stream": stream, "audit": audit, ("cli", "one_by_one"): packaged["one_by_one"]}
     with keyed_service(workspace, folder / "serve-1.log", audit=audit) as service:
         client = service["client"]
         runs["metadata_fresh"] = client.post("/metadata", json={}).json()
-        runs["cli", "one_by_one"] = _cli(workspace, parts["one_by_one"], folder)
         runs["service", "one_by_one"] = _served(client, parts["one_by_one"], 1)
         runs["cli", "in_batches"] = _cli(workspace, parts["in_batches"], folder, "--audit-db", str(audit))
         runs["service", "in_batches"] = _served(client, parts["in_batches"], BATCH)
@@ -95,10 +111,10 @@ def test_the_cli_and_the_service_give_the_same_rows_the_same_lanes(followed, par
     assert cli["risk_score"].tolist() == pytest.approx(served["risk_score"].tolist(), abs=1e-12)
 
 
-def test_the_stream_is_decided_as_one_whatever_its_requests(followed, workspace, tmp_path):
+def test_the_stream_is_decided_as_one_whatever_its_requests(followed, packaged):
     """The whole stream scored as one file from the packaged scores: the lanes the service gave
     it in three parts, one by one, in batches, and across a restart."""
-    whole = _cli(workspace, followed["stream"], tmp_path)
+    whole = packaged["whole"]
     served = pd.concat(
         [followed["service", part] for part in ("one_by_one", "in_batches", "after_restart")], ignore_index=True
     )
@@ -118,11 +134,7 @@ def test_a_restarted_service_keeps_the_window(followed):
 
 
 def test_every_decision_stores_the_thresholds_it_was_made_with(followed):
-    db = sqlite3.connect(f"{followed['audit'].resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        rows = pd.read_sql_query("SELECT * FROM decisions ORDER BY id", db)
-    finally:
-        db.close()
+    rows = pd.DataFrame(records(followed["audit"], "SELECT * FROM decisions ORDER BY id"))
     assert len(rows) == len(followed["stream"])
     assert set(rows["lane_thresholds"]) == {"follow"}
     assert rows["duty_at_risk"].notna().all()

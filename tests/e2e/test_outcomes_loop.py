@@ -1,7 +1,8 @@
 """The outcomes loop end to end: declarations scored by the real service, what their inspections
 found posted to /outcomes, `customs-risk export-feedback` of every scored declaration (null
 labels where nobody inspected), then `dvc repro` on a copy of the workspace (the shared one stays
-as the other e2e modules expect) counts the fed-back rows and learns from the inspected ones."""
+as the other e2e modules expect) counts the fed-back rows and learns from the inspected ones. The
+service and the export run on a SQLite store and on a PostgreSQL one (issue 31)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from features.adapters import KCS, read_source
 from features.history import with_derived_fields
 from features.schema import DECLARATION_FIELDS, NUMERIC_FIELDS
 from models.bundle import RiskModel, score_declarations
-from tests.e2e.stack import BIN, _run, contract_example
+from tests.e2e.stack import BIN, _run, contract_example, keyed_service
+from tests.postgres import STORE_KINDS, new_store
 
 pytestmark = pytest.mark.e2e
 
@@ -50,31 +52,12 @@ def _history_declaration(root: Path) -> dict:
     return {**record, **{field: float(record[field]) for field in NUMERIC_FIELDS}}  # JSON numbers
 
 
-@pytest.fixture(scope="module")
-def loop(workspace, service, tmp_path_factory) -> dict:
-    root, client = workspace["root"], service["client"]
-    new = [
-        dict(
-            contract_example(),
-            declaration_id=f"LOOP-{i:03d}",
-            importer_id=IMPORTER,
-            declaration_date=f"2020-11-{i % 28 + 1:02d}",
-            item_price=1000.0 + i,
-        )
-        for i in range(NEW)
-    ]
-    released = [
-        dict(
-            contract_example(),
-            declaration_id=f"LOOP-RELEASED-{i}",
-            importer_id=IMPORTER,
-            declaration_date=f"2020-12-{i + 1:02d}",
-        )
-        for i in range(RELEASED)
-    ]
-    relabelled = _history_declaration(root)
-    query = dict(contract_example(), declaration_id="LOOP-QUERY", importer_id=IMPORTER, declaration_date="2021-03-31")
-    scored = client.post("/score", json={"declarations": [*new, *released, relabelled, query]})
+def _feed_back(client, store: Path | str, sent: dict, output: Path, copy: Path, env: dict) -> dict:
+    """The loop's declarations scored by a service on `store`, their inspections posted, and
+    `customs-risk export-feedback` of that store to `output`."""
+    scored = client.post(
+        "/score", json={"declarations": [*sent["new"], *sent["released"], sent["relabelled"], sent["query"]]}
+    )
     assert scored.status_code == 200, scored.text
     outcomes = [
         {
@@ -83,42 +66,85 @@ def loop(workspace, service, tmp_path_factory) -> dict:
             "result": "critical" if i % 10 == 0 else "fraud",
             "notes": "undervalued",
         }
-        for i, r in enumerate(new)
+        for i, r in enumerate(sent["new"])
     ]
     outcomes += [
-        {"declaration_id": relabelled["declaration_id"], "inspected_on": "2021-01-10", "result": "critical"},
+        {"declaration_id": sent["relabelled"]["declaration_id"], "inspected_on": "2021-01-10", "result": "critical"},
         {"declaration_id": "NEVER-SCORED", "inspected_on": "2021-01-10", "result": "fraud"},
     ]
     stored = client.post("/outcomes", json={"outcomes": outcomes})
     assert stored.status_code == 200 and stored.json() == {"stored": NEW + 2}
+    command = [str(BIN / "customs-risk"), "export-feedback", "--audit-db", str(store), "--output", str(output)]
+    return {"served": scored.json()["results"][-1], "exported": _run(command, copy, env), "feedback": output}
 
-    copy = tmp_path_factory.mktemp("loop") / "workspace"
-    shutil.copytree(root, copy, ignore=lambda folder, names: ["serving"] if Path(folder) == root / "data" else [])
+
+@pytest.fixture(scope="module")
+def loop(request, workspace, service, tmp_path_factory) -> dict:
+    """The loop run on both stores (issue 31): on the session's service and its SQLite store, and
+    on a service of a new PostgreSQL database. The stores matter up to the exported file, which
+    a test finds the same from both, so the pipeline retrains once, on the PostgreSQL store's."""
+    root, folder = workspace["root"], tmp_path_factory.mktemp("loop")
+    sent = {
+        "new": [
+            dict(
+                contract_example(),
+                declaration_id=f"LOOP-{i:03d}",
+                importer_id=IMPORTER,
+                declaration_date=f"2020-11-{i % 28 + 1:02d}",
+                item_price=1000.0 + i,
+            )
+            for i in range(NEW)
+        ],
+        "released": [
+            dict(
+                contract_example(),
+                declaration_id=f"LOOP-RELEASED-{i}",
+                importer_id=IMPORTER,
+                declaration_date=f"2020-12-{i + 1:02d}",
+            )
+            for i in range(RELEASED)
+        ],
+        "relabelled": _history_declaration(root),
+        "query": dict(
+            contract_example(), declaration_id="LOOP-QUERY", importer_id=IMPORTER, declaration_date="2021-03-31"
+        ),
+    }
+    copy = folder / "workspace"
+    shutil.copytree(root, copy, ignore=lambda where, names: ["serving"] if Path(where) == root / "data" else [])
     env = {
         **workspace["env"],
         "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}",
         "BENTOML_HOME": str(copy / ".bentoml"),
     }
-    exported = _run([str(BIN / "customs-risk"), "export-feedback", "--output", FEEDBACK], copy, env)
+    fed_back = {
+        "sqlite": _feed_back(
+            service["client"], workspace["env"]["RISK_AUDIT_DB"], sent, folder / "sqlite.parquet", copy, env
+        )
+    }
+    with (
+        new_store("postgresql", folder, request) as url,
+        keyed_service(workspace, folder / "serve.log", audit=url) as served,
+    ):
+        fed_back["postgresql"] = _feed_back(served["client"], url, sent, copy / FEEDBACK, copy, env)
     repro = _run([str(BIN / "dvc"), "repro"], copy, env, timeout=900)
     return {
+        **sent,
         "copy": copy,
         "env": env,
-        "new": new,
-        "released": released,
-        "relabelled": relabelled,
-        "query": query,
-        "served": scored.json()["results"][-1],
-        "exported": exported,
+        "fed_back": fed_back,
+        "served": fed_back["postgresql"]["served"],
         "repro": repro,
     }
 
 
-def test_export_writes_every_scored_declaration_labelled_where_inspected(loop):
-    scored = NEW + RELEASED + 2
-    assert f"{scored} scored declarations, {NEW + 1} with an outcome (critical 4, fraud 27)" in loop["exported"].stdout
-    assert "1 outcomes left out" in loop["exported"].stderr
-    feedback = pd.read_parquet(loop["copy"] / FEEDBACK).set_index("declaration_id")
+@pytest.mark.parametrize("store", STORE_KINDS)
+def test_export_writes_every_scored_declaration_labelled_where_inspected(loop, store):
+    scored, fed_back = NEW + RELEASED + 2, loop["fed_back"][store]
+    assert (
+        f"{scored} scored declarations, {NEW + 1} with an outcome (critical 4, fraud 27)" in fed_back["exported"].stdout
+    )
+    assert "1 outcomes left out" in fed_back["exported"].stderr
+    feedback = pd.read_parquet(fed_back["feedback"]).set_index("declaration_id")
     assert len(feedback) == scored
     nobody_looked = feedback.loc[[r["declaration_id"] for r in loop["released"]] + ["LOOP-QUERY"]]
     assert nobody_looked[["fraud", "critical_fraud", "inspected_on"]].isna().all().all()
@@ -131,6 +157,18 @@ def test_export_writes_every_scored_declaration_labelled_where_inspected(loop):
     ]
     assert feedback.loc["LOOP-010", "critical_fraud"] == "1"
     assert feedback.loc[loop["relabelled"]["declaration_id"], ["fraud", "critical_fraud"]].tolist() == ["1", "1"]
+
+
+def test_both_stores_export_the_same_rows(loop):
+    """What the pipeline learns from does not depend on the store: the same rows, values and
+    decisions, but for when each store received the outcomes."""
+    exported = {
+        store: pd.read_parquet(fed_back["feedback"]).sort_values("declaration_id", ignore_index=True)
+        for store, fed_back in loop["fed_back"].items()
+    }
+    for frame in exported.values():
+        assert frame["outcome_received_at"].notna().sum() == NEW + 1
+    pd.testing.assert_frame_equal(*(frame.drop(columns="outcome_received_at") for frame in exported.values()))
 
 
 def test_the_next_run_counts_the_fed_back_rows(loop, workspace):

@@ -1,6 +1,8 @@
 """The scoring service as a targeting center runs it, called over HTTP: every status code and field
 of docs/api.md, analyst risk profiles, exploration, keys, limits, the audit store under
 concurrent clients, and refusal to start on a champion that is not what the registry holds.
+Every test of the running service runs twice, on a SQLite store and on a PostgreSQL one (issue
+31: one suite, either store); the pipeline runs once.
 
 The workspace's history stops before a held-back month of the embedded data. The served model is
 refit on all of its history, so only declarations after it are out of sample for it: lane shares
@@ -13,7 +15,6 @@ import json
 import os
 import shutil
 import socket
-import sqlite3
 import subprocess
 import threading
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from features.schema import DECLARATION_FIELDS, RECORD, check_declarations
 from serving.settings import DEFAULT_MAX_BODY_BYTES
 from tests.conftest import REPO
 from tests.e2e.stack import BIN, _free_port, _run, contract_example, serve_bento
+from tests.postgres import STORE_KINDS, new_store, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -105,16 +107,19 @@ def workspace(tmp_path_factory, _migrated_mlflow_db) -> dict:
     return {"root": root, "env": env, "held_back": held_back, "params": params}
 
 
-@pytest.fixture(scope="module")
-def service(workspace):
-    """Two workers (two processes writing one audit store), two keys, the analysts' rules."""
-    env = {**workspace["env"], "RISK_API_KEYS": ",".join(KEYS), "RISK_WORKERS": "2"}
-    log = workspace["root"] / "serve.log"
-    with (
-        serve_bento(workspace["root"], env, log) as served,
-        httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=60) as client,
-    ):
-        yield {"client": client, "base": served.base, "log": log}
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def service(request, workspace, tmp_path_factory):
+    """Two workers (two processes writing one audit store), two keys, the analysts' rules; on a
+    new store of each kind, so each starts from the packaged scores as a new center does."""
+    folder = tmp_path_factory.mktemp(f"contract-{request.param}")
+    log = folder / "serve.log"
+    with new_store(request.param, folder, request) as store:
+        env = {**workspace["env"], "RISK_AUDIT_DB": str(store), "RISK_API_KEYS": ",".join(KEYS), "RISK_WORKERS": "2"}
+        with (
+            serve_bento(workspace["root"], env, log) as served,
+            httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=60) as client,
+        ):
+            yield {"client": client, "base": served.base, "log": log, "store": store, "env": env}
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +149,8 @@ def _registered(workspace) -> dict:
     return json.loads((workspace["root"] / "data/model/registration.json").read_text())["champion"]
 
 
-def _audit_export(workspace, table: str, output: Path) -> pd.DataFrame:
+def _audit_export(workspace, service, table: str, output: Path) -> pd.DataFrame:
+    """`customs-risk audit` of today's rows of the service's store, as RISK_AUDIT_DB names it."""
     today = datetime.now(UTC).date().isoformat()
     _run(
         [
@@ -160,7 +166,7 @@ def _audit_export(workspace, table: str, output: Path) -> pd.DataFrame:
             str(output),
         ],
         workspace["root"],
-        workspace["env"],
+        service["env"],
     )
     return pd.read_csv(output, dtype={"declaration_id": str, "model_version": str}, keep_default_na=False)
 
@@ -398,13 +404,11 @@ def test_rules_reload_without_a_restart_and_a_bad_edit_keeps_the_rules_in_force(
 # --- errors and limits -----------------------------------------------------------------------------
 
 
-def test_invalid_and_malformed_requests_get_field_errors_and_store_nothing(service, workspace):
+def test_invalid_and_malformed_requests_get_field_errors_and_store_nothing(service):
     client = service["client"]
-    db = workspace["env"]["RISK_AUDIT_DB"]
 
     def decisions() -> int:
-        with sqlite3.connect(db) as store:
-            return store.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+        return rows(service["store"], "SELECT COUNT(*) FROM decisions")[0][0]
 
     before = decisions()
     invalid = client.post(
@@ -506,7 +510,7 @@ def test_20_concurrent_clients_post_outcomes_and_none_is_lost(service, workspace
     for thread in threads:
         thread.join()
     assert failures == []
-    outcomes = _audit_export(workspace, "outcomes", tmp_path / "outcomes.csv")
+    outcomes = _audit_export(workspace, service, "outcomes", tmp_path / "outcomes.csv")
     posted = outcomes[outcomes["declaration_id"].str.startswith("OUT-")].set_index("declaration_id")
     assert len(posted) == 500
     assert (posted["result"] == "fraud").sum() == 20
@@ -521,7 +525,7 @@ def test_the_audit_export_holds_each_decision_with_its_outcome(service, workspac
         json={"outcomes": [{"declaration_id": "AUDIT-1", "inspected_on": "2021-04-05", "result": "critical"}]},
     )
     assert stored.json() == {"stored": 1}
-    decisions = _audit_export(workspace, "decisions", tmp_path / "decisions.csv")
+    decisions = _audit_export(workspace, service, "decisions", tmp_path / "decisions.csv")
     row = decisions[decisions["declaration_id"] == "AUDIT-1"].iloc[-1]
     assert (row["lane"], row["selected_by"], row["model_version"]) == ("red", "rule", scored["model"]["version"])
     assert json.loads(row["reasons"]) == scored["results"][0]["reasons"]
