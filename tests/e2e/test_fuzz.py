@@ -1,17 +1,20 @@
 """API fuzzing: schemathesis against the service's own OpenAPI document, every check it has,
-with a key, on a service of its own. `make fuzz` runs the same with many more examples."""
+with a key, on a service of its own, once on each kind of store. `make fuzz` runs the same with
+many more examples."""
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from bench.fuzz import schemathesis_env
 from tests.e2e.stack import BIN, serve_bento
+from tests.postgres import STORE_KINDS, new_store, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -19,10 +22,15 @@ KEY = "fuzz-key"
 EXAMPLES_PER_OPERATION = 15  # bounded for the test suite; `make fuzz` runs more
 
 
-@pytest.fixture(scope="module")
-def fuzzed(workspace, tmp_path_factory) -> dict:
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def fuzzed(workspace, tmp_path_factory, request) -> Iterator[dict]:
     folder = tmp_path_factory.mktemp("fuzz")
-    env = {**workspace["env"], "RISK_API_KEYS": KEY, "RISK_AUDIT_DB": str(folder / "audit.db")}
+    with new_store(request.param, folder, request) as store:
+        yield _fuzz(workspace, folder, store)
+
+
+def _fuzz(workspace: dict, folder: Path, store: Path | str) -> dict:
+    env = {**workspace["env"], "RISK_API_KEYS": KEY, "RISK_AUDIT_DB": str(store)}
     with serve_bento(workspace["root"], env, folder / "serve.log") as served:
         command = [
             str(BIN / "st"),
@@ -46,7 +54,7 @@ def fuzzed(workspace, tmp_path_factory) -> dict:
             command, capture_output=True, text=True, timeout=900, env=schemathesis_env(env), cwd=folder
         )
         alive = httpx.get(f"{served.base}/readyz", timeout=10).status_code
-    return {"result": result, "alive": alive, "log": (folder / "serve.log").read_text(), "audit": folder / "audit.db"}
+    return {"result": result, "alive": alive, "log": (folder / "serve.log").read_text(), "audit": store}
 
 
 def test_every_check_passes_on_every_operation(fuzzed):
@@ -71,6 +79,4 @@ def test_the_key_never_reaches_the_log(fuzzed):
 
 
 def test_what_the_fuzzer_got_scored_was_audited(fuzzed):
-    with sqlite3.connect(fuzzed["audit"]) as db:
-        decisions = db.execute("SELECT count(*) FROM decisions").fetchone()[0]
-    assert decisions > 0
+    assert rows(fuzzed["audit"], "SELECT count(*) FROM decisions")[0][0] > 0

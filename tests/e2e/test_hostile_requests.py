@@ -1,18 +1,19 @@
 """Hand-written hostile requests against the real service: each is answered with the status the
 contract gives it and errors in the contract's shape, never a 5xx, and a refused request stores
 nothing. The issue-8 closing note lists these cases and the answers. The service is this
-module's own, with its own audit store: what it stores must not reach the outcomes loop's export."""
+module's own, with its own audit store (once a SQLite file, once a PostgreSQL database): what it
+stores must not reach the outcomes loop's export."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from tests.e2e.stack import contract_example, keyed_service
+from tests.postgres import STORE_KINDS, new_store, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -117,16 +118,18 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def service(workspace, tmp_path_factory):
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def service(workspace, tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("hostile")
-    with keyed_service(workspace, folder / "serve.log", folder / "audit.db") as service:
-        yield {**service, "audit": folder / "audit.db", "log": folder / "serve.log"}
+    with (
+        new_store(request.param, folder, request) as store,
+        keyed_service(workspace, folder / "serve.log", store) as service,
+    ):
+        yield {**service, "audit": store, "log": folder / "serve.log"}
 
 
 def _decisions(service) -> int:
-    with sqlite3.connect(service["audit"]) as store:
-        return store.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    return rows(service["audit"], "SELECT COUNT(*) FROM decisions")[0][0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -158,11 +161,8 @@ def test_a_repeated_outcome_in_one_batch_keeps_the_last(service):
         {"declaration_id": "TWICE-OUTCOME", "inspected_on": "2021-03-03", "result": "clean"},
     ]
     assert service["client"].post("/outcomes", json={"outcomes": outcomes}).json() == {"stored": 2}
-    with sqlite3.connect(service["audit"]) as store:
-        rows = store.execute(
-            "SELECT inspected_on, result FROM outcomes WHERE declaration_id = 'TWICE-OUTCOME'"
-        ).fetchall()
-    assert rows == [("2021-03-03", "clean")]
+    stored = rows(service["audit"], "SELECT inspected_on, result FROM outcomes WHERE declaration_id = 'TWICE-OUTCOME'")
+    assert stored == [("2021-03-03", "clean")]
 
 
 def test_methods_the_api_does_not_take_get_405(service):

@@ -16,6 +16,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.e2e.stack import BIN, TRAIN_ROWS, VALID_ROWS, _run, contract_example
+from tests.postgres import rows
 
 pytestmark = pytest.mark.e2e
 
@@ -163,11 +164,10 @@ def test_outcomes_are_stored_durably(service, workspace):
     assert response.status_code == 200 and response.json() == {"stored": 1}
     bad = service["client"].post("/outcomes", json={"outcomes": [dict(outcome, result="maybe")]})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "result"
-    import sqlite3
-
-    with sqlite3.connect(workspace["env"]["RISK_AUDIT_DB"]) as db:
-        rows = db.execute("SELECT result, notes FROM outcomes WHERE declaration_id = '97061800'").fetchall()
-    assert rows == [("fraud", "undervalued")]
+    stored = rows(
+        workspace["env"]["RISK_AUDIT_DB"], "SELECT result, notes FROM outcomes WHERE declaration_id = '97061800'"
+    )
+    assert stored == [("fraud", "undervalued")]
 
 
 def test_cli_scores_like_the_service(service, workspace, tmp_path):
