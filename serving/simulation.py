@@ -345,6 +345,10 @@ def simulate(
         in_period = ((history["declaration_date"] >= first) & (history["declaration_date"] < end)).to_numpy()
         truth = history[in_period].reset_index(drop=True)
         last_day = end - pd.Timedelta(days=1)  # when the period's revealed outcomes are known
+        fraud = truth["fraud"].to_numpy(dtype="float64") == 1
+        # per learner, which of the period's keys it had an outcome of on the first day; what its
+        # strategies reveal of this period is dated after that, so once per learner is exact
+        known: dict[str, dict[str, np.ndarray]] = {}
         for strategy in plan:
             learner = knowledge[strategy.learner]
             if strategy.learner not in scored:
@@ -362,14 +366,12 @@ def simulate(
                     **figures,
                 }
             )
-            coverage[strategy.name].add(
-                {
+            if strategy.learner not in known:
+                known[strategy.learner] = {
                     kind: keys[in_period].isin(learner.known(keys, first)).to_numpy()
                     for kind, keys in known_keys.items()
-                },
-                picks,
-                truth["fraud"].to_numpy(dtype="float64") == 1,
-            )
+                }
+            coverage[strategy.name].add(known[strategy.learner], picks, fraud)
             if strategy.teaches:
                 learner.reveal(np.flatnonzero(in_period)[picks], last_day)
         if fully is not None:
